@@ -1,0 +1,1 @@
+"""The experiment specs shipped with lt, installed as package data (``ltcli.experiments``)."""

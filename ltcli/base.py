@@ -1,0 +1,13 @@
+"""Type aliases shared by the numeric core (the optax ``base.py`` idea)."""
+
+from typing import Any
+
+import jax
+
+Params = Any
+"""A Flax parameter pytree: nested dicts of arrays."""
+
+Mask = Any
+"""A pytree shaped like `Params` whose leaves are 0/1 arrays (1 = the weight survives)."""
+
+PRNGKey = jax.Array

@@ -1,0 +1,54 @@
+"""Run-time checks of the lottery-ticket invariants, run after every level before storing.
+
+Every lottery-ticket codebase has shipped a bug in one of these, so they run on every real
+run, not only in tests. Each raises `InvariantError` naming the layer and the cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from ltcli import pruning
+from ltcli.base import Mask, Params
+from ltcli.errors import InvariantError
+
+
+def pruned_are_zero(tree: Params, mask: Mask, what: str) -> None:
+    """Every entry of `tree` where `mask` is 0 is exactly zero."""
+    flat_m = pruning.flatten(mask)
+    for name, leaf in pruning.flatten(tree).items():
+        bad = int(np.count_nonzero(leaf[flat_m[name] == 0]))
+        if bad:
+            raise InvariantError(f"{what}: {bad} pruned weights of {name} are not zero")
+
+
+def optimizer_state_masked(opt_state: Any, params: Params, mask: Mask, what: str) -> None:
+    """Every parameter-shaped part of the optimizer state (momenta, Adam moments) is zero at
+    pruned weights, so no update can revive them."""
+    structure = jax.tree.structure(params)
+    parts = jax.tree.leaves(opt_state, is_leaf=lambda x: jax.tree.structure(x) == structure)
+    for part in parts:
+        if jax.tree.structure(part) == structure:
+            pruned_are_zero(part, mask, f"{what} optimizer state")
+
+
+def rewound(start: Params, rewind_point: Params, mask: Mask, what: str) -> None:
+    """`start` equals `rewind_point` bit for bit at survivors and is zero elsewhere."""
+    flat_s, flat_r, flat_m = (pruning.flatten(t) for t in (start, rewind_point, mask))
+    for name, s in flat_s.items():
+        expected = np.where(flat_m[name] > 0, flat_r[name], np.zeros_like(s))
+        if s.dtype != expected.dtype or s.tobytes() != expected.astype(s.dtype).tobytes():
+            raise InvariantError(f"{what}: {name} is not the rewind point under the mask")
+
+
+def counts(actual: Mapping[str, int], expected: Mapping[str, int], what: str) -> None:
+    """Each layer (or the pooled total) keeps exactly the documented number of weights."""
+    for name, want in expected.items():
+        if actual.get(name) != want:
+            raise InvariantError(
+                f"{what}: {name} keeps {actual.get(name)} weights, the rounding rule gives {want}"
+            )

@@ -1,0 +1,232 @@
+"""The `lt` command line: a thin Click layer. Each command parses its input, calls one
+library function, and prints; results go to stdout, progress and notes to stderr.
+
+Exit codes: 0 success, 1 a failure (`LtError`), 2 bad input (`UsageError`, bad flags).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ltcli import models, report, runner, spec
+from ltcli.errors import LtError, UsageError
+from ltcli.paths import default_store, enable_compile_cache
+from ltcli.store import CellKey, Store
+
+
+class _Failure(click.ClickException):
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class LtGroup(click.Group):
+    """Maps library errors to exit codes: `UsageError` 2, any other `LtError` 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UsageError as err:
+            raise _Failure(str(err), 2) from err
+        except LtError as err:
+            raise _Failure(str(err), 1) from err
+
+
+STORE_OPTION = click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LT_STORE",
+    default=None,
+    help="Store folder (default: $LT_STORE, else ./results).",
+)
+
+
+@click.group(cls=LtGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lt")
+def cli() -> None:
+    """lt: lottery-ticket experiments (iterative magnitude pruning) on JAX.
+
+    \b
+      lt run mnist-lenet --rounds 20 --replicates 5
+      lt ls
+      lt show <run>
+    Runs are cached in a store: rerunning trains only what is missing.
+    """
+
+
+class CliProgress(runner.Progress):
+    """Progress on stderr: a live line on a terminal, one line per level otherwise."""
+
+    def __init__(self, total_levels: int):
+        self.total_levels = total_levels
+        self.live = sys.stderr.isatty()
+
+    def level(self, level: int, cells: list[CellKey], total_steps: int) -> None:
+        self.current, self.cells, self.total = level, len(cells), total_steps
+        self.done, self.started, self.resumed_at = 0, time.monotonic(), 0
+        self.last_draw = 0.0
+
+    def advance(self, steps: int) -> None:
+        if self.done == 0 and steps:
+            self.resumed_at = steps
+        self.done += steps
+        now = time.monotonic()
+        if self.live and (now - self.last_draw > 0.2 or self.done >= self.total):
+            self.last_draw = now
+            rate = (self.done - self.resumed_at) / max(now - self.started, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            eta_text = time.strftime("%M:%S", time.gmtime(eta)) if eta == eta else "--:--"
+            click.echo(
+                f"\rlevel {self.current}/{self.total_levels}  {self.cells} cells  "
+                f"iteration {self.done}/{self.total}  {rate:,.0f} it/s  ETA {eta_text}   ",
+                err=True,
+                nl=False,
+            )
+
+    def finish(self) -> None:
+        seconds = time.monotonic() - self.started
+        if self.live:
+            click.echo("", err=True)
+        click.echo(
+            f"level {self.current}: {self.cells} cells x {self.total} iterations "
+            f"in {seconds:.1f} s",
+            err=True,
+        )
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    keys = {
+        "rounds": "run.rounds",
+        "replicates": "run.replicates",
+        "controls": "run.controls",
+        "prune_rate": "prune.rate",
+        "rewind_iter": "prune.rewind_iter",
+        "iterations": "train.iterations",
+        "batch_size": "train.batch_size",
+        "lr": "train.lr",
+        "seed": "train.seed",
+        "eval_every": "train.eval_every",
+        "one_shot": "prune.one_shot",
+    }
+    return {keys[flag]: value for flag, value in flags.items()}
+
+
+def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.Spec:
+    """The spec `experiment` with `--set` assignments, then the named flags, applied."""
+    loaded = spec.load(experiment)
+    assigned = dict(spec.parse_assignment(s) for s in settings)
+    return spec.apply_overrides(spec.apply_overrides(loaded, assigned), _overrides(**flags))
+
+
+def show_run(store: Store, run_id: str) -> str:
+    """The text of `lt show`: what the run is, then its per-level table."""
+    record = store.descriptor(run_id)
+    meta = store.meta(run_id)
+    names = ", ".join(meta.get("names", [])) or "-"
+    lines = [f"run {run_id}", f"experiment {meta.get('experiment', '?')}   name {names}"]
+    for section, fields in record["full"].items():
+        if isinstance(fields, dict):
+            text = "  ".join(f"{k}={v}" for k, v in fields.items())
+            lines.append(f"{section:<6} {text}")
+    summary = report.level_summary(report.cell_metrics(store, run_id))
+    lines += ["", report.levels_table(summary) if summary else "(no finished cells yet)"]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("experiment")
+@click.option("--rounds", type=int, help="Pruning rounds (levels after the dense one).")
+@click.option("--replicates", type=int, help="Independent replicates (seeds) per level.")
+@click.option(
+    "--prune-rate",
+    type=float,
+    help="Fraction of surviving weights pruned per round in hidden layers; the "
+    "output layer gets half unless the spec sets prune.output_rate.",
+)
+@click.option("--iterations", help="Training length per level, like 5000 or 10ep.")
+@click.option("--batch-size", type=int, help="Minibatch size.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--seed", type=int, help="Seed of the initializations and data order.")
+@click.option("--eval-every", help="Evaluate validation and test every this many iterations.")
+@click.option("--rewind-iter", help="Late rewinding: rewind survivors to iteration k, not 0.")
+@click.option(
+    "--one-shot",
+    type=float,
+    metavar="PM",
+    help="One-shot pruning: prune straight to PM percent remaining in one round.",
+)
+@click.option(
+    "--controls",
+    metavar="LIST",
+    help="Control cells per level, like reinit:3,random:1 (not part of the run id).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set any spec field, like --set train.weight_decay=1e-4 (repeatable).",
+)
+@click.option("--name", help="A human alias for the run (not part of the run id).")
+@STORE_OPTION
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LT_DATA_DIR",
+    help="Where data sets are (default: $LT_DATA_DIR, the system location, lt's cache).",
+)
+def run(
+    experiment: str,
+    settings: tuple[str, ...],
+    name: str | None,
+    store: Path | None,
+    data_dir: Path | None,
+    **flags: Any,
+) -> None:
+    """Run, resume or extend the experiment EXPERIMENT.
+
+    EXPERIMENT is experiments/NAME.toml in the working directory, a spec shipped with lt
+    (mnist-lenet, fashion-lenet, smoke, ...), or a path to a .toml file. Finished cells are
+    never trained again: rerunning prints the table, --rounds/--replicates beyond what is
+    stored train only the new cells, and a killed run resumes where it stopped.
+    """
+    loaded = load_spec(experiment, settings, **flags)
+    model = models.get(loaded["model.name"])
+    if model.note:
+        click.echo(f"note: {model.note}", err=True)
+    target = Store(store or default_store())
+    enable_compile_cache()
+    run_id = runner.run(
+        loaded, target, data_dir=data_dir, name=name, progress=CliProgress(loaded["run.rounds"])
+    )
+    click.echo(show_run(target, run_id))
+
+
+@cli.command(name="ls")
+@STORE_OPTION
+def list_runs(store: Path | None) -> None:
+    """List the runs in the store."""
+    target = Store(store or default_store())
+    ids = target.run_ids()
+    if not ids:
+        click.echo(f"no runs in {target.root}", err=True)
+        return
+    click.echo(report.runs_table([report.run_overview(target, i) for i in ids]))
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@STORE_OPTION
+def show(run_ref: str, store: Path | None) -> None:
+    """Show a run's hyperparameters and per-level table. RUN is an id prefix or a name."""
+    target = Store(store or default_store())
+    click.echo(show_run(target, target.resolve(run_ref)))
+
+
+def main() -> None:
+    cli(prog_name="lt")

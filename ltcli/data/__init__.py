@@ -1,0 +1,40 @@
+"""Data sets by name. `locate` finds one on disk and identifies it by content.
+
+Plain names (``mnist``) are looked up in `DATASETS`; ``kind:ARG`` names (``folder:PATH``)
+in `PREFIXED`. Both registries are plain dicts whose errors list the valid names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ltcli.data import idx
+from ltcli.data.base import Arrays, DataSource
+from ltcli.errors import UsageError
+
+Locator = Callable[[str, Path | None], DataSource]
+
+DATASETS: dict[str, Locator] = {
+    "mnist": idx.locate,
+    "fashion-mnist": idx.locate,
+}
+PREFIXED: dict[str, Locator] = {}
+
+__all__ = ["DATASETS", "PREFIXED", "Arrays", "DataSource", "locate"]
+
+
+def locate(name: str, data_dir: Path | None = None) -> DataSource:
+    """Finds data set `name`, searching `data_dir`, ``$LT_DATA_DIR``, its system location and
+    lt's data cache.
+
+    Raises:
+      UsageError: an unknown name, or the files are missing or malformed (never a download).
+    """
+    kind, sep, arg = name.partition(":")
+    if sep and kind in PREFIXED:
+        return PREFIXED[kind](arg, data_dir)
+    if name in DATASETS:
+        return DATASETS[name](name, data_dir)
+    known = sorted(DATASETS) + [f"{k}:..." for k in sorted(PREFIXED)]
+    raise UsageError(f"data.dataset: unknown data set {name!r}; known: {', '.join(known)}")

@@ -1,0 +1,68 @@
+"""What every data set reader returns: a `DataSource` (found, identified) that loads `Arrays`."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ltcli import paths
+
+
+class Arrays(NamedTuple):
+    """A data set in memory: uint8 images (N, H, W, C) and int32 labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """A data set that was found on disk, identified by its content, not yet loaded.
+
+    Attributes:
+      name: the name the spec used (``mnist``, ``folder:/data/pets``).
+      content_id: sha256 of the decoded content, the same wherever the files lie.
+      train_size: examples in the training split, before the validation hold-out.
+      image_shape: (H, W, C) of one image.
+      num_classes: number of labels.
+      origin: where the files were found, for messages.
+      loader: reads the arrays.
+    """
+
+    name: str
+    content_id: str
+    train_size: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+    origin: str
+    loader: Callable[[], Arrays] = dataclasses.field(repr=False, compare=False)
+
+    def load(self) -> Arrays:
+        return self.loader()
+
+
+def search_dirs(data_dir: Path | None, system: Path | None = None) -> list[Path]:
+    """The folders searched for data, in order: `data_dir` (``--data-dir``), ``$LT_DATA_DIR``,
+    the data set's system location, then lt's own data cache."""
+    dirs = [data_dir] if data_dir else []
+    if os.environ.get("LT_DATA_DIR"):
+        dirs.append(Path(os.environ["LT_DATA_DIR"]))
+    if system:
+        dirs.append(system)
+    dirs.append(paths.data_cache_dir())
+    return dirs
+
+
+def candidate_dirs(name: str, dirs: list[Path]) -> list[Path]:
+    """For each search folder, its ``NAME/`` subfolder, then the folder itself."""
+    out: list[Path] = []
+    for folder in dirs:
+        out += [folder / name, folder]
+    return out

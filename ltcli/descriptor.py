@@ -1,0 +1,172 @@
+"""Run descriptors: a spec fully resolved, canonically serialized, and hashed into a run id.
+
+The descriptor holds only what changes results: the data by content, the model, the
+training and pruning hyperparameters (durations in iterations), and the schema version. How
+many rounds, replicates or controls were asked for, the store, the alias, the device and
+verbosity stay out, so asking for more rounds extends the same run.
+
+Schema evolution: a field whose value means "the behaviour from before this field existed"
+(`NEUTRAL`) is left out of the hashed form, so adding a field never orphans stored runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+import orjson
+
+from ltcli import models
+from ltcli.data import DataSource
+from ltcli.errors import UsageError
+from ltcli.spec import Spec
+
+SCHEMA = 1
+
+NEUTRAL: dict[str, Any] = {
+    "model.dropout": 0.0,
+    "train.momentum": 0.0,
+    "train.weight_decay": 0.0,
+    "train.warmup": 0,
+    "train.lr_drops": [],
+    "train.augment": False,
+    "prune.exclude": [],
+    "prune.rewind_iter": 0,
+    "prune.one_shot": None,
+}
+"""Values that reproduce the behaviour from before the field existed: omitted when hashed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Descriptor:
+    """A resolved run: `full` (every field, readable) and `hashed` (what the id covers)."""
+
+    full: dict[str, Any]
+    hashed: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.hashed)
+
+    def __getitem__(self, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return self.full[section][name]
+
+
+def canonical(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, no whitespace, shortest round-trip floats (orjson)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def run_id(hashed: dict[str, Any]) -> str:
+    """The sha256 (hex) of the canonical hashed form."""
+    return hashlib.sha256(canonical(hashed)).hexdigest()
+
+
+def _rates(spec: Spec, kinds: tuple[str, ...]) -> dict[str, float]:
+    rate = spec["prune.rate"]
+    if spec["prune.strategy"] == "global":
+        return {"global": rate}
+    defaults = {
+        "fc": rate,
+        "conv": spec["prune.conv_rate"] or rate,
+        "output": spec["prune.output_rate"] or rate / 2,
+    }
+    return {kind: defaults[kind] for kind in kinds}
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def resolve(spec: Spec, source: DataSource) -> Descriptor:
+    """Resolves `spec` against the data it names: durations to iterations, per-kind rates.
+
+    Raises:
+      UsageError: fields that are valid alone but not together (a rewind iteration beyond
+        the training length, an evaluation period that does not divide it, ...).
+    """
+    model_name = models.ALIASES.get(spec["model.name"], spec["model.name"])
+    model = models.get(model_name)
+    validation = spec["data.validation"]
+    train_size = source.train_size - validation
+    _check(
+        train_size > 0,
+        f"data.validation: must be below the {source.train_size} "
+        f"training examples of {source.name} (got {validation})",
+    )
+    batch = spec["train.batch_size"]
+    _check(
+        batch <= train_size,
+        f"train.batch_size: must be at most the {train_size} training examples (got {batch})",
+    )
+
+    def its(key: str) -> int:
+        return spec[key].iterations(train_size, batch)
+
+    iterations, eval_every = its("train.iterations"), its("train.eval_every")
+    _check(iterations > 0, "train.iterations: must be at least one iteration")
+    _check(
+        eval_every > 0 and iterations % eval_every == 0,
+        f"train.eval_every: must divide train.iterations ({iterations}); got {eval_every}",
+    )
+    rewind = its("prune.rewind_iter")
+    _check(
+        rewind <= iterations and rewind % eval_every == 0,
+        f"prune.rewind_iter: must be a multiple of train.eval_every ({eval_every}) "
+        f"in [0, {iterations}] (got {rewind})",
+    )
+    warmup = its("train.warmup")
+    _check(warmup <= iterations, f"train.warmup: must be in [0, {iterations}] (got {warmup})")
+    drops = sorted(d.iterations(train_size, batch) for d in spec["train.lr_drops"])
+    _check(
+        all(0 < d <= iterations for d in drops),
+        f"train.lr_drops: each must be in (0, {iterations}] (got {drops})",
+    )
+
+    full = {
+        "schema": SCHEMA,
+        "data": {"dataset": source.name, "content": source.content_id, "validation": validation},
+        "model": {"name": model_name, "dropout": spec["model.dropout"]},
+        "train": {
+            "optimizer": spec["train.optimizer"],
+            "lr": spec["train.lr"],
+            "momentum": spec["train.momentum"],
+            "weight_decay": spec["train.weight_decay"],
+            "batch_size": batch,
+            "iterations": iterations,
+            "eval_every": eval_every,
+            "warmup": warmup,
+            "lr_drops": drops,
+            "augment": spec["train.augment"],
+            "seed": spec["train.seed"],
+        },
+        "prune": {
+            "strategy": spec["prune.strategy"],
+            "rates": _rates(spec, model.kinds),
+            "exclude": list(spec["prune.exclude"]),
+            "rewind_iter": rewind,
+            "one_shot": spec["prune.one_shot"],
+        },
+    }
+    if drops:
+        full["train"]["lr_drop_factor"] = spec["train.lr_drop_factor"]
+    return Descriptor(full, hashed_form(full))
+
+
+def hashed_form(full: dict[str, Any]) -> dict[str, Any]:
+    """`full` without the readable-only dataset name and the fields at their `NEUTRAL` value."""
+    hashed: dict[str, Any] = {}
+    for section, fields in full.items():
+        if not isinstance(fields, dict):
+            hashed[section] = fields
+            continue
+        hashed[section] = {
+            name: value
+            for name, value in fields.items()
+            if not (f"{section}.{name}" in NEUTRAL and NEUTRAL[f"{section}.{name}"] == value)
+            and f"{section}.{name}" != "data.dataset"
+        }
+    return hashed

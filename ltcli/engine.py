@@ -1,0 +1,368 @@
+"""The training engine: masked training of a group of cells as one XLA program.
+
+Everything here is a pure function of pytrees. A *group* is several cells of equal shapes
+(replicates, controls) stacked along a leading axis. `Engine.segment` advances a group by a
+whole number of evaluation periods in one jitted call: inside, `lax.scan` runs the steps of
+each period and evaluates validation and test after it, so Python never sits in the inner
+loop. The group runs under `vmap` or one cell after another (`lax.map`) in the same program;
+which is the `grouping` the caller picks, and the numbers do not depend on it.
+
+Pruned weights are exactly zero at every step: gradients are masked before the optimizer
+(so Adam's moments and SGD's momentum of pruned weights stay zero) and the updated
+parameters are multiplied by the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ltcli.base import Mask, Params
+from ltcli.data import Arrays
+
+EVAL_BATCH = 1000
+METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training hyperparameters of a run, with durations already in iterations."""
+
+    optimizer: str
+    lr: float
+    batch_size: int
+    iterations: int
+    eval_every: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    warmup: int = 0
+    lr_drops: tuple[int, ...] = ()
+    lr_drop_factor: float = 0.1
+    augment: bool = False
+
+
+def learning_rate(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 over `cfg.warmup` steps, then `cfg.lr` times the drop factor
+    once per drop boundary passed."""
+    boundaries = {step: cfg.lr_drop_factor for step in cfg.lr_drops}
+    decay = optax.piecewise_constant_schedule(cfg.lr, boundaries)
+    if not cfg.warmup:
+        return decay
+    warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup)
+    return optax.join_schedules([warm, lambda t: decay(t + cfg.warmup)], [cfg.warmup])
+
+
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients."""
+    schedule = learning_rate(cfg)
+    if cfg.optimizer == "adam":
+        base = optax.adam(schedule)
+    else:
+        base = optax.sgd(schedule, momentum=cfg.momentum or None)
+    if cfg.weight_decay:
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
+    return base
+
+
+class DeviceData(NamedTuple):
+    """A data set on the device. Eval sets are padded to whole batches; `*_w` marks the real
+    examples with 1."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    w_val: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    w_test: jax.Array
+    mean: jax.Array
+    std: jax.Array
+
+
+def _batched(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(y)
+    size = min(EVAL_BATCH, max(n, 1))
+    pad = -n % size
+    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    batches = len(w) // size
+    return (
+        x.reshape(batches, size, *x.shape[1:]),
+        y.reshape(batches, size),
+        w.reshape(batches, size),
+    )
+
+
+def split_validation(arrays: Arrays, validation: int) -> tuple[Arrays, np.ndarray, np.ndarray]:
+    """Holds `validation` training examples out, chosen by a fixed permutation (seed 0).
+
+    Returns:
+      The arrays with the training split reduced, and the held-out images and labels.
+    """
+    order = np.random.default_rng(0).permutation(len(arrays.y_train))
+    val, train = order[:validation], np.sort(order[validation:])
+    reduced = arrays._replace(x_train=arrays.x_train[train], y_train=arrays.y_train[train])
+    return reduced, arrays.x_train[val], arrays.y_train[val]
+
+
+def to_device(arrays: Arrays, validation: int) -> DeviceData:
+    """Splits off the validation set and puts everything on the default device.
+
+    Images stay uint8 on the device and are normalized per batch by the training-split
+    per-channel mean and standard deviation.
+    """
+    arrays, x_val, y_val = split_validation(arrays, validation)
+    pixels = arrays.x_train.reshape(-1, arrays.x_train.shape[-1]).astype(np.float64)
+    mean, std = pixels.mean(0), pixels.std(0) + 1e-8
+    val, test = _batched(x_val, y_val), _batched(arrays.x_test, arrays.y_test)
+    host = (
+        arrays.x_train,
+        arrays.y_train,
+        *val,
+        *test,
+        mean.astype(np.float32),
+        std.astype(np.float32),
+    )
+    return DeviceData(*(jax.device_put(a) for a in host))
+
+
+class Group(NamedTuple):
+    """The state of a group of cells, each leaf stacked along axis 0 (one row per cell).
+
+    `rewind` holds ``{"params", "batch_stats"}`` captured at the late-rewinding iteration, or
+    is None.
+    """
+
+    params: Params
+    batch_stats: Any
+    opt_state: Any
+    mask: Mask
+    data_key: jax.Array
+    rewind: Any = None
+
+
+def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: int) -> jax.Array:
+    """Indices of the `steps` batches that start at iteration `step0`, shape (steps, batch).
+
+    The examples are an endless stream of epochs, each an independent permutation of the
+    `n` training examples keyed by ``fold_in(key, epoch)``; batch ``t`` is stream positions
+    ``[t * batch, (t + 1) * batch)``, so no example is dropped and any iteration can be
+    reached without replaying the ones before it.
+    """
+    start = step0 * batch
+    first_epoch = start // n
+    epochs = math.ceil(steps * batch / n) + 1
+    perms = [
+        jnp.argsort(jax.random.bits(jax.random.fold_in(key, first_epoch + i), (n,)))
+        for i in range(epochs)
+    ]
+    stream = jnp.concatenate(perms)
+    window = jax.lax.dynamic_slice(stream, (start - first_epoch * n,), (steps * batch,))
+    return window.reshape(steps, batch)
+
+
+def augment(images: jax.Array, key: jax.Array) -> jax.Array:
+    """Random horizontal flips and 4-pixel pad-and-crop, one draw per image."""
+    flip_key, crop_key = jax.random.split(key)
+    b, h, w, c = images.shape
+    flip = jax.random.bernoulli(flip_key, 0.5, (b,))
+    images = jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    padded = jnp.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    offsets = jax.random.randint(crop_key, (b, 2), 0, 9)
+
+    def crop(image: jax.Array, offset: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
+def _variables(params: Params, batch_stats: Any) -> dict:
+    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """Trains groups of cells of one model on one data set.
+
+    Attributes:
+      model: the Flax module.
+      cfg: training hyperparameters.
+      grouping: ``"vmap"`` (cells side by side) or ``"serial"`` (one after another, in the
+        same program).
+      segment_evals: evaluation periods per jitted call (progress and checkpoints happen
+        between calls).
+    """
+
+    model: nn.Module
+    cfg: TrainConfig
+    grouping: str = "vmap"
+    segment_evals: int = 10
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        return optimizer(self.cfg)
+
+    def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> tuple[Params, Any]:
+        """Fresh parameters and batch-norm statistics (empty dict if none) from `key`."""
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = self.model.init({"params": key, "dropout": key}, dummy, train=False)
+        return variables["params"], variables.get("batch_stats", {})
+
+    def start(
+        self,
+        params: list[Params],
+        batch_stats: list[Any],
+        masks: list[Mask],
+        keys: list,
+        capture_rewind: bool = False,
+    ) -> Group:
+        """Stacks the starting points of cells into a group, with fresh optimizer state.
+
+        `params` must already be masked (pruned weights zero). With `capture_rewind`, the
+        group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
+        """
+        stack = partial(jax.tree.map, lambda *xs: jnp.stack(xs))
+        stacked = stack(*params)
+        opt_state = jax.vmap(self.tx.init)(stacked)
+        stats = stack(*batch_stats)
+        rewind = None
+        if capture_rewind:
+            rewind = jax.tree.map(jnp.copy, {"params": stacked, "batch_stats": stats})
+        return Group(
+            stacked,
+            stats,
+            opt_state,
+            stack(*masks),
+            jnp.stack([jnp.asarray(k) for k in keys]),
+            rewind,
+        )
+
+    def _loss(self, params, batch_stats, x, y, key):
+        variables = _variables(params, batch_stats)
+        if batch_stats:
+            logits, updates = self.model.apply(
+                variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
+            )
+            new_stats = updates["batch_stats"]
+        else:
+            logits = self.model.apply(variables, x, train=True, rngs={"dropout": key})
+            new_stats = batch_stats
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, new_stats
+
+    def _evaluate(self, params, batch_stats, data: DeviceData, x, y, w):
+        def one(batch):
+            xb, yb, wb = batch
+            xb = (xb.astype(jnp.float32) - data.mean) / data.std
+            logits = self.model.apply(_variables(params, batch_stats), xb, train=False)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+            correct = (jnp.argmax(logits, -1) == yb).astype(jnp.float32)
+            return jnp.sum(loss * wb), jnp.sum(correct * wb)
+
+        losses, corrects = jax.lax.map(one, (x, y, w))
+        count = jnp.sum(w)
+        return jnp.sum(losses) / count, jnp.sum(corrects) / count
+
+    def _cell_segment(
+        self, cell: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
+    ):
+        """Advances one (unstacked) cell by `evals` evaluation periods from `step0`."""
+        cfg, tx = self.cfg, self.tx
+        n = data.y_train.shape[0]
+
+        def train_step(carry, inputs):
+            params, stats, opt_state = carry
+            t, ids = inputs
+            x = (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
+            step_key = jax.random.fold_in(cell.data_key, t)
+            if cfg.augment:
+                x = augment(x, jax.random.fold_in(step_key, 1))
+            grad_fn = jax.grad(self._loss, has_aux=True)
+            grads, stats = grad_fn(params, stats, x, data.y_train[ids], step_key)
+            grads = jax.tree.map(jnp.multiply, grads, cell.mask)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            params = jax.tree.map(jnp.multiply, optax.apply_updates(params, updates), cell.mask)
+            return (params, stats, opt_state), None
+
+        def period(carry, index):
+            params, stats, opt_state, rewind = carry
+            first = step0 + index * cfg.eval_every
+            ids = batch_indices(cell.data_key, first, cfg.eval_every, cfg.batch_size, n)
+            steps = first + jnp.arange(cfg.eval_every)
+            (params, stats, opt_state), _ = jax.lax.scan(
+                train_step, (params, stats, opt_state), (steps, ids)
+            )
+            if rewind_at:
+                hit = first + cfg.eval_every == rewind_at
+                now = {"params": params, "batch_stats": stats}
+                rewind = jax.tree.map(lambda p, r: jnp.where(hit, p, r), now, rewind)
+            val = self._evaluate(params, stats, data, data.x_val, data.y_val, data.w_val)
+            test = self._evaluate(params, stats, data, data.x_test, data.y_test, data.w_test)
+            return (params, stats, opt_state, rewind), jnp.stack([*val, *test])
+
+        carry = (cell.params, cell.batch_stats, cell.opt_state, cell.rewind if rewind_at else None)
+        (params, stats, opt_state, rewind), metrics = jax.lax.scan(period, carry, jnp.arange(evals))
+        return cell._replace(
+            params=params, batch_stats=stats, opt_state=opt_state, rewind=rewind
+        ), metrics
+
+    @partial(jax.jit, static_argnums=(0, 4, 5), donate_argnums=(1,))
+    def _segment(
+        self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
+    ):
+        one = partial(self._cell_segment, step0=step0, data=data, evals=evals, rewind_at=rewind_at)
+        if self.grouping == "vmap":
+            return jax.vmap(one)(group)
+        return jax.lax.map(one, group)
+
+    def segment(
+        self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int = 0
+    ) -> tuple[Group, jax.Array]:
+        """Trains `group` for `evals` evaluation periods starting at iteration `step0`.
+
+        Args:
+          group: the cells' state; its buffers are donated (do not reuse the argument).
+          step0: the iteration the group is at (a multiple of ``cfg.eval_every``).
+          evals: evaluation periods to run.
+          data: the data set on the device.
+          rewind_at: if > 0, ``group.rewind`` (see `start`) receives the parameters at this
+            iteration.
+
+        Returns:
+          The advanced group and metrics of shape (cells, evals, 4), columns `METRICS`.
+        """
+        return self._segment(group, jnp.asarray(step0, jnp.int32), data, evals, rewind_at)
+
+
+def unstack(tree: Any, count: int) -> list[Any]:
+    """Splits a stacked pytree into `count` host (numpy) pytrees."""
+    host = jax.device_get(tree)
+    return [jax.tree.map(lambda x, i=i: np.asarray(x[i]), host) for i in range(count)]
+
+
+def summarize(metrics: np.ndarray, eval_every: int) -> dict[str, float | int]:
+    """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS).
+
+    Early stopping is the evaluation of minimum validation loss (the first one on ties).
+    """
+    curve = np.asarray(metrics, np.float64)
+    best = int(np.argmin(curve[:, 0]))
+    return {
+        "early_stop_iter": (best + 1) * eval_every,
+        "early_stop_test_acc": float(curve[best, 3]),
+        "early_stop_test_loss": float(curve[best, 2]),
+        "min_val_loss": float(curve[best, 0]),
+        "final_test_acc": float(curve[-1, 3]),
+        "final_test_loss": float(curve[-1, 2]),
+        "iterations": len(curve) * eval_every,
+    }

@@ -1,0 +1,15 @@
+"""Layers with the paper's initialization: Gaussian Glorot weights, zero biases.
+
+Prunable layers are recognised by name (see `ltcli.pruning.layer_kind`): ``conv*`` and
+``shortcut*`` are convolutions, ``fc*`` hidden dense layers, ``out`` the output layer.
+"""
+
+from functools import partial
+
+import flax.linen as nn
+
+Dense = partial(nn.Dense, kernel_init=nn.initializers.glorot_normal())
+Conv = partial(
+    nn.Conv, kernel_size=(3, 3), padding="SAME", kernel_init=nn.initializers.glorot_normal()
+)
+BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)

@@ -1,0 +1,38 @@
+"""Where lt keeps things outside a store: its cache folder (data, content ids, compiled code)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+
+def cache_dir() -> Path:
+    """``$LT_CACHE_DIR``, else the user's cache folder for lt (``~/.cache/lt`` on Linux)."""
+    return Path(os.environ.get("LT_CACHE_DIR") or platformdirs.user_cache_dir("lt"))
+
+
+def data_cache_dir() -> Path:
+    """Where ``lt data fetch`` puts data sets by default, and the last place lt looks."""
+    return cache_dir() / "data"
+
+
+def compile_cache_dir() -> Path:
+    """JAX's persistent compilation cache, shared by every lt process of this user."""
+    return cache_dir() / "jax"
+
+
+def default_store() -> Path:
+    """``$LT_STORE``, else ``results/`` in the working directory."""
+    return Path(os.environ.get("LT_STORE") or "results")
+
+
+def enable_compile_cache() -> None:
+    """Points JAX's persistent compilation cache at `compile_cache_dir`, so a second process
+    training the same shapes loads compiled programs instead of compiling them again."""
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(compile_cache_dir()))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

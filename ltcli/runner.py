@@ -1,0 +1,345 @@
+"""Iterative magnitude pruning over a store: train, prune, rewind, repeat, skipping every
+cell that is already finished.
+
+Level 0 trains the dense network from θ0. Level L's ticket mask is pruned from level L-1's
+trained ticket, and its survivors are rewound to θ0 (or to θk, captured at iteration k of
+level 0, with late rewinding). Controls branch off a level and feed nothing later:
+``reinit-i`` keeps the ticket's mask with fresh weights, ``random-i`` draws a random mask
+with the ticket's per-layer counts and starts from θ0 (θk). All unfinished cells of a level
+train together as one group.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from ltcli import atomic, checks, data, descriptor, models, pruning
+from ltcli.descriptor import Descriptor
+from ltcli.engine import METRICS, DeviceData, Engine, Group, TrainConfig, summarize, to_device
+from ltcli.errors import UsageError
+from ltcli.spec import Spec
+from ltcli.store import CellKey, Store
+
+SEGMENT_ITERATIONS = 1000
+"""About this many iterations run per jitted call; progress and checkpoints come between."""
+
+
+class Progress:
+    """Receives progress events; the CLI draws them, tests and notebooks ignore them."""
+
+    def level(self, level: int, cells: list[CellKey], total_steps: int) -> None: ...
+
+    def advance(self, steps: int) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def members(controls: str) -> list[str]:
+    """Member names of a level: the ticket, then ``reinit-0``... and ``random-0``... as
+    asked for by a controls string like ``"reinit:3,random:1"``."""
+    out = ["ticket"]
+    for item in filter(None, controls.split(",")):
+        kind, count = item.split(":")
+        out += [f"{kind}-{i}" for i in range(int(count))]
+    return out
+
+
+def train_config(full: dict[str, Any]) -> TrainConfig:
+    """The engine's configuration from a descriptor's full form."""
+    train = full["train"]
+    return TrainConfig(
+        optimizer=train["optimizer"],
+        lr=train["lr"],
+        batch_size=train["batch_size"],
+        iterations=train["iterations"],
+        eval_every=train["eval_every"],
+        momentum=train["momentum"],
+        weight_decay=train["weight_decay"],
+        warmup=train["warmup"],
+        lr_drops=tuple(train["lr_drops"]),
+        lr_drop_factor=train.get("lr_drop_factor", 0.1),
+        augment=train["augment"],
+    )
+
+
+def strategy(full: dict[str, Any]) -> pruning.Strategy:
+    prune = full["prune"]
+    return pruning.Strategy(
+        prune["strategy"], prune["rates"], tuple(prune["exclude"]), prune["one_shot"]
+    )
+
+
+def grouping_for(model_name: str, platform: str) -> str:
+    """How a level's cells share one program: side by side (vmap) for dense networks, one
+    after another for convolutional ones (vmapped convolutions become slow grouped
+    convolutions; see PERFORMANCE.md)."""
+    del platform
+    return "vmap" if model_name == "lenet300" else "serial"
+
+
+@dataclasses.dataclass
+class Plan:
+    """What a command asks of a run: levels 0..rounds for each replicate, with controls."""
+
+    rounds: int
+    replicates: int
+    controls: str = ""
+
+    def cells(self, level: int) -> list[CellKey]:
+        names = members(self.controls) if level > 0 else ["ticket"]
+        return [CellKey(r, level, m) for r in range(self.replicates) for m in names]
+
+
+def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
+    """Locates the data and resolves the descriptor; checks the plan fits the strategy."""
+    source = data.locate(spec["data.dataset"], data_dir)
+    desc = descriptor.resolve(spec, source)
+    if desc["prune.one_shot"] is not None and spec["run.rounds"] > 1:
+        raise UsageError(
+            f"run.rounds: one-shot pruning has exactly one round (got {spec['run.rounds']})"
+        )
+    return desc, source
+
+
+class Runner:
+    """Runs a plan for one descriptor against a store."""
+
+    def __init__(
+        self,
+        store: Store,
+        desc: Descriptor,
+        source: data.DataSource,
+        progress: Progress | None = None,
+        checkpoint_seconds: float = 60.0,
+    ):
+        self.store, self.desc, self.source = store, desc, source
+        self.run_id = desc.run_id
+        self.progress = progress or Progress()
+        self.checkpoint_seconds = checkpoint_seconds
+        self.cfg = train_config(desc.full)
+        self.strategy = strategy(desc.full)
+        self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
+        self._engine: Engine | None = None
+        self._data: DeviceData | None = None
+
+    # -- lazily built: a run with nothing to train loads no data and compiles nothing --------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            grouping = grouping_for(self.desc["model.name"], jax.default_backend())
+            evals = self.cfg.iterations // self.cfg.eval_every
+            per_call = max(1, SEGMENT_ITERATIONS // self.cfg.eval_every)
+            segment = max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
+            self._engine = Engine(self.model, self.cfg, grouping, segment)
+        return self._engine
+
+    @property
+    def data(self) -> DeviceData:
+        if self._data is None:
+            self._data = to_device(self.source.load(), self.desc["data.validation"])
+        return self._data
+
+    def _key(self, stream: int, replicate: int) -> jax.Array:
+        """The key of a replicate's initialization (stream 0) or data order (stream 1)."""
+        root = jax.random.PRNGKey(self.desc["train.seed"])
+        return jax.random.fold_in(jax.random.fold_in(root, stream), replicate)
+
+    # -- starting points ----------------------------------------------------------------------
+
+    def _fresh(self, key: jax.Array) -> dict[str, Any]:
+        params, stats = self.engine.init(key, self.source.image_shape)
+        return jax.device_get({"params": params, "batch_stats": stats})
+
+    def init_point(self, replicate: int) -> dict[str, Any]:
+        """θ0 of a replicate (params and batch-norm state), created and stored once."""
+        path = self.store.init_path(self.run_id, replicate)
+        if path.exists():
+            return self.store.load_weights(path)
+        variables = self._fresh(self._key(0, replicate))
+        self.store.save_weights(path, variables)
+        return self.store.load_weights(path)
+
+    def rewind_point(self, replicate: int) -> dict[str, Any]:
+        if self.desc["prune.rewind_iter"]:
+            return self.store.load_weights(self.store.rewind_path(self.run_id, replicate))
+        return self.init_point(replicate)
+
+    def _control_rng(self, cell: CellKey) -> np.random.Generator:
+        kind, index = cell.member.split("-")
+        return np.random.default_rng(
+            [
+                int(self.run_id[:16], 16),
+                cell.replicate,
+                cell.level,
+                int(index),
+                ["reinit", "random"].index(kind),
+            ]
+        )
+
+    def ticket_mask(self, replicate: int, level: int) -> Any:
+        """The ticket's mask at `level`: stored if that cell is finished, else pruned from the
+        trained ticket of the level before."""
+        template = self.init_point(replicate)["params"]
+        if level == 0:
+            return pruning.dense_mask(template)
+        cell = CellKey(replicate, level)
+        if self.store.is_finished(self.run_id, cell):
+            return self.store.read_mask(self.run_id, cell, template)
+        previous = CellKey(replicate, level - 1)
+        trained = self.store.read_trained(self.run_id, previous)["params"]
+        mask = self.store.read_mask(self.run_id, previous, template)
+        return self.strategy.prune(trained, mask)
+
+    def cell_inputs(self, cell: CellKey) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+        """(start variables, mask, rewind variables) of a cell; start = rewind under mask."""
+        mask = self.ticket_mask(cell.replicate, cell.level)
+        point = self.rewind_point(cell.replicate)
+        if cell.member.startswith("reinit"):
+            key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
+            point = self._fresh(key)
+        elif cell.member.startswith("random"):
+            mask = pruning.random_like(mask, self._control_rng(cell))
+        start = dict(point, params=masked(point["params"], mask))
+        return start, mask, point
+
+    # -- training ----------------------------------------------------------------------------
+
+    def run(self, plan: Plan) -> None:
+        """Trains every unfinished cell of `plan`, level by level."""
+        for level in range(plan.rounds + 1):
+            todo = [c for c in plan.cells(level) if not self.store.is_finished(self.run_id, c)]
+            if todo:
+                self.train_level(level, todo)
+
+    def train_level(self, level: int, cells: list[CellKey]) -> None:
+        inputs = [self.cell_inputs(c) for c in cells]
+        what = f"run {self.run_id[:12]} level {level}"
+        for cell, (start, mask, point) in zip(cells, inputs, strict=True):
+            checks.rewound(start["params"], point["params"], mask, f"{what} {cell.member}")
+            checks.counts(
+                self.strategy.actual_counts(start["params"], mask),
+                self.strategy.expected_counts(start["params"], level),
+                f"{what} {cell.member} r{cell.replicate}",
+            )
+        capture = self.desc["prune.rewind_iter"] if level == 0 else 0
+        started = time.perf_counter()
+        group, curves = self._train_group(level, cells, inputs, capture)
+        wall = (time.perf_counter() - started) / len(cells)
+        host = jax.device_get(group)
+        for i, (cell, (_, mask, _)) in enumerate(zip(cells, inputs, strict=True)):
+            row = jax.tree.map(lambda x, i=i: np.asarray(x[i]), host)
+            checks.pruned_are_zero(row.params, mask, f"{what} {cell.member} trained weights")
+            checks.optimizer_state_masked(row.opt_state, row.params, mask, f"{what} {cell.member}")
+            self._store_cell(cell, row, mask, curves[i], wall)
+        self.store.clear_checkpoint(self.run_id, level)
+
+    def _store_cell(
+        self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, wall: float
+    ) -> None:
+        if cell.member == "ticket" and row.rewind is not None:
+            self.store.save_weights(self.store.rewind_path(self.run_id, cell.replicate), row.rewind)
+        weights = None
+        if cell.member == "ticket":
+            weights = {"params": row.params, "batch_stats": row.batch_stats}
+        per_layer = pruning.counts(mask)
+        metrics = {
+            "replicate": cell.replicate,
+            "level": cell.level,
+            "member": cell.member,
+            "percent_remaining": pruning.percent_remaining(mask),
+            "layers": {name: list(c) for name, c in per_layer.items()},
+            "curve": {
+                "iteration": [(i + 1) * self.cfg.eval_every for i in range(len(curve))],
+                **{name: curve[:, j].tolist() for j, name in enumerate(METRICS)},
+            },
+            **summarize(curve, self.cfg.eval_every),
+            "wall_seconds": wall,
+        }
+        self.store.write_cell(self.run_id, cell, mask, metrics, weights)
+
+    def _train_group(
+        self, level: int, cells: list[CellKey], inputs: list, capture: int
+    ) -> tuple[Group, np.ndarray]:
+        engine, cfg = self.engine, self.cfg
+        keys = [self._key(1, c.replicate) for c in cells]
+        group = engine.start(
+            [s["params"] for s, _, _ in inputs],
+            [s["batch_stats"] for s, _, _ in inputs],
+            [m for _, m, _ in inputs],
+            keys,
+            capture_rewind=bool(capture),
+        )
+        step, curves = 0, np.zeros((len(cells), 0, len(METRICS)), np.float32)
+        restored = self._load_checkpoint(level, cells, group)
+        if restored is not None:
+            group, step, curves = restored
+        self.progress.level(level, cells, cfg.iterations)
+        self.progress.advance(step)
+        last_save = time.monotonic()
+        data_on_device = self.data
+        while step < cfg.iterations:
+            group, metrics = engine.segment(
+                group, step, engine.segment_evals, data_on_device, capture
+            )
+            curves = np.concatenate([curves, np.asarray(metrics)], axis=1)
+            step += engine.segment_evals * cfg.eval_every
+            self.progress.advance(engine.segment_evals * cfg.eval_every)
+            if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
+                self._save_checkpoint(level, cells, group, step, curves)
+                last_save = time.monotonic()
+        self.progress.finish()
+        return group, curves
+
+    # -- mid-level checkpoints ----------------------------------------------------------------
+
+    def _save_checkpoint(
+        self, level: int, cells: list[CellKey], group: Group, step: int, curves: np.ndarray
+    ) -> None:
+        leaves = jax.device_get(jax.tree.leaves(group))
+        arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+        arrays.update(
+            step=np.asarray(step), curves=curves, cells=np.asarray([str(c.relpath) for c in cells])
+        )
+        atomic.write_npz(self.store.checkpoint_path(self.run_id, level), arrays)
+
+    def _load_checkpoint(
+        self, level: int, cells: list[CellKey], like: Group
+    ) -> tuple[Group, int, np.ndarray] | None:
+        path = self.store.checkpoint_path(self.run_id, level)
+        if not path.exists():
+            return None
+        with np.load(path) as saved:
+            if list(saved["cells"]) != [str(c.relpath) for c in cells]:
+                return None
+            leaves, structure = jax.tree.flatten(like)
+            restored = [jax.numpy.asarray(saved[f"leaf_{i}"]) for i in range(len(leaves))]
+            return (jax.tree.unflatten(structure, restored), int(saved["step"]), saved["curves"])
+
+
+def masked(params: Any, mask: Any) -> Any:
+    """`params` with pruned entries exactly +0.0 (not -0.0, as multiplying would give)."""
+    return jax.tree.map(lambda p, m: np.where(m > 0, p, np.zeros_like(p)), params, mask)
+
+
+def run(
+    spec: Spec,
+    store: Store,
+    *,
+    data_dir: Path | None = None,
+    name: str | None = None,
+    progress: Progress | None = None,
+    checkpoint_seconds: float = 60.0,
+) -> str:
+    """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id."""
+    desc, source = prepare(spec, data_dir)
+    store.save_run(desc, spec.experiment, name)
+    plan = Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"])
+    Runner(store, desc, source, progress, checkpoint_seconds).run(plan)
+    return desc.run_id
