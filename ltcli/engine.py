@@ -215,7 +215,8 @@ class Engine:
     def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> tuple[Params, Any]:
         """Fresh parameters and batch-norm statistics (empty dict if none) from `key`."""
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
-        variables = self.model.init({"params": key, "dropout": key}, dummy, train=False)
+        init = jax.jit(partial(self.model.init, train=False))  # eager init compiles op by op
+        variables = init({"params": key, "dropout": key}, dummy)
         return variables["params"], variables.get("batch_stats", {})
 
     def start(

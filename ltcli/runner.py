@@ -166,8 +166,9 @@ class Runner:
         self.store.save_weights(path, variables)
         return self.store.load_weights(path)
 
-    def rewind_point(self, replicate: int) -> dict[str, Any]:
-        if self.desc["prune.rewind_iter"]:
+    def rewind_point(self, replicate: int, level: int) -> dict[str, Any]:
+        """Where a level's survivors start: θ0 at level 0, later θ0 or θk (late rewinding)."""
+        if level > 0 and self.desc["prune.rewind_iter"]:
             return self.store.load_weights(self.store.rewind_path(self.run_id, replicate))
         return self.init_point(replicate)
 
@@ -200,7 +201,7 @@ class Runner:
     def cell_inputs(self, cell: CellKey) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         """(start variables, mask, rewind variables) of a cell; start = rewind under mask."""
         mask = self.ticket_mask(cell.replicate, cell.level)
-        point = self.rewind_point(cell.replicate)
+        point = self.rewind_point(cell.replicate, cell.level)
         if cell.member.startswith("reinit"):
             key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
             point = self._fresh(key)
@@ -290,10 +291,10 @@ class Runner:
             )
             curves = np.concatenate([curves, np.asarray(metrics)], axis=1)
             step += engine.segment_evals * cfg.eval_every
-            self.progress.advance(engine.segment_evals * cfg.eval_every)
             if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
                 self._save_checkpoint(level, cells, group, step, curves)
                 last_save = time.monotonic()
+            self.progress.advance(engine.segment_evals * cfg.eval_every)
         self.progress.finish()
         return group, curves
 

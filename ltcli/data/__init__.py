@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ltcli.data import idx
+from ltcli.data import cifar, folder, idx, tfds_source
 from ltcli.data.base import Arrays, DataSource
 from ltcli.errors import UsageError
 
@@ -18,8 +18,12 @@ Locator = Callable[[str, Path | None], DataSource]
 DATASETS: dict[str, Locator] = {
     "mnist": idx.locate,
     "fashion-mnist": idx.locate,
+    "cifar10": cifar.locate,
 }
-PREFIXED: dict[str, Locator] = {}
+PREFIXED: dict[str, Locator] = {
+    "folder": folder.locate,
+    "tfds": tfds_source.locate,
+}
 
 __all__ = ["DATASETS", "PREFIXED", "Arrays", "DataSource", "locate"]
 

@@ -35,7 +35,7 @@ def _without_dropout(module: Callable[..., nn.Module]) -> Callable[..., nn.Modul
 
     def build(num_classes: int, dropout: float = 0.0) -> nn.Module:
         if dropout:
-            raise ValueError(f"this model has no dropout; got dropout={dropout}")
+            raise ValueError(f"{module.__name__} has no dropout; got dropout={dropout}")
         return module(num_classes=num_classes)
 
     return build

@@ -30,15 +30,15 @@ class ConvNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        i = 0
+        layer = 0
         for stage in self.stages:
             for width in stage:
-                i += 1
-                x = nn.relu(Conv(width, name=f"conv{i}")(x))
+                layer += 1
+                x = nn.relu(Conv(width, name=f"conv{layer}")(x))
             x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
-        for j, width in enumerate(self.hidden, start=1):
-            x = nn.relu(Dense(width, name=f"fc{j}")(x))
+        for i, width in enumerate(self.hidden, start=1):
+            x = nn.relu(Dense(width, name=f"fc{i}")(x))
             if self.dropout:
                 x = nn.Dropout(self.dropout, deterministic=not train)(x)
         return Dense(self.num_classes, name="out")(x)

@@ -4,7 +4,8 @@ A 3x3 convolution ``conv1`` of 16 filters with batch norm ``bn1`` and ReLU; thre
 three basic blocks (``stage1_block0`` ... ``stage3_block2``) with 16, 32 and 64 filters, the
 first block of stages 2 and 3 striding by 2; global average pooling; the output layer ``out``.
 A block whose shape changes adds a 1x1 convolution ``shortcut`` with batch norm
-``bn_shortcut`` to its residual path."""
+``bn_shortcut`` to its residual path.
+"""
 
 from __future__ import annotations
 

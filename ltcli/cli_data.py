@@ -1,0 +1,59 @@
+"""``lt data``: download data sets (``fetch``) and list what lt finds (``ls``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import click
+
+from ltcli.data import fetch as fetching
+from ltcli.errors import LtError, UsageError
+
+_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder that holds (or receives) data sets; default $LT_DATA_DIR, else lt's cache.",
+)
+
+
+T = TypeVar("T")
+
+
+def _run(function: Callable[..., T], *args: object) -> T:
+    """Calls `function`, turning lt's errors into Click's (a usage error exits 2, others 1),
+    so the group keeps lt's exit codes on its own as well as under the main CLI."""
+    try:
+        return function(*args)
+    except LtError as err:
+        failure = click.ClickException(str(err))
+        failure.exit_code = 2 if isinstance(err, UsageError) else 1
+        raise failure from err
+
+
+@click.group()
+def data() -> None:
+    """Download data sets and list the ones lt can find."""
+
+
+@data.command()
+@click.argument("name", type=click.Choice(list(fetching.FILES)))
+@_DATA_DIR
+def fetch(name: str, data_dir: Path | None) -> None:
+    """Download data set NAME's original files into DIR/NAME/ and verify them."""
+    folder = _run(fetching.fetch, name, data_dir)
+    click.echo(f"{name}: verified in {folder}")
+
+
+@data.command(name="ls")
+@_DATA_DIR
+def ls(data_dir: Path | None) -> None:
+    """List the data sets lt knows: where each was found, its content id, whether it verified."""
+    for item in _run(fetching.list_datasets, data_dir):
+        if item.origin is None:
+            detail = item.problem or f"get it with `lt data fetch {item.name}`"
+            click.echo(f"{item.name:<14} {'not found':<12} {detail}")
+            continue
+        status = {True: "verified", False: "MISMATCH", None: "unverified"}[item.verified]
+        click.echo(f"{item.name:<14} {status:<12} {item.content_id}  {item.origin}")

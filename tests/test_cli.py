@@ -1,0 +1,145 @@
+"""The command line: bad input exits 2 with one line naming the field and writes nothing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ltcli.cli import cli
+from ltcli.store import Store
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--prune-rate", "0"], "prune.rate"),
+        (["--prune-rate", "1.5"], "prune.rate"),
+        (["--rounds", "-1"], "run.rounds"),
+        (["--replicates", "0"], "run.replicates"),
+        (["--lr", "-0.1"], "train.lr"),
+        (["--iterations", "ten"], "train.iterations"),
+        (["--rewind-iter", "99999it"], "prune.rewind_iter"),
+        (["--eval-every", "70"], "train.eval_every"),
+        (["--controls", "reinit3"], "run.controls"),
+        (["--set", "model.name=lenet5"], "model.name"),
+        (["--set", "data.dataset=imagenet"], "data.dataset"),
+        (["--set", "train.lrate=0.1"], "train.lrate"),
+        (["--set", "train.batch_size=abc"], "train.batch_size"),
+        (["--set", "nonsense"], "--set nonsense"),
+    ],
+)
+def test_bad_input_exits_2_naming_the_field_and_writes_nothing(args, field, tmp_path, real_data):
+    store = tmp_path / "store"
+    result = invoke("run", "smoke", *args, "--store", str(store), "--data-dir", str(real_data[1]))
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip().splitlines()
+    assert len(message) == 1 and field in message[0] and message[0].startswith("Error:")
+    assert not store.exists()
+
+
+def test_an_unknown_field_in_a_spec_file_is_rejected(tmp_path, write_spec):
+    path = write_spec(train={"learning_rate": 0.1})
+    result = invoke("run", str(path), "--store", str(tmp_path / "s"))
+    assert result.exit_code == 2
+    assert "train.learning_rate: unknown field" in result.stderr
+    assert "train.lr" in result.stderr  # the known fields are listed
+
+
+def test_an_unknown_experiment_lists_the_known_ones(tmp_path):
+    result = invoke("run", "mnist-lenet5", "--store", str(tmp_path))
+    assert result.exit_code == 2
+    assert "mnist-lenet" in result.stderr and "smoke" in result.stderr
+
+
+def test_missing_data_says_where_to_put_it_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("LT_DATA_DIR", str(tmp_path / "empty"))
+    started = time.monotonic()
+    result = invoke("run", "mnist-lenet", "--store", str(tmp_path / "s"))
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 2
+    assert "train-images-idx3-ubyte.gz" in result.stderr and "lt data fetch mnist" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_a_malformed_data_file_is_rejected(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (folder / name).write_bytes(b"\x00\x00\x08\x03" + b"\x00" * 12)
+    result = invoke(
+        "run", "mnist-lenet", "--data-dir", str(tmp_path), "--store", str(tmp_path / "s")
+    )
+    assert result.exit_code == 2 and "expected shape" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, real_data) -> Path:
+    store = tmp_path_factory.mktemp("runs")
+    for seed, name in ((0, "alpha"), (1, "beta")):
+        result = invoke(
+            "run",
+            "smoke",
+            "--rounds",
+            "0",
+            "--replicates",
+            "1",
+            "--iterations",
+            "100",
+            "--seed",
+            str(seed),
+            "--name",
+            name,
+            "--store",
+            str(store),
+            "--data-dir",
+            str(real_data[1]),
+        )
+        assert result.exit_code == 0, result.output
+    return store
+
+
+def test_ls_lists_every_run(two_runs):
+    result = invoke("ls", "--store", str(two_runs))
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["run", "name", "experiment"]
+    assert sorted(line.split()[1] for line in lines[1:]) == ["alpha", "beta"]
+    for run_id in Store(two_runs).run_ids():
+        assert any(line.startswith(run_id[:12]) for line in lines)
+
+
+def test_show_finds_a_run_by_name_or_prefix(two_runs):
+    run_id = Store(two_runs).resolve("beta")
+    by_name = invoke("show", "beta", "--store", str(two_runs))
+    by_prefix = invoke("show", run_id[:6], "--store", str(two_runs))
+    assert by_name.exit_code == 0 and by_name.stdout == by_prefix.stdout
+    assert f"run {run_id}" in by_name.stdout and "seed=1" in by_name.stdout
+
+
+def test_an_unknown_or_ambiguous_run_exits_2(two_runs):
+    missing = invoke("show", "zzzz", "--store", str(two_runs))
+    assert missing.exit_code == 2 and "no such run" in missing.stderr
+    ids = Store(two_runs).run_ids()
+    common = next(n for n in range(12, -1, -1) if ids[0][:n] == ids[1][:n])
+    ambiguous = invoke("show", ids[0][:common], "--store", str(two_runs))
+    assert ambiguous.exit_code == 2
+    assert ids[0][:12] in ambiguous.stderr and ids[1][:12] in ambiguous.stderr
+
+
+def test_help_explains_the_flags():
+    result = invoke("run", "--help")
+    assert result.exit_code == 0
+    for flag in ("--rounds", "--prune-rate", "--rewind-iter", "--store", "--data-dir", "--set"):
+        assert flag in result.stdout

@@ -1,0 +1,133 @@
+"""The engine on a tiny network and synthetic data: masking, grouping and chunking."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from ltcli import checks, pruning
+from ltcli.data import Arrays
+from ltcli.engine import Engine, TrainConfig, batch_indices, summarize, to_device, unstack
+from ltcli.errors import InvariantError
+from ltcli.models.lenet import MLP
+
+CFG = TrainConfig("adam", 3e-3, batch_size=20, iterations=40, eval_every=10)
+MODEL = MLP(hidden=(16,), num_classes=4)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(330, 6, 6, 1), dtype=np.uint8)
+    y = (x.reshape(330, -1)[:, :4].argmax(1)).astype(np.int32)  # a learnable rule
+    return to_device(Arrays(x[:280], y[:280], x[280:], y[280:]), validation=30)
+
+
+def start(engine: Engine, seeds: list[int], sparsity: float = 0.5, **kw):
+    params, stats, masks, keys = [], [], [], []
+    for seed in seeds:
+        p, s = engine.init(jax.random.PRNGKey(seed), (6, 6, 1))
+        rng = np.random.default_rng(seed)
+        m = jax.tree.map(lambda x, r=rng: (r.random(x.shape) > sparsity).astype(np.float32), p)
+        params.append(jax.tree.map(lambda a, b: np.asarray(a) * b, p, m))
+        stats.append(s), masks.append(m), keys.append(jax.random.PRNGKey(100 + seed))
+    return engine.start(params, stats, masks, keys, **kw)
+
+
+def train(engine: Engine, group, data, chunks=(4,), rewind_at=0):
+    curves, step = [], 0
+    for evals in chunks:
+        group, metrics = engine.segment(group, step, evals, data, rewind_at)
+        curves.append(np.asarray(metrics))
+        step += evals * CFG.eval_every
+    return group, np.concatenate(curves, axis=1)
+
+
+def test_each_epoch_visits_every_example_once():
+    n, batch = 50, 20
+    ids = np.asarray(batch_indices(jax.random.PRNGKey(0), 0, 10, batch, n)).reshape(-1)
+    for epoch in range(len(ids) // n):
+        assert sorted(ids[epoch * n : (epoch + 1) * n]) == list(range(n))
+    later = np.asarray(batch_indices(jax.random.PRNGKey(0), 3, 4, batch, n)).reshape(-1)
+    assert np.array_equal(later, ids[3 * batch : 7 * batch])  # any start, same stream
+
+
+def test_pruned_weights_and_their_optimizer_state_stay_zero(data):
+    engine = Engine(MODEL, CFG)
+    before = unstack(start(engine, [0, 1]), 2)
+    group, curves = train(engine, start(engine, [0, 1]), data)
+    for row, first in zip(unstack(group, 2), before, strict=True):
+        checks.pruned_are_zero(row.params, first.mask, "test")
+        checks.optimizer_state_masked(row.opt_state, row.params, first.mask, "test")
+        kept = first.mask["fc1"]["kernel"] == 1
+        kernel, initial = row.params["fc1"]["kernel"], first.params["fc1"]["kernel"]
+        assert np.all(kernel[~kept] == 0)
+        assert np.mean(kernel[kept] != initial[kept]) > 0.5  # survivors did train
+    assert curves.shape == (2, 4, 4)
+
+
+def test_a_vmapped_group_matches_cells_trained_one_by_one(data):
+    engine = Engine(MODEL, CFG, grouping="vmap")
+    _, together = train(engine, start(engine, [0, 1, 2]), data)
+    alone = np.concatenate([train(engine, start(engine, [s]), data)[1] for s in (0, 1, 2)])
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_serial_and_vmap_groupings_give_the_same_metrics(data):
+    _, vmapped = train(Engine(MODEL, CFG, "vmap"), start(Engine(MODEL, CFG), [0, 1]), data)
+    serial_engine = Engine(MODEL, CFG, "serial")
+    _, serial = train(serial_engine, start(serial_engine, [0, 1]), data)
+    np.testing.assert_allclose(vmapped, serial, rtol=1e-4, atol=1e-5)
+
+
+def test_splitting_training_into_segments_changes_nothing(data):
+    engine = Engine(MODEL, CFG)
+    one_go, curve_a = train(engine, start(engine, [0]), data, chunks=(4,))
+    pieces, curve_b = train(engine, start(engine, [0]), data, chunks=(1, 3))
+    np.testing.assert_array_equal(curve_a, curve_b)
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(one_go.params), jax.tree.leaves(pieces.params), strict=True)
+    )
+
+
+def test_late_rewinding_captures_the_weights_at_iteration_k(data):
+    engine = Engine(MODEL, CFG)
+    full, _ = train(engine, start(engine, [0], capture_rewind=True), data, rewind_at=20)
+    first_20, _ = train(engine, start(engine, [0]), data, chunks=(2,))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(
+            jax.tree.leaves(full.rewind["params"]), jax.tree.leaves(first_20.params), strict=True
+        )
+    )
+    assert not np.array_equal(full.rewind["params"]["fc1"]["kernel"], full.params["fc1"]["kernel"])
+
+
+def test_summary_takes_early_stopping_at_the_minimum_validation_loss():
+    curve = np.array([[0.9, 0.5, 0.8, 0.60], [0.4, 0.8, 0.5, 0.85], [0.6, 0.7, 0.6, 0.80]])
+    summary = summarize(curve, eval_every=100)
+    assert summary["early_stop_iter"] == 200
+    assert summary["early_stop_test_acc"] == 0.85
+    assert summary["final_test_acc"] == 0.80
+    assert summary["iterations"] == 300
+
+
+def test_checks_catch_revived_weights_and_momentum():
+    mask = {"fc1": {"kernel": np.array([[1.0, 0.0]])}}
+    with pytest.raises(InvariantError, match="fc1/kernel"):
+        checks.pruned_are_zero({"fc1": {"kernel": np.array([[0.5, 1e-9]])}}, mask, "cell")
+    params = {"fc1": {"kernel": np.array([[0.5, 0.0]])}}
+    state = ({"fc1": {"kernel": np.array([[0.1, 0.2]])}}, np.int32(3))
+    with pytest.raises(InvariantError, match="optimizer state"):
+        checks.optimizer_state_masked(state, params, mask, "cell")
+    with pytest.raises(InvariantError, match="rewind point"):
+        checks.rewound(params, {"fc1": {"kernel": np.array([[0.4, 0.3]])}}, mask, "cell")
+    with pytest.raises(InvariantError, match="rounding rule gives 3"):
+        checks.counts({"fc1/kernel": 2}, {"fc1/kernel": 3}, "cell")
+
+
+def test_dense_mask_keeps_everything():
+    p, _ = Engine(MODEL, CFG).init(jax.random.PRNGKey(0), (6, 6, 1))
+    assert pruning.percent_remaining(pruning.dense_mask(p)) == 100.0
