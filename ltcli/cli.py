@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from ltcli import models, report, runner, spec
+from ltcli.cli_data import data
 from ltcli.errors import LtError, UsageError
 from ltcli.paths import default_store, enable_compile_cache
 from ltcli.store import CellKey, Store
@@ -196,9 +197,8 @@ def run(
     stored train only the new cells, and a killed run resumes where it stopped.
     """
     loaded = load_spec(experiment, settings, **flags)
-    model = models.get(loaded["model.name"])
-    if model.note:
-        click.echo(f"note: {model.note}", err=True)
+    if loaded["model.name"] in models.ALIASES:
+        click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
     target = Store(store or default_store())
     enable_compile_cache()
     run_id = runner.run(
@@ -226,6 +226,9 @@ def show(run_ref: str, store: Path | None) -> None:
     """Show a run's hyperparameters and per-level table. RUN is an id prefix or a name."""
     target = Store(store or default_store())
     click.echo(show_run(target, target.resolve(run_ref)))
+
+
+cli.add_command(data)
 
 
 def main() -> None:

@@ -41,7 +41,11 @@ def data() -> None:
 @click.argument("name", type=click.Choice(list(fetching.FILES)))
 @_DATA_DIR
 def fetch(name: str, data_dir: Path | None) -> None:
-    """Download data set NAME's original files into DIR/NAME/ and verify them."""
+    """Download NAME's original files into DIR/NAME/ and verify them.
+
+    Mirrors are tried in order; $LT_MIRRORS_<NAME> (e.g. LT_MIRRORS_FASHION_MNIST) replaces
+    them. Files already there and verified are skipped.
+    """
     folder = _run(fetching.fetch, name, data_dir)
     click.echo(f"{name}: verified in {folder}")
 
@@ -49,7 +53,7 @@ def fetch(name: str, data_dir: Path | None) -> None:
 @data.command(name="ls")
 @_DATA_DIR
 def ls(data_dir: Path | None) -> None:
-    """List the data sets lt knows: where each was found, its content id, whether it verified."""
+    """List known data sets: where found, content id, checksum status."""
     for item in _run(fetching.list_datasets, data_dir):
         if item.origin is None:
             detail = item.problem or f"get it with `lt data fetch {item.name}`"

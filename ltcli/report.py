@@ -62,7 +62,8 @@ def level_summary(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _fmt(stat: Stat | None, scale: float = 1.0, digits: int = 2) -> str:
+def format_stat(stat: Stat | None, scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` of `stat` times `scale` (just the mean for one cell; ``-`` for None)."""
     if stat is None:
         return "-"
     if stat.n == 1:
@@ -87,23 +88,35 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 def levels_table(summary: list[dict[str, Any]]) -> str:
     """The per-level table `lt run` and `lt show` print: % of weights remaining, and for the
     ticket early-stop iteration, test accuracy there and at the end (mean ± std over
-    replicates); for each control kind its test accuracy at early stop."""
+    replicates); for each control kind its early-stop iteration and test accuracy there."""
     controls = sorted({k for row in summary for k in row["members"] if k != "ticket"})
     headers = ["level", "remaining %", "early-stop it", "test acc @ES %", "final test acc %"]
-    headers += [f"{kind} acc @ES %" for kind in controls]
+    for kind in controls:
+        headers += [f"{kind} early-stop it", f"{kind} acc @ES %"]
     lines = []
     for row in summary:
         ticket = row["members"].get("ticket", {})
         cells = [
             str(row["level"]),
             f"{row['percent_remaining']:.1f}",
-            _fmt(ticket.get("early_stop_iter"), digits=0),
-            _fmt(ticket.get("early_stop_test_acc"), 100),
-            _fmt(ticket.get("final_test_acc"), 100),
+            format_stat(ticket.get("early_stop_iter"), digits=0),
+            format_stat(ticket.get("early_stop_test_acc"), 100),
+            format_stat(ticket.get("final_test_acc"), 100),
         ]
-        cells += [_fmt(row["members"].get(k, {}).get("early_stop_test_acc"), 100) for k in controls]
+        for kind in controls:
+            control = row["members"].get(kind, {})
+            cells += [
+                format_stat(control.get("early_stop_iter"), digits=0),
+                format_stat(control.get("early_stop_test_acc"), 100),
+            ]
         lines.append(cells)
     return format_table(headers, lines)
+
+
+def run_label(store: Store, run_id: str) -> str:
+    """How tables and figures name a run: its first alias, else its id's first 12 digits."""
+    names = store.meta(run_id).get("names", [])
+    return names[0] if names else run_id[:12]
 
 
 def run_overview(store: Store, run_id: str) -> dict[str, Any]:

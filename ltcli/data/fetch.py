@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import http.client
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -89,11 +90,11 @@ def _checksum_name(filename: str) -> str:
     return filename
 
 
-def decoded_md5(path: Path) -> str | None:
-    """md5 of `path`'s decoded content (decompressed if a ``.gz`` that is not a ``.tar.gz``);
-    None when it cannot be decompressed."""
+def _decoded_md5(path: Path, filename: str) -> str | None:
+    """md5 of `path`'s decoded content: decompressed if `filename` (its name, or the name it
+    is downloaded for) is a ``.gz`` but not a ``.tar.gz``. None if it cannot be decompressed."""
     digest = hashlib.md5()
-    compressed = _checksum_name(path.name) != path.name
+    compressed = _checksum_name(filename) != filename
     try:
         with gzip.open(path, "rb") if compressed else open(path, "rb") as handle:
             while piece := handle.read(1 << 20):
@@ -103,11 +104,12 @@ def decoded_md5(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def _verified(name: str, path: Path) -> bool:
-    return decoded_md5(path) == CHECKSUMS[name][_checksum_name(path.name)]
+def _verified(name: str, path: Path, filename: str) -> bool:
+    """Whether `path` holds data set `name`'s file `filename`."""
+    return _decoded_md5(path, filename) == CHECKSUMS[name][_checksum_name(filename)]
 
 
-def mirrors_for(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
+def _mirrors(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
     """`mirrors` if given, else ``$LT_MIRRORS_<NAME>`` if set, else the built-in list."""
     if mirrors:
         return list(mirrors)
@@ -115,7 +117,7 @@ def mirrors_for(name: str, mirrors: Sequence[str] | None = None) -> list[str]:
     return env.replace(",", " ").split() or list(MIRRORS[name])
 
 
-def target_dir(name: str, data_dir: Path | None) -> Path:
+def _target_dir(name: str, data_dir: Path | None) -> Path:
     """DIR/name/, DIR being `data_dir`, else ``$LT_DATA_DIR``, else lt's data cache."""
     root = data_dir or os.environ.get("LT_DATA_DIR") or paths.data_cache_dir()
     return Path(root) / name
@@ -144,7 +146,8 @@ class _Progress:
         return f"{self.label}  {size} MB  {rate:.1f} MB/s"
 
     def close(self) -> None:
-        click.echo(("\r" if self.live else "") + self._status(time.monotonic()), err=True)
+        status = self._status(time.monotonic())
+        click.echo(f"\r{status}\033[K" if self.live else status, err=True)
 
 
 class _Unreachable(Exception):
@@ -162,7 +165,8 @@ def _download(url: str, part: Path, label: str) -> None:
     Raises:
       urllib.error.HTTPError: the server answered with an error status.
       _Unreachable: no connection, or no answer in TIMEOUT seconds.
-      http.client.HTTPException, ConnectionError, TimeoutError: the transfer broke off.
+      http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError: the transfer
+        broke off.
     """
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": f"lt/{ltcli.__version__}"})
@@ -191,6 +195,8 @@ def _download(url: str, part: Path, label: str) -> None:
                     progress.update(len(piece))
         finally:
             progress.close()
+        if length and progress.received < int(length):  # http.client ends quietly on EOF
+            raise http.client.IncompleteRead(b"", int(length) - progress.received)
 
 
 def _transfer(url: str, part: Path, label: str) -> None:
@@ -204,7 +210,7 @@ def _transfer(url: str, part: Path, label: str) -> None:
         before = part.stat().st_size if part.exists() else 0
         try:
             return _download(url, part, label)
-        except (http.client.HTTPException, ConnectionError, TimeoutError) as err:
+        except (http.client.HTTPException, ConnectionError, TimeoutError, ssl.SSLError) as err:
             attempt += 1
             grew = part.exists() and part.stat().st_size > before
             if not grew or attempt > RETRIES:
@@ -212,8 +218,8 @@ def _transfer(url: str, part: Path, label: str) -> None:
             click.echo(f"{label}: transfer broke off, resuming", err=True)
 
 
-def _fetch_file(name: str, filename: str, folder: Path, mirrors: list[str], dead: set[str]) -> str:
-    """Downloads one file into `folder`, trying `mirrors` in order; returns the URL used.
+def _fetch_file(name: str, filename: str, folder: Path, mirrors: list[str], dead: set[str]) -> None:
+    """Downloads one file into `folder`, trying `mirrors` in order.
 
     A part left by an earlier run is resumed; if the result does not verify, it is fetched
     once more from the start before the next mirror is tried.
@@ -241,16 +247,19 @@ def _fetch_file(name: str, filename: str, folder: Path, mirrors: list[str], dead
             except _Dropped as err:
                 failures.append(f"{url}: {err}")
                 break
-            if _verified(name, part):
+            if _verified(name, part, filename):
                 os.replace(part, final)
-                return url
+                return
             part.unlink()
             failures.append(f"{url}: checksum mismatch")
     raise LtError("; ".join(failures))
 
 
 def _by_hand(name: str, folder: Path, missing: list[str], mirrors: list[str]) -> str:
-    lines = [f"  {f}  (md5 of its content: {CHECKSUMS[name][_checksum_name(f)]})" for f in missing]
+    lines = []
+    for filename in missing:
+        what = "md5 once gunzipped" if _checksum_name(filename) != filename else "md5"
+        lines.append(f"  {filename}  ({what}: {CHECKSUMS[name][_checksum_name(filename)]})")
     return "\n".join(
         [
             f"To fetch them by hand, download these files (from {' or '.join(mirrors)}, "
@@ -281,7 +290,7 @@ def fetch(name: str, data_dir: Path | None = None, mirrors: Sequence[str] | None
     """
     if name not in FILES:
         raise UsageError(f"unknown data set {name!r}; lt can fetch {', '.join(FILES)}")
-    folder, urls = target_dir(name, data_dir), mirrors_for(name, mirrors)
+    folder, urls = _target_dir(name, data_dir), _mirrors(name, mirrors)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -290,7 +299,7 @@ def fetch(name: str, data_dir: Path | None = None, mirrors: Sequence[str] | None
     failed: dict[str, str] = {}
     for filename in FILES[name]:
         if (folder / filename).is_file():
-            if _verified(name, folder / filename):
+            if _verified(name, folder / filename, filename):
                 click.echo(f"{name}: {filename} already present and verified", err=True)
                 continue
             click.echo(f"{name}: {filename} is present but does not verify; replacing", err=True)
@@ -335,7 +344,7 @@ def _verify_origin(name: str, origin: Path) -> bool | None:
     checked = [f for f in files if f.is_file() and _checksum_name(f.name) in known]
     if not checked:
         return None
-    return all(_verified(name, f) for f in checked)
+    return all(_verified(name, f, f.name) for f in checked)
 
 
 def list_datasets(data_dir: Path | None = None) -> list[Listing]:

@@ -1,0 +1,144 @@
+"""``lt compare``, ``lt export``, ``lt plot``: tables, data files and figures from the store.
+
+Thin Click commands; each calls one library function (`ltcli.compare`, `ltcli.export`,
+`ltcli.plot`). A RUN is an id prefix or a name; an unknown or ambiguous one exits 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ltcli import atomic
+from ltcli import compare as comparing
+from ltcli import export as exporting
+from ltcli import plot as plotting
+from ltcli.errors import UsageError
+from ltcli.paths import default_store
+from ltcli.store import Store
+
+# The same option as `lt run`'s; defined here too so that ltcli.cli can import this module.
+_STORE = click.option(
+    "--store",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="LT_STORE",
+    default=None,
+    help="Store folder (default: $LT_STORE, else ./results).",
+)
+
+
+def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str]]:
+    """The store and the run id of each of `refs` (every run in the store if there are none)."""
+    target = Store(store or default_store())
+    return target, [target.resolve(ref) for ref in refs] if refs else target.run_ids()
+
+
+@click.command()
+@click.argument("run_refs", metavar="RUN RUN [RUN...]", nargs=-1, required=True)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON instead of the table: the same numbers, accuracies as fractions.",
+)
+@_STORE
+def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> None:
+    """Compare runs level by level, with deltas against the first RUN.
+
+    For each level (by index; each run shows its own % of weights remaining), member kind
+    (ticket, reinit, random) and run: early-stop iteration, test accuracy there and at the
+    end (mean ± std over replicates, in percent), and each one's delta against the first RUN.
+    """
+    target, run_ids = _resolve(store, run_refs)
+    result = comparing.compare(target, run_ids)
+    click.echo(comparing.to_json(result) if as_json else comparing.table(result))
+
+
+@click.command()
+@click.argument("run_refs", metavar="[RUN...]", nargs=-1)
+@click.option("--csv", "as_csv", is_flag=True, help="Write CSV (the default).")
+@click.option("--json", "as_json", is_flag=True, help="Write a JSON array of row objects.")
+@click.option("--curves", is_flag=True, help="One row per evaluation of each cell instead.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to FILE (default: stdout).",
+)
+@_STORE
+def export(
+    run_refs: tuple[str, ...],
+    as_csv: bool,
+    as_json: bool,
+    curves: bool,
+    output: Path | None,
+    store: Path | None,
+) -> None:
+    """Export tidy rows, one per finished cell, of RUNs (default: every run in the store).
+
+    \b
+    Columns: run_id, name, experiment, dataset, model, replicate, level, member,
+    percent_remaining, remaining_<layer> (% of each prunable layer), early_stop_iter,
+    early_stop_test_acc, early_stop_test_loss, final_test_acc, final_test_loss,
+    min_val_loss, iterations, wall_seconds. Accuracies are fractions, percentages 0-100.
+    With --curves: run_id, replicate, level, member, percent_remaining, iteration,
+    val_loss, val_acc, test_loss, test_acc.
+    """
+    if as_csv and as_json:
+        raise UsageError("--csv and --json: choose one")
+    target, run_ids = _resolve(store, run_refs)
+    text = exporting.export(target, run_ids, "json" if as_json else "csv", curves)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic.write_bytes(output, text.encode())
+
+
+@click.command()
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Image file; its suffix picks the format (.png, .pdf, .svg).",
+)
+@click.option(
+    "--levels",
+    metavar="LIST",
+    help="Levels of the training-curve panel, like 0,3,7 (default: 5 spread out).",
+)
+@click.option(
+    "--size",
+    default="{}x{}".format(*plotting.SIZE),
+    show_default=True,
+    help="Image size WIDTHxHEIGHT in pixels.",
+)
+@click.option(
+    "--dpi",
+    type=click.IntRange(min=10),
+    default=plotting.DPI,
+    show_default=True,
+    help="Pixels per inch: scales text and lines, not the image size.",
+)
+@_STORE
+def plot(
+    run_refs: tuple[str, ...],
+    output: Path,
+    levels: str | None,
+    size: str,
+    dpi: int,
+    store: Path | None,
+) -> None:
+    """Draw the paper's figures for RUNs into an image.
+
+    Left: the ticket's test accuracy over training at a few levels (mean over replicates).
+    Middle and right: early-stop iteration and test accuracy at early stop against % of
+    weights remaining (log axis, 100 on the left), ± std over replicates; controls dashed.
+    Several runs are told apart by colour.
+    """
+    target, run_ids = _resolve(store, run_refs)
+    chosen = None if levels is None else plotting.parse_levels(levels)
+    plotting.plot(target, run_ids, output, chosen, plotting.parse_size(size), dpi)
+    click.echo(f"wrote {output}", err=True)

@@ -1,0 +1,214 @@
+"""``lt plot``: the paper's figures from the store, drawn headless (matplotlib's Agg, no pyplot).
+
+Three panels side by side:
+
+* test accuracy over training iterations at a few levels (the paper's Figure 3): one line per
+  level and run, the ticket's curve averaged over replicates, labelled by % weights remaining;
+* early-stop iteration, and
+* test accuracy at early stop, against % weights remaining (Figure 4): log x axis, 100 % on
+  the left; mean over replicates with ± one standard deviation as error bars; tickets solid,
+  each control kind dashed with its own marker.
+
+One run: colours tell levels (left) and member kinds (right) apart. Several runs: each run has
+a colour (levels are shades of it, sparser is lighter) and the legends name the runs.
+The image is ``width x height`` pixels: the figure is ``size / dpi`` inches, saved at `dpi`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+
+from ltcli import atomic, report
+from ltcli.errors import UsageError
+from ltcli.store import Store
+
+DPI = 100
+SIZE = (1500, 500)
+"""Default image size in pixels (width, height)."""
+DEFAULT_LEVELS = 5
+"""Levels the left panel shows unless asked: evenly spread from the first to the last."""
+MAX_TICKS = 8
+"""At most this many ticks on the % remaining axes, at levels' values (every k-th level)."""
+STYLES = {"ticket": ("-", "o"), "reinit": ("--", "s"), "random": ("--", "^")}
+"""Line style and marker of each member kind (other kinds: dotted)."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1200x500"`` -> ``(1200, 500)``: width and height in pixels.
+
+    Raises:
+      UsageError: not two positive integers joined by ``x``.
+    """
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"--size {text}: expected WIDTHxHEIGHT in pixels, like 1500x500")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_levels(text: str) -> list[int]:
+    """``"0,3,7"`` -> ``[0, 3, 7]``.
+
+    Raises:
+      UsageError: not a comma-separated list of non-negative integers.
+    """
+    items = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() for t in items):
+        raise UsageError(f"--levels {text}: expected level numbers like 0,3,7")
+    return sorted({int(t) for t in items})
+
+
+class _Run:
+    """A run's numbers for the figure: per-level summaries and mean ticket test curves."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.label = report.run_label(store, run_id)
+        cells = report.cell_metrics(store, run_id)
+        if not cells:
+            raise UsageError(f"run {self.label}: no finished cells to plot")
+        self.summary = report.level_summary(cells)
+        tickets: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for cell in cells:
+            if cell["member"] == "ticket":
+                tickets[cell["level"]].append(cell["curve"])
+        self.curves = {level: _mean_curve(curves) for level, curves in tickets.items()}
+        self.remaining = {row["level"]: row["percent_remaining"] for row in self.summary}
+
+
+def _mean_curve(curves: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(iterations, test accuracy in percent averaged over replicates)."""
+    length = min(len(c["iteration"]) for c in curves)
+    accuracy = np.mean([np.asarray(c["test_acc"][:length], float) for c in curves], axis=0)
+    return np.asarray(curves[0]["iteration"][:length]), 100 * accuracy
+
+
+def _chosen_levels(runs: list[_Run], levels: list[int] | None) -> list[int]:
+    available = sorted({level for run in runs for level in run.curves})
+    if levels is None:
+        picks = np.linspace(0, len(available) - 1, min(DEFAULT_LEVELS, len(available)))
+        return [available[i] for i in sorted({round(p) for p in picks})]
+    missing = [level for level in levels if level not in available]
+    if missing:
+        raise UsageError(
+            f"--levels: no finished ticket at level {missing[0]}; "
+            f"the runs have levels {', '.join(map(str, available))}"
+        )
+    return levels
+
+
+def _shade(color: str, amount: float) -> tuple[float, float, float]:
+    """`color` mixed with white: `amount` 0 keeps it, 1 is white."""
+    rgb = np.asarray(to_rgb(color))
+    return tuple(rgb + (1 - rgb) * amount)
+
+
+def _draw_curves(ax: Axes, runs: list[_Run], levels: list[int]) -> None:
+    for r, run in enumerate(runs):
+        shown = [level for level in levels if level in run.curves]
+        for j, level in enumerate(shown):
+            if len(runs) == 1:
+                color, label = matplotlib.colormaps["viridis"](j / max(len(shown), 2)), ""
+            else:
+                color, label = _shade(f"C{r}", 0.6 * j / max(len(shown) - 1, 1)), f"{run.label} "
+            iterations, accuracy = run.curves[level]
+            ax.plot(iterations, accuracy, color=color, label=f"{label}{run.remaining[level]:.1f}%")
+    ax.set(
+        title="Test accuracy during training",
+        xlabel="training iteration",
+        ylabel="test accuracy (%)",
+    )
+    ax.legend(fontsize="small", title="weights remaining", title_fontsize="small")
+
+
+def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float) -> None:
+    """`field` of every member kind against % remaining, with ± std error bars."""
+    for r, run in enumerate(runs):
+        kinds = dict.fromkeys(kind for row in run.summary for kind in row["members"])
+        for k, kind in enumerate(kinds):
+            rows = [row for row in run.summary if kind in row["members"]]
+            stats = [row["members"][kind][field] for row in rows]
+            linestyle, marker = STYLES.get(kind, (":", "d"))
+            ax.errorbar(
+                [row["percent_remaining"] for row in rows],
+                [scale * s.mean for s in stats],
+                yerr=[scale * s.std for s in stats],
+                color=f"C{k if len(runs) == 1 else r}",
+                linestyle=linestyle,
+                marker=marker,
+                markersize=4,
+                capsize=3,
+                label=kind if len(runs) == 1 else f"{run.label} {kind}",
+            )
+    values = sorted({p for run in runs for p in run.remaining.values()}, reverse=True)
+    ax.set_xscale("log")
+    ax.set_xlim(values[0] * 1.15, values[-1] / 1.15)  # reversed: dense on the left
+    ax.xaxis.set_major_locator(ticker.FixedLocator(values[:: math.ceil(len(values) / MAX_TICKS)]))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.set_xlabel("weights remaining (%)")
+
+
+def figure(
+    store: Store,
+    run_ids: list[str],
+    levels: list[int] | None = None,
+    size: tuple[int, int] = SIZE,
+    dpi: int = DPI,
+) -> Figure:
+    """The three-panel figure of `run_ids` (each drawn once), `size` pixels at `dpi`.
+
+    Args:
+      levels: the levels the training-curve panel shows; default up to `DEFAULT_LEVELS`
+        spread from the first to the last.
+
+    Raises:
+      UsageError: a run has no finished cell, or a level in `levels` has no finished ticket.
+    """
+    runs = [_Run(store, run_id) for run_id in dict.fromkeys(run_ids)]
+    fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    curves, iterations, accuracy = fig.subplots(1, 3)
+    _draw_curves(curves, runs, _chosen_levels(runs, levels))
+    _draw_levels(iterations, runs, "early_stop_iter", 1)
+    iterations.set(title="Early-stop iteration", ylabel="iteration of min. validation loss")
+    _draw_levels(accuracy, runs, "early_stop_test_acc", 100)
+    accuracy.set(title="Test accuracy at early stop", ylabel="test accuracy (%)")
+    accuracy.legend(fontsize="small")
+    return fig
+
+
+def plot(
+    store: Store,
+    run_ids: list[str],
+    path: Path,
+    levels: list[int] | None = None,
+    size: tuple[int, int] = SIZE,
+    dpi: int = DPI,
+) -> None:
+    """Draws `figure` and writes it to `path` atomically, in the format its suffix names
+    (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes).
+
+    Raises:
+      UsageError: an unknown suffix, or as `figure`.
+    """
+    fmt = Path(path).suffix.lstrip(".").lower()
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt not in supported:
+        raise UsageError(f"{path}: unknown image type; use one of .{', .'.join(supported)}")
+    # The exact size asked for, whatever the user's matplotlibrc says about cropping.
+    with matplotlib.rc_context({"savefig.bbox": "standard"}):
+        fig = figure(store, run_ids, levels, size, dpi)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, dpi=dpi)
+    atomic.write_bytes(Path(path), buffer.getvalue())
