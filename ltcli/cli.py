@@ -15,6 +15,7 @@ import click
 
 from ltcli import models, report, runner, spec
 from ltcli.cli_data import data
+from ltcli.cli_results import compare, export, plot
 from ltcli.errors import LtError, UsageError
 from ltcli.paths import default_store, enable_compile_cache
 from ltcli.store import CellKey, Store
@@ -228,7 +229,8 @@ def show(run_ref: str, store: Path | None) -> None:
     click.echo(show_run(target, target.resolve(run_ref)))
 
 
-cli.add_command(data)
+for command in (data, compare, export, plot):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ def _entry(row: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, A
     """One run at one level, with deltas against `reference` (the first run's row)."""
     members = {}
     for kind, stats in row["members"].items():
-        base = (reference or {"members": {}})["members"].get(kind)
+        base = reference["members"].get(kind) if reference else None
         members[kind] = {
             field: {
                 **dataclasses.asdict(stat),
@@ -103,7 +103,7 @@ def table(result: dict[str, Any]) -> str:
     for level in result["levels"]:
         for kind in _kinds(level["runs"]):
             for label, entry in zip(labels, level["runs"], strict=True):
-                fields = (entry or {"members": {}})["members"].get(kind, {})
+                fields = entry["members"].get(kind, {}) if entry else {}
                 remaining = "-" if entry is None else f"{entry['percent_remaining']:.1f}"
                 cells = [str(level["level"]), label, remaining, kind]
                 cells += _cells(fields.get("early_stop_iter"), 1, 0)

@@ -295,10 +295,10 @@ class Engine:
             params = jax.tree.map(jnp.multiply, optax.apply_updates(params, updates), cell.mask)
             return (params, stats, opt_state), None
 
-        def period(carry, index):
+        def period(carry, inputs):
             params, stats, opt_state, rewind = carry
+            index, ids = inputs
             first = step0 + index * cfg.eval_every
-            ids = batch_indices(cell.data_key, first, cfg.eval_every, cfg.batch_size, n)
             steps = first + jnp.arange(cfg.eval_every)
             (params, stats, opt_state), _ = jax.lax.scan(
                 train_step, (params, stats, opt_state), (steps, ids)
@@ -311,8 +311,13 @@ class Engine:
             test = self._evaluate(params, stats, data, data.x_test, data.y_test, data.w_test)
             return (params, stats, opt_state, rewind), jnp.stack([*val, *test])
 
+        # One index table for the whole segment: a few permutations per call, not per period.
+        ids = batch_indices(cell.data_key, step0, evals * cfg.eval_every, cfg.batch_size, n)
+        ids = ids.reshape(evals, cfg.eval_every, cfg.batch_size)
         carry = (cell.params, cell.batch_stats, cell.opt_state, cell.rewind if rewind_at else None)
-        (params, stats, opt_state, rewind), metrics = jax.lax.scan(period, carry, jnp.arange(evals))
+        (params, stats, opt_state, rewind), metrics = jax.lax.scan(
+            period, carry, (jnp.arange(evals), ids)
+        )
         return cell._replace(
             params=params, batch_stats=stats, opt_state=opt_state, rewind=rewind
         ), metrics
@@ -322,6 +327,9 @@ class Engine:
         self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
     ):
         one = partial(self._cell_segment, step0=step0, data=data, evals=evals, rewind_at=rewind_at)
+        if group.data_key.shape[0] == 1:  # a lone cell needs neither batching nor a loop
+            cell, metrics = one(jax.tree.map(lambda x: x[0], group))
+            return jax.tree.map(lambda x: x[None], (cell, metrics))
         if self.grouping == "vmap":
             return jax.vmap(one)(group)
         return jax.lax.map(one, group)

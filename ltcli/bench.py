@@ -1,0 +1,171 @@
+"""``make bench``: throughput and compile figures of this machine, against PERFORMANCE.md.
+
+Prints one table (figure, lt's value, target, met?) and writes it to ``results/bench.json``.
+Models train on synthetic data of the real shapes (speed does not depend on pixel values),
+so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
+skipped without it. Run as ``python -m ltcli.bench [--quick]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import jax
+import numpy as np
+
+from ltcli import atomic, models, pruning
+from ltcli.data import Arrays
+from ltcli.engine import DeviceData, Engine, TrainConfig, to_device
+from ltcli.report import format_table
+from ltcli.runner import grouping_for
+
+OPEN_LTH_CPU = 130.0
+"""open_lth's LeNet steps/s on the 2-core CPU, evaluation once per epoch (PERFORMANCE.md)."""
+
+
+@dataclasses.dataclass
+class Row:
+    figure: str
+    value: float | None
+    unit: str
+    target: float | None = None
+    higher_is_better: bool = True
+
+    @property
+    def met(self) -> str:
+        if self.target is None or self.value is None:
+            return "-"
+        ok = self.value >= self.target if self.higher_is_better else self.value <= self.target
+        return "yes" if ok else "NO"
+
+
+def synthetic(shape: tuple[int, int, int], train: int, test: int) -> Arrays:
+    rng = np.random.default_rng(0)
+    return Arrays(
+        rng.integers(0, 255, (train, *shape), dtype=np.uint8),
+        rng.integers(0, 10, train, dtype=np.int32),
+        rng.integers(0, 255, (test, *shape), dtype=np.uint8),
+        rng.integers(0, 10, test, dtype=np.int32),
+    )
+
+
+def throughput(
+    model_name: str,
+    cfg: TrainConfig,
+    data: DeviceData,
+    shape: tuple[int, int, int],
+    cells: int,
+    grouping: str,
+    evals: int,
+    repeats: int = 2,
+) -> tuple[float, float]:
+    """(compile-and-first-call seconds, cell-steps per second) of `cells` cells trained
+    together for `repeats` calls of `evals` evaluation periods after a warm-up call."""
+    engine = Engine(models.create(model_name, 10), cfg, grouping, evals)
+    params, stats = engine.init(jax.random.PRNGKey(0), shape)
+    mask = pruning.dense_mask(params)
+    group = engine.start(
+        [params] * cells, [stats] * cells, [mask] * cells,
+        [jax.random.PRNGKey(i) for i in range(cells)],
+    )
+    started = time.perf_counter()
+    group, metrics = engine.segment(group, 0, evals, data)
+    metrics.block_until_ready()
+    first = time.perf_counter() - started
+    step, started = evals * cfg.eval_every, time.perf_counter()
+    for _ in range(repeats):
+        group, metrics = engine.segment(group, step, evals, data)
+        step += evals * cfg.eval_every
+    metrics.block_until_ready()
+    elapsed = time.perf_counter() - started
+    return first, cells * repeats * evals * cfg.eval_every / elapsed
+
+
+def lenet_rows(quick: bool) -> list[Row]:
+    on_gpu = jax.default_backend() == "gpu"
+    data = to_device(synthetic((28, 28, 1), 60000, 10000), 5000)
+    rows = []
+
+    def lenet(eval_every: int, cells: int, evals: int) -> tuple[float, float]:
+        cfg = TrainConfig("adam", 1.2e-3, 60, 50000, eval_every)
+        return throughput("lenet300", cfg, data, (28, 28, 1), cells, "vmap", evals)
+
+    first, rate = lenet(100, 1, 10)
+    rows.append(Row("LeNet, 1 cell, eval every 100 it", rate, "steps/s",
+                    18000 if on_gpu else 550))
+    rows.append(Row("LeNet JIT compile (first call less its 1,000 steps)", first - 1000 / rate,
+                    "s", None, False))
+    _, rate = lenet(1000, 1, 1)
+    rows.append(Row("LeNet, 1 cell, eval every 1,000 it (epoch)", rate, "steps/s",
+                    None if on_gpu else 8 * OPEN_LTH_CPU))
+    sizes = (1, 2, 4, 8) if quick else (1, 2, 4, 5, 8, 25)
+    for cells in sizes:
+        _, rate = lenet(100, cells, 2 if cells > 4 and not on_gpu else 10)
+        rows.append(Row(f"LeNet, {cells} cells vmapped, eval every 100 it", rate,
+                        "cell-steps/s"))
+    return rows
+
+
+def conv_rows(quick: bool) -> list[Row]:
+    backend = jax.default_backend()
+    data = to_device(synthetic((32, 32, 3), 12000, 2000), 2000)
+    rows = []
+    setups = {
+        "conv2": TrainConfig("adam", 2e-4, 60, 20000, 10),
+        "resnet20": TrainConfig("sgd", 0.1, 128, 30000, 10, momentum=0.9, weight_decay=1e-4,
+                                augment=True),
+    }
+    for name, cfg in setups.items():
+        picked = grouping_for(name, backend)
+        for grouping in (picked, "vmap" if picked == "serial" else "serial"):
+            label = "picked" if grouping == picked else "other"
+            _, rate = throughput(name, cfg, data, (32, 32, 3), 2, grouping, 1,
+                                 repeats=1 if quick else 2)
+            rows.append(Row(f"{name}, 2 cells, {grouping} ({label}), per cell", rate / 2,
+                            "steps/s"))
+    return rows
+
+
+def smoke_rows() -> list[Row]:
+    """Wall time of `lt run smoke` in a fresh process: cold (empty store and compile cache)
+    and warm (a rerun with nothing to train)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, LT_CACHE_DIR=str(Path(tmp) / "cache"))
+        command = [sys.executable, "-m", "ltcli", "run", "smoke", "--store", str(Path(tmp) / "s")]
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            times.append(time.perf_counter() - started)
+            if done.returncode != 0:
+                click.echo(f"lt run smoke skipped: {done.stderr.strip()}", err=True)
+                return []
+    return [Row("lt run smoke, cold process", times[0], "s", None, False),
+            Row("lt run smoke, rerun (nothing to train)", times[1], "s", 2.0, False)]
+
+
+@click.command()
+@click.option("--quick", is_flag=True, help="Fewer and shorter measurements.")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("results/bench.json"), show_default=True)
+def main(quick: bool, json_out: Path) -> None:
+    """Measure lt's speed on this machine and compare it with the targets."""
+    device = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
+    click.echo(f"device {device}, {os.cpu_count()} CPU cores", err=True)
+    rows = lenet_rows(quick) + conv_rows(quick) + smoke_rows()
+    table = [[r.figure, "-" if r.value is None else f"{r.value:,.1f}", r.unit,
+              "-" if r.target is None else f"{r.target:,.0f}", r.met] for r in rows]
+    click.echo(format_table(["figure", "lt", "unit", "target", "met"], table))
+    atomic.write_json(json_out, {"device": device, "rows": [dataclasses.asdict(r) for r in rows]})
+    click.echo(f"wrote {json_out}", err=True)
+
+
+if __name__ == "__main__":
+    main()
