@@ -72,7 +72,9 @@ def throughput(
     params, stats = engine.init(jax.random.PRNGKey(0), shape)
     mask = pruning.dense_mask(params)
     group = engine.start(
-        [params] * cells, [stats] * cells, [mask] * cells,
+        [params] * cells,
+        [stats] * cells,
+        [mask] * cells,
         [jax.random.PRNGKey(i) for i in range(cells)],
     )
     started = time.perf_counter()
@@ -98,18 +100,29 @@ def lenet_rows(quick: bool) -> list[Row]:
         return throughput("lenet300", cfg, data, (28, 28, 1), cells, "vmap", evals)
 
     first, rate = lenet(100, 1, 10)
-    rows.append(Row("LeNet, 1 cell, eval every 100 it", rate, "steps/s",
-                    18000 if on_gpu else 550))
-    rows.append(Row("LeNet JIT compile (first call less its 1,000 steps)", first - 1000 / rate,
-                    "s", None, False))
+    rows.append(Row("LeNet, 1 cell, eval every 100 it", rate, "steps/s", 18000 if on_gpu else 550))
+    rows.append(
+        Row(
+            "LeNet JIT compile (first call less its 1,000 steps)",
+            first - 1000 / rate,
+            "s",
+            None,
+            False,
+        )
+    )
     _, rate = lenet(1000, 1, 1)
-    rows.append(Row("LeNet, 1 cell, eval every 1,000 it (epoch)", rate, "steps/s",
-                    None if on_gpu else 8 * OPEN_LTH_CPU))
+    rows.append(
+        Row(
+            "LeNet, 1 cell, eval every 1,000 it (epoch)",
+            rate,
+            "steps/s",
+            None if on_gpu else 8 * OPEN_LTH_CPU,
+        )
+    )
     sizes = (1, 2, 4, 8) if quick else (1, 2, 4, 5, 8, 25)
     for cells in sizes:
         _, rate = lenet(100, cells, 2 if cells > 4 and not on_gpu else 10)
-        rows.append(Row(f"LeNet, {cells} cells vmapped, eval every 100 it", rate,
-                        "cell-steps/s"))
+        rows.append(Row(f"LeNet, {cells} cells vmapped, eval every 100 it", rate, "cell-steps/s"))
     return rows
 
 
@@ -119,17 +132,20 @@ def conv_rows(quick: bool) -> list[Row]:
     rows = []
     setups = {
         "conv2": TrainConfig("adam", 2e-4, 60, 20000, 10),
-        "resnet20": TrainConfig("sgd", 0.1, 128, 30000, 10, momentum=0.9, weight_decay=1e-4,
-                                augment=True),
+        "resnet20": TrainConfig(
+            "sgd", 0.1, 128, 30000, 10, momentum=0.9, weight_decay=1e-4, augment=True
+        ),
     }
     for name, cfg in setups.items():
         picked = grouping_for(name, backend)
         for grouping in (picked, "vmap" if picked == "serial" else "serial"):
             label = "picked" if grouping == picked else "other"
-            _, rate = throughput(name, cfg, data, (32, 32, 3), 2, grouping, 1,
-                                 repeats=1 if quick else 2)
-            rows.append(Row(f"{name}, 2 cells, {grouping} ({label}), per cell", rate / 2,
-                            "steps/s"))
+            _, rate = throughput(
+                name, cfg, data, (32, 32, 3), 2, grouping, 1, repeats=1 if quick else 2
+            )
+            rows.append(
+                Row(f"{name}, 2 cells, {grouping} ({label}), per cell", rate / 2, "steps/s")
+            )
     return rows
 
 
@@ -147,21 +163,35 @@ def smoke_rows() -> list[Row]:
             if done.returncode != 0:
                 click.echo(f"lt run smoke skipped: {done.stderr.strip()}", err=True)
                 return []
-    return [Row("lt run smoke, cold process", times[0], "s", None, False),
-            Row("lt run smoke, rerun (nothing to train)", times[1], "s", 2.0, False)]
+    return [
+        Row("lt run smoke, cold process", times[0], "s", None, False),
+        Row("lt run smoke, rerun (nothing to train)", times[1], "s", 2.0, False),
+    ]
 
 
 @click.command()
 @click.option("--quick", is_flag=True, help="Fewer and shorter measurements.")
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("results/bench.json"), show_default=True)
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("results/bench.json"),
+    show_default=True,
+)
 def main(quick: bool, json_out: Path) -> None:
     """Measure lt's speed on this machine and compare it with the targets."""
     device = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
     click.echo(f"device {device}, {os.cpu_count()} CPU cores", err=True)
     rows = lenet_rows(quick) + conv_rows(quick) + smoke_rows()
-    table = [[r.figure, "-" if r.value is None else f"{r.value:,.1f}", r.unit,
-              "-" if r.target is None else f"{r.target:,.0f}", r.met] for r in rows]
+    table = [
+        [
+            r.figure,
+            "-" if r.value is None else f"{r.value:,.1f}",
+            r.unit,
+            "-" if r.target is None else f"{r.target:,.0f}",
+            r.met,
+        ]
+        for r in rows
+    ]
     click.echo(format_table(["figure", "lt", "unit", "target", "met"], table))
     atomic.write_json(json_out, {"device": device, "rows": [dataclasses.asdict(r) for r in rows]})
     click.echo(f"wrote {json_out}", err=True)

@@ -14,38 +14,11 @@ from typing import Any
 import click
 
 from ltcli import models, report, runner, spec
+from ltcli.cli_base import STORE_OPTION, LtGroup
 from ltcli.cli_data import data
 from ltcli.cli_results import compare, export, plot
-from ltcli.errors import LtError, UsageError
 from ltcli.paths import default_store, enable_compile_cache
 from ltcli.store import CellKey, Store
-
-
-class _Failure(click.ClickException):
-    def __init__(self, message: str, exit_code: int):
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class LtGroup(click.Group):
-    """Maps library errors to exit codes: `UsageError` 2, any other `LtError` 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except UsageError as err:
-            raise _Failure(str(err), 2) from err
-        except LtError as err:
-            raise _Failure(str(err), 1) from err
-
-
-STORE_OPTION = click.option(
-    "--store",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="LT_STORE",
-    default=None,
-    help="Store folder (default: $LT_STORE, else ./results).",
-)
 
 
 @click.group(cls=LtGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,8 +152,7 @@ def show_run(store: Store, run_id: str) -> str:
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    envvar="LT_DATA_DIR",
-    help="Where data sets are (default: $LT_DATA_DIR, the system location, lt's cache).",
+    help="Where data sets are; searched before $LT_DATA_DIR, the system location, lt's cache.",
 )
 def run(
     experiment: str,

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import click
 
+from ltcli.cli_base import LtGroup
 from ltcli.data import fetch as fetching
-from ltcli.errors import LtError, UsageError
 
 _DATA_DIR = click.option(
     "--data-dir",
@@ -18,21 +16,7 @@ _DATA_DIR = click.option(
 )
 
 
-T = TypeVar("T")
-
-
-def _run(function: Callable[..., T], *args: object) -> T:
-    """Calls `function`, turning lt's errors into Click's (a usage error exits 2, others 1),
-    so the group keeps lt's exit codes on its own as well as under the main CLI."""
-    try:
-        return function(*args)
-    except LtError as err:
-        failure = click.ClickException(str(err))
-        failure.exit_code = 2 if isinstance(err, UsageError) else 1
-        raise failure from err
-
-
-@click.group()
+@click.group(cls=LtGroup)
 def data() -> None:
     """Download data sets and list the ones lt can find."""
 
@@ -46,7 +30,7 @@ def fetch(name: str, data_dir: Path | None) -> None:
     Mirrors are tried in order; $LT_MIRRORS_<NAME> (e.g. LT_MIRRORS_FASHION_MNIST) replaces
     them. Files already there and verified are skipped.
     """
-    folder = _run(fetching.fetch, name, data_dir)
+    folder = fetching.fetch(name, data_dir)
     click.echo(f"{name}: verified in {folder}")
 
 
@@ -54,7 +38,7 @@ def fetch(name: str, data_dir: Path | None) -> None:
 @_DATA_DIR
 def ls(data_dir: Path | None) -> None:
     """List known data sets: where found, content id, checksum status."""
-    for item in _run(fetching.list_datasets, data_dir):
+    for item in fetching.list_datasets(data_dir):
         if item.origin is None:
             detail = item.problem or f"get it with `lt data fetch {item.name}`"
             click.echo(f"{item.name:<14} {'not found':<12} {detail}")

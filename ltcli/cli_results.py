@@ -14,18 +14,10 @@ from ltcli import atomic
 from ltcli import compare as comparing
 from ltcli import export as exporting
 from ltcli import plot as plotting
+from ltcli.cli_base import STORE_OPTION
 from ltcli.errors import UsageError
 from ltcli.paths import default_store
 from ltcli.store import Store
-
-# The same option as `lt run`'s; defined here too so that ltcli.cli can import this module.
-_STORE = click.option(
-    "--store",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="LT_STORE",
-    default=None,
-    help="Store folder (default: $LT_STORE, else ./results).",
-)
 
 
 def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str]]:
@@ -42,7 +34,7 @@ def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str
     is_flag=True,
     help="Print JSON instead of the table: the same numbers, accuracies as fractions.",
 )
-@_STORE
+@STORE_OPTION
 def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> None:
     """Compare runs level by level, with deltas against the first RUN.
 
@@ -66,7 +58,7 @@ def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> Non
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to FILE (default: stdout).",
 )
-@_STORE
+@STORE_OPTION
 def export(
     run_refs: tuple[str, ...],
     as_csv: bool,
@@ -122,7 +114,7 @@ def export(
     show_default=True,
     help="Pixels per inch: scales text and lines, not the image size.",
 )
-@_STORE
+@STORE_OPTION
 def plot(
     run_refs: tuple[str, ...],
     output: Path,
