@@ -228,3 +228,17 @@ def test_a_killed_run_resumes_at_the_first_unfinished_cell(write_spec, tmp_path,
     after = manifests(tmp_path)
     assert {k: after[k] for k in before} == before
     assert len(after) == 5
+
+
+def test_a_second_process_reuses_compiled_programs(write_spec, tmp_path, real_data):
+    path = write_spec(run={"rounds": 0})
+    cache = tmp_path / "cache"
+    env = dict(os.environ, LT_CACHE_DIR=str(cache))
+    command = [sys.executable, "-m", "ltcli", "run", str(path), "--store", str(tmp_path / "s"),
+               "--data-dir", str(real_data[1])]
+    subprocess.run(command, env=env, check=True, capture_output=True)
+    compiled = {p.name for p in (cache / "jax").iterdir()}
+    assert any(name.startswith("jit__segment") for name in compiled)
+    subprocess.run([*command, "--rounds", "1"], env=env, check=True, capture_output=True)
+    assert {p.name for p in (cache / "jax").iterdir()} == compiled  # nothing compiled anew
+    assert len(manifests(tmp_path / "s")) == 2
