@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

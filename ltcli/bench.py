@@ -22,9 +22,10 @@ import numpy as np
 
 from ltcli import atomic, models, pruning
 from ltcli.data import Arrays
-from ltcli.engine import DeviceData, Engine, TrainConfig, to_device
+from ltcli.engine import DeviceData, Engine, Group, TrainConfig, to_device
+from ltcli.grouping import choose as choose_grouping
+from ltcli.grouping import machine_key
 from ltcli.report import format_table
-from ltcli.runner import grouping_for
 
 OPEN_LTH_CPU = 130.0
 """open_lth's LeNet steps/s on the 2-core CPU, evaluation once per epoch (PERFORMANCE.md)."""
@@ -56,6 +57,14 @@ def synthetic(shape: tuple[int, int, int], train: int, test: int) -> Arrays:
     )
 
 
+def dense_group(engine: Engine, shape: tuple[int, int, int], cells: int) -> Group:
+    """`cells` dense cells of one initialization, each with its own data order."""
+    params, stats = engine.init(jax.random.PRNGKey(0), shape)
+    mask = pruning.dense_mask(params)
+    keys = [jax.random.PRNGKey(i) for i in range(cells)]
+    return engine.start([params] * cells, [stats] * cells, [mask] * cells, keys)
+
+
 def throughput(
     model_name: str,
     cfg: TrainConfig,
@@ -69,14 +78,7 @@ def throughput(
     """(compile-and-first-call seconds, cell-steps per second) of `cells` cells trained
     together for `repeats` calls of `evals` evaluation periods after a warm-up call."""
     engine = Engine(models.create(model_name, 10), cfg, grouping, evals)
-    params, stats = engine.init(jax.random.PRNGKey(0), shape)
-    mask = pruning.dense_mask(params)
-    group = engine.start(
-        [params] * cells,
-        [stats] * cells,
-        [mask] * cells,
-        [jax.random.PRNGKey(i) for i in range(cells)],
-    )
+    group = dense_group(engine, shape, cells)
     started = time.perf_counter()
     group, metrics = engine.segment(group, 0, evals, data)
     metrics.block_until_ready()
@@ -90,6 +92,57 @@ def throughput(
     return first, cells * repeats * evals * cfg.eval_every / elapsed
 
 
+def plain_jax_lenet(data: DeviceData, eval_every: int, periods: int) -> float:
+    """Steps/s of a bare JAX LeNet-300-100 loop, the PERFORMANCE.md reference: data on the
+    device, a permutation per period, `lax.scan` over steps, 15K-example evaluation after
+    each period, no masks, no store. Measured here so lt is compared on the same machine."""
+    import jax.numpy as jnp
+    import optax
+
+    model = models.create("lenet300", 10)
+    tx = optax.adam(1.2e-3)
+    n = data.y_train.shape[0]
+    x_eval = (
+        jnp.concatenate(
+            [data.x_val.reshape(-1, 28, 28, 1), data.x_test.reshape(-1, 28, 28, 1)]
+        ).astype(jnp.float32)
+        / 255
+    )
+    y_eval = jnp.concatenate([data.y_val.reshape(-1), data.y_test.reshape(-1)])
+
+    def loss(params, x, y):
+        logits = model.apply({"params": params}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    @jax.jit
+    def run(params, opt_state, key):
+        def period(carry, i):
+            ids = jnp.tile(jax.random.permutation(jax.random.fold_in(key, i), n), 2)
+            ids = ids[: eval_every * 60].reshape(eval_every, 60)
+
+            def step(carry, idx):
+                params, opt_state = carry
+                x = data.x_train[idx].astype(jnp.float32) / 255
+                grads = jax.grad(loss)(params, x, data.y_train[idx])
+                updates, opt_state = tx.update(grads, opt_state, params)
+                return (optax.apply_updates(params, updates), opt_state), None
+
+            carry, _ = jax.lax.scan(step, carry, ids)
+            logits = model.apply({"params": carry[0]}, x_eval)
+            return carry, jnp.mean(jnp.argmax(logits, -1) == y_eval)
+
+        return jax.lax.scan(period, (params, opt_state), jnp.arange(periods))
+
+    params = model.init(jax.random.PRNGKey(0), x_eval[:1])["params"]
+    carry, acc = run(params, tx.init(params), jax.random.PRNGKey(1))
+    acc.block_until_ready()
+    started = time.perf_counter()
+    for repeat in range(2):
+        carry, acc = run(*carry, jax.random.PRNGKey(2 + repeat))
+    acc.block_until_ready()
+    return 2 * periods * eval_every / (time.perf_counter() - started)
+
+
 def lenet_rows(quick: bool) -> list[Row]:
     on_gpu = jax.default_backend() == "gpu"
     data = to_device(synthetic((28, 28, 1), 60000, 10000), 5000)
@@ -100,25 +153,25 @@ def lenet_rows(quick: bool) -> list[Row]:
         return throughput("lenet300", cfg, data, (28, 28, 1), cells, "vmap", evals)
 
     first, rate = lenet(100, 1, 10)
-    rows.append(Row("LeNet, 1 cell, eval every 100 it", rate, "steps/s", 18000 if on_gpu else 550))
-    rows.append(
-        Row(
-            "LeNet JIT compile (first call less its 1,000 steps)",
-            first - 1000 / rate,
-            "s",
-            None,
-            False,
-        )
-    )
+    plain = plain_jax_lenet(data, 100, 10)
+    rows += [
+        Row("LeNet, 1 cell, eval every 100 it", rate, "steps/s", 18000 if on_gpu else 550),
+        Row("  plain JAX loop, same work, this machine", plain, "steps/s"),
+        Row("  lt / plain JAX", rate / plain, "x", 0.85),
+        Row("LeNet JIT compile (first call less its steps)", first - 1000 / rate, "s"),
+    ]
     _, rate = lenet(1000, 1, 1)
-    rows.append(
+    plain = plain_jax_lenet(data, 1000, 1)
+    rows += [
         Row(
             "LeNet, 1 cell, eval every 1,000 it (epoch)",
             rate,
             "steps/s",
             None if on_gpu else 8 * OPEN_LTH_CPU,
-        )
-    )
+        ),
+        Row("  plain JAX loop, same work, this machine", plain, "steps/s"),
+        Row("  lt / plain JAX", rate / plain, "x", 0.85),
+    ]
     sizes = (1, 2, 4, 8) if quick else (1, 2, 4, 5, 8, 25)
     for cells in sizes:
         _, rate = lenet(100, cells, 2 if cells > 4 and not on_gpu else 10)
@@ -127,7 +180,6 @@ def lenet_rows(quick: bool) -> list[Row]:
 
 
 def conv_rows(quick: bool) -> list[Row]:
-    backend = jax.default_backend()
     data = to_device(synthetic((32, 32, 3), 12000, 2000), 2000)
     rows = []
     setups = {
@@ -137,7 +189,9 @@ def conv_rows(quick: bool) -> list[Row]:
         ),
     }
     for name, cfg in setups.items():
-        picked = grouping_for(name, backend)
+        engine = Engine(models.create(name, 10), cfg, "vmap", 1)
+        key = machine_key(name, engine, 2, (32, 32, 3))
+        picked = choose_grouping(key, engine, lambda e=engine: dense_group(e, (32, 32, 3), 2), data)
         for grouping in (picked, "vmap" if picked == "serial" else "serial"):
             label = "picked" if grouping == picked else "other"
             _, rate = throughput(

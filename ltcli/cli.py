@@ -148,6 +148,14 @@ def show_run(store: Store, run_id: str) -> str:
     help="Set any spec field, like --set train.weight_decay=1e-4 (repeatable).",
 )
 @click.option("--name", help="A human alias for the run (not part of the run id).")
+@click.option(
+    "--grouping",
+    type=click.Choice(["auto", "vmap", "serial"]),
+    default="auto",
+    show_default=True,
+    help="How a level's cells share one program: side by side, one after another, or "
+    "whichever measured faster on this machine. Results do not depend on it.",
+)
 @STORE_OPTION
 @click.option(
     "--data-dir",
@@ -160,6 +168,7 @@ def run(
     name: str | None,
     store: Path | None,
     data_dir: Path | None,
+    grouping: str,
     **flags: Any,
 ) -> None:
     """Run, resume or extend the experiment EXPERIMENT.
@@ -174,8 +183,9 @@ def run(
         click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
     target = Store(store or default_store())
     enable_compile_cache()
+    progress = CliProgress(loaded["run.rounds"])
     run_id = runner.run(
-        loaded, target, data_dir=data_dir, name=name, progress=CliProgress(loaded["run.rounds"])
+        loaded, target, data_dir=data_dir, name=name, progress=progress, grouping=grouping
     )
     click.echo(show_run(target, run_id))
 

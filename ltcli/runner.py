@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from ltcli import atomic, checks, data, descriptor, models, pruning
 from ltcli.descriptor import Descriptor
 from ltcli.engine import METRICS, DeviceData, Engine, Group, TrainConfig, summarize, to_device
 from ltcli.errors import UsageError
+from ltcli.grouping import choose as choose_grouping
+from ltcli.grouping import machine_key
 from ltcli.spec import Spec
 from ltcli.store import CellKey, Store
 
@@ -75,14 +78,6 @@ def strategy(full: dict[str, Any]) -> pruning.Strategy:
     )
 
 
-def grouping_for(model_name: str, platform: str) -> str:
-    """How a level's cells share one program: side by side (vmap) for dense networks, one
-    after another for convolutional ones (vmapped convolutions become slow grouped
-    convolutions; see PERFORMANCE.md)."""
-    del platform
-    return "vmap" if model_name == "lenet300" else "serial"
-
-
 @dataclasses.dataclass
 class Plan:
     """What a command asks of a run: levels 0..rounds for each replicate, with controls."""
@@ -117,11 +112,13 @@ class Runner:
         source: data.DataSource,
         progress: Progress | None = None,
         checkpoint_seconds: float = 60.0,
+        grouping: str = "auto",
     ):
         self.store, self.desc, self.source = store, desc, source
         self.run_id = desc.run_id
         self.progress = progress or Progress()
         self.checkpoint_seconds = checkpoint_seconds
+        self.grouping = grouping
         self.cfg = train_config(desc.full)
         self.strategy = strategy(desc.full)
         self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
@@ -133,11 +130,10 @@ class Runner:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            grouping = grouping_for(self.desc["model.name"], jax.default_backend())
             evals = self.cfg.iterations // self.cfg.eval_every
             per_call = max(1, SEGMENT_ITERATIONS // self.cfg.eval_every)
             segment = max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
-            self._engine = Engine(self.model, self.cfg, grouping, segment)
+            self._engine = Engine(self.model, self.cfg, "vmap", segment)
         return self._engine
 
     @property
@@ -268,15 +264,20 @@ class Runner:
     def _train_group(
         self, level: int, cells: list[CellKey], inputs: list, capture: int
     ) -> tuple[Group, np.ndarray]:
-        engine, cfg = self.engine, self.cfg
+        cfg = self.cfg
         keys = [self._key(1, c.replicate) for c in cells]
-        group = engine.start(
-            [s["params"] for s, _, _ in inputs],
-            [s["batch_stats"] for s, _, _ in inputs],
-            [m for _, m, _ in inputs],
-            keys,
-            capture_rewind=bool(capture),
-        )
+
+        def fresh_group() -> Group:
+            return self.engine.start(
+                [s["params"] for s, _, _ in inputs],
+                [s["batch_stats"] for s, _, _ in inputs],
+                [m for _, m, _ in inputs],
+                keys,
+                capture_rewind=bool(capture),
+            )
+
+        engine = self._grouped_engine(len(cells), fresh_group)
+        group = fresh_group()
         step, curves = 0, np.zeros((len(cells), 0, len(METRICS)), np.float32)
         restored = self._load_checkpoint(level, cells, group)
         if restored is not None:
@@ -297,6 +298,19 @@ class Runner:
             self.progress.advance(engine.segment_evals * cfg.eval_every)
         self.progress.finish()
         return group, curves
+
+    def _grouped_engine(self, cells: int, fresh_group: Callable[[], Group]) -> Engine:
+        """The engine with this runner's grouping; ``auto`` measures it (see `ltcli.grouping`).
+
+        A lone cell needs no choice: the engine trains it without batching or a loop.
+        """
+        choice = self.grouping
+        if choice == "auto":
+            if cells == 1:
+                return self.engine
+            key = machine_key(self.desc["model.name"], self.engine, cells, self.source.image_shape)
+            choice = choose_grouping(key, self.engine, fresh_group, self.data)
+        return dataclasses.replace(self.engine, grouping=choice)
 
     # -- mid-level checkpoints ----------------------------------------------------------------
 
@@ -337,10 +351,11 @@ def run(
     name: str | None = None,
     progress: Progress | None = None,
     checkpoint_seconds: float = 60.0,
+    grouping: str = "auto",
 ) -> str:
     """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id."""
     desc, source = prepare(spec, data_dir)
     store.save_run(desc, spec.experiment, name)
     plan = Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"])
-    Runner(store, desc, source, progress, checkpoint_seconds).run(plan)
+    Runner(store, desc, source, progress, checkpoint_seconds, grouping).run(plan)
     return desc.run_id

@@ -91,6 +91,8 @@ def test_more_rounds_and_replicates_train_only_the_new_cells(
         "2",
         "--replicates",
         "2",
+        "--grouping",
+        "vmap",  # no timing probe, whose calls would count too
         store=tmp_path,
         data_dir=real_data[1],
     )

@@ -1,0 +1,73 @@
+"""How a level's cells share one program: side by side (``vmap``) or one after another
+(``serial``, a loop inside the program). Measured on this machine, not assumed.
+
+Which is faster depends on the model and the device: vmap wins big for dense networks on a
+GPU and does nothing on a 2-core CPU, while vmapped convolutions become grouped convolutions
+that ran slower than one cell at a time on an H200. The first time a model trains a group of
+a given size on a device, both groupings train it for one evaluation period after a warm-up
+call, on throwaway copies, and the faster is remembered in lt's cache folder. The numbers a
+run produces do not depend on the choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+
+from ltcli import atomic, paths
+from ltcli.engine import DeviceData, Engine, Group
+
+GROUPINGS = ("vmap", "serial")
+PROBE_STEPS = 10
+
+
+def _cache_file() -> Path:
+    return paths.cache_dir() / "groupings.json"
+
+
+def machine_key(model_name: str, engine: Engine, cells: int, image_shape: tuple) -> str:
+    """What a measurement is valid for: device, model, batch, input shape and group size."""
+    device = jax.devices()[0]
+    shape = "x".join(map(str, image_shape))
+    return (
+        f"{device.platform}:{device.device_kind}|{model_name}|"
+        f"batch {engine.cfg.batch_size}|{shape}|{cells} cells"
+    )
+
+
+def seconds_per_period(engine: Engine, group: Group, data: DeviceData) -> float:
+    """Wall time of one evaluation period of `group` once compiled (consumes `group`)."""
+    group, metrics = engine.segment(group, 0, 1, data)
+    metrics.block_until_ready()
+    started = time.perf_counter()
+    _, metrics = engine.segment(group, engine.cfg.eval_every, 1, data)
+    metrics.block_until_ready()
+    return time.perf_counter() - started
+
+
+def choose(key: str, engine: Engine, fresh_group: Callable[[], Group], data: DeviceData) -> str:
+    """The faster grouping for `key`, measured once and then read from the cache.
+
+    Args:
+      key: see `machine_key`.
+      engine: the engine the level will train with (its grouping is ignored).
+      fresh_group: builds a group like the level's (called once per grouping).
+      data: the data set on the device.
+    """
+    cache = _cache_file()
+    known = atomic.read_json(cache) if cache.exists() else {}
+    if key not in known:
+        # Short periods: the comparison needs a few steps and one evaluation, not a full one.
+        cfg = dataclasses.replace(engine.cfg, eval_every=min(engine.cfg.eval_every, PROBE_STEPS))
+        timings = {
+            g: seconds_per_period(Engine(engine.model, cfg, g, 1), fresh_group(), data)
+            for g in GROUPINGS
+        }
+        known = atomic.read_json(cache) if cache.exists() else {}
+        known[key] = {"choice": min(timings, key=timings.get), "seconds": timings}
+        atomic.write_json(cache, known)
+    return known[key]["choice"]
