@@ -21,8 +21,9 @@ def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
     mask = pruning.dense_mask(params)
 
     def fresh():
-        return engine.start([params] * 2, [stats] * 2, [mask] * 2,
-                            [jax.random.PRNGKey(1), jax.random.PRNGKey(2)])
+        return engine.start(
+            [params] * 2, [stats] * 2, [mask] * 2, [jax.random.PRNGKey(1), jax.random.PRNGKey(2)]
+        )
 
     measured: list[tuple[str, int]] = []
     real = grouping.seconds_per_period

@@ -10,8 +10,15 @@ from ltcli import descriptor, runner, spec
 from ltcli.data import Arrays, DataSource
 from ltcli.store import CellKey, Store
 
-CIFAR_PRESETS = ["cifar10-conv2", "cifar10-conv4", "cifar10-conv6", "cifar10-vgg19",
-                 "cifar10-vgg19-warmup", "cifar10-resnet20", "cifar10-resnet20-warmup"]
+CIFAR_PRESETS = [
+    "cifar10-conv2",
+    "cifar10-conv4",
+    "cifar10-conv6",
+    "cifar10-vgg19",
+    "cifar10-vgg19-warmup",
+    "cifar10-resnet20",
+    "cifar10-resnet20-warmup",
+]
 
 
 def synthetic(name: str, train: int, test: int, shape=(32, 32, 3)) -> DataSource:
@@ -22,8 +29,9 @@ def synthetic(name: str, train: int, test: int, shape=(32, 32, 3)) -> DataSource
         rng.integers(0, 255, (test, *shape), dtype=np.uint8),
         rng.integers(0, 10, test, dtype=np.int32),
     )
-    return DataSource(name, f"synthetic-{train}-{test}", train, shape, 10, "memory",
-                      loader=lambda: arrays)
+    return DataSource(
+        name, f"synthetic-{train}-{test}", train, shape, 10, "memory", loader=lambda: arrays
+    )
 
 
 @pytest.mark.parametrize("name", sorted(spec.shipped_specs()))
@@ -47,8 +55,14 @@ def test_the_paper_budgets_are_in_the_specs():
 
 @pytest.mark.parametrize("name", CIFAR_PRESETS[:4] + CIFAR_PRESETS[5:6])
 def test_two_levels_of_each_network_complete_and_resume(name: str, tmp_path):
-    tiny = {"train.iterations": 2, "train.eval_every": 1, "train.batch_size": 2,
-            "data.validation": 4, "train.lr_drops": [], "train.warmup": 0}
+    tiny = {
+        "train.iterations": 2,
+        "train.eval_every": 1,
+        "train.batch_size": 2,
+        "data.validation": 4,
+        "train.lr_drops": [],
+        "train.warmup": 0,
+    }
     loaded = spec.apply_overrides(spec.load(name), tiny)
     source = synthetic("cifar10", 12, 4)
     desc = descriptor.resolve(loaded, source)

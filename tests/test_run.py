@@ -236,8 +236,17 @@ def test_a_second_process_reuses_compiled_programs(write_spec, tmp_path, real_da
     path = write_spec(run={"rounds": 0})
     cache = tmp_path / "cache"
     env = dict(os.environ, LT_CACHE_DIR=str(cache))
-    command = [sys.executable, "-m", "ltcli", "run", str(path), "--store", str(tmp_path / "s"),
-               "--data-dir", str(real_data[1])]
+    command = [
+        sys.executable,
+        "-m",
+        "ltcli",
+        "run",
+        str(path),
+        "--store",
+        str(tmp_path / "s"),
+        "--data-dir",
+        str(real_data[1]),
+    ]
     subprocess.run(command, env=env, check=True, capture_output=True)
     compiled = {p.name for p in (cache / "jax").iterdir()}
     assert any(name.startswith("jit__segment") for name in compiled)

@@ -16,11 +16,17 @@ from ltcli.store import CellKey, Store, pack_mask, unpack_mask
 
 def test_masks_round_trip_bit_packed():
     rng = np.random.default_rng(0)
-    template = {"fc1": {"kernel": np.zeros((13, 7)), "bias": np.zeros(7)},
-                "out": {"kernel": np.zeros((7, 3))}}
-    mask = {"fc1": {"kernel": (rng.random((13, 7)) > 0.5).astype(np.float32),
-                    "bias": np.ones(7, np.float32)},
-            "out": {"kernel": (rng.random((7, 3)) > 0.5).astype(np.float32)}}
+    template = {
+        "fc1": {"kernel": np.zeros((13, 7)), "bias": np.zeros(7)},
+        "out": {"kernel": np.zeros((7, 3))},
+    }
+    mask = {
+        "fc1": {
+            "kernel": (rng.random((13, 7)) > 0.5).astype(np.float32),
+            "bias": np.ones(7, np.float32),
+        },
+        "out": {"kernel": (rng.random((7, 3)) > 0.5).astype(np.float32)},
+    }
     packed = pack_mask(mask)
     assert packed["fc1/kernel"].nbytes == -(-13 * 7 // 8) and "fc1/bias" not in packed
     restored = unpack_mask(packed, template)
@@ -54,8 +60,11 @@ def test_the_store_size_follows_the_footprint_formula(write_spec, tmp_path, real
     run_id = runner.run(loaded, store, data_dir=real_data[1])
     theta0 = store.load_weights(store.init_path(run_id, 0))
     params = sum(np.size(x) for x in pruning.flatten(theta0).values())  # P
-    mask_bytes = sum(-(-np.size(x) // 8) for n, x in pruning.flatten(theta0["params"]).items()
-                     if pruning.layer_kind(n))  # M
+    mask_bytes = sum(
+        -(-np.size(x) // 8)
+        for n, x in pruning.flatten(theta0["params"]).items()
+        if pruning.layer_kind(n)
+    )  # M
     assert (params, mask_bytes) == (266610, 33275)
     cells = list(store.finished_cells(run_id))
     tickets = [c for c in cells if c.member == "ticket"]
