@@ -2,12 +2,8 @@
 
 from typing import Any
 
-import jax
-
 Params = Any
 """A Flax parameter pytree: nested dicts of arrays."""
 
 Mask = Any
 """A pytree shaped like `Params` whose leaves are 0/1 arrays (1 = the weight survives)."""
-
-PRNGKey = jax.Array

@@ -36,11 +36,16 @@ def optimizer_state_masked(opt_state: Any, params: Params, mask: Mask, what: str
             pruned_are_zero(part, mask, f"{what} optimizer state")
 
 
-def rewound(start: Params, rewind_point: Params, mask: Mask, what: str) -> None:
-    """`start` equals `rewind_point` bit for bit at survivors and is zero elsewhere."""
-    flat_s, flat_r, flat_m = (pruning.flatten(t) for t in (start, rewind_point, mask))
+def rewound(start: Params, rewind_point: Params, mask: Mask | None, what: str) -> None:
+    """`start` equals `rewind_point` bit for bit at survivors and is zero elsewhere (with no
+    `mask`, everywhere)."""
+    flat_s, flat_r = pruning.flatten(start), pruning.flatten(rewind_point)
+    flat_m = pruning.flatten(mask) if mask is not None else {}
+    if flat_s.keys() != flat_r.keys():
+        raise InvariantError(f"{what}: starts with other parameters than the rewind point")
     for name, s in flat_s.items():
-        expected = np.where(flat_m[name] > 0, flat_r[name], np.zeros_like(s))
+        keep = flat_m.get(name, np.ones(s.shape)) > 0
+        expected = np.where(keep, flat_r[name], np.zeros_like(s))
         if s.dtype != expected.dtype or s.tobytes() != expected.astype(s.dtype).tobytes():
             raise InvariantError(f"{what}: {name} is not the rewind point under the mask")
 

@@ -34,6 +34,13 @@ def cli() -> None:
     """
 
 
+def _clock(seconds: float) -> str:
+    """``"4:05"`` or ``"1:02:03"``."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 class CliProgress(runner.Progress):
     """Progress on stderr: a live line on a terminal, one line per level otherwise."""
 
@@ -41,21 +48,18 @@ class CliProgress(runner.Progress):
         self.total_levels = total_levels
         self.live = sys.stderr.isatty()
 
-    def level(self, level: int, cells: list[CellKey], total_steps: int) -> None:
+    def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
         self.current, self.cells, self.total = level, len(cells), total_steps
-        self.done, self.started, self.resumed_at = 0, time.monotonic(), 0
-        self.last_draw = 0.0
+        self.done = self.resumed_at = start
+        self.started, self.last_draw = time.monotonic(), 0.0
 
     def advance(self, steps: int) -> None:
-        if self.done == 0 and steps:
-            self.resumed_at = steps
         self.done += steps
         now = time.monotonic()
         if self.live and (now - self.last_draw > 0.2 or self.done >= self.total):
             self.last_draw = now
             rate = (self.done - self.resumed_at) / max(now - self.started, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
-            eta_text = time.strftime("%M:%S", time.gmtime(eta)) if eta == eta else "--:--"
+            eta_text = _clock((self.total - self.done) / rate) if rate > 0 else "--:--"
             click.echo(
                 f"\rlevel {self.current}/{self.total_levels}  {self.cells} cells  "
                 f"iteration {self.done}/{self.total}  {rate:,.0f} it/s  ETA {eta_text}   ",
@@ -92,7 +96,12 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 
 
 def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.Spec:
-    """The spec `experiment` with `--set` assignments, then the named flags, applied."""
+    """The spec `experiment` with `--set` assignments, then the named flags, applied.
+
+    One-shot pruning has one round, so ``--one-shot`` without ``--rounds`` implies it.
+    """
+    if flags.get("one_shot") is not None and flags.get("rounds") is None:
+        flags["rounds"] = 1
     loaded = spec.load(experiment)
     assigned = dict(spec.parse_assignment(s) for s in settings)
     return spec.apply_overrides(spec.apply_overrides(loaded, assigned), _overrides(**flags))
@@ -120,20 +129,25 @@ def show_run(store: Store, run_id: str) -> str:
 @click.option(
     "--prune-rate",
     type=float,
-    help="Fraction of surviving weights pruned per round in hidden layers; the "
-    "output layer gets half unless the spec sets prune.output_rate.",
+    help="Fraction of surviving weights pruned per round: in fc layers (the output layer "
+    "gets half and conv layers this rate unless the spec sets prune.output_rate or "
+    "prune.conv_rate), or over the pooled layers with a global strategy.",
 )
 @click.option("--iterations", help="Training length per level, like 5000 or 10ep.")
 @click.option("--batch-size", type=int, help="Minibatch size.")
 @click.option("--lr", type=float, help="Learning rate.")
 @click.option("--seed", type=int, help="Seed of the initializations and data order.")
 @click.option("--eval-every", help="Evaluate validation and test every this many iterations.")
-@click.option("--rewind-iter", help="Late rewinding: rewind survivors to iteration k, not 0.")
+@click.option(
+    "--rewind-iter",
+    help="Late rewinding: rewind survivors to iteration k (a multiple of --eval-every), not 0.",
+)
 @click.option(
     "--one-shot",
     type=float,
     metavar="PM",
-    help="One-shot pruning: prune straight to PM percent remaining in one round.",
+    help="One-shot pruning: prune straight to PM percent of weights remaining in one round "
+    "(sets --rounds 1 unless given).",
 )
 @click.option(
     "--controls",
@@ -150,11 +164,12 @@ def show_run(store: Store, run_id: str) -> str:
 @click.option("--name", help="A human alias for the run (not part of the run id).")
 @click.option(
     "--grouping",
-    type=click.Choice(["auto", "vmap", "serial"]),
+    type=click.Choice(["auto", "vmap", "serial", "host"]),
     default="auto",
     show_default=True,
-    help="How a level's cells share one program: side by side, one after another, or "
-    "whichever measured faster on this machine. Results do not depend on it.",
+    help="How a level's cells train: side by side in one program (vmap), one after another "
+    "in it (serial), one step per call (host: convolutions on a CPU), or auto: host where "
+    "needed, else whichever measured faster here. Results agree to float rounding.",
 )
 @STORE_OPTION
 @click.option(

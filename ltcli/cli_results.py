@@ -13,11 +13,38 @@ import click
 from ltcli import atomic
 from ltcli import compare as comparing
 from ltcli import export as exporting
-from ltcli import plot as plotting
 from ltcli.cli_base import STORE_OPTION
 from ltcli.errors import UsageError
 from ltcli.paths import default_store
 from ltcli.store import Store
+
+DPI = 100
+SIZE = (1500, 500)
+"""Default image size in pixels (width, height)."""
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1200x500"`` -> ``(1200, 500)``: width and height in pixels.
+
+    Raises:
+      UsageError: not two positive integers joined by ``x``.
+    """
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise UsageError(f"--size {text}: expected WIDTHxHEIGHT in pixels, like 1500x500")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_levels(text: str) -> list[int]:
+    """``"0,3,7"`` -> ``[0, 3, 7]``.
+
+    Raises:
+      UsageError: not a comma-separated list of non-negative integers.
+    """
+    items = [t.strip() for t in text.split(",")]
+    if not all(t.isdigit() for t in items):
+        raise UsageError(f"--levels {text}: expected level numbers like 0,3,7")
+    return sorted({int(t) for t in items})
 
 
 def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str]]:
@@ -103,14 +130,14 @@ def export(
 )
 @click.option(
     "--size",
-    default="{}x{}".format(*plotting.SIZE),
+    default="{}x{}".format(*SIZE),
     show_default=True,
     help="Image size WIDTHxHEIGHT in pixels.",
 )
 @click.option(
     "--dpi",
     type=click.IntRange(min=10),
-    default=plotting.DPI,
+    default=DPI,
     show_default=True,
     help="Pixels per inch: scales text and lines, not the image size.",
 )
@@ -131,6 +158,8 @@ def plot(
     Several runs are told apart by colour.
     """
     target, run_ids = _resolve(store, run_refs)
-    chosen = None if levels is None else plotting.parse_levels(levels)
-    plotting.plot(target, run_ids, output, chosen, plotting.parse_size(size), dpi)
+    from ltcli import plot as plotting  # matplotlib costs half a second: only `lt plot` pays
+
+    chosen = None if levels is None else parse_levels(levels)
+    plotting.plot(target, run_ids, output, parse_size(size), dpi, chosen)
     click.echo(f"wrote {output}", err=True)

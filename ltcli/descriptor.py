@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from ltcli import models
+from ltcli import models, pruning
 from ltcli.data import DataSource
 from ltcli.errors import UsageError
 from ltcli.spec import Spec
@@ -74,6 +74,28 @@ def _rates(spec: Spec, kinds: tuple[str, ...]) -> dict[str, float]:
         "output": spec["prune.output_rate"] or rate / 2,
     }
     return {kind: defaults[kind] for kind in kinds}
+
+
+def _checked_exclude(spec: Spec, model_name: str, source: DataSource) -> list[str]:
+    """The exclusion patterns, sorted, each checked to match a prunable layer of the model,
+    and at least one prunable layer left to prune."""
+    patterns = sorted(set(spec["prune.exclude"]))
+    if not patterns:
+        return []
+    variables = models.abstract_variables(model_name, source.image_shape, source.num_classes)
+    params = variables["params"]
+    every = pruning.prunable_layers(params)
+    for pattern in patterns:
+        _check(
+            bool(set(every) - set(pruning.prunable_layers(params, [pattern]))),
+            f"prune.exclude: {pattern!r} matches no prunable layer of {model_name}; its "
+            f"layers: {', '.join(sorted(n.rsplit('/', 1)[0] for n in every))}",
+        )
+    _check(
+        bool(pruning.prunable_layers(params, patterns)),
+        f"prune.exclude: {patterns} leaves no layer of {model_name} to prune",
+    )
+    return patterns
 
 
 def _check(condition: bool, message: str) -> None:
@@ -150,7 +172,7 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         "prune": {
             "strategy": spec["prune.strategy"],
             "rates": _rates(spec, model.kinds),
-            "exclude": list(spec["prune.exclude"]),
+            "exclude": _checked_exclude(spec, model_name, source),
             "rewind_iter": rewind,
             "one_shot": spec["prune.one_shot"],
         },

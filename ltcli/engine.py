@@ -155,9 +155,9 @@ def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: i
     """Indices of the `steps` batches that start at iteration `step0`, shape (steps, batch).
 
     The examples are an endless stream of epochs, each an independent permutation of the
-    `n` training examples keyed by ``fold_in(key, epoch)``; batch ``t`` is stream positions
-    ``[t * batch, (t + 1) * batch)``, so no example is dropped and any iteration can be
-    reached without replaying the ones before it.
+    `n` training examples keyed by ``fold_in(key, epoch)`` (`key` is the data-order stream).
+    Batch ``t`` is stream positions ``[t * batch, (t + 1) * batch)``, so no example is
+    dropped and any iteration can be reached without replaying the ones before it.
     """
     start = step0 * batch
     first_epoch = start // n
@@ -197,8 +197,9 @@ class Engine:
     Attributes:
       model: the Flax module.
       cfg: training hyperparameters.
-      grouping: ``"vmap"`` (cells side by side) or ``"serial"`` (one after another, in the
-        same program).
+      grouping: ``"vmap"`` (cells side by side), ``"serial"`` (one after another, in the
+        same program) or ``"host"`` (one after another, each step its own call: XLA:CPU runs
+        convolutions inside loops many times slower than at the top level, jax#12868).
       segment_evals: evaluation periods per jitted call (progress and checkpoints happen
         between calls).
     """
@@ -268,59 +269,72 @@ class Engine:
             logits = self.model.apply(_variables(params, batch_stats), xb, train=False)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
             correct = (jnp.argmax(logits, -1) == yb).astype(jnp.float32)
-            return jnp.sum(loss * wb), jnp.sum(correct * wb)
+            return jnp.sum(jnp.where(wb > 0, loss, 0.0)), jnp.sum(correct * wb)
 
         losses, corrects = jax.lax.map(one, (x, y, w))
         count = jnp.sum(w)
         return jnp.sum(losses) / count, jnp.sum(corrects) / count
 
+    def _step(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
+        """One masked optimizer step of one (unstacked) cell on the examples `ids`."""
+        x = (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
+        # The cell's key has two independent streams: data order (0, per epoch, see
+        # `batch_indices`) and per-step randomness (1: dropout, augmentation).
+        step_key = jax.random.fold_in(jax.random.fold_in(cell.data_key, 1), t)
+        if self.cfg.augment:
+            x = augment(x, jax.random.fold_in(step_key, 1))
+        grad_fn = jax.grad(self._loss, has_aux=True)
+        grads, stats = grad_fn(cell.params, cell.batch_stats, x, data.y_train[ids], step_key)
+        grads = jax.tree.map(jnp.multiply, grads, cell.mask)
+        updates, opt_state = self.tx.update(grads, cell.opt_state, cell.params)
+        params = jax.tree.map(jnp.multiply, optax.apply_updates(cell.params, updates), cell.mask)
+        return cell._replace(params=params, batch_stats=stats, opt_state=opt_state)
+
+    def _end_of_period(
+        self, cell: Group, step: jax.Array, data: DeviceData, rewind_at: int
+    ) -> tuple[Group, jax.Array]:
+        """Captures θk if `step` is the rewind iteration; evaluates validation and test."""
+        if rewind_at:
+            now = {"params": cell.params, "batch_stats": cell.batch_stats}
+            rewind = jax.tree.map(lambda p, r: jnp.where(step == rewind_at, p, r), now, cell.rewind)
+            cell = cell._replace(rewind=rewind)
+        val = self._evaluate(
+            cell.params, cell.batch_stats, data, data.x_val, data.y_val, data.w_val
+        )
+        test = self._evaluate(
+            cell.params, cell.batch_stats, data, data.x_test, data.y_test, data.w_test
+        )
+        return cell, jnp.stack([*val, *test])
+
+    def _indices(self, cell: Group, step0: jax.Array, data: DeviceData, evals: int) -> jax.Array:
+        """The batches of `evals` periods from `step0`: one table, a few permutations."""
+        cfg = self.cfg
+        order_key = jax.random.fold_in(cell.data_key, 0)
+        ids = batch_indices(
+            order_key, step0, evals * cfg.eval_every, cfg.batch_size, data.y_train.shape[0]
+        )
+        return ids.reshape(evals, cfg.eval_every, cfg.batch_size)
+
     def _cell_segment(
         self, cell: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
     ):
         """Advances one (unstacked) cell by `evals` evaluation periods from `step0`."""
-        cfg, tx = self.cfg, self.tx
-        n = data.y_train.shape[0]
+        every = self.cfg.eval_every
+        if not rewind_at:
+            cell = cell._replace(rewind=None)
 
-        def train_step(carry, inputs):
-            params, stats, opt_state = carry
+        def train_step(cell, inputs):
             t, ids = inputs
-            x = (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
-            step_key = jax.random.fold_in(cell.data_key, t)
-            if cfg.augment:
-                x = augment(x, jax.random.fold_in(step_key, 1))
-            grad_fn = jax.grad(self._loss, has_aux=True)
-            grads, stats = grad_fn(params, stats, x, data.y_train[ids], step_key)
-            grads = jax.tree.map(jnp.multiply, grads, cell.mask)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            params = jax.tree.map(jnp.multiply, optax.apply_updates(params, updates), cell.mask)
-            return (params, stats, opt_state), None
+            return self._step(cell, t, ids, data), None
 
-        def period(carry, inputs):
-            params, stats, opt_state, rewind = carry
+        def period(cell, inputs):
             index, ids = inputs
-            first = step0 + index * cfg.eval_every
-            steps = first + jnp.arange(cfg.eval_every)
-            (params, stats, opt_state), _ = jax.lax.scan(
-                train_step, (params, stats, opt_state), (steps, ids)
-            )
-            if rewind_at:
-                hit = first + cfg.eval_every == rewind_at
-                now = {"params": params, "batch_stats": stats}
-                rewind = jax.tree.map(lambda p, r: jnp.where(hit, p, r), now, rewind)
-            val = self._evaluate(params, stats, data, data.x_val, data.y_val, data.w_val)
-            test = self._evaluate(params, stats, data, data.x_test, data.y_test, data.w_test)
-            return (params, stats, opt_state, rewind), jnp.stack([*val, *test])
+            first = step0 + index * every
+            cell, _ = jax.lax.scan(train_step, cell, (first + jnp.arange(every), ids))
+            return self._end_of_period(cell, first + every, data, rewind_at)
 
-        # One index table for the whole segment: a few permutations per call, not per period.
-        ids = batch_indices(cell.data_key, step0, evals * cfg.eval_every, cfg.batch_size, n)
-        ids = ids.reshape(evals, cfg.eval_every, cfg.batch_size)
-        carry = (cell.params, cell.batch_stats, cell.opt_state, cell.rewind if rewind_at else None)
-        (params, stats, opt_state, rewind), metrics = jax.lax.scan(
-            period, carry, (jnp.arange(evals), ids)
-        )
-        return cell._replace(
-            params=params, batch_stats=stats, opt_state=opt_state, rewind=rewind
-        ), metrics
+        periods = (jnp.arange(evals), self._indices(cell, step0, data, evals))
+        return jax.lax.scan(period, cell, periods)
 
     @partial(jax.jit, static_argnums=(0, 4, 5), donate_argnums=(1,))
     def _segment(
@@ -333,6 +347,34 @@ class Engine:
         if self.grouping == "vmap":
             return jax.vmap(one)(group)
         return jax.lax.map(one, group)
+
+    # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
+
+    _host_step = jax.jit(_step, static_argnums=(0,), donate_argnums=(1,))
+    _host_end = jax.jit(_end_of_period, static_argnums=(0, 4))
+    _host_indices = jax.jit(_indices, static_argnums=(0, 4))
+
+    def _host_segment(
+        self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int
+    ) -> tuple[Group, jax.Array]:
+        every = self.cfg.eval_every
+        cells, curves = [], []
+        for i in range(group.data_key.shape[0]):
+            cell = jax.tree.map(lambda x, i=i: x[i], group)
+            if not rewind_at:
+                cell = cell._replace(rewind=None)
+            ids = self._host_indices(cell, jnp.asarray(step0, jnp.int32), data, evals)
+            metrics = []
+            for period in range(evals):
+                for k in range(every):
+                    t = jnp.asarray(step0 + period * every + k, jnp.int32)
+                    cell = self._host_step(cell, t, ids[period, k], data)
+                step = jnp.asarray(step0 + (period + 1) * every, jnp.int32)
+                cell, row = self._host_end(cell, step, data, rewind_at)
+                metrics.append(row)
+            cells.append(cell)
+            curves.append(jnp.stack(metrics))
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *cells), jnp.stack(curves)
 
     def segment(
         self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int = 0
@@ -350,6 +392,8 @@ class Engine:
         Returns:
           The advanced group and metrics of shape (cells, evals, 4), columns `METRICS`.
         """
+        if self.grouping == "host":
+            return self._host_segment(group, step0, evals, data, rewind_at)
         return self._segment(group, jnp.asarray(step0, jnp.int32), data, evals, rewind_at)
 
 
@@ -362,10 +406,13 @@ def unstack(tree: Any, count: int) -> list[Any]:
 def summarize(metrics: np.ndarray, eval_every: int) -> dict[str, float | int]:
     """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS).
 
-    Early stopping is the evaluation of minimum validation loss (the first one on ties).
+    Early stopping is the evaluation of minimum validation loss (the first one on ties);
+    evaluations whose loss is not finite (a diverged cell) never count as the minimum, and
+    `diverged` says whether any occurred.
     """
     curve = np.asarray(metrics, np.float64)
-    best = int(np.argmin(curve[:, 0]))
+    finite = np.isfinite(curve[:, 0])
+    best = int(np.argmin(np.where(finite, curve[:, 0], np.inf))) if finite.any() else 0
     return {
         "early_stop_iter": (best + 1) * eval_every,
         "early_stop_test_acc": float(curve[best, 3]),
@@ -374,4 +421,5 @@ def summarize(metrics: np.ndarray, eval_every: int) -> dict[str, float | int]:
         "final_test_acc": float(curve[-1, 3]),
         "final_test_loss": float(curve[-1, 2]),
         "iterations": len(curve) * eval_every,
+        "diverged": bool(not np.isfinite(curve).all()),
     }

@@ -5,8 +5,9 @@ Which is faster depends on the model and the device: vmap wins big for dense net
 GPU and does nothing on a 2-core CPU, while vmapped convolutions become grouped convolutions
 that ran slower than one cell at a time on an H200. The first time a model trains a group of
 a given size on a device, both groupings train it for one evaluation period after a warm-up
-call, on throwaway copies, and the faster is remembered in lt's cache folder. The numbers a
-run produces do not depend on the choice.
+call, on throwaway copies, and the faster is remembered in lt's cache folder. The numbers
+agree to float rounding whichever is chosen (the programs differ, so the last bits can);
+each cell's metrics record the grouping it trained with.
 """
 
 from __future__ import annotations
@@ -22,11 +23,20 @@ from ltcli import atomic, paths
 from ltcli.engine import DeviceData, Engine, Group
 
 GROUPINGS = ("vmap", "serial")
+"""The groupings `choose` measures; ``host`` (see `ltcli.engine.Engine`) is never measured:
+on a CPU it is the only sane one for convolutional networks, and elsewhere the slowest."""
 PROBE_STEPS = 10
 
 
 def _cache_file() -> Path:
     return paths.cache_dir() / "groupings.json"
+
+
+def needs_host_loop(kinds: tuple[str, ...], platform: str) -> bool:
+    """Whether a model must train with the ``host`` grouping: convolutions on a CPU, which
+    XLA runs ~17x slower inside a loop body (Conv-2 here: 24 s a step in a scan, 1.4 s
+    dispatched one step at a time; jax#12868)."""
+    return platform == "cpu" and "conv" in kinds
 
 
 def machine_key(model_name: str, engine: Engine, cells: int, image_shape: tuple) -> str:
@@ -58,16 +68,26 @@ def choose(key: str, engine: Engine, fresh_group: Callable[[], Group], data: Dev
       fresh_group: builds a group like the level's (called once per grouping).
       data: the data set on the device.
     """
-    cache = _cache_file()
-    known = atomic.read_json(cache) if cache.exists() else {}
+    known = _known()
     if key not in known:
         # Short periods: the comparison needs a few steps and one evaluation, not a full one.
         cfg = dataclasses.replace(engine.cfg, eval_every=min(engine.cfg.eval_every, PROBE_STEPS))
-        timings = {
-            g: seconds_per_period(Engine(engine.model, cfg, g, 1), fresh_group(), data)
-            for g in GROUPINGS
-        }
-        known = atomic.read_json(cache) if cache.exists() else {}
+        timings = {}
+        for grouping in GROUPINGS:
+            try:
+                probe = Engine(engine.model, cfg, grouping, 1)
+                timings[grouping] = seconds_per_period(probe, fresh_group(), data)
+            except jax.errors.JaxRuntimeError:  # out of memory, say: the other one it is
+                timings[grouping] = float("inf")
+        known = _known()
         known[key] = {"choice": min(timings, key=timings.get), "seconds": timings}
-        atomic.write_json(cache, known)
+        atomic.write_json(_cache_file(), known)
     return known[key]["choice"]
+
+
+def _known() -> dict:
+    """The remembered choices; an unreadable file counts as none."""
+    try:
+        return dict(atomic.read_json(_cache_file()))
+    except (OSError, ValueError):
+        return {}

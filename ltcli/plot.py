@@ -34,39 +34,12 @@ from ltcli import atomic, report
 from ltcli.errors import UsageError
 from ltcli.store import Store
 
-DPI = 100
-SIZE = (1500, 500)
-"""Default image size in pixels (width, height)."""
 DEFAULT_LEVELS = 5
 """Levels the left panel shows unless asked: evenly spread from the first to the last."""
 MAX_TICKS = 8
 """At most this many ticks on the % remaining axes, at levels' values (every k-th level)."""
 STYLES = {"ticket": ("-", "o"), "reinit": ("--", "s"), "random": ("--", "^")}
 """Line style and marker of each member kind (other kinds: dotted)."""
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"1200x500"`` -> ``(1200, 500)``: width and height in pixels.
-
-    Raises:
-      UsageError: not two positive integers joined by ``x``.
-    """
-    parts = text.lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise UsageError(f"--size {text}: expected WIDTHxHEIGHT in pixels, like 1500x500")
-    return int(parts[0]), int(parts[1])
-
-
-def parse_levels(text: str) -> list[int]:
-    """``"0,3,7"`` -> ``[0, 3, 7]``.
-
-    Raises:
-      UsageError: not a comma-separated list of non-negative integers.
-    """
-    items = [t.strip() for t in text.split(",")]
-    if not all(t.isdigit() for t in items):
-        raise UsageError(f"--levels {text}: expected level numbers like 0,3,7")
-    return sorted({int(t) for t in items})
 
 
 class _Run:
@@ -162,9 +135,9 @@ def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float) -> None:
 def figure(
     store: Store,
     run_ids: list[str],
+    size: tuple[int, int],
+    dpi: int,
     levels: list[int] | None = None,
-    size: tuple[int, int] = SIZE,
-    dpi: int = DPI,
 ) -> Figure:
     """The three-panel figure of `run_ids` (each drawn once), `size` pixels at `dpi`.
 
@@ -192,9 +165,9 @@ def plot(
     store: Store,
     run_ids: list[str],
     path: Path,
+    size: tuple[int, int],
+    dpi: int,
     levels: list[int] | None = None,
-    size: tuple[int, int] = SIZE,
-    dpi: int = DPI,
 ) -> None:
     """Draws `figure` and writes it to `path` atomically, in the format its suffix names
     (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes).
@@ -208,7 +181,7 @@ def plot(
         raise UsageError(f"{path}: unknown image type; use one of .{', .'.join(supported)}")
     # The exact size asked for, whatever the user's matplotlibrc says about cropping.
     with matplotlib.rc_context({"savefig.bbox": "standard"}):
-        fig = figure(store, run_ids, levels, size, dpi)
+        fig = figure(store, run_ids, size, dpi, levels)
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=dpi)
     atomic.write_bytes(Path(path), buffer.getvalue())

@@ -66,10 +66,15 @@ def dense_mask(params: Params) -> Mask:
     return unflatten({k: np.ones(v.shape, np.float32) for k, v in flatten(params).items()})
 
 
+def surviving(n: int, rate: float) -> int:
+    """Weights left of `n` survivors after one pruning step at `rate` (the module's rule)."""
+    return n - round(rate * n)
+
+
 def kept_count(n: int, rate: float, rounds: int) -> int:
-    """Weights a layer of `n` keeps after `rounds` pruning steps at `rate` (module rule)."""
+    """Weights a layer of `n` keeps after `rounds` pruning steps at `rate`."""
     for _ in range(rounds):
-        n -= round(rate * n)
+        n = surviving(n, rate)
     return n
 
 
@@ -152,32 +157,47 @@ class Strategy:
         """``{name: kind}`` of the layers this strategy prunes."""
         return prunable_layers(params, self.exclude)
 
-    def step(self, survivors: Mapping[str, int], kinds: Mapping[str, str]) -> dict[str, int]:
+    def step(
+        self, survivors: Mapping[str, int], kinds: Mapping[str, str], excluded: int = 0
+    ) -> dict[str, int]:
         """Survivors after one pruning step (the module's rounding rule).
 
         Args:
           survivors: surviving weights per pruned layer, or, for a global strategy, their
             total under ``"*"`` (which is also accepted per layer and then summed).
           kinds: the kind of each layer.
+          excluded: weights of prunable kinds in excluded layers. One-shot's target is a
+            percent of all of them (the reported Pm), which these count towards.
 
         Returns:
           Survivors per layer (layer-wise) or their total under ``"*"`` (global).
         """
-        if self.kind == "global":
-            total = sum(survivors.values())
-            if self.one_shot is not None:
-                return {"*": round(total * self.one_shot / 100)}
-            return {"*": total - round(self.rates["global"] * total)}
+        total = sum(survivors.values())
         if self.one_shot is not None:
-            fractions = _one_shot_fractions(survivors, self.rates, kinds, self.one_shot / 100)
+            wanted = round(self.one_shot / 100 * (total + excluded)) - excluded
+            if self.kind == "global":
+                return {"*": wanted}
+            fractions = _one_shot_fractions(survivors, self.rates, kinds, wanted / total)
             return {name: round(n * fractions[name]) for name, n in survivors.items()}
-        return {name: n - round(self.rates[kinds[name]] * n) for name, n in survivors.items()}
+        if self.kind == "global":
+            return {"*": surviving(total, self.rates["global"])}
+        return {name: surviving(n, self.rates[kinds[name]]) for name, n in survivors.items()}
+
+    def excluded_weights(self, params: Params) -> int:
+        """Weights of prunable kinds that this strategy's exclusions keep dense."""
+        targets = self.targets(params)
+        return sum(
+            int(np.size(leaf))
+            for name, leaf in flatten(params).items()
+            if layer_kind(name) and name not in targets
+        )
 
     def prune(self, params: Params, mask: Mask) -> Mask:
         """The next level's mask from trained `params` and the current `mask`."""
         kinds = self.targets(params)
         flat_m = flatten(mask)
-        keep = self.step({name: int(flat_m[name].sum()) for name in kinds}, kinds)
+        survivors = {name: int(flat_m[name].sum()) for name in kinds}
+        keep = self.step(survivors, kinds, self.excluded_weights(params))
         if self.kind == "global":
             return prune_global(params, mask, keep["*"], list(kinds))
         return prune_to_counts(params, mask, keep)
@@ -192,7 +212,7 @@ class Strategy:
         if self.kind == "global":
             survivors = {"*": sum(survivors.values())}
         for _ in range(level):
-            survivors = self.step(survivors, kinds)
+            survivors = self.step(survivors, kinds, self.excluded_weights(params))
         return survivors
 
     def actual_counts(self, params: Params, mask: Mask) -> dict[str, int]:

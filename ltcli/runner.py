@@ -22,10 +22,19 @@ import numpy as np
 
 from ltcli import atomic, checks, data, descriptor, models, pruning
 from ltcli.descriptor import Descriptor
-from ltcli.engine import METRICS, DeviceData, Engine, Group, TrainConfig, summarize, to_device
+from ltcli.engine import (
+    METRICS,
+    DeviceData,
+    Engine,
+    Group,
+    TrainConfig,
+    summarize,
+    to_device,
+    unstack,
+)
 from ltcli.errors import UsageError
 from ltcli.grouping import choose as choose_grouping
-from ltcli.grouping import machine_key
+from ltcli.grouping import machine_key, needs_host_loop
 from ltcli.spec import Spec
 from ltcli.store import CellKey, Store
 
@@ -36,11 +45,14 @@ SEGMENT_ITERATIONS = 1000
 class Progress:
     """Receives progress events; the CLI draws them, tests and notebooks ignore them."""
 
-    def level(self, level: int, cells: list[CellKey], total_steps: int) -> None: ...
+    def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
+        """A level's group starts training at iteration `start` (> 0 when resumed)."""
 
-    def advance(self, steps: int) -> None: ...
+    def advance(self, steps: int) -> None:
+        """`steps` more iterations of the group are done."""
 
-    def finish(self) -> None: ...
+    def finish(self) -> None:
+        """The group finished training."""
 
 
 def members(controls: str) -> list[str]:
@@ -216,29 +228,49 @@ class Runner:
                 self.train_level(level, todo)
 
     def train_level(self, level: int, cells: list[CellKey]) -> None:
+        """Trains `cells` of `level` as one group, checks every invariant, then stores them.
+
+        Raises:
+          InvariantError: a check failed; no cell of the group is stored.
+        """
         inputs = [self.cell_inputs(c) for c in cells]
-        what = f"run {self.run_id[:12]} level {level}"
-        for cell, (start, mask, point) in zip(cells, inputs, strict=True):
-            checks.rewound(start["params"], point["params"], mask, f"{what} {cell.member}")
-            checks.counts(
-                self.strategy.actual_counts(start["params"], mask),
-                self.strategy.expected_counts(start["params"], level),
-                f"{what} {cell.member} r{cell.replicate}",
-            )
+        labels = [f"run {self.run_id[:12]} level {level} r{c.replicate} {c.member}" for c in cells]
+        for label, (start, mask, _) in zip(labels, inputs, strict=True):
+            expected = self.strategy.expected_counts(start["params"], level)
+            checks.counts(self.strategy.actual_counts(start["params"], mask), expected, label)
         capture = self.desc["prune.rewind_iter"] if level == 0 else 0
+        keys = [self._key(1, c.replicate) for c in cells]
+
+        def fresh_group() -> Group:
+            return self.engine.start(
+                [s["params"] for s, _, _ in inputs],
+                [s["batch_stats"] for s, _, _ in inputs],
+                [m for _, m, _ in inputs],
+                keys,
+                capture_rewind=bool(capture),
+            )
+
+        engine = self._grouped_engine(len(cells), fresh_group)
+        group = fresh_group()
+        # What the engine really starts from must be the rewind point under the mask.
+        for label, row, (_, mask, point) in zip(
+            labels, unstack(group, len(cells)), inputs, strict=True
+        ):
+            checks.rewound(row.params, point["params"], mask, label)
+            checks.rewound(row.batch_stats, point["batch_stats"], None, label)
         started = time.perf_counter()
-        group, curves = self._train_group(level, cells, inputs, capture)
+        group, curves = self._train_group(level, cells, engine, group, capture)
         wall = (time.perf_counter() - started) / len(cells)
-        host = jax.device_get(group)
-        for i, (cell, (_, mask, _)) in enumerate(zip(cells, inputs, strict=True)):
-            row = jax.tree.map(lambda x, i=i: np.asarray(x[i]), host)
-            checks.pruned_are_zero(row.params, mask, f"{what} {cell.member} trained weights")
-            checks.optimizer_state_masked(row.opt_state, row.params, mask, f"{what} {cell.member}")
-            self._store_cell(cell, row, mask, curves[i], wall)
+        rows = unstack(group, len(cells))
+        for label, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
+            checks.pruned_are_zero(row.params, mask, f"{label} trained weights")
+            checks.optimizer_state_masked(row.opt_state, row.params, mask, label)
+        for cell, row, curve, (_, mask, _) in zip(cells, rows, curves, inputs, strict=True):
+            self._store_cell(cell, row, mask, curve, wall, engine.grouping)
         self.store.clear_checkpoint(self.run_id, level)
 
     def _store_cell(
-        self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, wall: float
+        self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, wall: float, grouping: str
     ) -> None:
         if cell.member == "ticket" and row.rewind is not None:
             self.store.save_weights(self.store.rewind_path(self.run_id, cell.replicate), row.rewind)
@@ -258,32 +290,20 @@ class Runner:
             },
             **summarize(curve, self.cfg.eval_every),
             "wall_seconds": wall,
+            "grouping": grouping,
         }
         self.store.write_cell(self.run_id, cell, mask, metrics, weights)
 
     def _train_group(
-        self, level: int, cells: list[CellKey], inputs: list, capture: int
+        self, level: int, cells: list[CellKey], engine: Engine, group: Group, capture: int
     ) -> tuple[Group, np.ndarray]:
+        """Trains `group` to the end, resuming from and saving checkpoints on the way."""
         cfg = self.cfg
-        keys = [self._key(1, c.replicate) for c in cells]
-
-        def fresh_group() -> Group:
-            return self.engine.start(
-                [s["params"] for s, _, _ in inputs],
-                [s["batch_stats"] for s, _, _ in inputs],
-                [m for _, m, _ in inputs],
-                keys,
-                capture_rewind=bool(capture),
-            )
-
-        engine = self._grouped_engine(len(cells), fresh_group)
-        group = fresh_group()
         step, curves = 0, np.zeros((len(cells), 0, len(METRICS)), np.float32)
         restored = self._load_checkpoint(level, cells, group)
         if restored is not None:
             group, step, curves = restored
-        self.progress.level(level, cells, cfg.iterations)
-        self.progress.advance(step)
+        self.progress.level(level, cells, cfg.iterations, step)
         last_save = time.monotonic()
         data_on_device = self.data
         while step < cfg.iterations:
@@ -306,6 +326,8 @@ class Runner:
         """
         choice = self.grouping
         if choice == "auto":
+            if needs_host_loop(models.get(self.desc["model.name"]).kinds, jax.default_backend()):
+                return dataclasses.replace(self.engine, grouping="host")
             if cells == 1:
                 return self.engine
             key = machine_key(self.desc["model.name"], self.engine, cells, self.source.image_shape)
@@ -327,14 +349,21 @@ class Runner:
     def _load_checkpoint(
         self, level: int, cells: list[CellKey], like: Group
     ) -> tuple[Group, int, np.ndarray] | None:
+        """The saved state of this level's group, or None if there is none that fits `like`
+        (another set of cells, or a state of another shape): that level starts afresh."""
         path = self.store.checkpoint_path(self.run_id, level)
         if not path.exists():
             return None
+        leaves, structure = jax.tree.flatten(like)
         with np.load(path) as saved:
-            if list(saved["cells"]) != [str(c.relpath) for c in cells]:
+            names = [f"leaf_{i}" for i in range(len(leaves))]
+            fits = list(saved.get("cells", [])) == [str(c.relpath) for c in cells] and all(
+                name in saved and saved[name].shape == leaf.shape
+                for name, leaf in zip(names, leaves, strict=True)
+            )
+            if not fits:
                 return None
-            leaves, structure = jax.tree.flatten(like)
-            restored = [jax.numpy.asarray(saved[f"leaf_{i}"]) for i in range(len(leaves))]
+            restored = [jax.numpy.asarray(saved[name]) for name in names]
             return (jax.tree.unflatten(structure, restored), int(saved["step"]), saved["curves"])
 
 
@@ -357,5 +386,6 @@ def run(
     desc, source = prepare(spec, data_dir)
     store.save_run(desc, spec.experiment, name)
     plan = Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"])
-    Runner(store, desc, source, progress, checkpoint_seconds, grouping).run(plan)
+    with store.lock(desc.run_id):
+        Runner(store, desc, source, progress, checkpoint_seconds, grouping).run(plan)
     return desc.run_id

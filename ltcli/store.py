@@ -17,7 +17,9 @@ Every file is written to a temporary name and renamed into place (`ltcli.atomic`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import io
 import time
@@ -211,6 +213,28 @@ class Store:
             member, level, replicate = manifest.parent.parts[-1:-4:-1]
             found.append(CellKey(int(replicate.split("_")[1]), int(level.split("_")[1]), member))
         yield from sorted(found, key=lambda c: (c.replicate, c.level, c.member))
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        """Holds the run for this process: a second process training it fails at once.
+
+        Raises:
+          LtError: another process holds the run.
+        """
+        path = self.run_dir(run_id) / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as err:
+                raise LtError(
+                    f"run {run_id[:12]} is being trained by another lt process; "
+                    "wait for it to finish (its cells are kept), then run again"
+                ) from err
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- checkpoints -------------------------------------------------------------------------
 

@@ -143,3 +143,19 @@ def test_help_explains_the_flags():
     assert result.exit_code == 0
     for flag in ("--rounds", "--prune-rate", "--rewind-iter", "--store", "--data-dir", "--set"):
         assert flag in result.stdout
+
+
+def test_one_data_set_is_never_taken_for_another(real_data, tmp_path):
+    other = {"fashion-mnist": "mnist", "mnist": "fashion-mnist"}[real_data[0]]
+    result = invoke(
+        "run",
+        "smoke",
+        "--set",
+        f"data.dataset={other}",
+        "--data-dir",
+        str(real_data[1]),
+        "--store",
+        str(tmp_path / "s"),
+    )
+    assert result.exit_code == 2
+    assert f"are {real_data[0]}, not {other}" in result.stderr

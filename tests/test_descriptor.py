@@ -74,7 +74,7 @@ def test_plan_fields_do_not_change_the_id(key: str, value):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("train.lr", 1e-3), ("train.seed", 1), ("prune.rate", 0.3), ("train.iterations", "60ep")],
+    [("train.lr", 1e-3), ("train.seed", 1), ("prune.rate", 0.3), ("train.iterations", "100ep")],
 )
 def test_result_fields_change_the_id(key: str, value):
     assert resolve(**{key: value}).run_id != resolve().run_id
@@ -86,12 +86,12 @@ def test_neutral_values_of_newer_fields_keep_the_id():
 
 
 def test_epochs_are_normalized_to_iterations():
-    # 55,000 training examples / 60 per batch = 916.67 iterations an epoch.
-    desc = resolve(**{"train.iterations": "60ep", "train.eval_every": "500it"})
-    assert desc["train.iterations"] == 55000
-    assert desc.run_id == resolve(**{"train.iterations": 55000, "train.eval_every": 500}).run_id
-    with pytest.raises(UsageError, match=r"train.eval_every: must divide .*9167.*917"):
-        resolve(**{"train.iterations": "10ep", "train.eval_every": "1ep"})
+    # 55,000 training examples / 60 per batch = 916.67: an epoch is 917 whole steps.
+    desc = resolve(**{"train.iterations": "60ep", "train.eval_every": "1ep"})
+    assert (desc["train.iterations"], desc["train.eval_every"]) == (60 * 917, 917)
+    assert desc.run_id == resolve(**{"train.iterations": 55020, "train.eval_every": 917}).run_id
+    with pytest.raises(UsageError, match=r"train.eval_every: must divide .*55020.*got 1000"):
+        resolve(**{"train.iterations": "60ep", "train.eval_every": 1000})
 
 
 def test_output_rate_is_half_the_hidden_rate_unless_set():
@@ -114,11 +114,12 @@ def test_inconsistent_fields_are_rejected(key: str, value, field: str):
 
 
 def test_same_files_in_two_places_give_one_content_id(tmp_path: Path, real_data):
-    _, folder = real_data
+    dataset, folder = real_data
     gz, raw = tmp_path / "gz", tmp_path / "raw"
     gz.mkdir(), raw.mkdir()
     for name in idx.FILES:
         shutil.copy(folder / f"{name}.gz", gz / f"{name}.gz")
         with gzip.open(folder / f"{name}.gz") as src, open(raw / name, "wb") as dst:
             shutil.copyfileobj(src, dst)
-    assert idx.locate("mnist", gz).content_id == idx.locate("mnist", raw).content_id
+    assert idx.locate(dataset, gz).content_id == idx.locate(dataset, raw).content_id
+    assert idx.locate(dataset, gz).content_id in idx.KNOWN_CONTENT

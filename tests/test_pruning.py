@@ -124,3 +124,19 @@ def test_layer_kinds_come_from_layer_names():
     assert pruning.layer_kind("block/shortcut/kernel") == "conv"
     assert pruning.layer_kind("fc1/bias") is None
     assert pruning.layer_kind("bn1/scale") is None
+
+
+def test_one_shot_counts_excluded_layers_towards_the_percent_remaining():
+    rng = np.random.default_rng(6)
+    layers = {
+        "conv1": (3, 3, 3, 16),
+        "conv2": (3, 3, 16, 32),
+        "shortcut": (1, 1, 16, 32),
+        "out": (32, 10),
+    }
+    p = params(rng, layers)
+    strategy = Strategy("global", {"global": 0.2}, exclude=("shortcut", "out"), one_shot=27.1)
+    mask = strategy.prune(p, pruning.dense_mask(p))
+    assert pruning.percent_remaining(mask) == pytest.approx(27.1, abs=0.01)
+    assert mask["shortcut"]["kernel"].all() and mask["out"]["kernel"].all()
+    assert strategy.actual_counts(p, mask) == strategy.expected_counts(p, 1)

@@ -186,9 +186,10 @@ def test_plot_writes_a_png_of_the_requested_size(store, tmp_path):
 
 def test_the_figure_draws_the_papers_panels(store):
     s = Store(store)
-    fig = plotting.figure(s, [s.resolve("alpha"), s.resolve("beta")], levels=[0, 2])
+    fig = plotting.figure(s, [s.resolve("alpha"), s.resolve("beta")], (1500, 500), 100, [0, 2])
     curves, iterations, accuracy = fig.axes
-    alone = plotting.figure(s, [s.resolve("alpha")]).axes[0]  # default: every level, up to 5
+    # Default levels: every level, up to 5.
+    alone = plotting.figure(s, [s.resolve("alpha")], (1500, 500), 100).axes[0]
     assert [line.get_label() for line in alone.get_lines()] == ["100.0%", "50.1%"]
     assert [line.get_label() for line in curves.get_lines()] == [
         "alpha 100.0%",

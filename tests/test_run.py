@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import engine, pruning, runner, spec
+from ltcli import checks, engine, pruning, runner, spec
 from ltcli.cli import cli
+from ltcli.errors import InvariantError
 from ltcli.store import CellKey, Store
 
 
@@ -190,8 +191,8 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     resumed = []
 
     class Watch(runner.Progress):
-        def advance(self, steps):
-            resumed.append(steps)
+        def level(self, level, cells, total_steps, start):
+            resumed.append(start)
 
     runner.run(loaded, store, data_dir=real_data[1], progress=Watch())
     assert resumed[0] == 200  # level 0 picked up at iteration 200
@@ -253,3 +254,50 @@ def test_a_second_process_reuses_compiled_programs(write_spec, tmp_path, real_da
     subprocess.run([*command, "--rounds", "1"], env=env, check=True, capture_output=True)
     assert {p.name for p in (cache / "jax").iterdir()} == compiled  # nothing compiled anew
     assert len(manifests(tmp_path / "s")) == 2
+
+
+def test_a_failed_check_stores_no_cell_of_the_level(write_spec, tmp_path, real_data, monkeypatch):
+    loaded = spec.load(str(write_spec(run={"rounds": 0, "replicates": 2})))
+    store = Store(tmp_path)
+    real = checks.optimizer_state_masked
+    seen = []
+
+    def fail_second(opt_state, params, mask, what):
+        seen.append(what)
+        if len(seen) == 2:
+            raise InvariantError(f"{what}: momentum revived a pruned weight")
+        real(opt_state, params, mask, what)
+
+    monkeypatch.setattr(checks, "optimizer_state_masked", fail_second)
+    with pytest.raises(InvariantError):
+        runner.run(loaded, store, data_dir=real_data[1], grouping="vmap")
+    assert manifests(tmp_path) == {}
+
+
+def test_the_engine_start_is_checked_against_theta_0_on_disk(
+    write_spec, tmp_path, real_data, monkeypatch
+):
+    loaded = spec.load(str(write_spec(run={"rounds": 0})))
+    real_start = engine.Engine.start
+
+    def nudged(self, params, *args, **kwargs):
+        group = real_start(self, params, *args, **kwargs)
+        kernel = group.params["fc1"]["kernel"]
+        return group._replace(
+            params={**group.params, "fc1": {**group.params["fc1"], "kernel": kernel * 1.0001}}
+        )
+
+    monkeypatch.setattr(engine.Engine, "start", nudged)
+    with pytest.raises(InvariantError, match="fc1/kernel is not the rewind point"):
+        runner.run(loaded, Store(tmp_path), data_dir=real_data[1])
+    assert manifests(tmp_path) == {}
+
+
+def test_a_second_process_cannot_train_the_same_run(write_spec, tmp_path, real_data):
+    path = write_spec(run={"rounds": 0})
+    desc, _ = runner.prepare(spec.load(str(path)), real_data[1])
+    with Store(tmp_path).lock(desc.run_id):
+        result = lt("run", str(path), store=tmp_path, data_dir=real_data[1])
+    assert result.exit_code == 1
+    assert "being trained by another lt process" in result.stderr
+    assert manifests(tmp_path) == {}

@@ -21,6 +21,11 @@ FILES = (
 _SHAPES = ((60000, 28, 28), (60000,), (10000, 28, 28), (10000,))
 _MAGIC = {3: 0x00000803, 1: 0x00000801}
 SYSTEM_DIRS = {"fashion-mnist": Path("/usr/share/datasets/fashion-mnist")}
+KNOWN_CONTENT = {
+    "b2d8f5bf39174ee5ffeefa97e42d673c35432b411bb5d1f74fbbeddae7f1690a": "mnist",
+    "14410854cf7a289477dcfc7df3f8ec24741e281cdcc425ede0d9a748ca630214": "fashion-mnist",
+}
+"""Content ids of the original releases: the two share a format, and must not be confused."""
 _CHUNK = 1 << 20
 
 
@@ -102,9 +107,13 @@ def locate(name: str, data_dir: Path | None) -> base.DataSource:
                 y_test.astype(np.int32),
             )
 
+        content_id = content.content_id(files, _pieces)
+        actually = KNOWN_CONTENT.get(content_id, name)
+        if actually != name:
+            raise UsageError(f"data set {name}: the files in {folder} are {actually}, not {name}")
         return base.DataSource(
             name=name,
-            content_id=content.content_id(files, _pieces),
+            content_id=content_id,
             train_size=_SHAPES[0][0],
             image_shape=(28, 28, 1),
             num_classes=10,
