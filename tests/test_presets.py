@@ -53,8 +53,8 @@ def test_the_paper_budgets_are_in_the_specs():
     assert conv6["prune.rates"] == {"conv": 0.15, "fc": 0.2, "output": 0.1}
 
 
-@pytest.mark.parametrize("name", CIFAR_PRESETS[:4] + CIFAR_PRESETS[5:6])
-def test_two_levels_of_each_network_complete_and_resume(name: str, tmp_path):
+@pytest.mark.parametrize("name", CIFAR_PRESETS)
+def test_two_levels_of_each_preset_complete_and_resume(name: str, tmp_path):
     tiny = {
         "train.iterations": 2,
         "train.eval_every": 1,
