@@ -232,6 +232,13 @@ def smoke_rows() -> list[Row]:
     ]
 
 
+def _number(value: float | None) -> str:
+    """Three significant digits, thousands separated: 18,000, 535, 2.41, 0.0412."""
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 @click.command()
 @click.option("--quick", is_flag=True, help="Fewer and shorter measurements.")
 @click.option(
@@ -248,9 +255,9 @@ def main(quick: bool, json_out: Path) -> None:
     table = [
         [
             r.figure,
-            "-" if r.value is None else f"{r.value:,.1f}",
+            _number(r.value),
             r.unit,
-            "-" if r.target is None else f"{r.target:,.0f}",
+            _number(r.target),
             r.met,
         ]
         for r in rows
