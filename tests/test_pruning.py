@@ -9,6 +9,12 @@ from ltcli import pruning
 from ltcli.pruning import Strategy
 
 LENET = {"fc1": (784, 300), "fc2": (300, 100), "out": (100, 10)}
+RESNET_LIKE = {
+    "conv1": (3, 3, 3, 16),
+    "conv2": (3, 3, 16, 32),
+    "shortcut": (1, 1, 16, 32),
+    "out": (32, 10),
+}
 
 
 def params(rng: np.random.Generator, layers=LENET) -> dict:
@@ -72,14 +78,7 @@ def test_ties_are_broken_by_position_and_counts_stay_exact():
 
 
 def test_global_pruning_removes_the_fraction_of_the_pool_and_skips_excluded_layers():
-    rng = np.random.default_rng(2)
-    layers = {
-        "conv1": (3, 3, 3, 16),
-        "conv2": (3, 3, 16, 32),
-        "shortcut": (1, 1, 16, 32),
-        "out": (32, 10),
-    }
-    p = params(rng, layers)
+    p = params(np.random.default_rng(2), RESNET_LIKE)
     strategy = Strategy("global", {"global": 0.2}, exclude=("shortcut", "out"))
     mask = strategy.prune(p, pruning.dense_mask(p))
     pool = 3 * 3 * 3 * 16 + 3 * 3 * 16 * 32
@@ -127,14 +126,7 @@ def test_layer_kinds_come_from_layer_names():
 
 
 def test_one_shot_counts_excluded_layers_towards_the_percent_remaining():
-    rng = np.random.default_rng(6)
-    layers = {
-        "conv1": (3, 3, 3, 16),
-        "conv2": (3, 3, 16, 32),
-        "shortcut": (1, 1, 16, 32),
-        "out": (32, 10),
-    }
-    p = params(rng, layers)
+    p = params(np.random.default_rng(6), RESNET_LIKE)
     strategy = Strategy("global", {"global": 0.2}, exclude=("shortcut", "out"), one_shot=27.1)
     mask = strategy.prune(p, pruning.dense_mask(p))
     assert pruning.percent_remaining(mask) == pytest.approx(27.1, abs=0.01)

@@ -26,6 +26,21 @@ def lt(*args: str, store: Path, data_dir: Path | None = None):
     return CliRunner().invoke(cli, [*args, *extra])
 
 
+def lt_process(spec_path: Path, store: Path, data_dir: Path) -> list[str]:
+    """The command line of `lt run` in a process of its own."""
+    return [
+        sys.executable,
+        "-m",
+        "ltcli",
+        "run",
+        str(spec_path),
+        "--store",
+        str(store),
+        "--data-dir",
+        str(data_dir),
+    ]
+
+
 def manifests(store: Path) -> dict[str, float]:
     return {str(p.relative_to(store)): p.stat().st_mtime_ns for p in store.rglob("manifest.json")}
 
@@ -205,19 +220,8 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
 
 def test_a_killed_run_resumes_at_the_first_unfinished_cell(write_spec, tmp_path, real_data):
     path = write_spec(train={"iterations": "500it"}, run={"rounds": 4})
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    command = [
-        sys.executable,
-        "-m",
-        "ltcli",
-        "run",
-        str(path),
-        "--store",
-        str(tmp_path),
-        "--data-dir",
-        str(real_data[1]),
-    ]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = lt_process(path, tmp_path, real_data[1])
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not any(tmp_path.glob("*/replicate_0/level_1/ticket/manifest.json")):
         assert proc.poll() is None and time.monotonic() < deadline, "run ended too soon"
@@ -237,17 +241,7 @@ def test_a_second_process_reuses_compiled_programs(write_spec, tmp_path, real_da
     path = write_spec(run={"rounds": 0})
     cache = tmp_path / "cache"
     env = dict(os.environ, LT_CACHE_DIR=str(cache))
-    command = [
-        sys.executable,
-        "-m",
-        "ltcli",
-        "run",
-        str(path),
-        "--store",
-        str(tmp_path / "s"),
-        "--data-dir",
-        str(real_data[1]),
-    ]
+    command = lt_process(path, tmp_path / "s", real_data[1])
     subprocess.run(command, env=env, check=True, capture_output=True)
     compiled = {p.name for p in (cache / "jax").iterdir()}
     assert any(name.startswith("jit__segment") for name in compiled)
