@@ -233,10 +233,9 @@ class Engine:
         `params` must already be masked (pruned weights zero). With `capture_rewind`, the
         group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
         """
-        stack = partial(jax.tree.map, lambda *xs: jnp.stack(xs))
-        stacked = stack(*params)
+        stacked = stack(params)
         opt_state = jax.vmap(self.tx.init)(stacked)
-        stats = stack(*batch_stats)
+        stats = stack(batch_stats)
         rewind = None
         if capture_rewind:
             rewind = jax.tree.map(jnp.copy, {"params": stacked, "batch_stats": stats})
@@ -244,7 +243,7 @@ class Engine:
             stacked,
             stats,
             opt_state,
-            stack(*masks),
+            stack(masks),
             jnp.stack([jnp.asarray(k) for k in keys]),
             rewind,
         )
@@ -374,7 +373,7 @@ class Engine:
                 metrics.append(row)
             cells.append(cell)
             curves.append(jnp.stack(metrics))
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *cells), jnp.stack(curves)
+        return stack(cells), jnp.stack(curves)
 
     def segment(
         self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int = 0
@@ -395,6 +394,12 @@ class Engine:
         if self.grouping == "host":
             return self._host_segment(group, step0, evals, data, rewind_at)
         return self._segment(group, jnp.asarray(step0, jnp.int32), data, evals, rewind_at)
+
+
+def stack(trees: list[Any]) -> Any:
+    """One pytree whose leaves stack those of `trees` along a new axis 0 (the inverse of
+    `unstack`)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
 def unstack(tree: Any, count: int) -> list[Any]:
