@@ -29,6 +29,8 @@ from ltcli.report import format_table
 
 OPEN_LTH_CPU = 130.0
 """open_lth's LeNet steps/s on the 2-core CPU, evaluation once per epoch (PERFORMANCE.md)."""
+OPEN_LTH_RESNET_GPU = 108.0
+"""open_lth's best ResNet-20 steps/s on one H200, 8 loader workers (PERFORMANCE.md)."""
 
 
 @dataclasses.dataclass
@@ -152,16 +154,17 @@ def lenet_rows(quick: bool) -> list[Row]:
         cfg = TrainConfig("adam", 1.2e-3, 60, 50000, eval_every)
         return throughput("lenet300", cfg, data, (28, 28, 1), cells, "vmap", evals)
 
-    first, rate = lenet(100, 1, 10)
-    plain = plain_jax_lenet(data, 100, 10)
+    periods = 50 if on_gpu else 10
+    first, rate = lenet(100, 1, periods)
+    plain = plain_jax_lenet(data, 100, periods)
     rows += [
         Row("LeNet, 1 cell, eval every 100 it", rate, "steps/s", 18000 if on_gpu else 550),
         Row("  plain JAX loop, same work, this machine", plain, "steps/s"),
         Row("  lt / plain JAX", rate / plain, "x", 0.85),
-        Row("LeNet JIT compile (first call less its steps)", first - 1000 / rate, "s"),
+        Row("LeNet JIT compile (first call less its steps)", first - periods * 100 / rate, "s"),
     ]
-    _, rate = lenet(1000, 1, 1)
-    plain = plain_jax_lenet(data, 1000, 1)
+    _, rate = lenet(1000, 1, periods // 10)
+    plain = plain_jax_lenet(data, 1000, periods // 10)
     rows += [
         Row(
             "LeNet, 1 cell, eval every 1,000 it (epoch)",
@@ -172,18 +175,24 @@ def lenet_rows(quick: bool) -> list[Row]:
         Row("  plain JAX loop, same work, this machine", plain, "steps/s"),
         Row("  lt / plain JAX", rate / plain, "x", 0.85),
     ]
-    sizes = (1, 2, 4, 8) if quick else (1, 2, 4, 5, 8, 25)
+    if on_gpu:
+        sizes = (1, 5, 25) if quick else (1, 5, 25, 125)
+    else:
+        sizes = (1, 2, 5) if quick else (1, 2, 5, 25)
     for cells in sizes:
-        _, rate = lenet(100, cells, 2 if cells > 4 and not on_gpu else 10)
+        _, rate = lenet(100, cells, periods if on_gpu or cells < 5 else 2)
         rows.append(Row(f"LeNet, {cells} cells vmapped, eval every 100 it", rate, "cell-steps/s"))
     return rows
 
 
 def conv_rows(quick: bool) -> list[Row]:
-    """Training steps/s per cell of two cells of Conv-2 and ResNet-20 at the paper's batch
-    sizes, with the grouping the engine picks and another. The evaluation sets are tiny (100
-    images), so the figures are training speed, as PERFORMANCE.md's "no evaluation" rows."""
+    """Training steps/s of Conv-2 and ResNet-20 at the paper's batch sizes: one cell alone,
+    then each of two cells with the grouping the engine picks and with the other. The
+    evaluation sets are tiny (100 images), so the figures are training speed, as
+    PERFORMANCE.md's "no evaluation" rows."""
+    on_gpu = jax.default_backend() == "gpu"
     data = to_device(synthetic((32, 32, 3), 6100, 100), 100)
+    resnet_target = 3.5 * OPEN_LTH_RESNET_GPU if on_gpu else None
     rows = []
     setups = {
         "conv2": TrainConfig("adam", 2e-4, 60, 20000, 1),
@@ -193,7 +202,12 @@ def conv_rows(quick: bool) -> list[Row]:
     }
     for name, cfg in setups.items():
         model = models.get(name)
-        if needs_host_loop(model.kinds, jax.default_backend()):
+        lone = "host" if needs_host_loop(model.kinds, jax.default_backend()) else "vmap"
+        period = dataclasses.replace(cfg, eval_every=1000 if on_gpu else 5)
+        _, rate = throughput(name, period, data, (32, 32, 3), 1, lone, 1, repeats=1)
+        target = resnet_target if name == "resnet20" else None
+        rows.append(Row(f"{name}, 1 cell", rate, "steps/s", target))
+        if lone == "host":
             picked, other = "host", "serial"
         else:
             engine = Engine(models.create(name, 10), cfg, "vmap", 1)
@@ -204,11 +218,10 @@ def conv_rows(quick: bool) -> list[Row]:
             other = "vmap" if picked == "serial" else "serial"
         for grouping, label in ((picked, "picked"), (other, "other")):
             steps = 10 if grouping == picked and not quick else 2
-            period = dataclasses.replace(cfg, eval_every=steps)
+            period = dataclasses.replace(cfg, eval_every=100 * steps if on_gpu else steps)
             _, rate = throughput(name, period, data, (32, 32, 3), 2, grouping, 1, repeats=1)
-            rows.append(
-                Row(f"{name}, 2 cells, {grouping} ({label}), per cell", rate / 2, "steps/s")
-            )
+            figure = f"{name}, 2 cells, {grouping} ({label}), per cell"
+            rows.append(Row(figure, rate / 2, "steps/s"))
     return rows
 
 
@@ -239,19 +252,28 @@ def _number(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
+SECTIONS = {"lenet": lenet_rows, "conv": conv_rows, "smoke": lambda quick: smoke_rows()}
+
+
 @click.command()
 @click.option("--quick", is_flag=True, help="Fewer and shorter measurements.")
+@click.option(
+    "--only",
+    type=click.Choice(sorted(SECTIONS)),
+    multiple=True,
+    help="Measure only these sections (repeatable); all by default.",
+)
 @click.option(
     "--json-out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("results/bench.json"),
     show_default=True,
 )
-def main(quick: bool, json_out: Path) -> None:
+def main(quick: bool, only: tuple[str, ...], json_out: Path) -> None:
     """Measure lt's speed on this machine and compare it with the targets."""
     device = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
     click.echo(f"device {device}, {os.cpu_count()} CPU cores", err=True)
-    rows = lenet_rows(quick) + conv_rows(quick) + smoke_rows()
+    rows = [row for name in only or SECTIONS for row in SECTIONS[name](quick)]
     table = [
         [
             r.figure,

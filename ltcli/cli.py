@@ -13,11 +13,11 @@ from typing import Any
 
 import click
 
-from ltcli import models, report, runner, spec
+from ltcli import launch, models, report, spec
 from ltcli.cli_base import STORE_OPTION, LtGroup
 from ltcli.cli_data import data
 from ltcli.cli_results import compare, export, plot
-from ltcli.paths import default_store, enable_compile_cache
+from ltcli.paths import default_store
 from ltcli.store import CellKey, Store
 
 
@@ -41,7 +41,7 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-class CliProgress(runner.Progress):
+class CliProgress(launch.Progress):
     """Progress on stderr: a live line on a terminal, one line per level otherwise."""
 
     def __init__(self, total_levels: int):
@@ -197,9 +197,8 @@ def run(
     if loaded["model.name"] in models.ALIASES:
         click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
     target = Store(store or default_store())
-    enable_compile_cache()
     progress = CliProgress(loaded["run.rounds"])
-    run_id = runner.run(
+    run_id = launch.run(
         loaded, target, data_dir=data_dir, name=name, progress=progress, grouping=grouping
     )
     click.echo(show_run(target, run_id))

@@ -112,10 +112,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     """
     model_name = models.ALIASES.get(spec["model.name"], spec["model.name"])
     model = models.get(model_name)
-    try:
-        model.build(num_classes=source.num_classes, dropout=spec["model.dropout"])
-    except ValueError as err:
-        raise UsageError(f"model.dropout: {err}") from err
+    _check(
+        model.dropout or not spec["model.dropout"],
+        f"model.dropout: {model_name} has no dropout; got dropout={spec['model.dropout']}",
+    )
     validation = spec["data.validation"]
     train_size = source.train_size - validation
     _check(

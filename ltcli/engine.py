@@ -213,11 +213,11 @@ class Engine:
     def tx(self) -> optax.GradientTransformation:
         return optimizer(self.cfg)
 
+    @partial(jax.jit, static_argnums=(0, 2))  # eager init would dispatch op by op
     def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> tuple[Params, Any]:
         """Fresh parameters and batch-norm statistics (empty dict if none) from `key`."""
         dummy = jnp.zeros((1, *image_shape), jnp.float32)
-        init = jax.jit(partial(self.model.init, train=False))  # eager init compiles op by op
-        variables = init({"params": key, "dropout": key}, dummy)
+        variables = self.model.init({"params": key, "dropout": key}, dummy, train=False)
         return variables["params"], variables.get("batch_stats", {})
 
     def start(
@@ -233,9 +233,9 @@ class Engine:
         `params` must already be masked (pruned weights zero). With `capture_rewind`, the
         group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
         """
-        stacked = stack(params)
-        opt_state = jax.vmap(self.tx.init)(stacked)
-        stats = stack(batch_stats)
+        stacked = stack_host(params)
+        opt_state = self._init_opt_state(stacked)
+        stats = stack_host(batch_stats)
         rewind = None
         if capture_rewind:
             rewind = jax.tree.map(jnp.copy, {"params": stacked, "batch_stats": stats})
@@ -243,10 +243,14 @@ class Engine:
             stacked,
             stats,
             opt_state,
-            stack(masks),
+            stack_host(masks),
             jnp.stack([jnp.asarray(k) for k in keys]),
             rewind,
         )
+
+    @partial(jax.jit, static_argnums=(0,))  # eagerly, each leaf's init is its own dispatch
+    def _init_opt_state(self, stacked: Params) -> Any:
+        return jax.vmap(self.tx.init)(stacked)
 
     def _loss(self, params, batch_stats, x, y, key):
         variables = _variables(params, batch_stats)
@@ -400,6 +404,11 @@ def stack(trees: list[Any]) -> Any:
     """One pytree whose leaves stack those of `trees` along a new axis 0 (the inverse of
     `unstack`)."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def stack_host(trees: list[Any]) -> Any:
+    """`stack` for host pytrees: stacked by numpy, then one transfer per leaf."""
+    return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
 
 
 def unstack(tree: Any, count: int) -> list[Any]:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from flax import traverse_util
 
 from ltcli.base import Mask, Params
 
@@ -37,13 +37,36 @@ def layer_kind(name: str) -> str | None:
     return next((kind for prefix, kind in _KIND_PREFIXES if layer.startswith(prefix)), None)
 
 
+def leaves(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """``{"fc1/kernel": leaf, ...}`` for a nested dict; empty dicts leave no entry.
+
+    Hand-written rather than `flax.traverse_util`: importing Flax imports JAX, and the
+    store and the pruning rules must load without them (a rerun that trains nothing).
+    """
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(leaves(value, f"{prefix}{key}{SEP}"))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def flatten(tree: Mapping) -> dict[str, np.ndarray]:
-    """``{"fc1/kernel": array, ...}`` for a nested dict of arrays, as numpy arrays."""
-    return {k: np.asarray(v) for k, v in traverse_util.flatten_dict(tree, sep=SEP).items()}
+    """`leaves` of a nested dict of arrays, as numpy arrays."""
+    return {name: np.asarray(leaf) for name, leaf in leaves(tree).items()}
 
 
 def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
-    return traverse_util.unflatten_dict(dict(flat), sep=SEP)
+    """The nested dict that `flatten` flattened."""
+    tree: dict = {}
+    for name, value in flat.items():
+        *path, leaf = name.split(SEP)
+        node = tree
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
 
 
 def prunable_layers(params: Params, exclude: Sequence[str] = ()) -> dict[str, str]:

@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 
-from ltcli import atomic, checks, data, descriptor, models, pruning
+from ltcli import atomic, checks, data, models, pruning
 from ltcli.descriptor import Descriptor
 from ltcli.engine import (
     METRICS,
@@ -32,37 +31,13 @@ from ltcli.engine import (
     to_device,
     unstack,
 )
-from ltcli.errors import UsageError
 from ltcli.grouping import choose as choose_grouping
 from ltcli.grouping import machine_key, needs_host_loop
-from ltcli.spec import Spec
+from ltcli.launch import Plan, Progress
 from ltcli.store import CellKey, Store
 
 SEGMENT_ITERATIONS = 1000
 """About this many iterations run per jitted call; progress and checkpoints come between."""
-
-
-class Progress:
-    """Receives progress events; the CLI draws them, tests and notebooks ignore them."""
-
-    def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
-        """A level's group starts training at iteration `start` (> 0 when resumed)."""
-
-    def advance(self, steps: int) -> None:
-        """`steps` more iterations of the group are done."""
-
-    def finish(self) -> None:
-        """The group finished training."""
-
-
-def members(controls: str) -> list[str]:
-    """Member names of a level: the ticket, then ``reinit-0``... and ``random-0``... as
-    asked for by a controls string like ``"reinit:3,random:1"``."""
-    out = ["ticket"]
-    for item in filter(None, controls.split(",")):
-        kind, count = item.split(":")
-        out += [f"{kind}-{i}" for i in range(int(count))]
-    return out
 
 
 def train_config(full: dict[str, Any]) -> TrainConfig:
@@ -90,30 +65,6 @@ def strategy(full: dict[str, Any]) -> pruning.Strategy:
     )
 
 
-@dataclasses.dataclass
-class Plan:
-    """What a command asks of a run: levels 0..rounds for each replicate, with controls."""
-
-    rounds: int
-    replicates: int
-    controls: str = ""
-
-    def cells(self, level: int) -> list[CellKey]:
-        names = members(self.controls) if level > 0 else ["ticket"]
-        return [CellKey(r, level, m) for r in range(self.replicates) for m in names]
-
-
-def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
-    """Locates the data and resolves the descriptor; checks the plan fits the strategy."""
-    source = data.locate(spec["data.dataset"], data_dir)
-    desc = descriptor.resolve(spec, source)
-    if desc["prune.one_shot"] is not None and spec["run.rounds"] > 1:
-        raise UsageError(
-            f"run.rounds: one-shot pruning has exactly one round (got {spec['run.rounds']})"
-        )
-    return desc, source
-
-
 class Runner:
     """Runs a plan for one descriptor against a store."""
 
@@ -136,6 +87,7 @@ class Runner:
         self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
         self._engine: Engine | None = None
         self._data: DeviceData | None = None
+        self._tickets: dict[tuple[int, int], Any] = {}
 
     # -- lazily built: a run with nothing to train loads no data and compiles nothing --------
 
@@ -194,7 +146,13 @@ class Runner:
 
     def ticket_mask(self, replicate: int, level: int) -> Any:
         """The ticket's mask at `level`: stored if that cell is finished, else pruned from the
-        trained ticket of the level before."""
+        trained ticket of the level before. Computed once per runner (all cells of a
+        replicate's level share it)."""
+        if (replicate, level) not in self._tickets:
+            self._tickets[replicate, level] = self._ticket_mask(replicate, level)
+        return self._tickets[replicate, level]
+
+    def _ticket_mask(self, replicate: int, level: int) -> Any:
         template = self.init_point(replicate)["params"]
         if level == 0:
             return pruning.dense_mask(template)
@@ -223,8 +181,7 @@ class Runner:
     def run(self, plan: Plan) -> None:
         """Trains every unfinished cell of `plan`, level by level."""
         for level in range(plan.rounds + 1):
-            todo = [c for c in plan.cells(level) if not self.store.is_finished(self.run_id, c)]
-            if todo:
+            if todo := plan.unfinished(self.store, self.run_id, level):
                 self.train_level(level, todo)
 
     def train_level(self, level: int, cells: list[CellKey]) -> None:
@@ -370,22 +327,3 @@ class Runner:
 def masked(params: Any, mask: Any) -> Any:
     """`params` with pruned entries exactly +0.0 (not -0.0, as multiplying would give)."""
     return jax.tree.map(lambda p, m: np.where(m > 0, p, np.zeros_like(p)), params, mask)
-
-
-def run(
-    spec: Spec,
-    store: Store,
-    *,
-    data_dir: Path | None = None,
-    name: str | None = None,
-    progress: Progress | None = None,
-    checkpoint_seconds: float = 60.0,
-    grouping: str = "auto",
-) -> str:
-    """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id."""
-    desc, source = prepare(spec, data_dir)
-    store.save_run(desc, spec.experiment, name)
-    plan = Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"])
-    with store.lock(desc.run_id):
-        Runner(store, desc, source, progress, checkpoint_seconds, grouping).run(plan)
-    return desc.run_id

@@ -121,14 +121,17 @@ class Store:
         return sorted(p.name for p in self.root.iterdir() if (p / "descriptor.json").is_file())
 
     def resolve(self, ref: str) -> str:
-        """The run id that `ref` names: an alias, or a unique prefix of an id.
+        """The run id that `ref` names: an alias, else the experiment of exactly one run,
+        else a unique prefix of an id.
 
         Raises:
           UsageError: no run matches, or several do (they are listed).
         """
         ids = self.run_ids()
-        by_name = [i for i in ids if ref in self.meta(i).get("names", [])]
-        matches = by_name or [i for i in ids if i.startswith(ref)]
+        metas = {i: self.meta(i) for i in ids}
+        by_name = [i for i in ids if ref in metas[i].get("names", [])]
+        by_experiment = [i for i in ids if metas[i].get("experiment") == ref]
+        matches = by_name or by_experiment or [i for i in ids if i.startswith(ref)]
         if len(matches) == 1:
             return matches[0]
         if not matches:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -136,6 +137,15 @@ def test_an_unknown_or_ambiguous_run_exits_2(two_runs):
     ambiguous = invoke("show", ids[0][:common], "--store", str(two_runs))
     assert ambiguous.exit_code == 2
     assert ids[0][:12] in ambiguous.stderr and ids[1][:12] in ambiguous.stderr
+    two_of_one_experiment = invoke("show", "smoke", "--store", str(two_runs))
+    assert two_of_one_experiment.exit_code == 2 and ids[1][:12] in two_of_one_experiment.stderr
+
+
+def test_show_finds_the_only_run_of_an_experiment(two_runs, tmp_path):
+    run_id = Store(two_runs).resolve("alpha")
+    shutil.copytree(Store(two_runs).run_dir(run_id), tmp_path / run_id)
+    by_experiment = invoke("show", "smoke", "--store", str(tmp_path))
+    assert by_experiment.exit_code == 0 and f"run {run_id}" in by_experiment.stdout
 
 
 def test_help_explains_the_flags():

@@ -113,6 +113,12 @@ def test_inconsistent_fields_are_rejected(key: str, value, field: str):
         resolve(**{key: value})
 
 
+def test_dropout_is_rejected_only_for_models_without_it():
+    assert resolve(**{"model.dropout": 0.5})["model.dropout"] == 0.5
+    with pytest.raises(UsageError, match=r"model\.dropout: resnet20 has no dropout"):
+        resolve(**{"model.name": "resnet18", "model.dropout": 0.5})
+
+
 def test_same_files_in_two_places_give_one_content_id(tmp_path: Path, real_data):
     dataset, folder = real_data
     gz, raw = tmp_path / "gz", tmp_path / "raw"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import checks, engine, pruning, runner, spec
+from ltcli import checks, engine, launch, pruning, runner, spec
 from ltcli.cli import cli
 from ltcli.errors import InvariantError
 from ltcli.store import CellKey, Store
@@ -129,8 +129,8 @@ def test_more_rounds_and_replicates_train_only_the_new_cells(
 def test_rewound_survivors_equal_theta_0(write_spec, tmp_path, real_data):
     loaded = spec.load(str(write_spec()))
     store = Store(tmp_path)
-    runner.run(loaded, store, data_dir=real_data[1])
-    desc, source = runner.prepare(loaded, real_data[1])
+    launch.run(loaded, store, data_dir=real_data[1])
+    desc, source = launch.prepare(loaded, real_data[1])
     run = runner.Runner(store, desc, source)
     start, mask, _ = run.cell_inputs(CellKey(0, 1))
     theta0 = store.load_weights(store.init_path(desc.run_id, 0))["params"]
@@ -144,13 +144,13 @@ def test_rewound_survivors_equal_theta_0(write_spec, tmp_path, real_data):
 def test_late_rewinding_rewinds_to_theta_k(write_spec, tmp_path, real_data):
     loaded = spec.load(str(write_spec(prune={"rewind_iter": "100it"})))
     store = Store(tmp_path)
-    run_id = runner.run(loaded, store, data_dir=real_data[1])
+    run_id = launch.run(loaded, store, data_dir=real_data[1])
     theta0 = store.load_weights(store.init_path(run_id, 0))["params"]
     theta_k = store.load_weights(store.rewind_path(run_id, 0))["params"]
     trained = store.read_trained(run_id, CellKey(0, 0))["params"]
     assert not np.array_equal(theta_k["fc1"]["kernel"], theta0["fc1"]["kernel"])
     assert not np.array_equal(theta_k["fc1"]["kernel"], trained["fc1"]["kernel"])
-    desc, source = runner.prepare(loaded, real_data[1])
+    desc, source = launch.prepare(loaded, real_data[1])
     start, mask, _ = runner.Runner(store, desc, source).cell_inputs(CellKey(0, 1))
     kept = mask["fc1"]["kernel"] == 1
     assert np.array_equal(start["params"]["fc1"]["kernel"][kept], theta_k["fc1"]["kernel"][kept])
@@ -159,7 +159,7 @@ def test_late_rewinding_rewinds_to_theta_k(write_spec, tmp_path, real_data):
 def test_controls_share_the_level_and_feed_nothing_later(write_spec, tmp_path, real_data):
     loaded = spec.load(str(write_spec(run={"controls": "reinit:1,random:1"})))
     store = Store(tmp_path)
-    run_id = runner.run(loaded, store, data_dir=real_data[1])
+    run_id = launch.run(loaded, store, data_dir=real_data[1])
     template = store.load_weights(store.init_path(run_id, 0))["params"]
     ticket = store.read_mask(run_id, CellKey(0, 1), template)
     reinit = store.read_mask(run_id, CellKey(0, 1, "reinit-0"), template)
@@ -167,7 +167,7 @@ def test_controls_share_the_level_and_feed_nothing_later(write_spec, tmp_path, r
     assert pruning.counts(random) == pruning.counts(ticket)
     assert not np.array_equal(random["fc1"]["kernel"], ticket["fc1"]["kernel"])
     assert np.array_equal(reinit["fc1"]["kernel"], ticket["fc1"]["kernel"])
-    desc, source = runner.prepare(loaded, real_data[1])
+    desc, source = launch.prepare(loaded, real_data[1])
     run = runner.Runner(store, desc, source)
     start_reinit, _, _ = run.cell_inputs(CellKey(0, 1, "reinit-0"))
     start_ticket, _, _ = run.cell_inputs(CellKey(0, 1))
@@ -184,12 +184,12 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     monkeypatch.setattr(runner, "SEGMENT_ITERATIONS", 100)
     loaded = spec.load(str(write_spec(train={"iterations": "300it"})))
     reference = Store(tmp_path / "reference")
-    run_id = runner.run(loaded, reference, data_dir=real_data[1])
+    run_id = launch.run(loaded, reference, data_dir=real_data[1])
 
     class Killed(Exception):
         pass
 
-    class KillAfter(runner.Progress):
+    class KillAfter(launch.Progress):
         def __init__(self):
             self.steps = 0
 
@@ -200,16 +200,16 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
 
     store = Store(tmp_path / "killed")
     with pytest.raises(Killed):
-        runner.run(loaded, store, data_dir=real_data[1], progress=KillAfter(), checkpoint_seconds=0)
+        launch.run(loaded, store, data_dir=real_data[1], progress=KillAfter(), checkpoint_seconds=0)
     assert store.checkpoint_path(run_id, 0).exists()
     assert not store.is_finished(run_id, CellKey(0, 0))
     resumed = []
 
-    class Watch(runner.Progress):
+    class Watch(launch.Progress):
         def level(self, level, cells, total_steps, start):
             resumed.append(start)
 
-    runner.run(loaded, store, data_dir=real_data[1], progress=Watch())
+    launch.run(loaded, store, data_dir=real_data[1], progress=Watch())
     assert resumed[0] == 200  # level 0 picked up at iteration 200
     assert not store.checkpoint_path(run_id, 0).exists()
     for level in (0, 1):
@@ -264,7 +264,7 @@ def test_a_failed_check_stores_no_cell_of_the_level(write_spec, tmp_path, real_d
 
     monkeypatch.setattr(checks, "optimizer_state_masked", fail_second)
     with pytest.raises(InvariantError):
-        runner.run(loaded, store, data_dir=real_data[1], grouping="vmap")
+        launch.run(loaded, store, data_dir=real_data[1], grouping="vmap")
     assert manifests(tmp_path) == {}
 
 
@@ -283,13 +283,13 @@ def test_the_engine_start_is_checked_against_theta_0_on_disk(
 
     monkeypatch.setattr(engine.Engine, "start", nudged)
     with pytest.raises(InvariantError, match="fc1/kernel is not the rewind point"):
-        runner.run(loaded, Store(tmp_path), data_dir=real_data[1])
+        launch.run(loaded, Store(tmp_path), data_dir=real_data[1])
     assert manifests(tmp_path) == {}
 
 
 def test_a_second_process_cannot_train_the_same_run(write_spec, tmp_path, real_data):
     path = write_spec(run={"rounds": 0})
-    desc, _ = runner.prepare(spec.load(str(path)), real_data[1])
+    desc, _ = launch.prepare(spec.load(str(path)), real_data[1])
     with Store(tmp_path).lock(desc.run_id):
         result = lt("run", str(path), store=tmp_path, data_dir=real_data[1])
     assert result.exit_code == 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltcli import pruning, runner, spec
+from ltcli import launch, pruning, spec
 from ltcli.errors import LtError
 from ltcli.store import CellKey, Store, pack_mask, unpack_mask
 
@@ -57,7 +57,7 @@ def test_a_cell_is_finished_only_with_its_manifest_and_files_must_verify(tmp_pat
 def test_the_store_size_follows_the_footprint_formula(write_spec, tmp_path, real_data):
     loaded = spec.load(str(write_spec(run={"rounds": 2, "controls": "reinit:1,random:1"})))
     store = Store(tmp_path / "s")
-    run_id = runner.run(loaded, store, data_dir=real_data[1])
+    run_id = launch.run(loaded, store, data_dir=real_data[1])
     theta0 = store.load_weights(store.init_path(run_id, 0))
     params = sum(np.size(x) for x in pruning.flatten(theta0).values())  # P
     mask_bytes = sum(

@@ -1,55 +1,60 @@
 """Models by name. Each is a Flax module called as ``model.apply(vars, x, train=...)`` on
-float32 NHWC images; `ModelDef.kinds` lists the prunable layer kinds it has."""
+float32 NHWC images; `ModelDef.kinds` lists the prunable layer kinds it has.
+
+The registry names each model's module and class rather than importing them: Flax (and
+JAX under it) load only when a model is built, so a command that trains nothing starts fast.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
-from collections.abc import Callable
-from functools import partial
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-from flax import traverse_util
+from typing import TYPE_CHECKING, Any
 
 from ltcli import pruning
 from ltcli.errors import UsageError
-from ltcli.models.conv import Conv2, Conv4, Conv6
-from ltcli.models.lenet import MLP
-from ltcli.models.resnet import ResNet
-from ltcli.models.vgg import VGG
+
+if TYPE_CHECKING:
+    import flax.linen as nn
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelDef:
-    """How to build a model and which prunable layer kinds (conv, fc, output) it has."""
+    """Where a model's class is (``module:Class``), its fixed arguments, which prunable
+    layer kinds (conv, fc, output) it has, and whether it takes a dropout rate."""
 
-    build: Callable[..., nn.Module]
+    target: str
     kinds: tuple[str, ...]
+    options: tuple[tuple[str, Any], ...] = ()
+    dropout: bool = True
     note: str = ""
 
+    def build(self, num_classes: int, dropout: float = 0.0) -> nn.Module:
+        """The Flax module for `num_classes` labels.
 
-def _without_dropout(module: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """A build function for a model that has no dropout: a nonzero rate is an error."""
-
-    def build(num_classes: int, dropout: float = 0.0) -> nn.Module:
-        if dropout:
-            raise ValueError(f"{module.__name__} has no dropout; got dropout={dropout}")
-        return module(num_classes=num_classes)
-
-    return build
+        Raises:
+          ValueError: a nonzero `dropout` for a model without dropout.
+        """
+        module, name = self.target.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        if not self.dropout:
+            if dropout:
+                raise ValueError(f"{name} has no dropout; got dropout={dropout}")
+            return cls(num_classes=num_classes, **dict(self.options))
+        return cls(num_classes=num_classes, dropout=dropout, **dict(self.options))
 
 
 MODELS: dict[str, ModelDef] = {
-    "lenet300": ModelDef(partial(MLP, hidden=(300, 100)), ("fc", "output")),
-    "conv2": ModelDef(Conv2, ("conv", "fc", "output")),
-    "conv4": ModelDef(Conv4, ("conv", "fc", "output")),
-    "conv6": ModelDef(Conv6, ("conv", "fc", "output")),
-    "vgg19": ModelDef(_without_dropout(VGG), ("conv", "output")),
+    "lenet300": ModelDef("ltcli.models.lenet:MLP", ("fc", "output"), (("hidden", (300, 100)),)),
+    "conv2": ModelDef("ltcli.models.conv:Conv2", ("conv", "fc", "output")),
+    "conv4": ModelDef("ltcli.models.conv:Conv4", ("conv", "fc", "output")),
+    "conv6": ModelDef("ltcli.models.conv:Conv6", ("conv", "fc", "output")),
+    "vgg19": ModelDef("ltcli.models.vgg:VGG", ("conv", "output"), dropout=False),
     "resnet20": ModelDef(
-        _without_dropout(ResNet),
+        "ltcli.models.resnet:ResNet",
         ("conv", "output"),
+        dropout=False,
         note="resnet18 is the paper's name for this 20-layer CIFAR ResNet; using resnet20",
     ),
 }
@@ -70,8 +75,7 @@ def get(name: str) -> ModelDef:
 
 def create(name: str, num_classes: int, dropout: float = 0.0) -> nn.Module:
     """Builds model `name` for `num_classes` labels."""
-    model = get(name)
-    return model.build(num_classes=num_classes, dropout=dropout)
+    return get(name).build(num_classes=num_classes, dropout=dropout)
 
 
 def abstract_variables(
@@ -81,10 +85,15 @@ def abstract_variables(
 
     Traced with `jax.eval_shape`, so nothing is initialized or computed.
     """
+    import jax
+    import jax.numpy as jnp
+
     model = create(name, num_classes)
     x = jax.ShapeDtypeStruct((1, *image_shape), jnp.float32)
     key = jax.random.key(0)
-    return jax.eval_shape(partial(model.init, train=False), {"params": key, "dropout": key}, x)
+    return jax.eval_shape(
+        lambda k, v: model.init(k, v, train=False), {"params": key, "dropout": key}, x
+    )
 
 
 def weight_counts(
@@ -93,7 +102,7 @@ def weight_counts(
     """Prunable weights of model `name` per layer kind (``{"conv": ..., "output": ...}``)."""
     params = abstract_variables(name, image_shape, num_classes)["params"]
     counts = dict.fromkeys(get(name).kinds, 0)
-    for path, leaf in traverse_util.flatten_dict(params, sep=pruning.SEP).items():
+    for path, leaf in pruning.leaves(params).items():
         if kind := pruning.layer_kind(path):
             counts[kind] += math.prod(leaf.shape)
     return counts
