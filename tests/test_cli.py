@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -109,6 +111,22 @@ def two_runs(tmp_path_factory, real_data) -> Path:
         )
         assert result.exit_code == 0, result.output
     return store
+
+
+def test_a_rerun_with_nothing_to_train_loads_no_jax(two_runs, real_data):
+    """What keeps a finished rerun fast: it answers from the store without importing JAX."""
+    args = ["run", "smoke", "--rounds", "0", "--replicates", "1", "--iterations", "100"]
+    args += ["--name", "alpha", "--store", str(two_runs), "--data-dir", str(real_data[1])]
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from ltcli.cli import cli\n"
+        f"result = CliRunner().invoke(cli, {args!r})\n"
+        "print(result.exit_code, 'level' in result.stdout)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'optax'}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.splitlines() == ["0 True", "[]"], done.stderr
 
 
 def test_ls_lists_every_run(two_runs):
