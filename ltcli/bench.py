@@ -3,7 +3,7 @@
 Prints one table (figure, lt's value, target, met?) and writes it to ``results/bench.json``.
 Models train on synthetic data of the real shapes (speed does not depend on pixel values),
 so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
-skipped without it. Run as ``python -m ltcli.bench [--quick]``.
+skipped without it. Run as ``python -m ltcli.bench [--quick] [--only lenet|conv|smoke]``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -258,7 +259,11 @@ def _number(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-SECTIONS = {"lenet": lenet_rows, "conv": conv_rows, "smoke": lambda quick: smoke_rows()}
+SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
+    "lenet": lenet_rows,
+    "conv": conv_rows,
+    "smoke": lambda quick: smoke_rows(),
+}
 
 
 @click.command()
@@ -279,7 +284,7 @@ def main(quick: bool, only: tuple[str, ...], json_out: Path) -> None:
     """Measure lt's speed on this machine and compare it with the targets."""
     device = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
     click.echo(f"device {device}, {os.cpu_count()} CPU cores", err=True)
-    rows = [row for name in only or SECTIONS for row in SECTIONS[name](quick)]
+    rows = [row for name in dict.fromkeys(only or SECTIONS) for row in SECTIONS[name](quick)]
     table = [
         [
             r.figure,

@@ -220,7 +220,10 @@ def list_runs(store: Path | None) -> None:
 @click.argument("run_ref", metavar="RUN")
 @STORE_OPTION
 def show(run_ref: str, store: Path | None) -> None:
-    """Show a run's hyperparameters and per-level table. RUN is an id prefix or a name."""
+    """Show a run's hyperparameters and per-level table.
+
+    RUN is a run's --name, a prefix of its id, or the experiment it was made from.
+    """
     target = Store(store or default_store())
     click.echo(show_run(target, target.resolve(run_ref)))
 

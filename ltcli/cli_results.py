@@ -1,7 +1,8 @@
 """``lt compare``, ``lt export``, ``lt plot``: tables, data files and figures from the store.
 
 Thin Click commands; each calls one library function (`ltcli.compare`, `ltcli.export`,
-`ltcli.plot`). A RUN is an id prefix or a name; an unknown or ambiguous one exits 2.
+`ltcli.plot`). A RUN is a run's name, an id prefix or its experiment; an unknown or
+ambiguous one exits 2.
 """
 
 from __future__ import annotations

@@ -76,23 +76,22 @@ def _rates(spec: Spec, kinds: tuple[str, ...]) -> dict[str, float]:
     return {kind: defaults[kind] for kind in kinds}
 
 
-def _checked_exclude(spec: Spec, model_name: str, source: DataSource) -> list[str]:
+def _checked_exclude(spec: Spec, model_name: str) -> list[str]:
     """The exclusion patterns, sorted, each checked to match a prunable layer of the model,
     and at least one prunable layer left to prune."""
     patterns = sorted(set(spec["prune.exclude"]))
     if not patterns:
         return []
-    variables = models.abstract_variables(model_name, source.image_shape, source.num_classes)
-    params = variables["params"]
-    every = pruning.prunable_layers(params)
+    kernels = models.get(model_name).kernels
+    every = pruning.prunable_names(kernels)
     for pattern in patterns:
         _check(
-            bool(set(every) - set(pruning.prunable_layers(params, [pattern]))),
+            bool(set(every) - set(pruning.prunable_names(kernels, [pattern]))),
             f"prune.exclude: {pattern!r} matches no prunable layer of {model_name}; its "
             f"layers: {', '.join(sorted(n.rsplit('/', 1)[0] for n in every))}",
         )
     _check(
-        bool(pruning.prunable_layers(params, patterns)),
+        bool(pruning.prunable_names(kernels, patterns)),
         f"prune.exclude: {patterns} leaves no layer of {model_name} to prune",
     )
     return patterns
@@ -113,7 +112,7 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     model_name = models.ALIASES.get(spec["model.name"], spec["model.name"])
     model = models.get(model_name)
     _check(
-        model.dropout or not spec["model.dropout"],
+        model.has_dropout or not spec["model.dropout"],
         f"model.dropout: {model_name} has no dropout; got dropout={spec['model.dropout']}",
     )
     validation = spec["data.validation"]
@@ -172,7 +171,7 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         "prune": {
             "strategy": spec["prune.strategy"],
             "rates": _rates(spec, model.kinds),
-            "exclude": _checked_exclude(spec, model_name, source),
+            "exclude": _checked_exclude(spec, model_name),
             "rewind_iter": rewind,
             "one_shot": spec["prune.one_shot"],
         },

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -70,13 +70,20 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> dict:
 
 
 def prunable_layers(params: Params, exclude: Sequence[str] = ()) -> dict[str, str]:
-    """``{name: kind}`` for every prunable kernel not matched by a pattern in `exclude`.
+    """``{name: kind}`` for every prunable kernel of `params` not matched by a pattern in
+    `exclude` (see `prunable_names`)."""
+    return prunable_names(leaves(params), exclude)
+
+
+def prunable_names(names: Iterable[str], exclude: Sequence[str] = ()) -> dict[str, str]:
+    """``{name: kind}`` for every prunable kernel among parameter `names` not matched by a
+    pattern in `exclude`.
 
     A pattern matches a kernel's name (``"fc1/kernel"``) or its layer's (``"fc1"``), with
     shell wildcards (``"shortcut*"``, ``"*/shortcut*"``).
     """
     out = {}
-    for name in flatten(params):
+    for name in names:
         kind = layer_kind(name)
         layer = name.rsplit(SEP, 1)[0]
         if kind and not any(fnmatch.fnmatchcase(n, pat) for pat in exclude for n in (name, layer)):

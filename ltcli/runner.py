@@ -146,10 +146,13 @@ class Runner:
 
     def ticket_mask(self, replicate: int, level: int) -> Any:
         """The ticket's mask at `level`: stored if that cell is finished, else pruned from the
-        trained ticket of the level before. Computed once per runner (all cells of a
-        replicate's level share it)."""
+        trained ticket of the level before. All cells of a replicate's level share one
+        (read-only) copy while the level is set up."""
         if (replicate, level) not in self._tickets:
-            self._tickets[replicate, level] = self._ticket_mask(replicate, level)
+            mask = self._ticket_mask(replicate, level)
+            for leaf in pruning.leaves(mask).values():
+                leaf.setflags(write=False)
+            self._tickets[replicate, level] = mask
         return self._tickets[replicate, level]
 
     def _ticket_mask(self, replicate: int, level: int) -> Any:
@@ -191,6 +194,7 @@ class Runner:
           InvariantError: a check failed; no cell of the group is stored.
         """
         inputs = [self.cell_inputs(c) for c in cells]
+        self._tickets.clear()  # the next level prunes from what this one stores
         labels = [f"run {self.run_id[:12]} level {level} r{c.replicate} {c.member}" for c in cells]
         for label, (start, mask, _) in zip(labels, inputs, strict=True):
             expected = self.strategy.expected_counts(start["params"], level)

@@ -121,8 +121,8 @@ class Store:
         return sorted(p.name for p in self.root.iterdir() if (p / "descriptor.json").is_file())
 
     def resolve(self, ref: str) -> str:
-        """The run id that `ref` names: an alias, else the experiment of exactly one run,
-        else a unique prefix of an id.
+        """The run id that `ref` names: an alias, else a prefix of an id, else the name of
+        the experiment a run was first made from.
 
         Raises:
           UsageError: no run matches, or several do (they are listed).
@@ -131,7 +131,8 @@ class Store:
         metas = {i: self.meta(i) for i in ids}
         by_name = [i for i in ids if ref in metas[i].get("names", [])]
         by_experiment = [i for i in ids if metas[i].get("experiment") == ref]
-        matches = by_name or by_experiment or [i for i in ids if i.startswith(ref)]
+        by_prefix = [i for i in ids if i.startswith(ref)]
+        matches = by_name or by_prefix or by_experiment
         if len(matches) == 1:
             return matches[0]
         if not matches:

@@ -122,10 +122,11 @@ def test_a_rerun_with_nothing_to_train_loads_no_jax(two_runs, real_data):
         "from click.testing import CliRunner\n"
         "from ltcli.cli import cli\n"
         f"result = CliRunner().invoke(cli, {args!r})\n"
+        "print(result.output, result.exception, file=sys.stderr)\n"
         "print(result.exit_code, 'level' in result.stdout)\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'jax', 'flax', 'optax'}))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.splitlines() == ["0 True", "[]"], done.stderr
 
 

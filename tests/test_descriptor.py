@@ -52,6 +52,19 @@ def test_same_id_in_a_fresh_process():
     assert out.stdout.strip() == resolve().run_id
 
 
+def test_resolving_checks_exclusions_without_loading_jax():
+    """A rerun resolves its descriptor; for ResNet-20 (which excludes its shortcuts) that
+    must not import JAX either."""
+    code = (
+        "import sys; from ltcli import descriptor, spec; from ltcli.data import DataSource;"
+        "src = DataSource('cifar10', '0'*64, 50000, (32, 32, 3), 10, 'x', loader=None);"
+        "desc = descriptor.resolve(spec.load('cifar10-resnet20'), src);"
+        "print(desc['prune.exclude'], 'jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['*shortcut', 'out'] False"
+
+
 def test_reordered_fields_give_the_same_id(tmp_path: Path):
     original = spec.find("mnist-lenet").read_text()
     sections = original.split("\n[")

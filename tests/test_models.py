@@ -106,6 +106,11 @@ def test_every_kernel_has_a_kind(name):
     assert set(found.values()) == set(models.get(name).kinds)
 
 
+@pytest.mark.parametrize("name", sorted(COUNTS))
+def test_the_registry_names_exactly_the_built_models_kernels(name):
+    assert sorted(models.get(name).kernels) == sorted(kernels(name))
+
+
 def test_resnet_shortcuts():
     shortcuts = {
         path: math.prod(shape)

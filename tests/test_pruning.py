@@ -116,6 +116,22 @@ def test_one_shot_reaches_the_requested_percent(kind: str, target: float):
         assert fractions["out/kernel"] > fractions["fc1/kernel"]
 
 
+def test_flatten_and_unflatten_agree_with_flax():
+    from flax import traverse_util
+    from flax.core import FrozenDict
+
+    tree = {
+        "params": FrozenDict({"fc1": {"kernel": np.ones((2, 3)), "bias": np.zeros(3)}}),
+        "batch_stats": {},
+        "out": {"kernel": np.arange(4.0)},
+    }
+    flat = pruning.flatten(tree)
+    reference = traverse_util.flatten_dict(tree, sep="/")
+    assert list(flat) == list(reference) == ["params/fc1/kernel", "params/fc1/bias", "out/kernel"]
+    assert all(isinstance(v, np.ndarray) for v in flat.values())
+    assert pruning.unflatten(flat) == traverse_util.unflatten_dict(dict(flat), sep="/")
+
+
 def test_layer_kinds_come_from_layer_names():
     assert pruning.layer_kind("fc1/kernel") == "fc"
     assert pruning.layer_kind("out/kernel") == "output"

@@ -21,14 +21,24 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class ModelDef:
-    """Where a model's class is (``module:Class``), its fixed arguments, which prunable
-    layer kinds (conv, fc, output) it has, and whether it takes a dropout rate."""
+    """Where a model's class is (``module:Class``), the names of its prunable kernels, its
+    fixed arguments, and whether it takes a dropout rate.
+
+    `kernels` lets a spec's exclusion patterns be checked without building the model; a
+    test checks them against the built model's parameters.
+    """
 
     target: str
-    kinds: tuple[str, ...]
+    kernels: tuple[str, ...]
     options: tuple[tuple[str, Any], ...] = ()
-    dropout: bool = True
+    has_dropout: bool = True
     note: str = ""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The prunable layer kinds it has, in the order conv, fc, output."""
+        present = set(pruning.prunable_names(self.kernels).values())
+        return tuple(k for k in ("conv", "fc", "output") if k in present)
 
     def build(self, num_classes: int, dropout: float = 0.0) -> nn.Module:
         """The Flax module for `num_classes` labels.
@@ -38,23 +48,41 @@ class ModelDef:
         """
         module, name = self.target.split(":")
         cls = getattr(importlib.import_module(module), name)
-        if not self.dropout:
+        if not self.has_dropout:
             if dropout:
                 raise ValueError(f"{name} has no dropout; got dropout={dropout}")
             return cls(num_classes=num_classes, **dict(self.options))
         return cls(num_classes=num_classes, dropout=dropout, **dict(self.options))
 
 
+def _kernels(*layers: str) -> tuple[str, ...]:
+    return tuple(f"{layer}{pruning.SEP}kernel" for layer in layers)
+
+
+def _convs(count: int) -> tuple[str, ...]:
+    return tuple(f"conv{i}" for i in range(1, count + 1))
+
+
+_RESNET20_BLOCKS = tuple(
+    f"stage{stage}_block{block}{pruning.SEP}{layer}"
+    for stage in (1, 2, 3)
+    for block in (0, 1, 2)
+    for layer in ("conv1", "conv2", "shortcut")
+    if layer != "shortcut" or (block == 0 and stage > 1)
+)
+
 MODELS: dict[str, ModelDef] = {
-    "lenet300": ModelDef("ltcli.models.lenet:MLP", ("fc", "output"), (("hidden", (300, 100)),)),
-    "conv2": ModelDef("ltcli.models.conv:Conv2", ("conv", "fc", "output")),
-    "conv4": ModelDef("ltcli.models.conv:Conv4", ("conv", "fc", "output")),
-    "conv6": ModelDef("ltcli.models.conv:Conv6", ("conv", "fc", "output")),
-    "vgg19": ModelDef("ltcli.models.vgg:VGG", ("conv", "output"), dropout=False),
+    "lenet300": ModelDef(
+        "ltcli.models.lenet:MLP", _kernels("fc1", "fc2", "out"), (("hidden", (300, 100)),)
+    ),
+    "conv2": ModelDef("ltcli.models.conv:Conv2", _kernels(*_convs(2), "fc1", "fc2", "out")),
+    "conv4": ModelDef("ltcli.models.conv:Conv4", _kernels(*_convs(4), "fc1", "fc2", "out")),
+    "conv6": ModelDef("ltcli.models.conv:Conv6", _kernels(*_convs(6), "fc1", "fc2", "out")),
+    "vgg19": ModelDef("ltcli.models.vgg:VGG", _kernels(*_convs(16), "out"), has_dropout=False),
     "resnet20": ModelDef(
         "ltcli.models.resnet:ResNet",
-        ("conv", "output"),
-        dropout=False,
+        _kernels("conv1", *_RESNET20_BLOCKS, "out"),
+        has_dropout=False,
         note="resnet18 is the paper's name for this 20-layer CIFAR ResNet; using resnet20",
     ),
 }
