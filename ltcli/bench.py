@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import click
@@ -24,8 +25,7 @@ import numpy as np
 from ltcli import atomic, models, pruning
 from ltcli.data import Arrays
 from ltcli.engine import DeviceData, Engine, Group, TrainConfig, to_device
-from ltcli.grouping import choose as choose_grouping
-from ltcli.grouping import machine_key, needs_host_loop
+from ltcli.grouping import pick
 from ltcli.report import format_table
 
 OPEN_LTH_CPU = 130.0
@@ -207,21 +207,18 @@ def conv_rows(quick: bool) -> list[Row]:
         ),
     }
     for name, cfg in setups.items():
-        model = models.get(name)
-        lone = "host" if needs_host_loop(model.kinds, jax.default_backend()) else "vmap"
+        engine = Engine(models.create(name, 10), cfg, "vmap", 1)
+        lone = pick(
+            name, engine, 1, (32, 32, 3), partial(dense_group, engine, (32, 32, 3), 1), data
+        )
         period = dataclasses.replace(cfg, eval_every=1000 if on_gpu else 5)
         _, rate = throughput(name, period, data, (32, 32, 3), 1, lone, 1, repeats=1)
         target = resnet_target if name == "resnet20" else None
         rows.append(Row(f"{name}, 1 cell", rate, "steps/s", target))
-        if lone == "host":
-            picked, other = "host", "serial"
-        else:
-            engine = Engine(models.create(name, 10), cfg, "vmap", 1)
-            key = machine_key(name, engine, 2, (32, 32, 3))
-            picked = choose_grouping(
-                key, engine, lambda e=engine: dense_group(e, (32, 32, 3), 2), data
-            )
-            other = "vmap" if picked == "serial" else "serial"
+        picked = pick(
+            name, engine, 2, (32, 32, 3), partial(dense_group, engine, (32, 32, 3), 2), data
+        )
+        other = "vmap" if picked == "serial" else "serial"
         for grouping, label in ((picked, "picked"), (other, "other")):
             # On a CPU the other grouping runs convolutions in a loop, at seconds a step.
             steps = 10 if grouping == picked and not quick else 2

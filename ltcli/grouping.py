@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from ltcli import atomic, paths
+from ltcli import atomic, models, paths
 from ltcli.engine import DeviceData, Engine, Group
 
 GROUPINGS = ("vmap", "serial")
@@ -83,6 +83,24 @@ def choose(key: str, engine: Engine, fresh_group: Callable[[], Group], data: Dev
         known[key] = {"choice": min(timings, key=timings.get), "seconds": timings}
         atomic.write_json(_cache_file(), known)
     return known[key]["choice"]
+
+
+def pick(
+    model_name: str,
+    engine: Engine,
+    cells: int,
+    image_shape: tuple,
+    fresh_group: Callable[[], Group],
+    data: DeviceData,
+) -> str:
+    """The grouping for `cells` cells of `model_name` on this machine: ``host`` where it
+    `needs_host_loop`, the engine's own for a lone cell (it trains without batching or a
+    loop), else the faster of `GROUPINGS` as `choose` measures it."""
+    if needs_host_loop(models.get(model_name).kinds, jax.default_backend()):
+        return "host"
+    if cells == 1:
+        return engine.grouping
+    return choose(machine_key(model_name, engine, cells, image_shape), engine, fresh_group, data)
 
 
 def _known() -> dict:

@@ -31,8 +31,7 @@ from ltcli.engine import (
     to_device,
     unstack,
 )
-from ltcli.grouping import choose as choose_grouping
-from ltcli.grouping import machine_key, needs_host_loop
+from ltcli.grouping import pick as pick_grouping
 from ltcli.launch import Plan, Progress
 from ltcli.store import CellKey, Store
 
@@ -281,18 +280,11 @@ class Runner:
         return group, curves
 
     def _grouped_engine(self, cells: int, fresh_group: Callable[[], Group]) -> Engine:
-        """The engine with this runner's grouping; ``auto`` measures it (see `ltcli.grouping`).
-
-        A lone cell needs no choice: the engine trains it without batching or a loop.
-        """
+        """The engine with this runner's grouping; ``auto`` picks it (see `ltcli.grouping`)."""
         choice = self.grouping
         if choice == "auto":
-            if needs_host_loop(models.get(self.desc["model.name"]).kinds, jax.default_backend()):
-                return dataclasses.replace(self.engine, grouping="host")
-            if cells == 1:
-                return self.engine
-            key = machine_key(self.desc["model.name"], self.engine, cells, self.source.image_shape)
-            choice = choose_grouping(key, self.engine, fresh_group, self.data)
+            model_name, shape = self.desc["model.name"], self.source.image_shape
+            choice = pick_grouping(model_name, self.engine, cells, shape, fresh_group, self.data)
         return dataclasses.replace(self.engine, grouping=choice)
 
     # -- mid-level checkpoints ----------------------------------------------------------------
