@@ -18,6 +18,7 @@ from ltcli.cli_base import STORE_OPTION, LtGroup
 from ltcli.cli_data import data
 from ltcli.cli_results import compare, export, plot
 from ltcli.paths import default_store
+from ltcli.plan import Progress
 from ltcli.store import CellKey, Store
 
 
@@ -41,7 +42,7 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-class CliProgress(launch.Progress):
+class CliProgress(Progress):
     """Progress on stderr: a live line on a terminal, one line per level otherwise."""
 
     def __init__(self, total_levels: int):
@@ -77,6 +78,11 @@ class CliProgress(launch.Progress):
             err=True,
         )
 
+    def note(self, text: str) -> None:
+        if self.live:
+            click.echo("", err=True)
+        click.echo(text, err=True)
+
 
 def _overrides(**flags: Any) -> dict[str, Any]:
     keys = {
@@ -91,6 +97,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "seed": "train.seed",
         "eval_every": "train.eval_every",
         "one_shot": "prune.one_shot",
+        "deterministic": "run.deterministic",
     }
     return {keys[flag]: value for flag, value in flags.items()}
 
@@ -105,21 +112,6 @@ def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.
     loaded = spec.load(experiment)
     assigned = dict(spec.parse_assignment(s) for s in settings)
     return spec.apply_overrides(spec.apply_overrides(loaded, assigned), _overrides(**flags))
-
-
-def show_run(store: Store, run_id: str) -> str:
-    """The text of `lt show`: what the run is, then its per-level table."""
-    record = store.descriptor(run_id)
-    meta = store.meta(run_id)
-    names = ", ".join(meta.get("names", [])) or "-"
-    lines = [f"run {run_id}", f"experiment {meta.get('experiment', '?')}   name {names}"]
-    for section, fields in record["full"].items():
-        if isinstance(fields, dict):
-            text = "  ".join(f"{k}={v}" for k, v in fields.items())
-            lines.append(f"{section:<6} {text}")
-    summary = report.level_summary(report.cell_metrics(store, run_id))
-    lines += ["", report.levels_table(summary) if summary else "(no finished cells yet)"]
-    return "\n".join(lines)
 
 
 @cli.command()
@@ -161,6 +153,14 @@ def show_run(store: Store, run_id: str) -> str:
     metavar="KEY=VALUE",
     help="Set any spec field, like --set train.weight_decay=1e-4 (repeatable).",
 )
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    default=None,
+    help="Bit-identical cells: each cell's weights and metrics are the same whether it "
+    "trains alone or in any group (on this device and JAX version); slower on a GPU, where "
+    "vmap is given up. Not part of the run id. Default: the spec's run.deterministic.",
+)
 @click.option("--name", help="A human alias for the run (not part of the run id).")
 @click.option(
     "--grouping",
@@ -201,7 +201,7 @@ def run(
     run_id = launch.run(
         loaded, target, data_dir=data_dir, name=name, progress=progress, grouping=grouping
     )
-    click.echo(show_run(target, run_id))
+    click.echo(report.run_text(target, run_id))
 
 
 @cli.command(name="ls")
@@ -225,7 +225,7 @@ def show(run_ref: str, store: Path | None) -> None:
     RUN is a run's --name, a prefix of its id, or the experiment it was made from.
     """
     target = Store(store or default_store())
-    click.echo(show_run(target, target.resolve(run_ref)))
+    click.echo(report.run_text(target, target.resolve(run_ref)))
 
 
 for command in (data, compare, export, plot):

@@ -67,8 +67,10 @@ def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> Non
     """Compare runs level by level, with deltas against the first RUN.
 
     For each level (by index; each run shows its own % of weights remaining), member kind
-    (ticket, reinit, random) and run: early-stop iteration, test accuracy there and at the
-    end (mean ± std over replicates, in percent), and each one's delta against the first RUN.
+    (ticket, reinit, random) and run: the number of cells n, early-stop iteration, test
+    accuracy there and at the end (mean ± sample std over replicates, in percent), and each
+    one's delta against the first RUN. Diverged cells (loss NaN or inf) are left out of the
+    means and counted beside n; a group whose cells all diverged reads "diverged".
     """
     target, run_ids = _resolve(store, run_refs)
     result = comparing.compare(target, run_ids)
@@ -101,7 +103,9 @@ def export(
     Columns: run_id, name, experiment, dataset, model, replicate, level, member,
     percent_remaining, remaining_<layer> (% of each prunable layer), early_stop_iter,
     early_stop_test_acc, early_stop_test_loss, final_test_acc, final_test_loss,
-    min_val_loss, iterations, wall_seconds. Accuracies are fractions, percentages 0-100.
+    min_val_loss, iterations, wall_seconds, diverged (the loss became NaN or inf: leave
+    such rows out of means), grouping (single, vmap, serial, host: how the cell's group
+    trained), deterministic. Accuracies are fractions, percentages 0-100.
     With --curves: run_id, replicate, level, member, percent_remaining, iteration,
     val_loss, val_acc, test_loss, test_acc.
     """
@@ -142,6 +146,14 @@ def export(
     show_default=True,
     help="Pixels per inch: scales text and lines, not the image size.",
 )
+@click.option(
+    "--error-bars",
+    type=click.Choice(["std", "minmax"]),
+    default="std",
+    show_default=True,
+    help="Error bars: ± one sample standard deviation, or the min-max range over replicates "
+    "(as the paper's Figure 4).",
+)
 @STORE_OPTION
 def plot(
     run_refs: tuple[str, ...],
@@ -149,18 +161,20 @@ def plot(
     levels: str | None,
     size: str,
     dpi: int,
+    error_bars: str,
     store: Path | None,
 ) -> None:
     """Draw the paper's figures for RUNs into an image.
 
     Left: the ticket's test accuracy over training at a few levels (mean over replicates).
     Middle and right: early-stop iteration and test accuracy at early stop against % of
-    weights remaining (log axis, 100 on the left), ± std over replicates; controls dashed.
-    Several runs are told apart by colour.
+    weights remaining (log axis, 100 on the left), with --error-bars over replicates;
+    controls dashed. Diverged cells are left out of means and bars and marked by a red x at
+    the top. Several runs are told apart by colour.
     """
     target, run_ids = _resolve(store, run_refs)
     from ltcli import plot as plotting  # matplotlib costs half a second: only `lt plot` pays
 
     chosen = None if levels is None else parse_levels(levels)
-    plotting.plot(target, run_ids, output, parse_size(size), dpi, chosen)
+    plotting.plot(target, run_ids, output, parse_size(size), dpi, chosen, error_bars)
     click.echo(f"wrote {output}", err=True)

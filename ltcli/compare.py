@@ -1,7 +1,9 @@
 """``lt compare``: runs side by side, level by level, with deltas against the first run.
 
 Runs align by level index (level 0 is the dense network), whatever sparsity each reached
-there, so every run's row shows its own percent of weights remaining.
+there, so every run's row shows its own percent of weights remaining. Means leave out
+diverged cells (see `ltcli.report`); every number says how many cells it covers and how many
+diverged cells it left out.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       ``{"runs": [{"run_id", "label"}, ...], "levels": [{"level", "runs": [entry, ...]}]}``
       where ``levels[i]["runs"]`` is parallel to ``runs``; an entry is None where that run has
       no finished cell at the level, else ``{"percent_remaining", "members": {kind: {field:
-      {"mean", "std", "n", "delta"}}}}`` for the fields of `report.SUMMARY_FIELDS`.
+      {"mean", "std", "n", "diverged", "delta"}}}}`` for the fields of
+      `report.SUMMARY_FIELDS`: mean and sample std over the `n` cells that did not diverge
+      (both None when every cell diverged), and how many `diverged` cells were left out.
       Accuracies are fractions, as stored; ``delta`` is the mean minus the first run's mean
-      (None for the first run, or where it lacks that level or kind).
+      (None for the first run, or where it or the first run lacks that level or kind or has
+      no mean).
 
     Raises:
       UsageError: fewer than two runs.
@@ -62,11 +67,18 @@ def _entry(row: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, A
         members[kind] = {
             field: {
                 **dataclasses.asdict(stat),
-                "delta": None if base is None else stat.mean - base[field].mean,
+                "delta": _difference(stat, None if base is None else base[field]),
             }
             for field, stat in stats.items()
         }
     return {"percent_remaining": row["percent_remaining"], "members": members}
+
+
+def _difference(stat: report.Stat, base: report.Stat | None) -> float | None:
+    """`stat`'s mean minus `base`'s; None where either has no mean (all cells diverged)."""
+    if base is None or stat.mean is None or base.mean is None:
+        return None
+    return stat.mean - base.mean
 
 
 def to_json(result: dict[str, Any]) -> str:
@@ -85,29 +97,40 @@ def _delta(value: float | None, scale: float, digits: int) -> str:
     return f"{round(value * scale, digits) + 0.0:+.{digits}f}"  # + 0.0: no "-0.00"
 
 
+def _stat(field: dict[str, Any] | None) -> report.Stat | None:
+    """The `report.Stat` of one field of a `compare` entry (None where there is none)."""
+    if field is None:
+        return None
+    return report.Stat(field["mean"], field["std"], field["n"], field["diverged"])
+
+
 def _cells(field: dict[str, Any] | None, scale: float, digits: int) -> list[str]:
     if field is None:
         return ["-", "-"]
-    stat = report.Stat(field["mean"], field["std"], field["n"])
-    return [report.format_stat(stat, scale, digits), _delta(field["delta"], scale, digits)]
+    return [report.format_stat(_stat(field), scale, digits), _delta(field["delta"], scale, digits)]
 
 
 def table(result: dict[str, Any]) -> str:
     """`result` of `compare` as text: one line per level, member kind and run (in that order
-    of nesting), with early-stop iteration, test accuracy there and at the end (mean ± std
-    over replicates; accuracies in percent) and each one's delta against the first run."""
-    headers = ["level", "run", "remaining %", "member", "early-stop it", "Δ it"]
+    of nesting), with how many cells the means cover (``n``; diverged cells are counted
+    there and explained by a legend line under the table), early-stop iteration, test
+    accuracy there and at the end (mean ± std over replicates; accuracies in percent) and
+    each one's delta against the first run."""
+    headers = ["level", "run", "remaining %", "member", "n", "early-stop it", "Δ it"]
     headers += ["test acc @ES %", "Δ @ES", "final test acc %", "Δ final"]
     labels = [run["label"] for run in result["runs"]]
-    lines = []
+    lines, stats = [], []
     for level in result["levels"]:
         for kind in _kinds(level["runs"]):
             for label, entry in zip(labels, level["runs"], strict=True):
                 fields = entry["members"].get(kind, {}) if entry else {}
                 remaining = "-" if entry is None else f"{entry['percent_remaining']:.1f}"
-                cells = [str(level["level"]), label, remaining, kind]
+                count = _stat(fields.get("early_stop_iter"))
+                cells = [str(level["level"]), label, remaining, kind, report.format_count(count)]
+                stats.append(count)
                 cells += _cells(fields.get("early_stop_iter"), 1, 0)
                 cells += _cells(fields.get("early_stop_test_acc"), 100, 2)
                 cells += _cells(fields.get("final_test_acc"), 100, 2)
                 lines.append(cells)
-    return report.format_table(headers, lines)
+    legend = [report.DIVERGED_NOTE] if report.any_diverged(stats) else []
+    return "\n".join([report.format_table(headers, lines), *legend])

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,22 +22,44 @@ import orjson
 from ltcli import models, pruning
 from ltcli.data import DataSource
 from ltcli.errors import UsageError
-from ltcli.spec import Spec
+from ltcli.spec import ALWAYS_HASHED, FIELDS, Spec
 
-SCHEMA = 1
+SCHEMA = 2
+"""The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
+(`schema_of`), so a change of behaviour re-identifies only the runs it affects."""
+
+BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    2: (
+        "a cell rewound to θk restarted at step 0 and trained T more steps (now it resumes "
+        "the schedule, data order and curves at k), and augmentation padded normalized "
+        "images with the mean colour (now raw images with black)",
+        lambda full: full["prune"]["rewind_iter"] > 0 or full["train"]["augment"],
+    ),
+}
+"""Schema version -> (what changed, which descriptors it affects)."""
 
 NEUTRAL: dict[str, Any] = {
-    "model.dropout": 0.0,
-    "train.momentum": 0.0,
-    "train.weight_decay": 0.0,
-    "train.warmup": 0,
-    "train.lr_drops": [],
-    "train.augment": False,
-    "prune.exclude": [],
-    "prune.rewind_iter": 0,
-    "prune.one_shot": None,
+    key: field.neutral for key, field in FIELDS.items() if field.neutral is not ALWAYS_HASHED
 }
 """Values that reproduce the behaviour from before the field existed: omitted when hashed."""
+
+
+def schema_of(full: dict[str, Any]) -> int:
+    """The newest schema whose behaviour change affects this run, else 1."""
+    return max([1, *(v for v, (_, affected) in BEHAVIOUR_CHANGES.items() if affected(full))])
+
+
+def outdated(record: dict[str, Any]) -> str | None:
+    """Why a stored descriptor record was made under an older behaviour that lt no longer
+    runs (its id can no longer be reached from a spec), or None."""
+    full = record["full"]
+    stored, current = full.get("schema", 1), schema_of(full)
+    if stored >= current:
+        return None
+    return (
+        f"made by an older lt (schema {stored}): before schema {current}, "
+        + (BEHAVIOUR_CHANGES[current][0])
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +121,29 @@ def _checked_exclude(spec: Spec, model_name: str) -> list[str]:
     return patterns
 
 
+def _check_one_shot_reachable(
+    percent: float, model_name: str, source: DataSource, exclude: list[str]
+) -> None:
+    """One-shot keeps `percent` of all prunable weights, the excluded layers' included: it
+    must leave at least one weight to the layers it prunes. (Shapes come from
+    `models.abstract_variables`, which traces the model without computing anything.)"""
+    params = models.abstract_variables(model_name, source.image_shape, source.num_classes)
+    sizes = {
+        name: math.prod(leaf.shape)
+        for name, leaf in pruning.leaves(params["params"]).items()
+        if pruning.layer_kind(name)
+    }
+    pruned = pruning.prunable_names(sizes, exclude)
+    total, excluded = sum(sizes.values()), sum(n for k, n in sizes.items() if k not in pruned)
+    lowest = 100 * (excluded + 1) / total
+    _check(
+        round(percent / 100 * total) - excluded >= 1,
+        f"prune.one_shot: {percent} is below what the excluded layers ({', '.join(exclude)}) "
+        f"keep on their own ({100 * excluded / total:.4g}% of the prunable weights); the "
+        f"lowest reachable is {lowest:.4g}",
+    )
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UsageError(message)
@@ -151,34 +198,36 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         f"train.lr_drops: each must be in (0, {iterations}] (got {drops})",
     )
 
-    full = {
-        "schema": SCHEMA,
-        "data": {"dataset": source.name, "content": source.content_id, "validation": validation},
-        "model": {"name": model_name, "dropout": spec["model.dropout"]},
-        "train": {
-            "optimizer": spec["train.optimizer"],
-            "lr": spec["train.lr"],
-            "momentum": spec["train.momentum"],
-            "weight_decay": spec["train.weight_decay"],
-            "batch_size": batch,
-            "iterations": iterations,
-            "eval_every": eval_every,
-            "warmup": warmup,
-            "lr_drops": drops,
-            "augment": spec["train.augment"],
-            "seed": spec["train.seed"],
-        },
-        "prune": {
-            "strategy": spec["prune.strategy"],
-            "rates": _rates(spec, model.kinds),
-            "exclude": _checked_exclude(spec, model_name),
-            "rewind_iter": rewind,
-            "one_shot": spec["prune.one_shot"],
-        },
-    }
-    if drops:
-        full["train"]["lr_drop_factor"] = spec["train.lr_drop_factor"]
+    exclude = _checked_exclude(spec, model_name)
+    if spec["prune.one_shot"] is not None and exclude:
+        _check_one_shot_reachable(spec["prune.one_shot"], model_name, source, exclude)
+
+    full = _described(spec, its)
+    full["data"].update(dataset=source.name, content=source.content_id)
+    full["model"]["name"] = model_name
+    full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
+    if not drops:
+        del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
+    full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude)
+    full["schema"] = schema_of(full)
     return Descriptor(full, hashed_form(full))
+
+
+def _described(spec: Spec, its: Callable[[str], int]) -> dict[str, Any]:
+    """The descriptor's sections from the field table: every described field of the hashed
+    sections, durations as iterations and lists as lists."""
+    full: dict[str, Any] = {}
+    for key, field in FIELDS.items():
+        section, name = key.split(".")
+        if section == "run" or not field.described:
+            continue
+        value = spec[key]
+        if field.kind == "duration":
+            value = its(key)
+        elif field.kind in ("durations", "strs"):
+            value = list(value)
+        full.setdefault(section, {})[name] = value
+    return full
 
 
 def hashed_form(full: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,14 @@ class TrainConfig:
     lr_drop_factor: float = 0.1
     augment: bool = False
 
+    @classmethod
+    def of(cls, train: dict[str, Any]) -> TrainConfig:
+        """The configuration in a descriptor's ``train`` section (fields it lacks keep their
+        defaults; fields this class does not know, like the seed, are not the engine's)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in train.items()}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
 
 def learning_rate(cfg: TrainConfig) -> optax.Schedule:
     """Linear warmup from 0 over `cfg.warmup` steps, then `cfg.lr` times the drop factor
@@ -61,7 +69,10 @@ def learning_rate(cfg: TrainConfig) -> optax.Schedule:
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients."""
+    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients.
+
+    The schedule reads its own step counter (`optax.ScaleByScheduleState`), which
+    `Engine.start` sets to the iteration a cell starts at (`at_step`)."""
     schedule = learning_rate(cfg)
     if cfg.optimizer == "adam":
         base = optax.adam(schedule)
@@ -70,6 +81,26 @@ def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     if cfg.weight_decay:
         return optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
     return base
+
+
+def at_step(opt_state: Any, step: jax.Array) -> Any:
+    """`opt_state` with the schedule's step counter at `step` and everything else as it is.
+
+    A cell that starts from the state of iteration k (late rewinding) resumes the schedule at
+    k with fresh moments, as open_lth does (training/train.py: a fresh optimizer, then
+    ``lr_schedule.step()`` k times; lottery/desc.py ``train_start_step``) and Frankle et al.
+    2020 ("Linear Mode Connectivity and the Lottery Ticket Hypothesis") describe: Adam's
+    bias correction starts over, the learning rate does not.
+    """
+
+    def reset(state: Any) -> Any:
+        if isinstance(state, optax.ScaleByScheduleState):
+            return state._replace(count=jnp.full_like(state.count, step))
+        return state
+
+    return jax.tree.map(
+        reset, opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState)
+    )
 
 
 class DeviceData(NamedTuple):
@@ -172,7 +203,10 @@ def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: i
 
 
 def augment(images: jax.Array, key: jax.Array) -> jax.Array:
-    """Random horizontal flips and 4-pixel pad-and-crop, one draw per image."""
+    """Random horizontal flips and 4-pixel pad-and-crop, one draw per image.
+
+    `images` are the raw pixels, so the padding is black (zeros before normalization), as in
+    the paper's and open_lth's ``RandomCrop(32, padding=4)`` on unnormalized images."""
     flip_key, crop_key = jax.random.split(key)
     b, h, w, c = images.shape
     flip = jax.random.bernoulli(flip_key, 0.5, (b,))
@@ -202,12 +236,16 @@ class Engine:
         convolutions inside loops many times slower than at the top level, jax#12868).
       segment_evals: evaluation periods per jitted call (progress and checkpoints happen
         between calls).
+      deterministic: every cell runs the same one-cell program whatever its group: a lone
+        cell too goes through the loop of ``serial`` (never its own unbatched program), and
+        ``vmap`` is not used. A cell's numbers are then bit-identical alone or in any group.
     """
 
     model: nn.Module
     cfg: TrainConfig
     grouping: str = "vmap"
     segment_evals: int = 10
+    deterministic: bool = False
 
     @property
     def tx(self) -> optax.GradientTransformation:
@@ -227,14 +265,16 @@ class Engine:
         masks: list[Mask],
         keys: list,
         capture_rewind: bool = False,
+        start_step: int = 0,
     ) -> Group:
-        """Stacks the starting points of cells into a group, with fresh optimizer state.
+        """Stacks the starting points of cells into a group, with fresh optimizer state whose
+        schedule is at `start_step` (the iteration the cells start at; see `at_step`).
 
         `params` must already be masked (pruned weights zero). With `capture_rewind`, the
         group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
         """
         stacked = stack_host(params)
-        opt_state = self._init_opt_state(stacked)
+        opt_state = self._init_opt_state(stacked, jnp.asarray(start_step, jnp.int32))
         stats = stack_host(batch_stats)
         rewind = None
         if capture_rewind:
@@ -249,8 +289,8 @@ class Engine:
         )
 
     @partial(jax.jit, static_argnums=(0,))  # eagerly, each leaf's init is its own dispatch
-    def _init_opt_state(self, stacked: Params) -> Any:
-        return jax.vmap(self.tx.init)(stacked)
+    def _init_opt_state(self, stacked: Params, start_step: jax.Array) -> Any:
+        return at_step(jax.vmap(self.tx.init)(stacked), start_step)
 
     def _loss(self, params, batch_stats, x, y, key):
         variables = _variables(params, batch_stats)
@@ -278,14 +318,19 @@ class Engine:
         count = jnp.sum(w)
         return jnp.sum(losses) / count, jnp.sum(corrects) / count
 
+    def train_inputs(self, data: DeviceData, ids: jax.Array, step_key: jax.Array) -> jax.Array:
+        """The normalized training images `ids`, augmented (on raw pixels) if configured."""
+        x = data.x_train[ids]
+        if self.cfg.augment:
+            x = augment(x, jax.random.fold_in(step_key, 1))
+        return (x.astype(jnp.float32) - data.mean) / data.std
+
     def _step(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
         """One masked optimizer step of one (unstacked) cell on the examples `ids`."""
-        x = (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
         # The cell's key has two independent streams: data order (0, per epoch, see
         # `batch_indices`) and per-step randomness (1: dropout, augmentation).
         step_key = jax.random.fold_in(jax.random.fold_in(cell.data_key, 1), t)
-        if self.cfg.augment:
-            x = augment(x, jax.random.fold_in(step_key, 1))
+        x = self.train_inputs(data, ids, step_key)
         grad_fn = jax.grad(self._loss, has_aux=True)
         grads, stats = grad_fn(cell.params, cell.batch_stats, x, data.y_train[ids], step_key)
         grads = jax.tree.map(jnp.multiply, grads, cell.mask)
@@ -344,12 +389,27 @@ class Engine:
         self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
     ):
         one = partial(self._cell_segment, step0=step0, data=data, evals=evals, rewind_at=rewind_at)
+        if self.deterministic:
+            return jax.lax.map(one, group)
         if group.data_key.shape[0] == 1:  # a lone cell needs neither batching nor a loop
             cell, metrics = one(jax.tree.map(lambda x: x[0], group))
             return jax.tree.map(lambda x: x[None], (cell, metrics))
         if self.grouping == "vmap":
             return jax.vmap(one)(group)
         return jax.lax.map(one, group)
+
+    def recorded_grouping(self, cells: int) -> str:
+        """How a group of `cells` cells really trains, as each cell's metrics record it:
+        ``single`` for a lone cell's own program, else the grouping."""
+        if cells == 1 and self.grouping != "host" and not self.deterministic:
+            return "single"
+        return self.grouping
+
+    def first_batch(self, data_key: jax.Array, step0: int, n: int) -> np.ndarray:
+        """The example indices of a cell's batch at iteration `step0` (what its first step
+        trains on): the same function the training loop draws its batches with."""
+        order_key = jax.random.fold_in(jnp.asarray(data_key), 0)
+        return np.asarray(batch_indices(order_key, step0, 1, self.cfg.batch_size, n)[0])
 
     # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
 
@@ -417,8 +477,9 @@ def unstack(tree: Any, count: int) -> list[Any]:
     return [jax.tree.map(lambda x, i=i: np.asarray(x[i]), host) for i in range(count)]
 
 
-def summarize(metrics: np.ndarray, eval_every: int) -> dict[str, float | int]:
-    """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS).
+def summarize(metrics: np.ndarray, eval_every: int, start: int = 0) -> dict[str, float | int]:
+    """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS)
+    of a cell that trained from iteration `start`: iterations are on the run's 0..T axis.
 
     Early stopping is the evaluation of minimum validation loss (the first one on ties);
     evaluations whose loss is not finite (a diverged cell) never count as the minimum, and
@@ -428,12 +489,13 @@ def summarize(metrics: np.ndarray, eval_every: int) -> dict[str, float | int]:
     finite = np.isfinite(curve[:, 0])
     best = int(np.argmin(np.where(finite, curve[:, 0], np.inf))) if finite.any() else 0
     return {
-        "early_stop_iter": (best + 1) * eval_every,
+        "early_stop_iter": start + (best + 1) * eval_every,
         "early_stop_test_acc": float(curve[best, 3]),
         "early_stop_test_loss": float(curve[best, 2]),
         "min_val_loss": float(curve[best, 0]),
         "final_test_acc": float(curve[-1, 3]),
         "final_test_loss": float(curve[-1, 2]),
-        "iterations": len(curve) * eval_every,
+        "start_iteration": start,
+        "iterations": start + len(curve) * eval_every,
         "diverged": bool(not np.isfinite(curve).all()),
     }

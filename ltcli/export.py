@@ -3,9 +3,12 @@ cell), written as CSV or JSON for pandas, R or a spreadsheet.
 
 Cell rows have the columns `RUN_COLUMNS` and `CELL_COLUMNS`, then ``remaining_<layer>``
 (percent of the layer's weights remaining, one column per prunable layer of any exported run:
-``fc1/kernel`` gives ``remaining_fc1``), then `SUMMARY_COLUMNS`. Curve rows have
-`CURVE_COLUMNS`. Accuracies are fractions and percentages are 0-100, as stored; a value a row
-lacks is empty (CSV) or null (JSON).
+``fc1/kernel`` gives ``remaining_fc1``), then `SUMMARY_COLUMNS`, then `TRAINING_COLUMNS`:
+whether the cell diverged (its loss became NaN or inf; `lt show` leaves such cells out of its
+means, and a reader of the export should too), and how its group trained (cells trained
+differently agree to float rounding only). Curve rows have `CURVE_COLUMNS`. Accuracies are
+fractions and percentages are 0-100, as stored; a value a row lacks is empty (CSV) or null
+(JSON); ``deterministic`` reads false for cells stored before it was recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import io
 import json
 from typing import Any
 
+from ltcli import report
 from ltcli.store import Store
 
 RUN_COLUMNS = ("run_id", "name", "experiment", "dataset", "model")
@@ -29,6 +33,7 @@ SUMMARY_COLUMNS = (
     "iterations",
     "wall_seconds",
 )
+TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
 CURVE_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 CURVE_COLUMNS = ("run_id", *CELL_COLUMNS, "iteration", *CURVE_METRICS)
 
@@ -60,6 +65,17 @@ def _run_fields(store: Store, run_id: str) -> Row:
     }
 
 
+def training_fields(metrics: dict[str, Any]) -> Row:
+    """The `TRAINING_COLUMNS` of a cell: ``diverged`` as `report.is_diverged` judges it (so
+    the export and the tables agree), ``deterministic`` false and ``grouping`` None where the
+    cell predates them."""
+    return {
+        "diverged": report.is_diverged(metrics),
+        "grouping": metrics.get("grouping"),
+        "deterministic": bool(metrics.get("deterministic", False)),
+    }
+
+
 def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     """One row per finished cell of `run_ids`, in run, replicate, level, member order.
 
@@ -69,6 +85,7 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     cells = _cells(store, run_ids)
     layers = list(dict.fromkeys(layer for _, m in cells for layer in m["layers"]))
     columns = [*RUN_COLUMNS, *CELL_COLUMNS, *map(layer_column, layers), *SUMMARY_COLUMNS]
+    columns += TRAINING_COLUMNS
     runs = {run_id: _run_fields(store, run_id) for run_id in run_ids}
     rows = []
     for run_id, metrics in cells:
@@ -77,6 +94,7 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
         row.update({c: metrics[c] for c in CELL_COLUMNS + SUMMARY_COLUMNS})
         for layer, (kept, total) in metrics["layers"].items():
             row[layer_column(layer)] = 100.0 * kept / total
+        row.update(training_fields(metrics))
         rows.append(row)
     return columns, rows
 

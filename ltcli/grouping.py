@@ -94,10 +94,13 @@ def pick(
     data: DeviceData,
 ) -> str:
     """The grouping for `cells` cells of `model_name` on this machine: ``host`` where it
-    `needs_host_loop`, the engine's own for a lone cell (it trains without batching or a
-    loop), else the faster of `GROUPINGS` as `choose` measures it."""
+    `needs_host_loop`, ``serial`` for a deterministic engine (every cell the same one-cell
+    program), the engine's own for a lone cell (it trains without batching or a loop), else
+    the faster of `GROUPINGS` as `choose` measures it."""
     if needs_host_loop(models.get(model_name).kinds, jax.default_backend()):
         return "host"
+    if engine.deterministic:
+        return "serial"
     if cells == 1:
         return engine.grouping
     return choose(machine_key(model_name, engine, cells, image_shape), engine, fresh_group, data)

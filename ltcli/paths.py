@@ -28,6 +28,19 @@ def default_store() -> Path:
     return Path(os.environ.get("LT_STORE") or "results")
 
 
+DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def request_deterministic_gpu_ops() -> None:
+    """Adds XLA's switch for deterministic GPU kernels (no atomics in reductions and
+    scatters) to ``XLA_FLAGS``. XLA reads the flags when JAX starts its backend, so this
+    takes effect only before the first JAX computation of the process (``lt run`` calls it
+    before importing JAX); on a CPU XLA is deterministic without it."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if DETERMINISTIC_GPU_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_GPU_FLAG}".strip()
+
+
 def enable_compile_cache() -> None:
     """Points JAX's persistent compilation cache at `compile_cache_dir`, so a second process
     training the same shapes loads compiled programs instead of compiling them again."""

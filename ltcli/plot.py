@@ -6,8 +6,13 @@ Three panels side by side:
   level and run, the ticket's curve averaged over replicates, labelled by % weights remaining;
 * early-stop iteration, and
 * test accuracy at early stop, against % weights remaining (Figure 4): log x axis, 100 % on
-  the left; mean over replicates with ± one standard deviation as error bars; tickets solid,
-  each control kind dashed with its own marker.
+  the left; mean over replicates with error bars of ± one sample standard deviation or, as
+  the paper draws them, the minimum to maximum over replicates; tickets solid, each control
+  kind dashed with its own marker.
+
+Diverged cells (loss NaN or inf) are in no mean, curve or error bar: a level with any is
+marked by a red x at the top of the right two panels, and the legend counts them. A level
+whose tickets all diverged still draws their (broken) mean curve, labelled so.
 
 One run: colours tell levels (left) and member kinds (right) apart. Several runs: each run has
 a colour (levels are shades of it, sparser is lighter) and the legends name the runs.
@@ -38,12 +43,19 @@ DEFAULT_LEVELS = 5
 """Levels the left panel shows unless asked: evenly spread from the first to the last."""
 MAX_TICKS = 8
 """At most this many ticks on the % remaining axes, at levels' values (every k-th level)."""
+ERROR_BARS = ("std", "minmax")
+"""What the error bars of the right two panels span: ± one sample standard deviation, or the
+minimum to the maximum over replicates (and control indices)."""
+DIVERGED_STYLE = {"color": "red", "marker": "x", "linestyle": "none", "markersize": 6}
+"""How a level's diverged cells are marked (at the top of the panel)."""
 STYLES = {"ticket": ("-", "o"), "reinit": ("--", "s"), "random": ("--", "^")}
 """Line style and marker of each member kind (other kinds: dotted)."""
 
 
 class _Run:
-    """A run's numbers for the figure: per-level summaries and mean ticket test curves."""
+    """A run's numbers for the figure: per-level summaries, its cells by level and kind, and
+    mean ticket test curves (over the tickets that did not diverge, unless all did: those
+    levels are in `diverged_curves`)."""
 
     def __init__(self, store: Store, run_id: str):
         self.label = report.run_label(store, run_id)
@@ -51,11 +63,17 @@ class _Run:
         if not cells:
             raise UsageError(f"run {self.label}: no finished cells to plot")
         self.summary = report.level_summary(cells)
+        self.groups = report.by_level_and_kind(cells)
         tickets: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for cell in cells:
             if cell["member"] == "ticket":
-                tickets[cell["level"]].append(cell["curve"])
-        self.curves = {level: _mean_curve(curves) for level, curves in tickets.items()}
+                tickets[cell["level"]].append(cell)
+        self.curves, self.diverged_curves = {}, set()
+        for level, group in tickets.items():
+            kept = [c for c in group if not report.is_diverged(c)]
+            if not kept:
+                self.diverged_curves.add(level)
+            self.curves[level] = _mean_curve([c["curve"] for c in kept or group])
         self.remaining = {row["level"]: row["percent_remaining"] for row in self.summary}
 
 
@@ -95,7 +113,9 @@ def _draw_curves(ax: Axes, runs: list[_Run], levels: list[int]) -> None:
             else:
                 color, label = _shade(f"C{r}", 0.6 * j / max(len(shown) - 1, 1)), f"{run.label} "
             iterations, accuracy = run.curves[level]
-            ax.plot(iterations, accuracy, color=color, label=f"{label}{run.remaining[level]:.1f}%")
+            label += f"{run.remaining[level]:.1f}%"
+            label += " (diverged)" if level in run.diverged_curves else ""
+            ax.plot(iterations, accuracy, color=color, label=label)
     ax.set(
         title="Test accuracy during training",
         xlabel="training iteration",
@@ -104,18 +124,40 @@ def _draw_curves(ax: Axes, runs: list[_Run], levels: list[int]) -> None:
     ax.legend(fontsize="small", title="weights remaining", title_fontsize="small")
 
 
-def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float) -> None:
-    """`field` of every member kind against % remaining, with ± std error bars."""
+def error_bar(cells: list[dict[str, Any]], field: str, error_bars: str) -> tuple[float, float]:
+    """How far below and above the mean of `field` over `cells` (those that did not diverge)
+    the error bar reaches: one sample std each way (0 for one cell), or to the min and max."""
+    values = np.asarray([c[field] for c in cells], float)
+    if error_bars == "minmax":
+        return float(values.mean() - values.min()), float(values.max() - values.mean())
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return std, std
+
+
+def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float, error_bars: str) -> None:
+    """`field` of every member kind against % remaining, with `error_bars` over the cells that
+    did not diverge; a red x at the top of the panel at each level with diverged cells."""
+    diverged = []
     for r, run in enumerate(runs):
         kinds = dict.fromkeys(kind for row in run.summary for kind in row["members"])
         for k, kind in enumerate(kinds):
             rows = [row for row in run.summary if kind in row["members"]]
-            stats = [row["members"][kind][field] for row in rows]
+            diverged += [
+                (row["percent_remaining"], row["members"][kind][field].diverged) for row in rows
+            ]
+            rows = [row for row in rows if row["members"][kind][field].n > 0]
+            kept = [
+                [c for c in run.groups[row["level"]][kind] if not report.is_diverged(c)]
+                for row in rows
+            ]
+            spans = np.asarray([error_bar(cells, field, error_bars) for cells in kept]).reshape(
+                -1, 2
+            )
             linestyle, marker = STYLES.get(kind, (":", "d"))
             ax.errorbar(
                 [row["percent_remaining"] for row in rows],
-                [scale * s.mean for s in stats],
-                yerr=[scale * s.std for s in stats],
+                [scale * row["members"][kind][field].mean for row in rows],
+                yerr=scale * spans.T,
                 color=f"C{k if len(runs) == 1 else r}",
                 linestyle=linestyle,
                 marker=marker,
@@ -123,6 +165,16 @@ def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float) -> None:
                 capsize=3,
                 label=kind if len(runs) == 1 else f"{run.label} {kind}",
             )
+    marked = [x for x, count in diverged if count]
+    if marked:
+        total = sum(count for _, count in diverged)
+        ax.plot(
+            marked,
+            [0.97] * len(marked),
+            transform=ax.get_xaxis_transform(),  # x in data, y in axes: the top of the panel
+            label=f"{total} diverged cell{'s' if total > 1 else ''} (not in means)",
+            **DIVERGED_STYLE,
+        )
     values = sorted({p for run in runs for p in run.remaining.values()}, reverse=True)
     ax.set_xscale("log")
     ax.set_xlim(values[0] * 1.15, values[-1] / 1.15)  # reversed: dense on the left
@@ -138,24 +190,30 @@ def figure(
     size: tuple[int, int],
     dpi: int,
     levels: list[int] | None = None,
+    error_bars: str = "std",
 ) -> Figure:
     """The three-panel figure of `run_ids` (each drawn once), `size` pixels at `dpi`.
 
     Args:
       levels: the levels the training-curve panel shows; default up to `DEFAULT_LEVELS`
         spread from the first to the last.
+      error_bars: one of `ERROR_BARS`: ``std`` (± one sample standard deviation) or
+        ``minmax`` (the minimum to the maximum over replicates, as the paper's Figure 4).
 
     Raises:
-      UsageError: a run has no finished cell, or a level in `levels` has no finished ticket.
+      UsageError: a run has no finished cell, a level in `levels` has no finished ticket,
+        or `error_bars` is unknown.
     """
+    if error_bars not in ERROR_BARS:
+        raise UsageError(f"--error-bars {error_bars}: use one of {', '.join(ERROR_BARS)}")
     runs = [_Run(store, run_id) for run_id in dict.fromkeys(run_ids)]
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     curves, iterations, accuracy = fig.subplots(1, 3)
     _draw_curves(curves, runs, _chosen_levels(runs, levels))
-    _draw_levels(iterations, runs, "early_stop_iter", 1)
+    _draw_levels(iterations, runs, "early_stop_iter", 1, error_bars)
     iterations.set(title="Early-stop iteration", ylabel="iteration of min. validation loss")
-    _draw_levels(accuracy, runs, "early_stop_test_acc", 100)
+    _draw_levels(accuracy, runs, "early_stop_test_acc", 100, error_bars)
     accuracy.set(title="Test accuracy at early stop", ylabel="test accuracy (%)")
     accuracy.legend(fontsize="small")
     return fig
@@ -168,6 +226,7 @@ def plot(
     size: tuple[int, int],
     dpi: int,
     levels: list[int] | None = None,
+    error_bars: str = "std",
 ) -> None:
     """Draws `figure` and writes it to `path` atomically, in the format its suffix names
     (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes).
@@ -181,7 +240,7 @@ def plot(
         raise UsageError(f"{path}: unknown image type; use one of .{', .'.join(supported)}")
     # The exact size asked for, whatever the user's matplotlibrc says about cropping.
     with matplotlib.rc_context({"savefig.bbox": "standard"}):
-        fig = figure(store, run_ids, size, dpi, levels)
+        fig = figure(store, run_ids, size, dpi, levels, error_bars)
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=dpi)
     atomic.write_bytes(Path(path), buffer.getvalue())

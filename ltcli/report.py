@@ -1,12 +1,17 @@
 """Tables from the store: per-level summaries of a run, and the list of runs.
 
 Pure functions from stored metrics to rows, and from rows to text; the CLI prints them.
+
+A cell whose loss became NaN or infinite (``diverged`` in its metrics) is left out of every
+mean and standard deviation, so one blown-up replicate cannot drag a level's numbers; the
+tables count such cells beside the means instead, so they are not silently dropped either.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import defaultdict
+import math
+from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
@@ -14,19 +19,30 @@ import numpy as np
 from ltcli.store import Store
 
 SUMMARY_FIELDS = ("early_stop_iter", "early_stop_test_acc", "final_test_acc")
+DIVERGED_NOTE = "diverged: cells whose loss became NaN or inf; not in the means"
+"""The legend under a table that shows diverged cells."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Stat:
-    """Mean and standard deviation (population) over `n` cells."""
+    """Mean and sample standard deviation (ddof=1, as pandas' ``.std()`` on the exported
+    CSV gives) over the `n` cells that did not diverge; `diverged` more cells were left out.
 
-    mean: float
-    std: float
+    ``std`` is 0 for one cell; ``mean`` and ``std`` are None when every cell diverged.
+    """
+
+    mean: float | None
+    std: float | None
     n: int
+    diverged: int = 0
 
     @classmethod
-    def of(cls, values: list[float]) -> Stat:
-        return cls(float(np.mean(values)), float(np.std(values)), len(values))
+    def of(cls, values: list[float], diverged: int = 0) -> Stat:
+        """The `Stat` of `values` (those of the cells that did not diverge)."""
+        if not values:
+            return cls(None, None, 0, diverged)
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return cls(float(np.mean(values)), std, len(values), diverged)
 
 
 def member_kind(member: str) -> str:
@@ -34,41 +50,73 @@ def member_kind(member: str) -> str:
     return member.split("-")[0]
 
 
+def is_diverged(cell: dict[str, Any]) -> bool:
+    """Whether a cell's loss went non-finite: its ``diverged`` flag, or (cells stored before
+    the flag existed) a summary number that is not finite."""
+    return bool(cell.get("diverged")) or not all(math.isfinite(cell[f]) for f in SUMMARY_FIELDS)
+
+
 def cell_metrics(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The metrics of every finished cell of a run."""
     return [store.read_metrics(run_id, cell) for cell in store.finished_cells(run_id)]
 
 
-def level_summary(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per level: the ticket's percent of weights remaining and, per member kind, a `Stat`
-    of each summary field over replicates (and control indices)."""
+def by_level_and_kind(cells: list[dict[str, Any]]) -> dict[int, dict[str, list[dict[str, Any]]]]:
+    """`cells` grouped by level (ascending), then member kind (the ticket first)."""
     grouped: dict[int, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for cell in cells:
         grouped[cell["level"]][member_kind(cell["member"])].append(cell)
+    return {
+        level: dict(sorted(grouped[level].items(), key=lambda kv: kv[0] != "ticket"))
+        for level in sorted(grouped)
+    }
+
+
+def summarize_cells(group: list[dict[str, Any]]) -> dict[str, Stat]:
+    """A `Stat` of each summary field over the cells of `group` that did not diverge."""
+    kept = [c for c in group if not is_diverged(c)]
+    diverged = len(group) - len(kept)
+    return {f: Stat.of([c[f] for c in kept], diverged) for f in SUMMARY_FIELDS}
+
+
+def level_summary(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per level: the ticket's percent of weights remaining and, per member kind, a `Stat`
+    of each summary field over replicates (and control indices), diverged cells left out."""
     rows = []
-    for level in sorted(grouped):
-        kinds = grouped[level]
+    for level, kinds in by_level_and_kind(cells).items():
         reference = kinds.get("ticket") or next(iter(kinds.values()))
         rows.append(
             {
                 "level": level,
                 "percent_remaining": reference[0]["percent_remaining"],
-                "members": {
-                    kind: {f: Stat.of([c[f] for c in group]) for f in SUMMARY_FIELDS}
-                    for kind, group in sorted(kinds.items(), key=lambda kv: kv[0] != "ticket")
-                },
+                "members": {kind: summarize_cells(group) for kind, group in kinds.items()},
             }
         )
     return rows
 
 
 def format_stat(stat: Stat | None, scale: float = 1.0, digits: int = 2) -> str:
-    """``mean ± std`` of `stat` times `scale` (just the mean for one cell; ``-`` for None)."""
+    """``mean ± std`` of `stat` times `scale` (just the mean for one cell; ``-`` for None;
+    ``diverged`` when every cell diverged)."""
     if stat is None:
         return "-"
+    if stat.mean is None:
+        return "diverged"
     if stat.n == 1:
         return f"{stat.mean * scale:.{digits}f}"
     return f"{stat.mean * scale:.{digits}f} ± {stat.std * scale:.{digits}f}"
+
+
+def format_count(stat: Stat | None) -> str:
+    """How many cells `stat` covers: ``5``, or ``4 (+1 diverged)`` when some were left out."""
+    if stat is None:
+        return "-"
+    return f"{stat.n} (+{stat.diverged} diverged)" if stat.diverged else str(stat.n)
+
+
+def any_diverged(stats: list[Stat | None]) -> bool:
+    """Whether a table of `stats` needs the `DIVERGED_NOTE` legend."""
+    return any(s is not None and s.diverged for s in stats)
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -87,30 +135,67 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
 
 def levels_table(summary: list[dict[str, Any]]) -> str:
     """The per-level table `lt run` and `lt show` print: % of weights remaining, and for the
-    ticket early-stop iteration, test accuracy there and at the end (mean ± std over
-    replicates); for each control kind its early-stop iteration and test accuracy there."""
+    ticket how many cells the means cover (``n``), early-stop iteration, test accuracy there
+    and at the end (mean ± std over replicates); for each control kind its ``n``,
+    early-stop iteration and test accuracy there. Diverged cells are counted in ``n`` and
+    explained by a legend line under the table."""
     controls = sorted({k for row in summary for k in row["members"] if k != "ticket"})
-    headers = ["level", "remaining %", "early-stop it", "test acc @ES %", "final test acc %"]
+    headers = ["level", "remaining %", "n", "early-stop it", "test acc @ES %", "final test acc %"]
     for kind in controls:
-        headers += [f"{kind} early-stop it", f"{kind} acc @ES %"]
-    lines = []
+        headers += [f"{kind} n", f"{kind} early-stop it", f"{kind} acc @ES %"]
+    lines, stats = [], []
     for row in summary:
         ticket = row["members"].get("ticket", {})
         cells = [
             str(row["level"]),
             f"{row['percent_remaining']:.1f}",
+            format_count(ticket.get("early_stop_iter")),
             format_stat(ticket.get("early_stop_iter"), digits=0),
             format_stat(ticket.get("early_stop_test_acc"), 100),
             format_stat(ticket.get("final_test_acc"), 100),
         ]
+        stats.append(ticket.get("early_stop_iter"))
         for kind in controls:
             control = row["members"].get(kind, {})
             cells += [
+                format_count(control.get("early_stop_iter")),
                 format_stat(control.get("early_stop_iter"), digits=0),
                 format_stat(control.get("early_stop_test_acc"), 100),
             ]
+            stats.append(control.get("early_stop_iter"))
         lines.append(cells)
-    return format_table(headers, lines)
+    legend = [DIVERGED_NOTE] if any_diverged(stats) else []
+    return "\n".join([format_table(headers, lines), *legend])
+
+
+def _grouping(cell: dict[str, Any]) -> str:
+    """How a cell trained, as the grouping notes name it: ``vmap``, ``single deterministic``."""
+    grouping = cell.get("grouping", "unrecorded")
+    return f"{grouping} deterministic" if cell.get("deterministic") else grouping
+
+
+def grouping_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """A note for each level whose cells trained in different ways (groupings, or
+    deterministic beside non-deterministic cells): their numbers are comparable only to float
+    rounding, which a reader comparing replicates or runs bit for bit needs to know. Levels
+    whose cells were all trained deterministically get none: those are bit-identical anyway."""
+    levels: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        levels[cell["level"]].append(cell)
+    notes = []
+    for level in sorted(levels):
+        group = levels[level]
+        counts = Counter(_grouping(c) for c in group)
+        if len(counts) < 2 or all(c.get("deterministic") for c in group):
+            continue
+        listed = ", ".join(
+            f"{name}: {k} cell{'s' if k > 1 else ''}" for name, k in sorted(counts.items())
+        )
+        notes.append(
+            f"note: level {level} mixes groupings ({listed}); numbers agree to float rounding "
+            "only, rerun with --deterministic for bit-identical cells"
+        )
+    return notes
 
 
 def run_label(store: Store, run_id: str) -> str:
@@ -126,7 +211,7 @@ def run_overview(store: Store, run_id: str) -> dict[str, Any]:
     cells = cell_metrics(store, run_id)
     tickets = [c for c in cells if c["member"] == "ticket"]
     summary = level_summary(tickets)
-    best = max((r["members"]["ticket"]["early_stop_test_acc"].mean for r in summary), default=None)
+    means = [r["members"]["ticket"]["early_stop_test_acc"].mean for r in summary]
     return {
         "run_id": run_id,
         "names": meta.get("names", []),
@@ -136,7 +221,7 @@ def run_overview(store: Store, run_id: str) -> dict[str, Any]:
         "levels": len(summary),
         "replicates": len({c["replicate"] for c in tickets}),
         "cells": len(cells),
-        "best_test_acc": best,
+        "best_test_acc": max((m for m in means if m is not None), default=None),
         "bytes": store.size_bytes(run_id),
     }
 
@@ -176,3 +261,20 @@ def runs_table(overviews: list[dict[str, Any]]) -> str:
         for o in overviews
     ]
     return format_table(headers, rows)
+
+
+def run_text(store: Store, run_id: str) -> str:
+    """The text of `lt show`: what the run is, then its per-level table and a note for each
+    level whose cells mixed groupings."""
+    record = store.descriptor(run_id)
+    meta = store.meta(run_id)
+    names = ", ".join(meta.get("names", [])) or "-"
+    lines = [f"run {run_id}", f"experiment {meta.get('experiment', '?')}   name {names}"]
+    for section, fields in record["full"].items():
+        if isinstance(fields, dict):
+            text = "  ".join(f"{k}={v}" for k, v in fields.items())
+            lines.append(f"{section:<6} {text}")
+    cells = cell_metrics(store, run_id)
+    summary = level_summary(cells)
+    lines += ["", levels_table(summary) if summary else "(no finished cells yet)"]
+    return "\n".join([*lines, *grouping_notes(cells)])

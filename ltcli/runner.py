@@ -3,15 +3,18 @@ cell that is already finished.
 
 Level 0 trains the dense network from θ0. Level L's ticket mask is pruned from level L-1's
 trained ticket, and its survivors are rewound to θ0 (or to θk, captured at iteration k of
-level 0, with late rewinding). Controls branch off a level and feed nothing later:
-``reinit-i`` keeps the ticket's mask with fresh weights, ``random-i`` draws a random mask
-with the ticket's per-layer counts and starts from θ0 (θk). All unfinished cells of a level
-train together as one group.
+level 0, with late rewinding: then every cell of a pruned level starts *at* iteration k and
+trains to T, on the same clock as level 0). Controls branch off a level and feed nothing
+later: ``reinit-i`` keeps the ticket's mask with fresh weights, ``random-i`` draws a random
+mask with the ticket's per-layer counts and starts from θ0 (θk). All unfinished cells of a
+level train together as one group. A replicate whose ticket diverged is not pruned further.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,34 +30,23 @@ from ltcli.engine import (
     Engine,
     Group,
     TrainConfig,
+    learning_rate,
     summarize,
     to_device,
     unstack,
 )
+from ltcli.errors import LtError
 from ltcli.grouping import pick as pick_grouping
-from ltcli.launch import Plan, Progress
+from ltcli.member import CONTROL_KINDS
+from ltcli.plan import Plan, Progress
 from ltcli.store import CellKey, Store
 
 SEGMENT_ITERATIONS = 1000
 """About this many iterations run per jitted call; progress and checkpoints come between."""
 
 
-def train_config(full: dict[str, Any]) -> TrainConfig:
-    """The engine's configuration from a descriptor's full form."""
-    train = full["train"]
-    return TrainConfig(
-        optimizer=train["optimizer"],
-        lr=train["lr"],
-        batch_size=train["batch_size"],
-        iterations=train["iterations"],
-        eval_every=train["eval_every"],
-        momentum=train["momentum"],
-        weight_decay=train["weight_decay"],
-        warmup=train["warmup"],
-        lr_drops=tuple(train["lr_drops"]),
-        lr_drop_factor=train.get("lr_drop_factor", 0.1),
-        augment=train["augment"],
-    )
+class DivergedError(LtError):
+    """A ticket diverged, so its replicate cannot be pruned further (exit 1)."""
 
 
 def strategy(full: dict[str, Any]) -> pruning.Strategy:
@@ -75,13 +67,15 @@ class Runner:
         progress: Progress | None = None,
         checkpoint_seconds: float = 60.0,
         grouping: str = "auto",
+        deterministic: bool = False,
     ):
         self.store, self.desc, self.source = store, desc, source
         self.run_id = desc.run_id
         self.progress = progress or Progress()
         self.checkpoint_seconds = checkpoint_seconds
         self.grouping = grouping
-        self.cfg = train_config(desc.full)
+        self.deterministic = deterministic
+        self.cfg = TrainConfig.of(desc.full["train"])
         self.strategy = strategy(desc.full)
         self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
         self._engine: Engine | None = None
@@ -93,10 +87,13 @@ class Runner:
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            evals = self.cfg.iterations // self.cfg.eval_every
-            per_call = max(1, SEGMENT_ITERATIONS // self.cfg.eval_every)
+            every = self.cfg.eval_every
+            # Periods per call divide every level's length (T, and T - k when rewound to k),
+            # so all levels run one compiled program.
+            evals = math.gcd(self.cfg.iterations // every, self.start_step(1) // every)
+            per_call = max(1, SEGMENT_ITERATIONS // every)
             segment = max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
-            self._engine = Engine(self.model, self.cfg, "vmap", segment)
+            self._engine = Engine(self.model, self.cfg, "vmap", segment, self.deterministic)
         return self._engine
 
     @property
@@ -111,6 +108,11 @@ class Runner:
         return jax.random.fold_in(jax.random.fold_in(root, stream), replicate)
 
     # -- starting points ----------------------------------------------------------------------
+
+    def start_step(self, level: int) -> int:
+        """The iteration a level's cells start at: 0 for the dense level, else the rewind
+        iteration k (0 without late rewinding). Every cell trains to T."""
+        return self.desc["prune.rewind_iter"] if level > 0 else 0
 
     def _fresh(self, key: jax.Array) -> dict[str, Any]:
         params, stats = self.engine.init(key, self.source.image_shape)
@@ -132,14 +134,13 @@ class Runner:
         return self.init_point(replicate)
 
     def _control_rng(self, cell: CellKey) -> np.random.Generator:
-        kind, index = cell.member.split("-")
         return np.random.default_rng(
             [
                 int(self.run_id[:16], 16),
                 cell.replicate,
                 cell.level,
-                int(index),
-                ["reinit", "random"].index(kind),
+                cell.member.index,
+                CONTROL_KINDS.index(cell.member.kind),
             ]
         )
 
@@ -162,6 +163,12 @@ class Runner:
         if self.store.is_finished(self.run_id, cell):
             return self.store.read_mask(self.run_id, cell, template)
         previous = CellKey(replicate, level - 1)
+        if self.store.read_metrics(self.run_id, previous)["diverged"]:
+            raise DivergedError(
+                f"run {self.run_id[:12]} replicate {replicate} level {level - 1} ticket "
+                "diverged (its loss went NaN or infinite), so it cannot be pruned by magnitude; "
+                "try a lower learning rate (--lr) or a warmup (--set train.warmup=...)"
+            )
         trained = self.store.read_trained(self.run_id, previous)["params"]
         mask = self.store.read_mask(self.run_id, previous, template)
         return self.strategy.prune(trained, mask)
@@ -170,10 +177,10 @@ class Runner:
         """(start variables, mask, rewind variables) of a cell; start = rewind under mask."""
         mask = self.ticket_mask(cell.replicate, cell.level)
         point = self.rewind_point(cell.replicate, cell.level)
-        if cell.member.startswith("reinit"):
+        if cell.member.kind == "reinit":
             key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
             point = self._fresh(key)
-        elif cell.member.startswith("random"):
+        elif cell.member.kind == "random":
             mask = pruning.random_like(mask, self._control_rng(cell))
         start = dict(point, params=masked(point["params"], mask))
         return start, mask, point
@@ -181,10 +188,28 @@ class Runner:
     # -- training ----------------------------------------------------------------------------
 
     def run(self, plan: Plan) -> None:
-        """Trains every unfinished cell of `plan`, level by level."""
+        """Trains every unfinished cell of `plan`, level by level.
+
+        Raises:
+          DivergedError: after everything else trained, when a replicate's ticket diverged
+            and later levels of it were asked for (they are left untrained).
+        """
+        stopped: dict[int, DivergedError] = {}
         for level in range(plan.rounds + 1):
-            if todo := plan.unfinished(self.store, self.run_id, level):
+            todo = [
+                c
+                for c in plan.unfinished(self.store, self.run_id, level)
+                if c.replicate not in stopped
+            ]
+            for replicate in sorted({c.replicate for c in todo}):
+                try:
+                    self.ticket_mask(replicate, level)
+                except DivergedError as err:
+                    stopped[replicate] = err
+            if todo := [c for c in todo if c.replicate not in stopped]:
                 self.train_level(level, todo)
+        if stopped:
+            raise DivergedError("; ".join(str(err) for err in stopped.values()))
 
     def train_level(self, level: int, cells: list[CellKey]) -> None:
         """Trains `cells` of `level` as one group, checks every invariant, then stores them.
@@ -199,6 +224,7 @@ class Runner:
             expected = self.strategy.expected_counts(start["params"], level)
             checks.counts(self.strategy.actual_counts(start["params"], mask), expected, label)
         capture = self.desc["prune.rewind_iter"] if level == 0 else 0
+        start_step = self.start_step(level)
         keys = [self._key(1, c.replicate) for c in cells]
 
         def fresh_group() -> Group:
@@ -208,6 +234,7 @@ class Runner:
                 [m for _, m, _ in inputs],
                 keys,
                 capture_rewind=bool(capture),
+                start_step=start_step,
             )
 
         engine = self._grouped_engine(len(cells), fresh_group)
@@ -218,49 +245,75 @@ class Runner:
         ):
             checks.rewound(row.params, point["params"], mask, label)
             checks.rewound(row.batch_stats, point["batch_stats"], None, label)
+        fingerprint = _fingerprint(inputs)
         started = time.perf_counter()
-        group, curves = self._train_group(level, cells, engine, group, capture)
+        group, curves = self._train_group(level, cells, engine, group, capture, fingerprint)
         wall = (time.perf_counter() - started) / len(cells)
         rows = unstack(group, len(cells))
         for label, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
             checks.pruned_are_zero(row.params, mask, f"{label} trained weights")
             checks.optimizer_state_masked(row.opt_state, row.params, mask, label)
-        for cell, row, curve, (_, mask, _) in zip(cells, rows, curves, inputs, strict=True):
-            self._store_cell(cell, row, mask, curve, wall, engine.grouping)
+        recorded = {
+            "wall_seconds": wall,
+            "grouping": engine.recorded_grouping(len(cells)),
+            "deterministic": engine.deterministic,
+            "first_learning_rate": float(learning_rate(self.cfg)(start_step)),
+        }
+        for cell, row, curve, (_, mask, _), key in zip(
+            cells, rows, curves, inputs, keys, strict=True
+        ):
+            batch = engine.first_batch(key, start_step, self.data.y_train.shape[0])
+            facts = {**recorded, "first_batch": batch.tolist()}
+            self._store_cell(cell, row, mask, curve, start_step, facts)
         self.store.clear_checkpoint(self.run_id, level)
 
     def _store_cell(
-        self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, wall: float, grouping: str
+        self,
+        cell: CellKey,
+        row: Group,
+        mask: Any,
+        curve: np.ndarray,
+        start: int,
+        facts: dict[str, Any],
     ) -> None:
-        if cell.member == "ticket" and row.rewind is not None:
+        """Stores a trained cell: its mask, metrics (curve on the run's 0..T axis, summary,
+        and `facts` of how it trained) and, for a ticket, its weights (and θk at level 0)."""
+        if cell.member.is_ticket and row.rewind is not None:
             self.store.save_weights(self.store.rewind_path(self.run_id, cell.replicate), row.rewind)
         weights = None
-        if cell.member == "ticket":
+        if cell.member.is_ticket:
             weights = {"params": row.params, "batch_stats": row.batch_stats}
         per_layer = pruning.counts(mask)
+        every = self.cfg.eval_every
         metrics = {
             "replicate": cell.replicate,
             "level": cell.level,
-            "member": cell.member,
+            "member": str(cell.member),
             "percent_remaining": pruning.percent_remaining(mask),
             "layers": {name: list(c) for name, c in per_layer.items()},
             "curve": {
-                "iteration": [(i + 1) * self.cfg.eval_every for i in range(len(curve))],
+                "iteration": [start + (i + 1) * every for i in range(len(curve))],
                 **{name: curve[:, j].tolist() for j, name in enumerate(METRICS)},
             },
-            **summarize(curve, self.cfg.eval_every),
-            "wall_seconds": wall,
-            "grouping": grouping,
+            **summarize(curve, every, start),
+            **facts,
         }
         self.store.write_cell(self.run_id, cell, mask, metrics, weights)
 
     def _train_group(
-        self, level: int, cells: list[CellKey], engine: Engine, group: Group, capture: int
+        self,
+        level: int,
+        cells: list[CellKey],
+        engine: Engine,
+        group: Group,
+        capture: int,
+        fingerprint: str,
     ) -> tuple[Group, np.ndarray]:
-        """Trains `group` to the end, resuming from and saving checkpoints on the way."""
+        """Trains `group` from its level's start to T, resuming from and saving checkpoints
+        on the way."""
         cfg = self.cfg
-        step, curves = 0, np.zeros((len(cells), 0, len(METRICS)), np.float32)
-        restored = self._load_checkpoint(level, cells, group)
+        step, curves = self.start_step(level), np.zeros((len(cells), 0, len(METRICS)), np.float32)
+        restored = self._load_checkpoint(level, cells, group, fingerprint)
         if restored is not None:
             group, step, curves = restored
         self.progress.level(level, cells, cfg.iterations, step)
@@ -273,7 +326,7 @@ class Runner:
             curves = np.concatenate([curves, np.asarray(metrics)], axis=1)
             step += engine.segment_evals * cfg.eval_every
             if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
-                self._save_checkpoint(level, cells, group, step, curves)
+                self._save_checkpoint(level, cells, group, step, curves, fingerprint)
                 last_save = time.monotonic()
             self.progress.advance(engine.segment_evals * cfg.eval_every)
         self.progress.finish()
@@ -290,34 +343,86 @@ class Runner:
     # -- mid-level checkpoints ----------------------------------------------------------------
 
     def _save_checkpoint(
-        self, level: int, cells: list[CellKey], group: Group, step: int, curves: np.ndarray
+        self,
+        level: int,
+        cells: list[CellKey],
+        group: Group,
+        step: int,
+        curves: np.ndarray,
+        fingerprint: str,
     ) -> None:
-        leaves = jax.device_get(jax.tree.leaves(group))
-        arrays = {f"leaf_{i}": np.asarray(x) for i, x in enumerate(leaves)}
+        """Saves the group's state, each leaf under its pytree path (Adam's mu and nu have
+        equal shapes: positions could swap them unnoticed), with what it started from."""
+        leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(group))[0]
+        arrays = {f"state{jax.tree_util.keystr(path)}": np.asarray(x) for path, x in leaves}
         arrays.update(
-            step=np.asarray(step), curves=curves, cells=np.asarray([str(c.relpath) for c in cells])
+            step=np.asarray(step),
+            curves=curves,
+            cells=np.asarray([str(c.relpath) for c in cells]),
+            inputs=np.asarray(fingerprint),
         )
         atomic.write_npz(self.store.checkpoint_path(self.run_id, level), arrays)
 
     def _load_checkpoint(
-        self, level: int, cells: list[CellKey], like: Group
+        self, level: int, cells: list[CellKey], like: Group, fingerprint: str
     ) -> tuple[Group, int, np.ndarray] | None:
-        """The saved state of this level's group, or None if there is none that fits `like`
-        (another set of cells, or a state of another shape): that level starts afresh."""
+        """The saved state of this level's group, or None to start the level afresh.
+
+        A checkpoint is used only if it holds these cells, every leaf of `like` under its
+        path with its shape and dtype, was saved from these masks and start points (the
+        inputs' `fingerprint`), and its masks equal `like`'s bit for bit with every pruned
+        weight zero. Anything else is stale (the run changed under it, or the file is not
+        lt's): it is discarded with a note.
+        """
         path = self.store.checkpoint_path(self.run_id, level)
         if not path.exists():
             return None
-        leaves, structure = jax.tree.flatten(like)
-        with np.load(path) as saved:
-            names = [f"leaf_{i}" for i in range(len(leaves))]
-            fits = list(saved.get("cells", [])) == [str(c.relpath) for c in cells] and all(
-                name in saved and saved[name].shape == leaf.shape
-                for name, leaf in zip(names, leaves, strict=True)
-            )
-            if not fits:
-                return None
-            restored = [jax.numpy.asarray(saved[name]) for name in names]
-            return (jax.tree.unflatten(structure, restored), int(saved["step"]), saved["curves"])
+        paths_leaves, structure = jax.tree_util.tree_flatten_with_path(like)
+        names = [f"state{jax.tree_util.keystr(p)}" for p, _ in paths_leaves]
+        try:
+            with np.load(path) as saved:
+                stored = {k: saved[k] for k in saved.files}
+        except (OSError, ValueError) as err:
+            return self._discard(path, f"unreadable ({err})")
+        if [str(x) for x in stored.get("cells", [])] != [str(c.relpath) for c in cells]:
+            return self._discard(path, "it holds other cells")
+        if str(stored.get("inputs", "")) != fingerprint:
+            return self._discard(path, "its cells started from other masks or weights")
+        for name, (_, leaf) in zip(names, paths_leaves, strict=True):
+            saved_leaf = stored.get(name)
+            if (
+                saved_leaf is None
+                or saved_leaf.shape != leaf.shape
+                or saved_leaf.dtype != leaf.dtype
+            ):
+                return self._discard(path, f"{name} is missing or of another shape")
+        restored = jax.tree.unflatten(structure, [stored[name] for name in names])
+        fresh_masks = jax.device_get(jax.tree.leaves(like.mask))
+        masks = zip(jax.tree.leaves(restored.mask), fresh_masks, strict=True)
+        if not all(np.array_equal(saved, fresh) for saved, fresh in masks):
+            return self._discard(path, "its masks differ from the level's")
+        try:
+            checks.pruned_are_zero(restored.params, restored.mask, "checkpoint")
+        except LtError:
+            return self._discard(path, "pruned weights in it are not zero")
+        group = jax.tree.map(jax.numpy.asarray, restored)
+        return group, int(stored["step"]), stored["curves"]
+
+    def _discard(self, path: Any, why: str) -> None:
+        self.progress.note(f"note: discarded the checkpoint {path}: {why}; the level starts over")
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _fingerprint(inputs: list[tuple[dict[str, Any], Any, dict[str, Any]]]) -> str:
+    """sha256 of a group's masks and start points, cell by cell, leaf by leaf in path order."""
+    digest = hashlib.sha256()
+    for start, mask, _ in inputs:
+        for tree in (start, mask):
+            for name, leaf in sorted(pruning.flatten(tree).items()):
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
 
 
 def masked(params: Any, mask: Any) -> Any:

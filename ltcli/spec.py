@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ltcli.errors import UsageError
+from ltcli.member import CONTROL_KINDS, parse_controls
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
 
@@ -57,14 +58,29 @@ def parse_duration(value: Any) -> Duration:
     return Duration(int(match.group(1)), match.group(2) or "it")
 
 
+ALWAYS_HASHED = object()
+"""`Field.neutral` of a field that existed from the first schema: always in the run id."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Field:
-    """One spec field: its type, default, and the rule its value must satisfy."""
+    """One spec field: its type, default, the rule its value must satisfy, and how it enters
+    the run descriptor.
+
+    Attributes:
+      neutral: the field's resolved value (durations in iterations, lists as lists) that
+        gives the behaviour from before the field existed; the hashed descriptor leaves the
+        field out at that value, so adding a field never changes stored runs' ids.
+      described: whether the field enters the descriptor as itself (the per-kind prune rates
+        enter as one derived ``rates`` table instead; `ltcli.descriptor`).
+    """
 
     kind: str
     default: Any
     allowed: str
     check: Callable[[Any], bool] = lambda _: True
+    neutral: Any = ALWAYS_HASHED
+    described: bool = True
 
 
 def _between(lo: float, hi: float) -> Callable[[Any], bool]:
@@ -72,11 +88,11 @@ def _between(lo: float, hi: float) -> Callable[[Any], bool]:
 
 
 def _controls_ok(value: str) -> bool:
-    items = [item.split(":") for item in filter(None, value.split(","))]
-    kinds = [item[0] for item in items]
-    return all(
-        len(item) == 2 and item[0] in ("reinit", "random") and item[1].isdigit() for item in items
-    ) and len(set(kinds)) == len(kinds)
+    try:
+        parse_controls(value)
+    except ValueError:
+        return False
+    return True
 
 
 FIELDS: dict[str, Field] = {
@@ -85,11 +101,11 @@ FIELDS: dict[str, Field] = {
     ),
     "data.validation": Field("int", 5000, "an integer >= 1", lambda v: v >= 1),
     "model.name": Field("str", None, "a model name (see `lt run --help`)", bool),
-    "model.dropout": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1),
+    "model.dropout": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
     "train.optimizer": Field("str", "adam", "adam or sgd", lambda v: v in ("adam", "sgd")),
     "train.lr": Field("float", 1.2e-3, "a number > 0", lambda v: v > 0),
-    "train.momentum": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1),
-    "train.weight_decay": Field("float", 0.0, "a number >= 0", lambda v: v >= 0),
+    "train.momentum": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
+    "train.weight_decay": Field("float", 0.0, "a number >= 0", lambda v: v >= 0, 0.0),
     "train.batch_size": Field("int", 60, "an integer > 0", lambda v: v > 0),
     "train.iterations": Field(
         "duration", Duration(50000), "a duration > 0 like 5000it or 40ep", lambda v: v.amount > 0
@@ -97,30 +113,39 @@ FIELDS: dict[str, Field] = {
     "train.eval_every": Field(
         "duration", Duration(100), "a duration > 0 like 100it or 1ep", lambda v: v.amount > 0
     ),
-    "train.warmup": Field("duration", Duration(0), "a duration >= 0 like 10000it"),
-    "train.lr_drops": Field("durations", (), 'a list of durations like ["80ep", "120ep"]'),
+    "train.warmup": Field("duration", Duration(0), "a duration >= 0 like 10000it", neutral=0),
+    "train.lr_drops": Field(
+        "durations", (), 'a list of durations like ["80ep", "120ep"]', neutral=[]
+    ),
     "train.lr_drop_factor": Field("float", 0.1, "a number in (0, 1]", lambda v: 0 < v <= 1),
-    "train.augment": Field("bool", False, "true or false"),
+    "train.augment": Field("bool", False, "true or false", neutral=False),
     "train.seed": Field("int", 0, "an integer >= 0", lambda v: v >= 0),
     "prune.strategy": Field(
         "str", "layerwise", "layerwise or global", lambda v: v in ("layerwise", "global")
     ),
-    "prune.rate": Field("float", 0.2, "a fraction in (0, 1)", _between(0, 1)),
-    "prune.conv_rate": Field("float", None, "a fraction in (0, 1)", _between(0, 1)),
-    "prune.output_rate": Field("float", None, "a fraction in (0, 1)", _between(0, 1)),
-    "prune.exclude": Field("strs", (), 'a list of layer names or patterns like ["fc*"]'),
-    "prune.rewind_iter": Field("duration", Duration(0), "a duration >= 0 like 500it"),
+    "prune.rate": Field("float", 0.2, "a fraction in (0, 1)", _between(0, 1), described=False),
+    "prune.conv_rate": Field(
+        "float", None, "a fraction in (0, 1)", _between(0, 1), described=False
+    ),
+    "prune.output_rate": Field(
+        "float", None, "a fraction in (0, 1)", _between(0, 1), described=False
+    ),
+    "prune.exclude": Field(
+        "strs", (), 'a list of layer names or patterns like ["fc*"]', neutral=[]
+    ),
+    "prune.rewind_iter": Field("duration", Duration(0), "a duration >= 0 like 500it", neutral=0),
     "prune.one_shot": Field(
-        "float", None, "a percent of weights remaining in (0, 100)", _between(0, 100)
+        "float", None, "a percent of weights remaining in (0, 100)", _between(0, 100), None
     ),
     "run.rounds": Field("int", 1, "an integer >= 0", lambda v: v >= 0),
     "run.replicates": Field("int", 1, "an integer >= 1", lambda v: v >= 1),
     "run.controls": Field(
         "str",
         "",
-        "a list like reinit:3,random:1 (kinds reinit and random, each once)",
+        f"a list like reinit:3,random:1 (kinds {' and '.join(CONTROL_KINDS)}, each once)",
         _controls_ok,
     ),
+    "run.deterministic": Field("bool", False, "true or false"),
 }
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
 

@@ -32,21 +32,27 @@ import numpy as np
 from ltcli import atomic, pruning
 from ltcli.descriptor import Descriptor
 from ltcli.errors import LtError, UsageError
+from ltcli.member import TICKET, Member
 
 MANIFEST = "manifest.json"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, order=True)
 class CellKey:
-    """One training job of a run: replicate, level and member (``ticket``, ``reinit-0``...)."""
+    """One training job of a run: replicate, level and member. A member given by its name
+    (``"reinit-0"``) is parsed once, here."""
 
     replicate: int
     level: int
-    member: str = "ticket"
+    member: Member = TICKET
+
+    def __post_init__(self) -> None:
+        if isinstance(self.member, str):
+            object.__setattr__(self, "member", Member.parse(self.member))
 
     @property
     def relpath(self) -> Path:
-        return Path(f"replicate_{self.replicate}", f"level_{self.level}", self.member)
+        return Path(f"replicate_{self.replicate}", f"level_{self.level}", str(self.member))
 
 
 def _sha256(path: Path) -> str:
@@ -202,7 +208,8 @@ class Store:
         return path
 
     def read_metrics(self, run_id: str, cell: CellKey) -> dict[str, Any]:
-        return atomic.read_json(self.cell_dir(run_id, cell) / "metrics.json")
+        """A finished cell's metrics, checked against its manifest like its arrays."""
+        return atomic.read_json(self._verified(run_id, cell, "metrics.json"))
 
     def read_mask(self, run_id: str, cell: CellKey, template: Any) -> Any:
         return unpack_mask(_npz_bytes(self._verified(run_id, cell, "mask.npz")), template)
@@ -216,7 +223,7 @@ class Store:
         for manifest in self.run_dir(run_id).glob(f"replicate_*/level_*/*/{MANIFEST}"):
             member, level, replicate = manifest.parent.parts[-1:-4:-1]
             found.append(CellKey(int(replicate.split("_")[1]), int(level.split("_")[1]), member))
-        yield from sorted(found, key=lambda c: (c.replicate, c.level, c.member))
+        yield from sorted(found)
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:

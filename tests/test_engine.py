@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ltcli import checks, pruning
@@ -177,3 +181,43 @@ def test_learning_rate_warms_up_then_drops_at_absolute_iterations():
     np.testing.assert_allclose(values, [0, 0.05, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-5)
     constant = learning_rate(TrainConfig("adam", 1.2e-3, 60, 50000, 100))
     assert float(constant(0)) == float(constant(49999)) == pytest.approx(1.2e-3)
+
+
+SGD_WARMUP = TrainConfig("sgd", 0.5, batch_size=20, iterations=40, eval_every=10, warmup=30)
+
+
+def test_a_cell_resumed_at_k_continues_the_schedule_and_the_data_stream(data):
+    """Plain SGD has no optimizer state but the schedule's step, so a dense cell restarted
+    from θk at iteration k must land exactly where training straight through lands: same
+    learning rates (the warmup continues from k) and same batches (the stream from k)."""
+    engine = Engine(MODEL, SGD_WARMUP)
+    through, _ = train(
+        engine, start(engine, [0], sparsity=0.0, capture_rewind=True), data, (4,), 20
+    )
+    theta_k = jax.device_get(through.rewind)
+    first = unstack(start(engine, [0], sparsity=0.0), 1)[0]
+    resumed = engine.start(
+        [jax.tree.map(lambda x: x[0], theta_k["params"])],
+        [jax.tree.map(lambda x: x[0], theta_k["batch_stats"])],
+        [first.mask],
+        [first.data_key],
+        start_step=20,
+    )
+    (schedule_state,) = [s for s in resumed.opt_state if isinstance(s, optax.ScaleByScheduleState)]
+    assert int(schedule_state.count[0]) == 20
+    assert float(learning_rate(SGD_WARMUP)(20)) == pytest.approx(0.5 * 20 / 30)
+    resumed, curve = engine.segment(resumed, 20, 2, data)
+    assert curve.shape == (1, 2, 4)
+    for a, b in zip(jax.tree.leaves(through.params), jax.tree.leaves(resumed.params), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_augmentation_pads_the_raw_image_with_black(data):
+    engine = Engine(MODEL, dataclasses.replace(CFG, augment=True))
+    white = data._replace(x_train=jnp.full_like(data.x_train, 255))
+    x = np.asarray(engine.train_inputs(white, jnp.arange(40), jax.random.PRNGKey(3)))
+    mean, std = float(data.mean[0]), float(data.std[0])
+    black, bright = (0 - mean) / std, (255 - mean) / std
+    values = np.unique(x)
+    assert len(values) == 2  # black padding and white pixels; never the mean colour (0.0)
+    np.testing.assert_allclose(values, [black, bright], rtol=1e-5)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltcli import descriptor, launch, runner, spec
+from ltcli import descriptor, launch, plan, runner, spec
 from ltcli.data import Arrays, DataSource
 from ltcli.store import CellKey, Store
 
@@ -68,9 +68,9 @@ def test_two_levels_of_each_preset_complete_and_resume(name: str, tmp_path):
     desc = descriptor.resolve(loaded, source)
     store = Store(tmp_path)
     store.save_run(desc, name, None)
-    runner.Runner(store, desc, source).run(launch.Plan(rounds=1, replicates=1))
+    runner.Runner(store, desc, source).run(plan.Plan(rounds=1, replicates=1))
     first = store.read_metrics(desc.run_id, CellKey(0, 1))["curve"]
-    runner.Runner(store, desc, source).run(launch.Plan(rounds=2, replicates=1))
+    runner.Runner(store, desc, source).run(plan.Plan(rounds=2, replicates=1))
     assert store.read_metrics(desc.run_id, CellKey(0, 1))["curve"] == first  # not retrained
     metrics = store.read_metrics(desc.run_id, CellKey(0, 2))
     assert len(metrics["curve"]["iteration"]) == 2

@@ -77,6 +77,8 @@ def test_compare_a_run_with_itself_shows_zero_deltas(store):
         assert deltas[0::2] == ["-"] * 4  # the first run is the reference
         assert deltas[1::2] == [zero] * 4
     assert column(table, "member") == ["ticket"] * 4 + ["reinit"] * 2 + ["random"] * 2
+    assert column(table, "n") == ["1"] * 8  # one replicate, one control of each kind
+    assert report.DIVERGED_NOTE not in table
 
 
 def test_compare_aligns_levels_and_deltas_are_against_the_first_run(store):
@@ -94,7 +96,8 @@ def test_compare_aligns_levels_and_deltas_are_against_the_first_run(store):
     assert len(beta_acc) == 2  # replicates
     ticket = level1_beta["members"]["ticket"]["early_stop_test_acc"]
     assert ticket["mean"] == pytest.approx(np.mean(beta_acc))
-    assert ticket["std"] == pytest.approx(np.std(beta_acc)) and ticket["n"] == 2
+    assert ticket["std"] == pytest.approx(np.std(beta_acc, ddof=1)) and ticket["n"] == 2
+    assert ticket["diverged"] == 0
     assert ticket["delta"] == pytest.approx(np.mean(beta_acc) - alpha_acc)
     assert "reinit" in level1_alpha["members"] and "reinit" not in level1_beta["members"]
     # The table shows the same numbers, per level, member and run.
@@ -102,6 +105,7 @@ def test_compare_aligns_levels_and_deltas_are_against_the_first_run(store):
     rows = list(zip(*keys, strict=True))
     at = rows.index(("1", "beta", "ticket"))
     assert column(table, "remaining %")[at] == f"{beta_remaining:.1f}"
+    assert column(table, "n")[at] == "2"
     assert column(table, "test acc @ES %")[at] == report.format_stat(report.Stat.of(beta_acc), 100)
     assert column(table, "Δ @ES")[at] == f"{100 * ticket['delta']:+.2f}"
     assert column(table, "Δ @ES")[rows.index(("1", "beta", "reinit"))] == "-"
@@ -122,8 +126,11 @@ def test_export_has_one_typed_row_per_finished_cell(store):
     floats += ["early_stop_test_acc", "early_stop_test_loss", "final_test_acc", "min_val_loss"]
     for name in [*floats, "wall_seconds"]:
         assert frame[name].dtype == np.float64, name
-    for name in ("run_id", "name", "experiment", "dataset", "model", "member"):
+    for name in ("run_id", "name", "experiment", "dataset", "model", "member", "grouping"):
         assert pd.api.types.is_string_dtype(frame[name]), name
+    assert frame["diverged"].dtype == frame["deterministic"].dtype == bool
+    assert not frame["diverged"].any()
+    assert set(frame["grouping"]) <= {"single", "vmap", "serial", "host"}
     row = frame[(frame["name"] == "alpha") & (frame["member"] == "random-0")].iloc[0]
     stored = cells(store, "alpha", level=1, member="random-0")
     assert row["early_stop_test_acc"] == stored[0]["early_stop_test_acc"]  # every digit kept
@@ -249,6 +256,8 @@ def test_show_has_the_controls_early_stop_columns(store):
         assert column(table, f"{kind} early-stop it") == ["-", str(control["early_stop_iter"])]
         acc = f"{100 * control['early_stop_test_acc']:.2f}"
         assert column(table, f"{kind} acc @ES %") == ["-", acc]
+        assert column(table, f"{kind} n") == ["-", "1"]
+    assert column(table, "n") == ["1", "1"]
 
 
 def test_the_levels_table_gives_each_control_kind_its_own_early_stop():
@@ -274,8 +283,10 @@ def test_the_levels_table_gives_each_control_kind_its_own_early_stop():
         ]
     )
     table = report.levels_table(summary)
-    assert column(table, "early-stop it") == ["400 ± 100"]
-    assert column(table, "reinit early-stop it") == ["150 ± 50"]
-    assert column(table, "reinit acc @ES %") == ["91.00 ± 1.00"]
+    # Sample standard deviations (ddof=1), as pandas' .std() gives on the export.
+    assert column(table, "early-stop it") == ["400 ± 141"]
+    assert column(table, "reinit early-stop it") == ["150 ± 71"]
+    assert column(table, "reinit acc @ES %") == ["91.00 ± 1.41"]
     assert column(table, "random early-stop it") == ["400 ± 0"]
-    assert column(table, "random acc @ES %") == ["81.00 ± 1.00"]
+    assert column(table, "random acc @ES %") == ["81.00 ± 1.41"]
+    assert column(table, "n") == column(table, "reinit n") == ["2"]

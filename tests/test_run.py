@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import checks, engine, launch, pruning, runner, spec
+from ltcli import checks, engine, launch, plan, pruning, runner, spec
 from ltcli.cli import cli
 from ltcli.errors import InvariantError
 from ltcli.store import CellKey, Store
@@ -189,7 +189,7 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     class Killed(Exception):
         pass
 
-    class KillAfter(launch.Progress):
+    class KillAfter(plan.Progress):
         def __init__(self):
             self.steps = 0
 
@@ -205,7 +205,7 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     assert not store.is_finished(run_id, CellKey(0, 0))
     resumed = []
 
-    class Watch(launch.Progress):
+    class Watch(plan.Progress):
         def level(self, level, cells, total_steps, start):
             resumed.append(start)
 

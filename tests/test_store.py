@@ -67,7 +67,7 @@ def test_the_store_size_follows_the_footprint_formula(write_spec, tmp_path, real
     )  # M
     assert (params, mask_bytes) == (266610, 33275)
     cells = list(store.finished_cells(run_id))
-    tickets = [c for c in cells if c.member == "ticket"]
+    tickets = [c for c in cells if c.member.is_ticket]
     assert (len(tickets), len(cells) - len(tickets)) == (3, 4)
     evals = 2
     header = 1024  # zip and JSON framing per file, at most
@@ -76,7 +76,7 @@ def test_the_store_size_follows_the_footprint_formula(write_spec, tmp_path, real
         assert (folder / "mask.npz").stat().st_size <= mask_bytes + 3 * header
         assert (folder / "metrics.json").stat().st_size <= 200 * evals + 3 * header
         has_weights = (folder / "weights.npz").exists()
-        assert has_weights == (cell.member == "ticket")
+        assert has_weights == cell.member.is_ticket
         if has_weights:
             size = (folder / "weights.npz").stat().st_size
             assert 4 * params <= size <= 4 * params + 6 * header
