@@ -3,7 +3,8 @@
 Prints one table (figure, lt's value, target, met?) and writes it to ``results/bench.json``.
 Models train on synthetic data of the real shapes (speed does not depend on pixel values),
 so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
-skipped without it. Run as ``python -m ltcli.bench [--quick] [--only lenet|conv|smoke]``.
+skipped without it. Run as
+``python -m ltcli.bench [--quick] [--only lenet|deterministic|conv|smoke]``.
 """
 
 from __future__ import annotations
@@ -77,11 +78,12 @@ def throughput(
     grouping: str,
     evals: int,
     repeats: int = 3,
+    deterministic: bool = False,
 ) -> tuple[float, float]:
     """(compile-and-first-call seconds, cell-steps per second) of `cells` cells trained
     together for `evals` evaluation periods per call: the fastest of `repeats` timed calls
     after a warm-up call (a shared machine's noise only ever slows a call down)."""
-    engine = Engine(models.create(model_name, 10), cfg, grouping, evals)
+    engine = Engine(models.create(model_name, 10), cfg, grouping, evals, deterministic)
     group = dense_group(engine, shape, cells)
     started = time.perf_counter()
     group, metrics = engine.segment(group, 0, evals, data)
@@ -191,6 +193,27 @@ def lenet_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def deterministic_rows(quick: bool) -> list[Row]:
+    """What ``--deterministic`` costs for LeNet: each cell as its own one-cell program in a
+    loop (``serial``, a lone cell too), against the default (a lone cell's own program;
+    groups vmapped)."""
+    on_gpu = jax.default_backend() == "gpu"
+    data = to_device(synthetic((28, 28, 1), 60000, 10000), 5000)
+    cfg = TrainConfig("adam", 1.2e-3, 60, 50000, 100)
+    periods = 50 if on_gpu else (2 if quick else 5)
+    rows = []
+    for cells in (1, 25) if on_gpu else (1, 5):
+        shape = (28, 28, 1)
+        _, fast = throughput("lenet300", cfg, data, shape, cells, "vmap", periods)
+        _, exact = throughput("lenet300", cfg, data, shape, cells, "serial", periods, 3, True)
+        rows += [
+            Row(f"LeNet, {cells} cells, --deterministic", exact, "cell-steps/s"),
+            Row("  default (vmap / lone program), same work", fast, "cell-steps/s"),
+            Row("  deterministic / default", exact / fast, "x"),
+        ]
+    return rows
+
+
 def conv_rows(quick: bool) -> list[Row]:
     """Training steps/s of Conv-2 and ResNet-20 at the paper's batch sizes: one cell alone,
     then each of two cells with the grouping the engine picks and with the other. The
@@ -258,6 +281,7 @@ def _number(value: float | None) -> str:
 
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "lenet": lenet_rows,
+    "deterministic": deterministic_rows,
     "conv": conv_rows,
     "smoke": lambda quick: smoke_rows(),
 }

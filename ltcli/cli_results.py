@@ -103,9 +103,11 @@ def export(
     Columns: run_id, name, experiment, dataset, model, replicate, level, member,
     percent_remaining, remaining_<layer> (% of each prunable layer), early_stop_iter,
     early_stop_test_acc, early_stop_test_loss, final_test_acc, final_test_loss,
-    min_val_loss, iterations, wall_seconds, diverged (the loss became NaN or inf: leave
-    such rows out of means), grouping (single, vmap, serial, host: how the cell's group
-    trained), deterministic. Accuracies are fractions, percentages 0-100.
+    min_val_loss, start_iteration (k for a cell rewound to iteration k, else 0),
+    iterations (where training ended, T), wall_seconds, diverged (the loss became NaN or
+    inf: leave such rows out of means), grouping (single, vmap, serial, host: how the
+    cell's group trained), deterministic. Accuracies are fractions, percentages 0-100;
+    iterations are on the run's 0..T axis. NaN is null in JSON.
     With --curves: run_id, replicate, level, member, percent_remaining, iteration,
     val_loss, val_acc, test_loss, test_acc.
     """

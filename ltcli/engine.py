@@ -405,11 +405,16 @@ class Engine:
             return "single"
         return self.grouping
 
-    def first_batch(self, data_key: jax.Array, step0: int, n: int) -> np.ndarray:
-        """The example indices of a cell's batch at iteration `step0` (what its first step
-        trains on): the same function the training loop draws its batches with."""
-        order_key = jax.random.fold_in(jnp.asarray(data_key), 0)
-        return np.asarray(batch_indices(order_key, step0, 1, self.cfg.batch_size, n)[0])
+    @partial(jax.jit, static_argnums=(0, 3))
+    def first_batches(self, data_keys: jax.Array, step0: jax.Array, n: int) -> jax.Array:
+        """The example indices of each cell's batch at iteration `step0` (what its first
+        step trains on), shape (cells, batch): drawn as the training loop draws them."""
+
+        def one(key: jax.Array) -> jax.Array:
+            order_key = jax.random.fold_in(key, 0)
+            return batch_indices(order_key, step0, 1, self.cfg.batch_size, n)[0]
+
+        return jax.vmap(one)(data_keys)
 
     # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
 

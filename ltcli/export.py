@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from typing import Any
 
 from ltcli import report
@@ -30,6 +31,7 @@ SUMMARY_COLUMNS = (
     "final_test_acc",
     "final_test_loss",
     "min_val_loss",
+    "start_iteration",
     "iterations",
     "wall_seconds",
 )
@@ -91,7 +93,8 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     for run_id, metrics in cells:
         row = dict.fromkeys(columns)
         row.update(runs[run_id])
-        row.update({c: metrics[c] for c in CELL_COLUMNS + SUMMARY_COLUMNS})
+        row.update({c: metrics[c] for c in CELL_COLUMNS + SUMMARY_COLUMNS if c in metrics})
+        row["start_iteration"] = metrics.get("start_iteration", 0)  # older cells: all from 0
         for layer, (kept, total) in metrics["layers"].items():
             row[layer_column(layer)] = 100.0 * kept / total
         row.update(training_fields(metrics))
@@ -125,8 +128,13 @@ def to_csv(columns: list[str], rows: list[Row]) -> str:
 
 
 def to_json(rows: list[Row]) -> str:
-    """A JSON array of row objects, one per line."""
-    return "[\n" + ",\n".join(json.dumps(row) for row in rows) + "\n]\n"
+    """A JSON array of row objects, one per line; a NaN or infinite number (a diverged cell's
+    loss) is null, since strict JSON has no such numbers."""
+    return "[\n" + ",\n".join(json.dumps(_strict(row)) for row in rows) + "\n]\n"
+
+
+def _strict(row: Row) -> Row:
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 def export(store: Store, run_ids: list[str], fmt: str = "csv", curves: bool = False) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ltcli.descriptor import outdated
 from ltcli.store import Store
 
 SUMMARY_FIELDS = ("early_stop_iter", "early_stop_test_acc", "final_test_acc")
@@ -270,6 +271,8 @@ def run_text(store: Store, run_id: str) -> str:
     meta = store.meta(run_id)
     names = ", ".join(meta.get("names", [])) or "-"
     lines = [f"run {run_id}", f"experiment {meta.get('experiment', '?')}   name {names}"]
+    if why := outdated(record):
+        lines.append(f"note: {why}; a spec now makes a new run")
     for section, fields in record["full"].items():
         if isinstance(fields, dict):
             text = "  ".join(f"{k}={v}" for k, v in fields.items())

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ltcli import atomic, checks, data, models, pruning
@@ -259,10 +260,12 @@ class Runner:
             "deterministic": engine.deterministic,
             "first_learning_rate": float(learning_rate(self.cfg)(start_step)),
         }
-        for cell, row, curve, (_, mask, _), key in zip(
-            cells, rows, curves, inputs, keys, strict=True
+        batches = engine.first_batches(
+            jnp.stack(keys), jnp.asarray(start_step, jnp.int32), self.data.y_train.shape[0]
+        )
+        for cell, row, curve, (_, mask, _), batch in zip(
+            cells, rows, curves, inputs, np.asarray(batches), strict=True
         ):
-            batch = engine.first_batch(key, start_step, self.data.y_train.shape[0])
             facts = {**recorded, "first_batch": batch.tolist()}
             self._store_cell(cell, row, mask, curve, start_step, facts)
         self.store.clear_checkpoint(self.run_id, level)

@@ -142,3 +142,13 @@ def test_same_files_in_two_places_give_one_content_id(tmp_path: Path, real_data)
             shutil.copyfileobj(src, dst)
     assert idx.locate(dataset, gz).content_id == idx.locate(dataset, raw).content_id
     assert idx.locate(dataset, gz).content_id in idx.KNOWN_CONTENT
+
+
+def test_a_one_shot_target_below_the_excluded_layers_is_bad_input():
+    cifar = DataSource("cifar10", "0" * 64, 50000, (32, 32, 3), 10, "x", loader=lambda: None)
+    resnet = spec.load("cifar10-resnet20")
+    # ResNet-20 keeps its output layer (640) and shortcuts (2,560) of 270,896 dense: 1.18%.
+    with pytest.raises(UsageError, match=r"prune.one_shot: 1.0 .* lowest reachable is 1.182"):
+        descriptor.resolve(spec.apply_overrides(resnet, {"prune.one_shot": 1.0}), cifar)
+    reachable = spec.apply_overrides(resnet, {"prune.one_shot": 1.2})
+    assert descriptor.resolve(reachable, cifar)["prune.one_shot"] == 1.2

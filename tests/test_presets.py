@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltcli import descriptor, launch, plan, runner, spec
+from ltcli import descriptor, plan, runner, spec
 from ltcli.data import Arrays, DataSource
 from ltcli.store import CellKey, Store
 
