@@ -110,6 +110,15 @@ def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.
     "trains alone or in any group (on this device and JAX version); slower on a GPU, where "
     "vmap is given up. Not part of the run id. Default: the spec's run.deterministic.",
 )
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="When stderr is not a terminal (a log file, a batch scheduler), print a progress "
+    "line this often.",
+)
 @click.option("--name", help="A human alias for the run (not part of the run id).")
 @click.option(
     "--grouping",
@@ -133,6 +142,7 @@ def run(
     store: Path | None,
     data_dir: Path | None,
     grouping: str,
+    progress_every: float,
     **flags: Any,
 ) -> None:
     """Run, resume or extend the experiment EXPERIMENT.
@@ -146,7 +156,7 @@ def run(
     if loaded["model.name"] in models.ALIASES:
         click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
     target = Store(store or default_store())
-    progress = CliProgress(loaded["run.rounds"])
+    progress = CliProgress(loaded["run.rounds"], progress_every)
     run_id = launch.run(
         loaded, target, data_dir=data_dir, name=name, progress=progress, grouping=grouping
     )

@@ -21,8 +21,8 @@ def _clock(seconds: float) -> str:
 class CliProgress(Progress):
     """Progress on stderr: a live line on a terminal, one line per level otherwise."""
 
-    def __init__(self, total_levels: int):
-        self.total_levels = total_levels
+    def __init__(self, total_levels: int, every: float = 60.0):
+        self.total_levels, self.every = total_levels, every
         self.live = sys.stderr.isatty()
 
     def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
