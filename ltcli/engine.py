@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -265,16 +266,18 @@ class Engine:
         masks: list[Mask],
         keys: list,
         capture_rewind: bool = False,
-        start_step: int = 0,
+        start_step: int | Sequence[int] = 0,
     ) -> Group:
         """Stacks the starting points of cells into a group, with fresh optimizer state whose
-        schedule is at `start_step` (the iteration the cells start at; see `at_step`).
+        schedule is at `start_step` (one for all cells or one per cell: the iteration a cell
+        starts at, or T for one that fine-tunes at the final learning rate; see `at_step`).
 
         `params` must already be masked (pruned weights zero). With `capture_rewind`, the
         group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
         """
         stacked = stack_host(params)
-        opt_state = self._init_opt_state(stacked, jnp.asarray(start_step, jnp.int32))
+        steps = np.broadcast_to(np.asarray(start_step, np.int32), (len(params),))
+        opt_state = self._init_opt_state(stacked, jnp.asarray(steps))
         stats = stack_host(batch_stats)
         rewind = None
         if capture_rewind:
@@ -304,6 +307,12 @@ class Engine:
             new_stats = batch_stats
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, new_stats
+
+    def evaluate_test(self, params: Params, batch_stats: Any, data: DeviceData) -> jax.Array:
+        """Test loss and accuracy of one (unstacked) network."""
+        return jnp.stack(
+            self._evaluate(params, batch_stats, data, data.x_test, data.y_test, data.w_test)
+        )
 
     def _evaluate(self, params, batch_stats, data: DeviceData, x, y, w):
         def one(batch):

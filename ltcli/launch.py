@@ -28,6 +28,24 @@ def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.
     return desc, source
 
 
+def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
+    """The cells `spec`'s ``[run]`` section asks for, spawn points in iterations.
+
+    Raises:
+      UsageError: a spawn point that is not a multiple of the evaluation period below T.
+    """
+    train_size = source.train_size - desc["data.validation"]
+    batch, every, end = desc["train.batch_size"], desc["train.eval_every"], desc["train.iterations"]
+    spawn = sorted({d.iterations(train_size, batch) for d in spec["run.spawn"]})
+    bad = [k for k in spawn if k >= end or k % every]
+    if bad:
+        raise UsageError(
+            f"run.spawn: each must be a multiple of train.eval_every ({every}) below "
+            f"train.iterations ({end}); got {bad}"
+        )
+    return Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"], tuple(spawn))
+
+
 def run(
     spec: Spec,
     store: Store,
@@ -52,8 +70,8 @@ def run(
             "(serial or host); drop --grouping or --deterministic"
         )
     desc, source = prepare(spec, data_dir)
+    plan = plan_of(spec, desc, source)
     store.save_run(desc, spec.experiment, name)
-    plan = Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"])
     with store.lock(desc.run_id):
         if plan.anything_left(store, desc.run_id):
             if deterministic:

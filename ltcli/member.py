@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 
-CONTROL_KINDS = ("reinit", "random")
-"""Control kinds, in the order a level lists them. ``reinit``: the ticket's mask with a fresh
-initialization; ``random``: a random mask with the ticket's per-layer counts, from θ0 (θk)."""
+CONTROL_KINDS = ("reinit", "random", "stability")
+"""Control kinds of a pruned level, in the order it lists them. ``reinit``: the ticket's mask
+with a fresh initialization; ``random``: a random mask with the ticket's per-layer counts,
+from θ0 (θk); ``stability``: a copy of the ticket (same start, same mask) trained with
+another data order, for instability analysis (Frankle et al. 2020)."""
+
+SPAWN = "spawn"
+"""The dense level's copies for instability analysis: ``spawn-<k>`` follows the dense
+ticket's data order to iteration k, then another one to T."""
+
+PAIRED_KINDS = ("stability", SPAWN)
+"""Members whose instability against the level's ticket is measured."""
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -30,7 +39,7 @@ class Member:
         if name == "ticket":
             return cls()
         kind, sep, index = name.rpartition("-")
-        if not sep or kind not in CONTROL_KINDS or not index.isdigit():
+        if not sep or kind not in (*CONTROL_KINDS, SPAWN) or not index.isdigit():
             raise ValueError(f"not a member name: {name!r}")
         return cls(kind, int(index))
 
@@ -60,9 +69,10 @@ def parse_controls(text: str) -> dict[str, int]:
     return counts
 
 
-def level_members(controls: str, level: int) -> list[Member]:
-    """The ticket, then each control asked for (none at the dense level 0)."""
+def level_members(controls: str, level: int, spawn: tuple[int, ...] = ()) -> list[Member]:
+    """The ticket, then each control asked for at a pruned level, or each spawn point's copy
+    at the dense level 0."""
     if level == 0:
-        return [TICKET]
+        return [TICKET, *(Member(SPAWN, k) for k in sorted(set(spawn)))]
     counts = parse_controls(controls)
     return [TICKET, *(Member(k, i) for k in CONTROL_KINDS for i in range(counts.get(k, 0)))]

@@ -30,14 +30,15 @@ class Progress:
 @dataclasses.dataclass
 class Plan:
     """Levels 0..rounds for each replicate, with the controls string's cells at each pruned
-    level."""
+    level and a copy of the dense network for each spawn iteration at level 0."""
 
     rounds: int
     replicates: int
     controls: str = ""
+    spawn: tuple[int, ...] = ()
 
     def cells(self, level: int) -> list[CellKey]:
-        members = level_members(self.controls, level)
+        members = level_members(self.controls, level, self.spawn)
         return [CellKey(r, level, m) for r in range(self.replicates) for m in members]
 
     def unfinished(self, store: Store, run_id: str, level: int) -> list[CellKey]:

@@ -38,7 +38,8 @@ from ltcli.engine import (
 )
 from ltcli.errors import LtError
 from ltcli.grouping import pick as pick_grouping
-from ltcli.member import CONTROL_KINDS
+from ltcli.interpolation import path
+from ltcli.member import CONTROL_KINDS, PAIRED_KINDS, SPAWN
 from ltcli.plan import Plan, Progress
 from ltcli.store import CellKey, Store
 
@@ -82,20 +83,26 @@ class Runner:
         self._engine: Engine | None = None
         self._data: DeviceData | None = None
         self._tickets: dict[tuple[int, int], Any] = {}
+        self._spawn: tuple[int, ...] = ()
 
     # -- lazily built: a run with nothing to train loads no data and compiles nothing --------
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            every = self.cfg.eval_every
-            # Periods per call divide every level's length (T, and T - k when rewound to k),
-            # so all levels run one compiled program.
-            evals = math.gcd(self.cfg.iterations // every, self.start_step(1) // every)
-            per_call = max(1, SEGMENT_ITERATIONS // every)
-            segment = max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
+            segment = self._segment_evals((self.start_step(1),))
             self._engine = Engine(self.model, self.cfg, "vmap", segment, self.deterministic)
         return self._engine
+
+    def _segment_evals(self, boundaries: tuple[int, ...]) -> int:
+        """Evaluation periods per jitted call: at most `SEGMENT_ITERATIONS` iterations, and a
+        divisor of every stretch between T and the iterations in `boundaries` (a level's
+        start k, spawn points), so every level runs one compiled program and every spawn
+        point falls between two calls."""
+        every = self.cfg.eval_every
+        evals = math.gcd(self.cfg.iterations // every, *(b // every for b in boundaries))
+        per_call = max(1, SEGMENT_ITERATIONS // every)
+        return max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
 
     @property
     def data(self) -> DeviceData:
@@ -104,9 +111,25 @@ class Runner:
         return self._data
 
     def _key(self, stream: int, replicate: int) -> jax.Array:
-        """The key of a replicate's initialization (stream 0) or data order (stream 1)."""
+        """The key of a replicate's initialization (stream 0), data order (stream 1), or the
+        other data orders of its stability copies (2) and spawned copies (3)."""
         root = jax.random.PRNGKey(self.desc["train.seed"])
         return jax.random.fold_in(jax.random.fold_in(root, stream), replicate)
+
+    def data_key(self, cell: CellKey) -> jax.Array:
+        """The key of a cell's data order and per-step noise: the replicate's, except for a
+        stability copy (its own from the start). A spawned copy starts with the replicate's
+        and switches at its spawn point (`key_switch`)."""
+        if cell.member.kind == "stability":
+            return jax.random.fold_in(self._key(2, cell.replicate), cell.member.index)
+        return self._key(1, cell.replicate)
+
+    def key_switch(self, cell: CellKey) -> tuple[int, jax.Array] | None:
+        """(iteration, key) at which a spawned copy leaves the dense ticket's data order."""
+        if cell.member.kind != SPAWN:
+            return None
+        k = cell.member.index
+        return k, jax.random.fold_in(self._key(3, cell.replicate), k)
 
     # -- starting points ----------------------------------------------------------------------
 
@@ -114,6 +137,19 @@ class Runner:
         """The iteration a level's cells start at: 0 for the dense level, else the rewind
         iteration k (0 without late rewinding). Every cell trains to T."""
         return self.desc["prune.rewind_iter"] if level > 0 else 0
+
+    def _retrains(self, cell: CellKey) -> bool:
+        """Whether a cell follows the run's retraining mode: a pruned level's ticket and its
+        stability copies. Controls keep the 2019 definitions (weights and schedule rewound)."""
+        return cell.level > 0 and cell.member.kind in ("ticket", "stability")
+
+    def schedule_step(self, cell: CellKey) -> int:
+        """Where a cell's learning-rate schedule starts: at its first iteration, or at T for a
+        fine-tuned one, whose every step then takes the schedule's final learning rate
+        (Renda, Frankle & Carbin 2020)."""
+        if self._retrains(cell) and self.desc["prune.retrain"] == "finetune":
+            return self.cfg.iterations
+        return self.start_step(cell.level)
 
     def _fresh(self, key: jax.Array) -> dict[str, Any]:
         params, stats = self.engine.init(key, self.source.image_shape)
@@ -175,9 +211,16 @@ class Runner:
         return self.strategy.prune(trained, mask)
 
     def cell_inputs(self, cell: CellKey) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-        """(start variables, mask, rewind variables) of a cell; start = rewind under mask."""
+        """(start variables, mask, starting point) of a cell; start = point under mask.
+
+        The point is the rewind point (θ0, or θk), except for a pruned level's ticket and
+        stability copies under ``lr-rewind`` and ``finetune``: the previous level's trained
+        ticket (Renda, Frankle & Carbin 2020, "Comparing Rewinding and Fine-tuning in Neural
+        Network Pruning"; open_lth has neither mode)."""
         mask = self.ticket_mask(cell.replicate, cell.level)
         point = self.rewind_point(cell.replicate, cell.level)
+        if self._retrains(cell) and self.desc["prune.retrain"] != "rewind":
+            point = self.store.read_trained(self.run_id, CellKey(cell.replicate, cell.level - 1))
         if cell.member.kind == "reinit":
             key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
             point = self._fresh(key)
@@ -189,12 +232,14 @@ class Runner:
     # -- training ----------------------------------------------------------------------------
 
     def run(self, plan: Plan) -> None:
-        """Trains every unfinished cell of `plan`, level by level.
+        """Trains every unfinished cell of `plan`, level by level (spawned copies of the dense
+        network with level 0).
 
         Raises:
           DivergedError: after everything else trained, when a replicate's ticket diverged
             and later levels of it were asked for (they are left untrained).
         """
+        self._spawn = plan.spawn
         stopped: dict[int, DivergedError] = {}
         for level in range(plan.rounds + 1):
             todo = [
@@ -224,9 +269,11 @@ class Runner:
         for label, (start, mask, _) in zip(labels, inputs, strict=True):
             expected = self.strategy.expected_counts(start["params"], level)
             checks.counts(self.strategy.actual_counts(start["params"], mask), expected, label)
+        self._check_copies_start_as_their_tickets(cells, inputs, labels)
         capture = self.desc["prune.rewind_iter"] if level == 0 else 0
         start_step = self.start_step(level)
-        keys = [self._key(1, c.replicate) for c in cells]
+        keys = [self.data_key(c) for c in cells]
+        schedule = [self.schedule_step(c) for c in cells]
 
         def fresh_group() -> Group:
             return self.engine.start(
@@ -235,12 +282,15 @@ class Runner:
                 [m for _, m, _ in inputs],
                 keys,
                 capture_rewind=bool(capture),
-                start_step=start_step,
+                start_step=schedule,
             )
 
         engine = self._grouped_engine(len(cells), fresh_group)
+        if level == 0 and self._spawn:
+            segment = self._segment_evals((self.start_step(1), *self._spawn))
+            engine = dataclasses.replace(engine, segment_evals=segment)
         group = fresh_group()
-        # What the engine really starts from must be the rewind point under the mask.
+        # What the engine really starts from must be the starting point under the mask.
         for label, row, (_, mask, point) in zip(
             labels, unstack(group, len(cells)), inputs, strict=True
         ):
@@ -258,17 +308,55 @@ class Runner:
             "wall_seconds": wall,
             "grouping": engine.recorded_grouping(len(cells)),
             "deterministic": engine.deterministic,
-            "first_learning_rate": float(learning_rate(self.cfg)(start_step)),
         }
         batches = engine.first_batches(
             jnp.stack(keys), jnp.asarray(start_step, jnp.int32), self.data.y_train.shape[0]
         )
-        for cell, row, curve, (_, mask, _), batch in zip(
-            cells, rows, curves, inputs, np.asarray(batches), strict=True
+        paths = self._instabilities(engine, cells, rows, inputs)
+        for i, (cell, row, curve, (_, mask, _)) in enumerate(
+            zip(cells, rows, curves, inputs, strict=True)
         ):
-            facts = {**recorded, "first_batch": batch.tolist()}
+            facts = {
+                **recorded,
+                "first_learning_rate": float(learning_rate(self.cfg)(schedule[i])),
+                "first_batch": np.asarray(batches[i]).tolist(),
+                **({"instability": paths[cell]} if cell in paths else {}),
+                **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
+            }
             self._store_cell(cell, row, mask, curve, start_step, facts)
         self.store.clear_checkpoint(self.run_id, level)
+
+    def _check_copies_start_as_their_tickets(
+        self, cells: list[CellKey], inputs: list[tuple], labels: list[str]
+    ) -> None:
+        """A stability or spawned copy must start bit-identical to its ticket (same weights,
+        same mask); only its data order may differ."""
+        for cell, (start, mask, _), label in zip(cells, inputs, labels, strict=True):
+            if cell.member.kind in PAIRED_KINDS:
+                ticket_start, ticket_mask, _ = self.cell_inputs(CellKey(cell.replicate, cell.level))
+                checks.rewound(start["params"], ticket_start["params"], ticket_mask, label)
+                checks.rewound(mask, ticket_mask, None, f"{label} mask")
+
+    def _instabilities(
+        self, engine: Engine, cells: list[CellKey], rows: list[Group], inputs: list[tuple]
+    ) -> dict[CellKey, dict[str, Any]]:
+        """The error path from each stability or spawned copy's ticket to the copy (see
+        `ltcli.interpolation`); the ticket is in this group or already stored."""
+        trained = {
+            cell: {"params": row.params, "batch_stats": row.batch_stats}
+            for cell, row in zip(cells, rows, strict=True)
+        }
+        out = {}
+        for cell, (_, mask, _) in zip(cells, inputs, strict=True):
+            if cell.member.kind not in PAIRED_KINDS:
+                continue
+            ticket = CellKey(cell.replicate, cell.level)
+            partner = trained.get(ticket) or self.store.read_trained(self.run_id, ticket)
+            out[cell] = {
+                "partner": "ticket",
+                **path(engine, partner, trained[cell], mask, self.data),
+            }
+        return out
 
     def _store_cell(
         self,
@@ -322,7 +410,11 @@ class Runner:
         self.progress.level(level, cells, cfg.iterations, step)
         last_save = time.monotonic()
         data_on_device = self.data
+        switches = [(i, s) for i, c in enumerate(cells) if (s := self.key_switch(c))]
         while step < cfg.iterations:
+            for i, (at, key) in switches:
+                if step == at:  # a spawned copy leaves the ticket's data order here
+                    group = group._replace(data_key=group.data_key.at[i].set(key))
             group, metrics = engine.segment(
                 group, step, engine.segment_evals, data_on_device, capture
             )

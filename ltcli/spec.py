@@ -58,6 +58,11 @@ def parse_duration(value: Any) -> Duration:
     return Duration(int(match.group(1)), match.group(2) or "it")
 
 
+RETRAIN_MODES = ("rewind", "lr-rewind", "finetune")
+"""How a pruned level retrains (Renda, Frankle & Carbin 2020): weights and schedule rewound
+to iteration k; the previous level's trained weights with the schedule replayed from k; or
+those weights trained T - k more steps at the schedule's final learning rate."""
+
 ALWAYS_HASHED = object()
 """`Field.neutral` of a field that existed from the first schema: always in the run id."""
 
@@ -134,6 +139,13 @@ FIELDS: dict[str, Field] = {
         "strs", (), 'a list of layer names or patterns like ["fc*"]', neutral=[]
     ),
     "prune.rewind_iter": Field("duration", Duration(0), "a duration >= 0 like 500it", neutral=0),
+    "prune.retrain": Field(
+        "str",
+        "rewind",
+        "rewind, lr-rewind or finetune",
+        lambda v: v in RETRAIN_MODES,
+        "rewind",
+    ),
     "prune.one_shot": Field(
         "float", None, "a percent of weights remaining in (0, 100)", _between(0, 100), None
     ),
@@ -146,6 +158,11 @@ FIELDS: dict[str, Field] = {
         _controls_ok,
     ),
     "run.deterministic": Field("bool", False, "true or false"),
+    "run.spawn": Field(
+        "durations",
+        (),
+        'iterations of the dense network to spawn copies at, like ["0it", "500it"]',
+    ),
 }
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
 

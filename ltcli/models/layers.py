@@ -16,5 +16,6 @@ Dense = partial(nn.Dense, kernel_init=nn.initializers.glorot_normal())
 Conv = partial(
     nn.Conv, kernel_size=(3, 3), padding="SAME", kernel_init=nn.initializers.glorot_normal()
 )
-# Batch norm as in PyTorch (momentum 0.1 there: the share of the new batch statistics).
-BatchNorm = partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+BN_MOMENTUM = 0.9
+"""Batch norm as in PyTorch (momentum 0.1 there: the share of the new batch statistics)."""
+BatchNorm = partial(nn.BatchNorm, momentum=BN_MOMENTUM, epsilon=1e-5)

@@ -1,0 +1,94 @@
+"""Instability analysis: test error along the straight line between two trained networks.
+
+Frankle, Dziugaite, Roy & Carbin, "Linear Mode Connectivity and the Lottery Ticket
+Hypothesis" (ICML 2020): two copies of a network, trained from the same state with different
+SGD noise (data order, augmentation, dropout), are *stable* when the error does not rise on
+the line between them. Instability is the highest test error on the path minus the mean of
+the two ends' errors; the paper counts a network stable when that is within 2 points.
+(open_lth's public code has no instability analysis; this follows the paper's definition.)
+
+Every point of the path is evaluated in one jitted program, vmapped over the points. The two
+networks share a mask (a ticket and its copy), and every interpolated network is masked.
+Batch norm: running statistics do not interpolate meaningfully, so at each point they are
+recomputed from `BN_EXAMPLES` fixed training examples in one forward pass in training mode
+(the statistics of that batch), as is usual for mode-connectivity evaluations.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltcli.base import Mask, Params
+from ltcli.engine import DeviceData, Engine
+from ltcli.models.layers import BN_MOMENTUM
+
+POINTS = 31
+"""Evenly spaced points on the path, both ends included (the paper evaluates 30)."""
+BN_EXAMPLES = 1000
+"""Training examples whose statistics a batch-normalized network uses at each point."""
+
+
+def interpolate(a: Params, b: Params, mask: Mask, alpha: jax.Array) -> Params:
+    """``mask * ((1 - alpha) a + alpha b)``: the network at `alpha` of the path from a to b."""
+    return jax.tree.map(lambda x, y, m: m * ((1 - alpha) * x + alpha * y), a, b, mask)
+
+
+def _batch_statistics(engine: Engine, params: Params, stats: Any, data: DeviceData) -> Any:
+    """The batch-norm statistics of `params` on the first `BN_EXAMPLES` training examples.
+
+    Flax updates running statistics as ``m * old + (1 - m) * batch``; from zeros, one
+    training-mode pass gives ``(1 - m) * batch``, which is rescaled to the batch's own."""
+    count = min(BN_EXAMPLES, data.y_train.shape[0])
+    x = (data.x_train[:count].astype(jnp.float32) - data.mean) / data.std
+    zeros = jax.tree.map(jnp.zeros_like, stats)
+    _, updates = engine.model.apply(
+        {"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"]
+    )
+    return jax.tree.map(lambda s: s / (1 - BN_MOMENTUM), updates["batch_stats"])
+
+
+@partial(jax.jit, static_argnums=(0, 7))
+def _path(engine, params_a, stats_a, params_b, stats_b, mask, data, points):
+    alphas = jnp.linspace(0.0, 1.0, points)
+
+    def at(alpha):
+        params = interpolate(params_a, params_b, mask, alpha)
+        stats = stats_a
+        if jax.tree.leaves(stats_a):
+            stats = _batch_statistics(engine, params, stats_a, data)
+        return engine.evaluate_test(params, stats, data)
+
+    return alphas, jax.vmap(at)(alphas)
+
+
+def path(
+    engine: Engine,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    mask: Mask,
+    data: DeviceData,
+    points: int = POINTS,
+) -> dict[str, Any]:
+    """Test loss and error at `points` evenly spaced points from network `a` to network `b`
+    (each ``{"params", "batch_stats"}``, host or device arrays) under `mask`.
+
+    Returns:
+      ``{"alpha", "test_loss", "test_error", "instability"}``: lists over the points, and the
+      highest error on the path minus the mean of the two ends' errors (errors in [0, 1]).
+    """
+    alphas, metrics = _path(
+        engine, a["params"], a["batch_stats"], b["params"], b["batch_stats"], mask, data, points
+    )
+    metrics = np.asarray(metrics, np.float64)
+    error = 1.0 - metrics[:, 1]
+    return {
+        "alpha": np.asarray(alphas, np.float64).tolist(),
+        "test_loss": metrics[:, 0].tolist(),
+        "test_error": error.tolist(),
+        "instability": float(error.max() - (error[0] + error[-1]) / 2),
+    }
