@@ -36,6 +36,9 @@ SUMMARY_COLUMNS = (
     "wall_seconds",
 )
 TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
+INSTABILITY_COLUMNS = ("spawn_iteration", "instability")
+"""A stability or spawned copy's spawn point (dense copies) and its instability against its
+ticket (highest test error on the linear path minus the mean of the ends, a fraction)."""
 CURVE_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 CURVE_COLUMNS = ("run_id", *CELL_COLUMNS, "iteration", *CURVE_METRICS)
 
@@ -87,7 +90,7 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     cells = _cells(store, run_ids)
     layers = list(dict.fromkeys(layer for _, m in cells for layer in m["layers"]))
     columns = [*RUN_COLUMNS, *CELL_COLUMNS, *map(layer_column, layers), *SUMMARY_COLUMNS]
-    columns += TRAINING_COLUMNS
+    columns += [*TRAINING_COLUMNS, *INSTABILITY_COLUMNS]
     runs = {run_id: _run_fields(store, run_id) for run_id in run_ids}
     rows = []
     for run_id, metrics in cells:
@@ -98,6 +101,8 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
         for layer, (kept, total) in metrics["layers"].items():
             row[layer_column(layer)] = 100.0 * kept / total
         row.update(training_fields(metrics))
+        row["spawn_iteration"] = metrics.get("spawn_iteration")
+        row["instability"] = metrics.get("instability", {}).get("instability")
         rows.append(row)
     return columns, rows
 

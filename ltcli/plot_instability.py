@@ -1,0 +1,118 @@
+"""``lt plot --instability``: instability analysis figures (Frankle et al. 2020, Figures 2-4
+style), drawn headless like `ltcli.plot`.
+
+Panels, as the runs have data for them:
+
+* test error along the linear path between a ticket and its copy (x: interpolation
+  coefficient), mean over replicates: one curve per pruned level (stability copies) and one
+  per spawn iteration of the dense network;
+* instability (highest error on the path minus the mean of the ends, in percentage points)
+  against % of weights remaining, one point per level (stability copies);
+* instability against the spawn iteration k (dense copies), log-scaled when k spans decades.
+
+Error bars are ± one sample standard deviation over replicates and copies.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+from matplotlib import ticker
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ltcli import report
+from ltcli.errors import UsageError
+from ltcli.store import Store
+
+STABLE_POINTS = 2.0
+"""The paper's threshold: a network is stable when its instability is within 2 points."""
+
+
+def paths(store: Store, run_id: str) -> dict[tuple[str, float], list[dict[str, Any]]]:
+    """The instability records of a run's copies, grouped by ``("level", % remaining)`` for
+    stability copies and ``("spawn", k)`` for spawned dense copies."""
+    grouped: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
+    for cell in report.cell_metrics(store, run_id):
+        record = cell.get("instability")
+        if record is None:
+            continue
+        if "spawn_iteration" in cell:
+            grouped["spawn", cell["spawn_iteration"]].append(record)
+        else:
+            grouped["level", cell["percent_remaining"]].append(record)
+    return dict(grouped)
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _draw_paths(ax: Axes, runs: list[tuple[str, dict]]) -> None:
+    for r, (label, grouped) in enumerate(runs):
+        keys = sorted(grouped, key=lambda k: (k[0], -k[1] if k[0] == "level" else k[1]))
+        for j, key in enumerate(keys):
+            records = grouped[key]
+            errors = 100 * np.mean([rec["test_error"] for rec in records], axis=0)
+            name = f"{key[1]:.3g}% remaining" if key[0] == "level" else f"spawn at k={key[1]:g}"
+            prefix = f"{label} " if len(runs) > 1 else ""
+            ax.plot(records[0]["alpha"], errors, color=f"C{(r * 5 + j) % 10}", label=prefix + name)
+    ax.set(title="Test error on the linear path", xlabel="interpolation", ylabel="test error (%)")
+    ax.legend(fontsize="small")
+
+
+def _draw_instability(ax: Axes, runs: list[tuple[str, dict]], kind: str) -> None:
+    for r, (label, grouped) in enumerate(runs):
+        xs = sorted(k[1] for k in grouped if k[0] == kind)
+        if not xs:
+            continue
+        stats = [_stats([100 * rec["instability"] for rec in grouped[kind, x]]) for x in xs]
+        ax.errorbar(
+            xs,
+            [m for m, _ in stats],
+            yerr=[s for _, s in stats],
+            marker="o",
+            capsize=3,
+            color=f"C{r}",
+            label=label,
+        )
+    ax.axhline(STABLE_POINTS, color="grey", linestyle=":", label=f"{STABLE_POINTS:g} points")
+    ax.set_ylabel("instability (points of error)")
+    values = sorted({x for _, g in runs for k, x in g if k == kind})
+    if kind == "level":
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.xaxis.set_major_locator(ticker.FixedLocator(values))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        ax.set(title="Instability of IMP tickets", xlabel="weights remaining (%)")
+    else:
+        if values[0] > 0 and values[-1] / values[0] >= 100:
+            ax.set_xscale("log")
+        ax.set(title="Instability of the dense network", xlabel="spawn iteration k")
+    ax.legend(fontsize="small")
+
+
+def figure(store: Store, run_ids: list[str], size: tuple[int, int], dpi: int) -> Figure:
+    """The instability figure of `run_ids` (`size` pixels at `dpi`).
+
+    Raises:
+      UsageError: no run has stability or spawned copies.
+    """
+    runs = [(report.run_label(store, r), paths(store, r)) for r in dict.fromkeys(run_ids)]
+    kinds = [k for k in ("level", "spawn") if any(key[0] == k for _, g in runs for key in g)]
+    if not kinds:
+        raise UsageError(
+            "no instability data: run with --controls stability:1 (IMP tickets) or "
+            "--spawn 0,500,... (the dense network) first"
+        )
+    fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 1 + len(kinds))
+    _draw_paths(axes[0], runs)
+    for ax, kind in zip(axes[1:], kinds, strict=True):
+        _draw_instability(ax, runs, kind)
+    return fig
