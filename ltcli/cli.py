@@ -10,11 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from ltcli import launch, models, report, spec
 from ltcli.cli_base import STORE_OPTION, LtGroup
 from ltcli.cli_data import data
-from ltcli.cli_results import compare, export, plot
+from ltcli.cli_results import compare, complete_runs, diff, export, plot
+from ltcli.cli_store import gc, rm
+from ltcli.cli_ticket import ticket
 from ltcli.paths import default_store
 from ltcli.progress import CliProgress
 from ltcli.store import Store
@@ -29,6 +32,7 @@ def cli() -> None:
       lt run mnist-lenet --rounds 20 --replicates 5
       lt ls
       lt show <run>
+      lt diff <run> <run>
     Runs are cached in a store: rerunning trains only what is missing.
     """
 
@@ -47,6 +51,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "eval_every": "train.eval_every",
         "one_shot": "prune.one_shot",
         "deterministic": "run.deterministic",
+        "retrain": "prune.retrain",
+        "spawn": "run.spawn",
     }
     return {keys[flag]: value for flag, value in flags.items()}
 
@@ -63,8 +69,32 @@ def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.
     return spec.apply_overrides(spec.apply_overrides(loaded, assigned), _overrides(**flags))
 
 
+def complete_experiments(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of EXPERIMENT: the specs shipped with lt and those in ./experiments
+    that start with `incomplete`; a path (or a name matching none of them) completes as a
+    file. Never fails."""
+    try:
+        if "/" in incomplete:
+            return [CompletionItem(incomplete, type="file")]
+        names = set(spec.shipped_specs()) | {p.stem for p in Path("experiments").glob("*.toml")}
+        found = [CompletionItem(n) for n in sorted(names) if n.startswith(incomplete)]
+        return found or [CompletionItem(incomplete, type="file")]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+JSON_OPTION = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document instead of text: the same numbers, accuracies as fractions.",
+)
+
+
 @cli.command()
-@click.argument("experiment")
+@click.argument("experiment", shell_complete=complete_experiments)
 @click.option("--rounds", type=int, help="Pruning rounds (levels after the dense one).")
 @click.option("--replicates", type=int, help="Independent replicates (seeds) per level.")
 @click.option(
@@ -91,9 +121,26 @@ def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.
     "(sets --rounds 1 unless given).",
 )
 @click.option(
+    "--retrain",
+    type=click.Choice(["rewind", "lr-rewind", "finetune"]),
+    help="How a pruned level retrains (Renda et al. 2020): rewind weights and schedule to "
+    "iteration k (--rewind-iter; the default); lr-rewind: keep the previous level's trained "
+    "weights and replay the schedule from k; finetune: keep them and train T - k steps at the "
+    "schedule's final learning rate.",
+)
+@click.option(
+    "--spawn",
+    metavar="LIST",
+    help="Instability analysis of the dense network: for each iteration k, like 0,500,2000, "
+    "a copy that follows level 0 to k, then another data order to the end (not part of the "
+    "run id).",
+)
+@click.option(
     "--controls",
     metavar="LIST",
-    help="Control cells per level, like reinit:3,random:1 (not part of the run id).",
+    help="Control cells per pruned level, like reinit:3,random:1,stability:1 (stability: "
+    "a copy of the ticket with another data order, for instability analysis; not part of "
+    "the run id).",
 )
 @click.option(
     "--set",
@@ -120,6 +167,7 @@ def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.
     "line this often.",
 )
 @click.option("--name", help="A human alias for the run (not part of the run id).")
+@JSON_OPTION
 @click.option(
     "--grouping",
     type=click.Choice(["auto", "vmap", "serial", "host"]),
@@ -143,6 +191,7 @@ def run(
     data_dir: Path | None,
     grouping: str,
     progress_every: float,
+    as_json: bool,
     **flags: Any,
 ) -> None:
     """Run, resume or extend the experiment EXPERIMENT.
@@ -151,6 +200,9 @@ def run(
     (mnist-lenet, fashion-lenet, smoke, ...), or a path to a .toml file. Finished cells are
     never trained again: rerunning prints the table, --rounds/--replicates beyond what is
     stored train only the new cells, and a killed run resumes where it stopped.
+
+    The final table goes to stdout (with --json: `lt show --json`'s document); progress and
+    notes go to stderr.
     """
     loaded = load_spec(experiment, settings, **flags)
     if loaded["model.name"] in models.ALIASES:
@@ -160,34 +212,65 @@ def run(
     run_id = launch.run(
         loaded, target, data_dir=data_dir, name=name, progress=progress, grouping=grouping
     )
-    click.echo(report.run_text(target, run_id))
+    _print_run(target, run_id, as_json)
+
+
+def _print_run(target: Store, run_id: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.to_json(report.run_json(target, run_id)))
+    else:
+        click.echo(report.run_text(target, run_id))
 
 
 @cli.command(name="ls")
+@JSON_OPTION
 @STORE_OPTION
-def list_runs(store: Path | None) -> None:
-    """List the runs in the store."""
+def list_runs(as_json: bool, store: Path | None) -> None:
+    """List the runs in the store.
+
+    With --json: an array of objects with run_id, names, experiment, dataset, model,
+    levels, replicates, cells, best_test_acc (a fraction) and bytes.
+    """
     target = Store(store or default_store())
     ids = target.run_ids()
     if not ids:
         click.echo(f"no runs in {target.root}", err=True)
-        return
-    click.echo(report.runs_table([report.run_overview(target, i) for i in ids]))
+    overviews = [report.run_overview(target, i) for i in ids]
+    if as_json:
+        click.echo(report.to_json(overviews))
+    elif overviews:
+        click.echo(report.runs_table(overviews))
 
 
 @cli.command()
-@click.argument("run_ref", metavar="RUN")
+@click.argument("run_ref", metavar="RUN", shell_complete=complete_runs)
+@JSON_OPTION
 @STORE_OPTION
-def show(run_ref: str, store: Path | None) -> None:
+def show(run_ref: str, as_json: bool, store: Path | None) -> None:
     """Show a run's hyperparameters and per-level table.
 
     RUN is a run's --name, a prefix of its id, or the experiment it was made from.
+
+    \b
+    With --json: {"run_id", "experiment", "names", "outdated", "descriptor" (the full
+    hyperparameters), "levels": [{"level", "percent_remaining", "members": {kind: {field:
+    {"mean", "std", "n", "diverged"}}}}], "notes"}; fields are early_stop_iter,
+    early_stop_test_acc and final_test_acc, accuracies as fractions.
     """
     target = Store(store or default_store())
-    click.echo(report.run_text(target, target.resolve(run_ref)))
+    _print_run(target, target.resolve(run_ref), as_json)
 
 
-for command in (data, compare, export, plot):
+@cli.command()
+@click.argument("run_ref", metavar="RUN", shell_complete=complete_runs)
+@STORE_OPTION
+def path(run_ref: str, store: Path | None) -> None:
+    """Print the folder of RUN in the store (absolute), as in `cd "$(lt path RUN)"`."""
+    target = Store(store or default_store())
+    click.echo(target.run_dir(target.resolve(run_ref)).absolute())
+
+
+for command in (data, compare, diff, export, plot, rm, gc, ticket):
     cli.add_command(command)
 
 

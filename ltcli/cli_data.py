@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import click
@@ -36,9 +38,20 @@ def fetch(name: str, data_dir: Path | None) -> None:
 
 @data.command(name="ls")
 @_DATA_DIR
-def ls(data_dir: Path | None) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON array of {name, origin, content_id, verified, problem} instead "
+    "(origin and content_id null where not found; verified null where no checksum is known).",
+)
+def ls(data_dir: Path | None, as_json: bool) -> None:
     """List known data sets: where found, content id, checksum status."""
-    for item in fetching.list_datasets(data_dir):
+    listings = fetching.list_datasets(data_dir)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(item) for item in listings], indent=2))
+        return
+    for item in listings:
         if item.origin is None:
             detail = item.problem or f"get it with `lt data fetch {item.name}`"
             click.echo(f"{item.name:<14} {'not found':<12} {detail}")

@@ -1,18 +1,24 @@
-"""``lt compare``, ``lt export``, ``lt plot``: tables, data files and figures from the store.
+"""``lt compare``, ``lt diff``, ``lt export``, ``lt plot``: tables, differences, data files
+and figures from the store.
 
-Thin Click commands; each calls one library function (`ltcli.compare`, `ltcli.export`,
-`ltcli.plot`). A RUN is a run's name, an id prefix or its experiment; an unknown or
-ambiguous one exits 2.
+Thin Click commands; each calls one library function (`ltcli.compare`, `ltcli.diff`,
+`ltcli.export`, `ltcli.plot`). A RUN is a run's name, an id prefix or its experiment; an
+unknown or ambiguous one exits 2. RUN arguments complete (`complete_runs`) to the ids and
+aliases of the runs in the store.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
+from click.shell_completion import CompletionItem
 
 from ltcli import atomic
 from ltcli import compare as comparing
+from ltcli import diff as diffing
 from ltcli import export as exporting
 from ltcli.cli_base import STORE_OPTION
 from ltcli.errors import UsageError
@@ -48,6 +54,25 @@ def parse_levels(text: str) -> list[int]:
     return sorted({int(t) for t in items})
 
 
+def complete_runs(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[Any]:
+    """Shell completion of a RUN: the first 12 digits of each run id in the store (``--store``
+    if given before it, else $LT_STORE, else ./results) and each alias, those that start
+    with `incomplete`. Never fails: a missing or unreadable store completes to nothing."""
+    try:
+        target = Store(ctx.params.get("store") or default_store())
+        items: dict[str, CompletionItem] = {}
+        for run_id in target.run_ids():
+            meta = target.meta(run_id)
+            names = meta.get("names", [])
+            about = ", ".join(names) or meta.get("experiment")
+            items.setdefault(run_id[:12], CompletionItem(run_id[:12], help=about))
+            for name in names:
+                items.setdefault(name, CompletionItem(name, help=run_id[:12]))
+        return [item for value, item in items.items() if value.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
 def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str]]:
     """The store and the run id of each of `refs` (every run in the store if there are none)."""
     target = Store(store or default_store())
@@ -55,12 +80,15 @@ def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str
 
 
 @click.command()
-@click.argument("run_refs", metavar="RUN RUN [RUN...]", nargs=-1, required=True)
+@click.argument(
+    "run_refs", metavar="RUN RUN [RUN...]", nargs=-1, required=True, shell_complete=complete_runs
+)
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON instead of the table: the same numbers, accuracies as fractions.",
+    help="Print JSON instead of the table: the same numbers, accuracies as fractions, and "
+    "each run's differences from the first.",
 )
 @STORE_OPTION
 def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> None:
@@ -71,14 +99,50 @@ def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> Non
     accuracy there and at the end (mean ± sample std over replicates, in percent), and each
     one's delta against the first RUN. Diverged cells (loss NaN or inf) are left out of the
     means and counted beside n; a group whose cells all diverged reads "diverged".
+
+    Above the table, on stderr (so stdout stays the table), the hyperparameters each RUN
+    differs in from the first, as `lt diff` prints them.
     """
     target, run_ids = _resolve(store, run_refs)
     result = comparing.compare(target, run_ids)
-    click.echo(comparing.to_json(result) if as_json else comparing.table(result))
+    if as_json:
+        click.echo(comparing.to_json(result))
+        return
+    click.echo(comparing.differences_text(result) + "\n", err=True)
+    click.echo(comparing.table(result))
+
+
+@click.command(name="diff")
+@click.argument("run_a", metavar="RUN-A", shell_complete=complete_runs)
+@click.argument("run_b", metavar="RUN-B", shell_complete=complete_runs)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"a": id, "b": id, "differences": [{"field", "a", "b"}, ...]} instead.',
+)
+@STORE_OPTION
+def diff(run_a: str, run_b: str, as_json: bool, store: Path | None) -> None:
+    """Show the hyperparameters in which RUN-B differs from RUN-A, one field a line.
+
+    \b
+    Fields of the runs' descriptors, like train.lr or prune.rates.fc, with data.content
+    (the data set's content id) and schema among them:
+      train.lr  0.0012 -> 0.003
+    A field one run lacks shows - on that side (in JSON: null, and "missing": "a" or "b").
+    Identical runs print "same: no differences".
+    """
+    target, (a, b) = _resolve(store, (run_a, run_b))
+    found = diffing.differences(target.descriptor(a)["full"], target.descriptor(b)["full"])
+    if as_json:
+        document = {"a": a, "b": b, "differences": diffing.to_json(found)}
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(diffing.text(found))
 
 
 @click.command()
-@click.argument("run_refs", metavar="[RUN...]", nargs=-1)
+@click.argument("run_refs", metavar="[RUN...]", nargs=-1, shell_complete=complete_runs)
 @click.option("--csv", "as_csv", is_flag=True, help="Write CSV (the default).")
 @click.option("--json", "as_json", is_flag=True, help="Write a JSON array of row objects.")
 @click.option("--curves", is_flag=True, help="One row per evaluation of each cell instead.")
@@ -122,7 +186,7 @@ def export(
 
 
 @click.command()
-@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True)
+@click.argument("run_refs", metavar="RUN...", nargs=-1, required=True, shell_complete=complete_runs)
 @click.option(
     "-o",
     "--output",

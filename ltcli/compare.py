@@ -12,7 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
-from ltcli import report
+from ltcli import diff, report
 from ltcli.errors import UsageError
 from ltcli.store import Store
 
@@ -28,10 +28,12 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       run_ids: two or more run ids; the first is the reference (the same id may repeat).
 
     Returns:
-      ``{"runs": [{"run_id", "label"}, ...], "levels": [{"level", "runs": [entry, ...]}]}``
-      where ``levels[i]["runs"]`` is parallel to ``runs``; an entry is None where that run has
-      no finished cell at the level, else ``{"percent_remaining", "members": {kind: {field:
-      {"mean", "std", "n", "diverged", "delta"}}}}`` for the fields of
+      ``{"runs": [{"run_id", "label", "differences"}, ...], "levels": [{"level", "runs":
+      [entry, ...]}]}`` where ``runs[i]["differences"]`` are the hyperparameters in which
+      run i differs from the first (`diff.to_json` of `diff.differences`; [] for the first
+      run), and ``levels[i]["runs"]`` is parallel to ``runs``; an entry is None where that
+      run has no finished cell at the level, else ``{"percent_remaining", "members": {kind:
+      {field: {"mean", "std", "n", "diverged", "delta"}}}}`` for the fields of
       `report.SUMMARY_FIELDS`: mean and sample std over the `n` cells that did not diverge
       (both None when every cell diverged), and how many `diverged` cells were left out.
       Accuracies are fractions, as stored; ``delta`` is the mean minus the first run's mean
@@ -55,7 +57,15 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
             row = summary.get(level)
             entries.append(None if row is None else _entry(row, reference if i else None))
         levels.append({"level": level, "runs": entries})
-    runs = [{"run_id": r, "label": report.run_label(store, r)} for r in run_ids]
+    fulls = [store.descriptor(run_id)["full"] for run_id in run_ids]
+    runs = [
+        {
+            "run_id": run_id,
+            "label": report.run_label(store, run_id),
+            "differences": diff.to_json(diff.differences(fulls[0], full)),
+        }
+        for run_id, full in zip(run_ids, fulls, strict=True)
+    ]
     return {"runs": runs, "levels": levels}
 
 
@@ -84,6 +94,18 @@ def _difference(stat: report.Stat, base: report.Stat | None) -> float | None:
 def to_json(result: dict[str, Any]) -> str:
     """`result` of `compare` as indented JSON."""
     return json.dumps(result, indent=2)
+
+
+def differences_text(result: dict[str, Any]) -> str:
+    """The hyperparameters each run of `result` differs in from the first, as `lt diff`
+    writes them: a line ``first -> other`` per other run, then its differences indented."""
+    first, *others = result["runs"]
+    lines = []
+    for run in others:
+        lines.append(f"{first['label']} -> {run['label']}")
+        found = diff.from_json(run["differences"])
+        lines += [f"  {line}" for line in diff.text(found).splitlines()]
+    return "\n".join(lines)
 
 
 def _kinds(entries: list[dict[str, Any] | None]) -> list[str]:

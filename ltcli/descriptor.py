@@ -53,7 +53,11 @@ def outdated(record: dict[str, Any]) -> str | None:
     """Why a stored descriptor record was made under an older behaviour that lt no longer
     runs (its id can no longer be reached from a spec), or None."""
     full = record["full"]
-    stored, current = full.get("schema", 1), schema_of(full)
+    try:
+        current = schema_of(full)
+    except KeyError:  # not a descriptor lt wrote
+        return None
+    stored = full.get("schema", 1)
     if stored >= current:
         return None
     return (

@@ -10,6 +10,7 @@ tables count such cells beside the means instead, so they are not silently dropp
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter, defaultdict
 from typing import Any
@@ -281,3 +282,54 @@ def run_text(store: Store, run_id: str) -> str:
     summary = level_summary(cells)
     lines += ["", levels_table(summary) if summary else "(no finished cells yet)"]
     return "\n".join([*lines, *grouping_notes(cells)])
+
+
+def summary_json(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`level_summary` rows made JSON-ready: each `Stat` as ``{"mean", "std", "n",
+    "diverged"}`` (accuracies as fractions; mean and std None when every cell diverged)."""
+    return [
+        {
+            **row,
+            "members": {
+                kind: {field: dataclasses.asdict(stat) for field, stat in stats.items()}
+                for kind, stats in row["members"].items()
+            },
+        }
+        for row in summary
+    ]
+
+
+def run_json(store: Store, run_id: str) -> dict[str, Any]:
+    """What `run_text` shows, as a JSON-ready object (`lt show --json`, `lt run --json`):
+    ``{"run_id", "experiment", "names", "outdated", "descriptor", "levels", "notes"}``, where
+    ``descriptor`` is the stored full form, ``outdated`` why the run was made under an older
+    behaviour (else None), ``levels`` the `summary_json` of every finished cell and
+    ``notes`` the `grouping_notes`."""
+    record = store.descriptor(run_id)
+    meta = store.meta(run_id)
+    cells = cell_metrics(store, run_id)
+    return {
+        "run_id": run_id,
+        "experiment": meta.get("experiment"),
+        "names": meta.get("names", []),
+        "outdated": outdated(record),
+        "descriptor": record["full"],
+        "levels": summary_json(level_summary(cells)),
+        "notes": grouping_notes(cells),
+    }
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float (nested anywhere) replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(value: Any) -> str:
+    """`value` as indented strict JSON: a NaN or infinite number is null."""
+    return json.dumps(_finite(value), indent=2)

@@ -8,10 +8,14 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import pytest
+from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
+from ltcli import spec
 from ltcli.cli import cli
+from ltcli.cli_results import complete_runs
 from ltcli.store import Store
 
 
@@ -188,3 +192,64 @@ def test_one_data_set_is_never_taken_for_another(real_data, tmp_path):
     )
     assert result.exit_code == 2
     assert f"are {real_data[0]}, not {other}" in result.stderr
+
+
+def test_path_prints_the_runs_existing_folder(two_runs):
+    store = Store(two_runs)
+    result = invoke("path", "beta", "--store", str(two_runs))
+    assert result.exit_code == 0, result.output
+    folder = Path(result.stdout.strip())
+    assert result.stdout.count("\n") == 1 and folder.is_absolute() and folder.is_dir()
+    assert folder == store.run_dir(store.resolve("beta")).absolute()
+    assert (folder / "descriptor.json").is_file()
+    missing = invoke("path", "zzzz", "--store", str(two_runs))
+    assert missing.exit_code == 2 and missing.stdout == ""
+
+
+def completions(args: list[str], incomplete: str) -> list[str]:
+    """What `lt ARGS INCOMPLETE<TAB>` offers, through Click's completion machinery."""
+    complete = ShellComplete(cli, {}, "lt", "_LT_COMPLETE")
+    return [item.value for item in complete.get_completions(args, incomplete)]
+
+
+@pytest.mark.parametrize("command", ["show", "compare", "export", "plot", "diff", "path"])
+def test_run_arguments_complete_to_ids_and_aliases(two_runs, command):
+    ids = Store(two_runs).run_ids()
+    offered = completions([command, "--store", str(two_runs)], "")
+    assert sorted(offered) == sorted([*(i[:12] for i in ids), "alpha", "beta"])
+    assert completions([command, "--store", str(two_runs)], "al") == ["alpha"]
+    assert completions([command, "--store", str(two_runs)], ids[0][:3]) == [ids[0][:12]]
+
+
+def test_run_completion_finds_the_store_from_the_environment(two_runs, monkeypatch, tmp_path):
+    monkeypatch.setenv("LT_STORE", str(two_runs))
+    assert sorted(completions(["diff", "alpha"], "b")) == ["beta"]
+    monkeypatch.delenv("LT_STORE")
+    monkeypatch.chdir(tmp_path)  # no ./results here
+    assert completions(["show"], "") == []
+
+
+def test_run_completion_never_fails(two_runs, tmp_path):
+    broken = tmp_path / "store"
+    shutil.copytree(two_runs, broken)
+    run_id = Store(broken).run_ids()[0]
+    (broken / run_id / "meta.json").write_text("{not json")
+    show = click.Context(cli.commands["show"])
+    show.params["store"] = broken
+    assert complete_runs(show, show.command.params[0], "") == []
+    assert completions(["show", "--store", str(broken)], "") == []
+
+
+def test_experiments_complete_to_shipped_and_local_specs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = sorted(spec.shipped_specs())
+    assert completions(["run"], "mnist") == [n for n in shipped if n.startswith("mnist")]
+    assert "mnist-lenet" in shipped and "fashion-lenet" not in completions(["run"], "mnist")
+    (tmp_path / "experiments").mkdir()
+    (tmp_path / "experiments" / "mine.toml").write_text("")
+    offered = completions(["run"], "")
+    assert "mine" in offered and "smoke" in offered and "fashion-lenet" in offered
+    assert offered == sorted(offered)
+    complete = ShellComplete(cli, {}, "lt", "_LT_COMPLETE")
+    (item,) = complete.get_completions(["run"], "specs/my")
+    assert (item.value, item.type) == ("specs/my", "file")  # a path: the shell completes it

@@ -1,5 +1,6 @@
-"""``tfds:NAME``: only the paths that need no prepared TFDS data (tensorflow-datasets is
-optional, and lt must never let it download)."""
+"""``tfds:NAME``: the error paths with a fake tensorflow-datasets (it is optional, and lt must
+never let it download), then a small data set really prepared as ArrayRecord in a temporary
+folder, read and trained on (skipped without the ``tfds`` extra)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from ltcli import data
+from ltcli.cli import cli
+from ltcli.data import tfds_source
 from ltcli.errors import UsageError
+from ltcli.store import CellKey, Store
 
 
 def test_missing_tensorflow_datasets_says_how_to_install_it(
@@ -69,3 +75,93 @@ def test_an_unknown_tfds_name_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", _fake_tfds([]))
     with pytest.raises(UsageError, match=r"^tfds:nope: Dataset nope not found\.$"):
         data.locate("tfds:nope")
+
+
+# -- a real prepared data set -------------------------------------------------------------------
+
+TINY = "lt_tiny_digits"
+TINY_SIZES = {"train": 300, "test": 100}
+
+
+def tiny_examples(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose label is where a bright band lies, over noise: learnable in a few steps."""
+    rng = np.random.default_rng(TINY_SIZES[split])
+    count = TINY_SIZES[split]
+    labels = np.arange(count, dtype=np.int32) % 10
+    images = rng.integers(0, 60, (count, 28, 28, 1), dtype=np.uint8)
+    for image, label in zip(images, labels, strict=True):
+        image[2 + 2 * label : 4 + 2 * label] = 255
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def tiny_tfds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding `TINY` prepared as ArrayRecord by a builder that is not registered
+    (so lt reads it from its files alone, as it would a data set prepared elsewhere)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    data_dir = tmp_path_factory.mktemp("tfds")
+
+    with tfds.core.registered.skip_registration():
+
+        class LtTinyDigits(tfds.core.GeneratorBasedBuilder):
+            VERSION = tfds.core.Version("1.0.0")
+
+            def _info(self) -> tfds.core.DatasetInfo:
+                return tfds.core.DatasetInfo(
+                    builder=self,
+                    features=tfds.features.FeaturesDict(
+                        {
+                            "image": tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
+                            "label": tfds.features.ClassLabel(num_classes=10),
+                        }
+                    ),
+                    supervised_keys=("image", "label"),
+                    disable_shuffling=True,
+                )
+
+            def _split_generators(self, dl_manager: object) -> dict:
+                return {split: self._generate_examples(split) for split in TINY_SIZES}
+
+            def _generate_examples(self, split: str):
+                for i, (image, label) in enumerate(zip(*tiny_examples(split), strict=True)):
+                    yield i, {"image": image, "label": int(label)}
+
+    builder = LtTinyDigits(data_dir=str(data_dir), file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    return data_dir
+
+
+def test_a_prepared_array_record_data_set_loads_in_order(
+    tiny_tfds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tfds_source, "READ_CHUNK", 64)  # several chunks, a partial last one
+    source = data.locate(f"tfds:{TINY}", tiny_tfds)
+    assert source.name == f"tfds:{TINY}"
+    assert (source.train_size, source.image_shape, source.num_classes) == (300, (28, 28, 1), 10)
+    assert source.content_id == data.locate(f"tfds:{TINY}", tiny_tfds).content_id
+    arrays = source.load()
+    for got, want in zip(arrays, (*tiny_examples("train"), *tiny_examples("test")), strict=True):
+        assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_lt_run_trains_on_a_tfds_data_set(tiny_tfds: Path, tmp_path: Path) -> None:
+    spec_path = tmp_path / "tiny-tfds.toml"
+    spec_path.write_text(
+        f'[data]\ndataset = "tfds:{TINY}"\nvalidation = 50\n'
+        '[model]\nname = "lenet300"\n'
+        '[train]\niterations = "40it"\neval_every = "20it"\nbatch_size = 25\n'
+        "[prune]\nrate = 0.5\n[run]\nrounds = 1\nreplicates = 1\n"
+    )
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        cli, ["run", str(spec_path), "--store", str(store), "--data-dir", str(tiny_tfds)]
+    )
+    assert result.exit_code == 0, result.output
+    (run_id,) = Store(store).run_ids()
+    cells = list(Store(store).finished_cells(run_id))
+    assert cells == [CellKey(0, 0), CellKey(0, 1)]
+    first = Store(store).read_metrics(run_id, CellKey(0, 0))
+    assert first["final_test_acc"] > 0.5  # chance is 0.1
+    assert Store(store).descriptor(run_id)["full"]["data"]["dataset"] == f"tfds:{TINY}"

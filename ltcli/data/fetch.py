@@ -15,19 +15,19 @@ import hashlib
 import http.client
 import os
 import ssl
-import sys
-import time
 import urllib.error
 import urllib.request
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
 import ltcli
 from ltcli import data, paths
 from ltcli.errors import LtError, UsageError
+from ltcli.progress import Meter
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -123,31 +123,10 @@ def _target_dir(name: str, data_dir: Path | None) -> Path:
     return Path(root) / name
 
 
-class _Progress:
-    """Bytes received for one file: a live line on a terminal, else one line at the end."""
-
-    def __init__(self, label: str, done: int, total: int | None) -> None:
-        self.label, self.done, self.total = label, done, total
-        self.start, self.received, self.shown = time.monotonic(), 0, 0.0
-        self.live = sys.stderr.isatty()
-
-    def update(self, n: int) -> None:
-        self.done += n
-        self.received += n
-        now = time.monotonic()
-        if self.live and now - self.shown > 0.1:
-            self.shown = now
-            click.echo(f"\r{self._status(now)}\033[K", nl=False, err=True)
-
-    def _status(self, now: float) -> str:
-        mb = 1e6
-        size = f"{self.done / mb:.1f}" + (f"/{self.total / mb:.1f}" if self.total else "")
-        rate = self.received / mb / max(now - self.start, 1e-3)
-        return f"{self.label}  {size} MB  {rate:.1f} MB/s"
-
-    def close(self) -> None:
-        status = self._status(time.monotonic())
-        click.echo(f"\r{status}\033[K" if self.live else status, err=True)
+def _progress(label: str, done: int, total: int | None, **options: Any) -> Meter:
+    """The meter of one file's bytes: a live line on a terminal, else a line when the download
+    starts, then every minute, then one at the end. `options` go to `Meter` (a test's clock)."""
+    return Meter(label, total, done, unit="MB", scale=1e6, **options)
 
 
 class _Unreachable(Exception):
@@ -187,16 +166,17 @@ def _download(url: str, part: Path, label: str) -> None:
         if not resumed:
             offset = 0
         length = response.headers.get("Content-Length")
-        progress = _Progress(label, offset, offset + int(length) if length else None)
+        progress = _progress(label, offset, offset + int(length) if length else None)
         try:
             with open(part, "ab" if resumed else "wb") as out:
                 while piece := response.read(_CHUNK):
                     out.write(piece)
-                    progress.update(len(piece))
+                    progress.add(len(piece))
         finally:
             progress.close()
-        if length and progress.received < int(length):  # http.client ends quietly on EOF
-            raise http.client.IncompleteRead(b"", int(length) - progress.received)
+        received = int(progress.added)
+        if length and received < int(length):  # http.client ends quietly on EOF
+            raise http.client.IncompleteRead(b"", int(length) - received)
 
 
 def _transfer(url: str, part: Path, label: str) -> None:

@@ -18,6 +18,9 @@ import orjson
 from ltcli.data import base
 from ltcli.errors import UsageError
 
+READ_CHUNK = 4096
+"""Examples read per `__getitems__` call."""
+
 
 def _import_tfds() -> ModuleType:
     try:
@@ -66,8 +69,14 @@ def _content_id(info: Any) -> str:
 
 
 def _read_split(
-    tfds: ModuleType, name: str, folder: Path | None, split: str, keys: tuple[str, str]
+    tfds: ModuleType,
+    name: str,
+    folder: Path | None,
+    split: str,
+    keys: tuple[str, str],
+    shape: tuple[int, ...],
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The images (uint8, `shape` each) and int32 labels of one prepared split, in order."""
     try:
         source = tfds.data_source(name, split=split, data_dir=folder, download=False)
     except NotImplementedError as err:  # prepared as TFRecord: no random access
@@ -76,9 +85,16 @@ def _read_split(
             f"again with `tfds build {name} --file_format=array_record`"
         ) from err
     image_key, label_key = keys
-    examples = [source[i] for i in range(len(source))]
-    images = np.stack([np.asarray(e[image_key], dtype=np.uint8) for e in examples])
-    labels = np.asarray([e[label_key] for e in examples], dtype=np.int32)
+    count = len(source)
+    images = np.empty((count, *shape), np.uint8)
+    labels = np.empty(count, np.int32)
+    # One `__getitems__` per chunk reads its records in one ArrayRecord call, several times
+    # faster than `source[i]` example by example; chunks bound the decoded dicts held at once.
+    for start in range(0, count, READ_CHUNK):
+        stop = min(start + READ_CHUNK, count)
+        for i, example in enumerate(source.__getitems__(range(start, stop)), start):
+            images[i] = example[image_key]
+            labels[i] = example[label_key]
     return images, labels
 
 
@@ -111,8 +127,8 @@ def locate(name: str, data_dir: Path | None) -> base.DataSource:
 
     def load() -> base.Arrays:
         keys = (image_key, label_key)
-        x_train, y_train = _read_split(tfds, name, folder, "train", keys)
-        x_test, y_test = _read_split(tfds, name, folder, test_split, keys)
+        x_train, y_train = _read_split(tfds, name, folder, "train", keys, shape)
+        x_test, y_test = _read_split(tfds, name, folder, test_split, keys, shape)
         return base.Arrays(x_train, y_train, x_test, y_test)
 
     return base.DataSource(
