@@ -15,6 +15,7 @@ from click.shell_completion import CompletionItem
 from ltcli import launch, models, report, spec
 from ltcli.cli_base import STORE_OPTION, LtGroup
 from ltcli.cli_data import data
+from ltcli.cli_reproduce import reproduce
 from ltcli.cli_results import compare, complete_runs, diff, export, plot
 from ltcli.cli_store import gc, rm
 from ltcli.cli_ticket import ticket
@@ -50,6 +51,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "seed": "train.seed",
         "eval_every": "train.eval_every",
         "one_shot": "prune.one_shot",
+        "method": "prune.method",
         "deterministic": "run.deterministic",
         "retrain": "prune.retrain",
         "spawn": "run.spawn",
@@ -58,12 +60,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 
 
 def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.Spec:
-    """The spec `experiment` with `--set` assignments, then the named flags, applied.
-
-    One-shot pruning has one round, so ``--one-shot`` without ``--rounds`` implies it.
-    """
-    if flags.get("one_shot") is not None and flags.get("rounds") is None:
-        flags["rounds"] = 1
+    """The spec `experiment` with `--set` assignments, then the named flags, applied."""
     loaded = spec.load(experiment)
     assigned = dict(spec.parse_assignment(s) for s in settings)
     return spec.apply_overrides(spec.apply_overrides(loaded, assigned), _overrides(**flags))
@@ -115,10 +112,16 @@ JSON_OPTION = click.option(
 )
 @click.option(
     "--one-shot",
-    type=float,
-    metavar="PM",
-    help="One-shot pruning: prune straight to PM percent of weights remaining in one round "
-    "(sets --rounds 1 unless given).",
+    metavar="PM[,PM...]",
+    help="One-shot pruning: level i prunes straight to the i-th PM percent of weights "
+    "remaining, like 50,20,5,1.4, each from the same network (--rounds does not apply).",
+)
+@click.option(
+    "--method",
+    type=click.Choice(list(spec.PRUNING_METHODS)),
+    help="What to prune by: magnitude of the trained weights (IMP; the default), or a score "
+    "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. 2021), "
+    "pruning θ0 once to each --one-shot target.",
 )
 @click.option(
     "--retrain",
@@ -139,8 +142,9 @@ JSON_OPTION = click.option(
     "--controls",
     metavar="LIST",
     help="Control cells per pruned level, like reinit:3,random:1,stability:1 (stability: "
-    "a copy of the ticket with another data order, for instability analysis; not part of "
-    "the run id).",
+    "a copy of the ticket with another data order, for instability analysis; shuffle: "
+    "each layer's mask permuted; invert: keep the lowest scores, for pruning at "
+    "initialization; not part of the run id).",
 )
 @click.option(
     "--set",
@@ -270,7 +274,7 @@ def path(run_ref: str, store: Path | None) -> None:
     click.echo(target.run_dir(target.resolve(run_ref)).absolute())
 
 
-for command in (data, compare, diff, export, plot, rm, gc, ticket):
+for command in (data, compare, diff, export, plot, reproduce, rm, gc, ticket):
     cli.add_command(command)
 
 

@@ -203,8 +203,19 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     )
 
     exclude = _checked_exclude(spec, model_name)
-    if spec["prune.one_shot"] is not None and exclude:
-        _check_one_shot_reachable(spec["prune.one_shot"], model_name, source, exclude)
+    targets = sorted(spec["prune.one_shot"] or (), reverse=True)
+    if targets and exclude:
+        _check_one_shot_reachable(targets[-1], model_name, source, exclude)
+    method = spec["prune.method"]
+    _check(
+        method == "magnitude" or bool(targets),
+        f"prune.method: {method} prunes at initialization, once: give its targets with "
+        "prune.one_shot (--one-shot 50,20,5)",
+    )
+    _check(
+        method == "magnitude" or spec["prune.strategy"] == "global",
+        f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
+    )
 
     full = _described(spec, its)
     full["data"].update(dataset=source.name, content=source.content_id)
@@ -212,7 +223,8 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
     if not drops:
         del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
-    full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude)
+    one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
+    full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
     full["schema"] = schema_of(full)
     return Descriptor(full, hashed_form(full))
 

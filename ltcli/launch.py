@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ltcli import data, descriptor, paths
 from ltcli.descriptor import Descriptor
 from ltcli.errors import UsageError
+from ltcli.member import parse_controls
 from ltcli.plan import Plan, Progress
 from ltcli.spec import Spec
 from ltcli.store import Store
@@ -20,19 +23,16 @@ from ltcli.store import Store
 def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
     """Locates the data and resolves the descriptor; checks the plan fits the strategy."""
     source = data.locate(spec["data.dataset"], data_dir)
-    desc = descriptor.resolve(spec, source)
-    if desc["prune.one_shot"] is not None and spec["run.rounds"] > 1:
-        raise UsageError(
-            f"run.rounds: one-shot pruning has exactly one round (got {spec['run.rounds']})"
-        )
-    return desc, source
+    return descriptor.resolve(spec, source), source
 
 
 def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
-    """The cells `spec`'s ``[run]`` section asks for, spawn points in iterations.
+    """The cells `spec`'s ``[run]`` section asks for, spawn points in iterations. A one-shot
+    run has one level per target (``run.rounds`` does not apply to it).
 
     Raises:
-      UsageError: a spawn point that is not a multiple of the evaluation period below T.
+      UsageError: a spawn point that is not a multiple of the evaluation period below T, or
+        an ``invert`` control without pruning at initialization.
     """
     train_size = source.train_size - desc["data.validation"]
     batch, every, end = desc["train.batch_size"], desc["train.eval_every"], desc["train.iterations"]
@@ -43,7 +43,15 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
             f"run.spawn: each must be a multiple of train.eval_every ({every}) below "
             f"train.iterations ({end}); got {bad}"
         )
-    return Plan(spec["run.rounds"], spec["run.replicates"], spec["run.controls"], tuple(spawn))
+    controls = spec["run.controls"]
+    if "invert" in parse_controls(controls) and desc["prune.method"] == "magnitude":
+        raise UsageError(
+            "run.controls: invert keeps the lowest-scored weights of a pruning-at-"
+            "initialization method (prune.method snip, grasp, synflow, ...)"
+        )
+    targets = desc["prune.one_shot"]
+    rounds = spec["run.rounds"] if targets is None else len(np.atleast_1d(targets))
+    return Plan(rounds, spec["run.replicates"], controls, tuple(spawn))
 
 
 def run(

@@ -14,6 +14,9 @@ Diverged cells (loss NaN or inf) are in no mean, curve or error bar: a level wit
 marked by a red x at the top of the right two panels, and the legend counts them. A level
 whose tickets all diverged still draws their (broken) mean curve, labelled so.
 
+An optional overlay draws points a paper reports (`OverlayPoint`) as black stars on the right
+two panels, so a reproduction can be read against the original at a glance.
+
 One run: colours tell levels (left) and member kinds (right) apart. Several runs: each run has
 a colour (levels are shades of it, sparser is lighter) and the legends name the runs.
 The image is ``width x height`` pixels: the figure is ``size / dpi`` inches, saved at `dpi`.
@@ -21,9 +24,11 @@ The image is ``width x height`` pixels: the figure is ``size / dpi`` inches, sav
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,32 @@ DIVERGED_STYLE = {"color": "red", "marker": "x", "linestyle": "none", "markersiz
 """How a level's diverged cells are marked (at the top of the panel)."""
 STYLES = {"ticket": ("-", "o"), "reinit": ("--", "s"), "random": ("--", "^")}
 """Line style and marker of each member kind (other kinds: dotted)."""
+ACCURACY_FIELDS = {
+    "early_stop_test_acc": "Test accuracy at early stop",
+    "final_test_acc": "Test accuracy at the end of training",
+}
+"""What the right panel can show, with its title."""
+OVERLAY_STYLE = {"color": "black", "marker": "*", "linestyle": "none", "markersize": 11}
+"""How a paper's reported points are drawn (hollow stars for `OverlayPoint.filled` False)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OverlayPoint:
+    """A point a paper reports, drawn over the panel of `field` as a black star.
+
+    Attributes:
+      field: ``early_stop_iter`` or one of `ACCURACY_FIELDS` (the panel it belongs on).
+      percent_remaining: its x, in % of weights remaining.
+      value: its y in the panel's units: iterations, or accuracy in percent.
+      label: its legend entry; points with the same label share one.
+      filled: a filled star, or a hollow one (to tell two kinds of point apart).
+    """
+
+    field: str
+    percent_remaining: float
+    value: float
+    label: str = "paper"
+    filled: bool = True
 
 
 class _Run:
@@ -57,9 +88,9 @@ class _Run:
     mean ticket test curves (over the tickets that did not diverge, unless all did: those
     levels are in `diverged_curves`)."""
 
-    def __init__(self, store: Store, run_id: str):
+    def __init__(self, store: Store, run_id: str, cells: list[dict[str, Any]] | None = None):
         self.label = report.run_label(store, run_id)
-        cells = report.cell_metrics(store, run_id)
+        cells = report.cell_metrics(store, run_id) if cells is None else cells
         if not cells:
             raise UsageError(f"run {self.label}: no finished cells to plot")
         self.summary = report.level_summary(cells)
@@ -134,9 +165,27 @@ def error_bar(cells: list[dict[str, Any]], field: str, error_bars: str) -> tuple
     return std, std
 
 
-def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float, error_bars: str) -> None:
+def _draw_overlay(ax: Axes, points: Sequence[OverlayPoint]) -> None:
+    """`points` as black stars, one legend entry per label."""
+    for label in dict.fromkeys(p.label for p in points):
+        group = [p for p in points if p.label == label]
+        style = dict(OVERLAY_STYLE, zorder=5, label=label)
+        if not group[0].filled:
+            style["markerfacecolor"] = "none"
+        ax.plot([p.percent_remaining for p in group], [p.value for p in group], **style)
+
+
+def _draw_levels(
+    ax: Axes,
+    runs: list[_Run],
+    field: str,
+    scale: float,
+    error_bars: str,
+    overlay: Sequence[OverlayPoint] = (),
+) -> None:
     """`field` of every member kind against % remaining, with `error_bars` over the cells that
-    did not diverge; a red x at the top of the panel at each level with diverged cells."""
+    did not diverge; a red x at the top of the panel at each level with diverged cells; the
+    `overlay` points of `field` as stars (the x axis widened to show every overlay point)."""
     diverged = []
     for r, run in enumerate(runs):
         kinds = dict.fromkeys(kind for row in run.summary for kind in row["members"])
@@ -175,10 +224,18 @@ def _draw_levels(ax: Axes, runs: list[_Run], field: str, scale: float, error_bar
             label=f"{total} diverged cell{'s' if total > 1 else ''} (not in means)",
             **DIVERGED_STYLE,
         )
+    points = [p for p in overlay if p.field == field]
+    if points:
+        _draw_overlay(ax, points)
     values = sorted({p for run in runs for p in run.remaining.values()}, reverse=True)
+    # Both panels span every overlay point, and tick those beyond the runs' levels.
+    beyond = {p.percent_remaining for p in overlay} - set(values)
+    beyond = {x for x in beyond if not values[-1] <= x <= values[0]}
+    shown = sorted({*values, *beyond}, reverse=True)
+    ticks = [*values[:: math.ceil(len(values) / MAX_TICKS)], *sorted(beyond)]
     ax.set_xscale("log")
-    ax.set_xlim(values[0] * 1.15, values[-1] / 1.15)  # reversed: dense on the left
-    ax.xaxis.set_major_locator(ticker.FixedLocator(values[:: math.ceil(len(values) / MAX_TICKS)]))
+    ax.set_xlim(shown[0] * 1.15, shown[-1] / 1.15)  # reversed: dense on the left
+    ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel("weights remaining (%)")
@@ -191,6 +248,10 @@ def figure(
     dpi: int,
     levels: list[int] | None = None,
     error_bars: str = "std",
+    *,
+    overlay: Sequence[OverlayPoint] = (),
+    accuracy_field: str = "early_stop_test_acc",
+    cells: Mapping[str, list[dict[str, Any]]] | None = None,
 ) -> Figure:
     """The three-panel figure of `run_ids` (each drawn once), `size` pixels at `dpi`.
 
@@ -199,22 +260,30 @@ def figure(
         spread from the first to the last.
       error_bars: one of `ERROR_BARS`: ``std`` (± one sample standard deviation) or
         ``minmax`` (the minimum to the maximum over replicates, as the paper's Figure 4).
+      overlay: points a paper reports, drawn as black stars on the panel of their field.
+      accuracy_field: what the right panel shows, one of `ACCURACY_FIELDS`.
+      cells: the cells to draw of some runs, by run id (default: every finished cell).
 
     Raises:
       UsageError: a run has no finished cell, a level in `levels` has no finished ticket,
-        or `error_bars` is unknown.
+        or `error_bars` or `accuracy_field` is unknown.
     """
     if error_bars not in ERROR_BARS:
         raise UsageError(f"--error-bars {error_bars}: use one of {', '.join(ERROR_BARS)}")
-    runs = [_Run(store, run_id) for run_id in dict.fromkeys(run_ids)]
+    if accuracy_field not in ACCURACY_FIELDS:
+        raise UsageError(f"{accuracy_field}: use one of {', '.join(ACCURACY_FIELDS)}")
+    cells = cells or {}
+    runs = [_Run(store, run_id, cells.get(run_id)) for run_id in dict.fromkeys(run_ids)]
     fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     curves, iterations, accuracy = fig.subplots(1, 3)
     _draw_curves(curves, runs, _chosen_levels(runs, levels))
-    _draw_levels(iterations, runs, "early_stop_iter", 1, error_bars)
+    _draw_levels(iterations, runs, "early_stop_iter", 1, error_bars, overlay)
     iterations.set(title="Early-stop iteration", ylabel="iteration of min. validation loss")
-    _draw_levels(accuracy, runs, "early_stop_test_acc", 100, error_bars)
-    accuracy.set(title="Test accuracy at early stop", ylabel="test accuracy (%)")
+    if any(p.field == "early_stop_iter" for p in overlay):
+        iterations.legend(fontsize="small")
+    _draw_levels(accuracy, runs, accuracy_field, 100, error_bars, overlay)
+    accuracy.set(title=ACCURACY_FIELDS[accuracy_field], ylabel="test accuracy (%)")
     accuracy.legend(fontsize="small")
     return fig
 
@@ -227,9 +296,11 @@ def plot(
     dpi: int,
     levels: list[int] | None = None,
     error_bars: str = "std",
+    **options: Any,
 ) -> None:
     """Draws `figure` and writes it to `path` atomically, in the format its suffix names
-    (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes).
+    (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes). `options` are
+    `figure`'s keyword-only arguments (``overlay``, ``accuracy_field``, ``cells``).
 
     Raises:
       UsageError: an unknown suffix, or as `figure`.
@@ -240,7 +311,7 @@ def plot(
         raise UsageError(f"{path}: unknown image type; use one of .{', .'.join(supported)}")
     # The exact size asked for, whatever the user's matplotlibrc says about cropping.
     with matplotlib.rc_context({"savefig.bbox": "standard"}):
-        fig = figure(store, run_ids, size, dpi, levels, error_bars)
+        fig = figure(store, run_ids, size, dpi, levels, error_bars, **options)
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=dpi)
     atomic.write_bytes(Path(path), buffer.getvalue())

@@ -174,21 +174,25 @@ class Strategy:
       rates: fraction of survivors removed per step, by kind (``fc``, ``conv``, ``output``)
         or ``global``.
       exclude: layer name patterns never pruned.
-      one_shot: if set, level 1 prunes straight to this percent of weights remaining (and
-        there is no level 2).
+      one_shot: one-shot targets: level i prunes the dense level's network straight to
+        ``one_shot[i - 1]`` percent of weights remaining (empty: iterative pruning).
     """
 
     kind: str
     rates: Mapping[str, float]
     exclude: tuple[str, ...] = ()
-    one_shot: float | None = None
+    one_shot: tuple[float, ...] = ()
 
     def targets(self, params: Params) -> dict[str, str]:
         """``{name: kind}`` of the layers this strategy prunes."""
         return prunable_layers(params, self.exclude)
 
     def step(
-        self, survivors: Mapping[str, int], kinds: Mapping[str, str], excluded: int = 0
+        self,
+        survivors: Mapping[str, int],
+        kinds: Mapping[str, str],
+        excluded: int = 0,
+        target: float | None = None,
     ) -> dict[str, int]:
         """Survivors after one pruning step (the module's rounding rule).
 
@@ -198,13 +202,14 @@ class Strategy:
           kinds: the kind of each layer.
           excluded: weights of prunable kinds in excluded layers. One-shot's target is a
             percent of all of them (the reported Pm), which these count towards.
+          target: a one-shot step's percent of weights remaining (None: one IMP step).
 
         Returns:
           Survivors per layer (layer-wise) or their total under ``"*"`` (global).
         """
         total = sum(survivors.values())
-        if self.one_shot is not None:
-            wanted = round(self.one_shot / 100 * (total + excluded)) - excluded
+        if target is not None:
+            wanted = round(target / 100 * (total + excluded)) - excluded
             if self.kind == "global":
                 return {"*": wanted}
             fractions = _one_shot_fractions(survivors, self.rates, kinds, wanted / total)
@@ -222,12 +227,17 @@ class Strategy:
             if layer_kind(name) and name not in targets
         )
 
-    def prune(self, params: Params, mask: Mask) -> Mask:
-        """The next level's mask from trained `params` and the current `mask`."""
+    def target(self, level: int) -> float | None:
+        """Level `level`'s one-shot percent of weights remaining, or None (IMP)."""
+        return self.one_shot[level - 1] if self.one_shot and level > 0 else None
+
+    def prune(self, params: Params, mask: Mask, level: int = 1) -> Mask:
+        """Level `level`'s mask from trained `params` and `mask`: one IMP step from the level
+        before, or a one-shot level's target from the dense level."""
         kinds = self.targets(params)
         flat_m = flatten(mask)
         survivors = {name: int(flat_m[name].sum()) for name in kinds}
-        keep = self.step(survivors, kinds, self.excluded_weights(params))
+        keep = self.step(survivors, kinds, self.excluded_weights(params), self.target(level))
         if self.kind == "global":
             return prune_global(params, mask, keep["*"], list(kinds))
         return prune_to_counts(params, mask, keep)
@@ -241,8 +251,11 @@ class Strategy:
         }
         if self.kind == "global":
             survivors = {"*": sum(survivors.values())}
+        excluded = self.excluded_weights(params)
+        if self.one_shot:
+            return self.step(survivors, kinds, excluded, self.target(level)) if level else survivors
         for _ in range(level):
-            survivors = self.step(survivors, kinds, self.excluded_weights(params))
+            survivors = self.step(survivors, kinds, excluded)
         return survivors
 
     def actual_counts(self, params: Params, mask: Mask) -> dict[str, int]:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltcli import atomic, checks, data, models, pruning
+from ltcli import atomic, checks, data, models, pruning, scoring
 from ltcli.descriptor import Descriptor
 from ltcli.engine import (
     METRICS,
@@ -52,10 +52,11 @@ class DivergedError(LtError):
 
 
 def strategy(full: dict[str, Any]) -> pruning.Strategy:
+    """The pruning strategy of a descriptor's full form (one-shot targets largest first)."""
     prune = full["prune"]
-    return pruning.Strategy(
-        prune["strategy"], prune["rates"], tuple(prune["exclude"]), prune["one_shot"]
-    )
+    one_shot = prune["one_shot"]
+    targets = () if one_shot is None else tuple(float(t) for t in np.atleast_1d(one_shot))
+    return pruning.Strategy(prune["strategy"], prune["rates"], tuple(prune["exclude"]), targets)
 
 
 class Runner:
@@ -112,7 +113,8 @@ class Runner:
 
     def _key(self, stream: int, replicate: int) -> jax.Array:
         """The key of a replicate's initialization (stream 0), data order (stream 1), or the
-        other data orders of its stability copies (2) and spawned copies (3)."""
+        other data orders of its stability copies (2) and spawned copies (3), or its
+        pruning-at-initialization scores (4)."""
         root = jax.random.PRNGKey(self.desc["train.seed"])
         return jax.random.fold_in(jax.random.fold_in(root, stream), replicate)
 
@@ -199,16 +201,47 @@ class Runner:
         cell = CellKey(replicate, level)
         if self.store.is_finished(self.run_id, cell):
             return self.store.read_mask(self.run_id, cell, template)
-        previous = CellKey(replicate, level - 1)
+        if self.desc["prune.method"] != "magnitude":
+            return self.at_init_mask(replicate, level)
+        # IMP prunes the level before; one-shot levels all prune the dense level's network.
+        previous = CellKey(replicate, 0 if self.strategy.one_shot else level - 1)
         if self.store.read_metrics(self.run_id, previous)["diverged"]:
             raise DivergedError(
-                f"run {self.run_id[:12]} replicate {replicate} level {level - 1} ticket "
+                f"run {self.run_id[:12]} replicate {replicate} level {previous.level} ticket "
                 "diverged (its loss went NaN or infinite), so it cannot be pruned by magnitude; "
                 "try a lower learning rate (--lr) or a warmup (--set train.warmup=...)"
             )
         trained = self.store.read_trained(self.run_id, previous)["params"]
         mask = self.store.read_mask(self.run_id, previous, template)
-        return self.strategy.prune(trained, mask)
+        return self.strategy.prune(trained, mask, level)
+
+    def at_init_mask(self, replicate: int, level: int, invert: bool = False) -> Any:
+        """The mask that the run's pruning-at-initialization method gives θ0 at `level`'s
+        one-shot target (`ltcli.scoring`), or with `invert` the lowest-scored weights.
+
+        SNIP and GraSP score on 10 training examples per class (`scoring.balanced_indices`,
+        drawn per replicate), normalized as training normalizes them, without augmentation.
+        """
+        method = self.desc["prune.method"]
+        x = y = None
+        if scoring.needs_data(method):
+            rng = np.random.default_rng([int(self.run_id[:16], 16), replicate, 4])
+            ids = scoring.balanced_indices(np.asarray(self.data.y_train), rng)
+            x = (self.data.x_train[ids].astype(jnp.float32) - self.data.mean) / self.data.std
+            y = self.data.y_train[ids]
+        (mask,) = scoring.masks_at_init(
+            method,
+            self.model,
+            self.init_point(replicate),
+            [self.strategy.target(level)],
+            image_shape=self.source.image_shape,
+            exclude=self.strategy.exclude,
+            batch_x=x,
+            batch_y=y,
+            key=self._key(4, replicate),
+            invert=invert,
+        )
+        return mask
 
     def cell_inputs(self, cell: CellKey) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         """(start variables, mask, starting point) of a cell; start = point under mask.
@@ -224,8 +257,10 @@ class Runner:
         if cell.member.kind == "reinit":
             key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
             point = self._fresh(key)
-        elif cell.member.kind == "random":
+        elif cell.member.kind in ("random", "shuffle"):
             mask = pruning.random_like(mask, self._control_rng(cell))
+        elif cell.member.kind == "invert":
+            mask = self.at_init_mask(cell.replicate, cell.level, invert=True)
         start = dict(point, params=masked(point["params"], mask))
         return start, mask, point
 

@@ -438,10 +438,11 @@ def keep_count(params: Params, target_percent: float, exclude: Sequence[str] = (
     if not 0 < target_percent <= 100:
         raise ValueError(f"target percent must be in (0, 100], got {target_percent}")
     shapes = _shapes(params)
-    strategy = pruning.Strategy("global", {"global": 0.0}, tuple(exclude), target_percent)
+    strategy = pruning.Strategy("global", {"global": 0.0}, tuple(exclude))
     kinds = strategy.targets(shapes)
     total = sum(int(np.size(leaf)) for n, leaf in pruning.leaves(shapes).items() if n in kinds)
-    keep = strategy.step({"*": total}, kinds, strategy.excluded_weights(shapes))["*"]
+    excluded = strategy.excluded_weights(shapes)
+    keep = strategy.step({"*": total}, kinds, excluded, target_percent)["*"]
     if keep < 0:
         raise ValueError(
             f"the excluded layers alone hold more than {target_percent}% of the prunable weights"

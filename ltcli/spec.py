@@ -63,6 +63,10 @@ RETRAIN_MODES = ("rewind", "lr-rewind", "finetune")
 to iteration k; the previous level's trained weights with the schedule replayed from k; or
 those weights trained T - k more steps at the schedule's final learning rate."""
 
+PRUNING_METHODS = ("magnitude", "snip", "grasp", "synflow", "magnitude-init", "random")
+"""``magnitude``: of the trained weights (IMP, or one-shot after training); the others score
+θ0 and prune it once to each one-shot target before any training (`ltcli.scoring`)."""
+
 ALWAYS_HASHED = object()
 """`Field.neutral` of a field that existed from the first schema: always in the run id."""
 
@@ -147,7 +151,18 @@ FIELDS: dict[str, Field] = {
         "rewind",
     ),
     "prune.one_shot": Field(
-        "float", None, "a percent of weights remaining in (0, 100)", _between(0, 100), None
+        "percents",
+        None,
+        "a percent of weights remaining in (0, 100), or several like 50,20,5,1.4",
+        lambda v: all(0 < p < 100 for p in v) and len(set(v)) == len(v) > 0,
+        None,
+    ),
+    "prune.method": Field(
+        "str",
+        "magnitude",
+        f"one of {', '.join(PRUNING_METHODS)}",
+        lambda v: v in PRUNING_METHODS,
+        "magnitude",
     ),
     "run.rounds": Field("int", 1, "an integer >= 0", lambda v: v >= 0),
     "run.replicates": Field("int", 1, "an integer >= 1", lambda v: v >= 1),
@@ -197,6 +212,14 @@ def _coerce(kind: str, value: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise ValueError
         return tuple(parse_duration(v) for v in value)
+    if kind == "percents":
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            value = [value]
+        if any(isinstance(v, bool) for v in value):
+            raise ValueError
+        return tuple(float(v) for v in value)
     if kind == "strs":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

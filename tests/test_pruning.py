@@ -109,7 +109,7 @@ def test_one_shot_reaches_the_requested_percent(kind: str, target: float):
     rng = np.random.default_rng(5)
     p = params(rng)
     rates = {"fc": 0.2, "output": 0.1} if kind == "layerwise" else {"global": 0.2}
-    mask = Strategy(kind, rates, one_shot=target).prune(p, pruning.dense_mask(p))
+    mask = Strategy(kind, rates, one_shot=(target,)).prune(p, pruning.dense_mask(p))
     assert pruning.percent_remaining(mask) == pytest.approx(target, abs=0.01)
     if kind == "layerwise":  # the output layer keeps more, as IMP's half rate would
         fractions = {n: k / t for n, (k, t) in pruning.counts(mask).items()}
@@ -143,7 +143,7 @@ def test_layer_kinds_come_from_layer_names():
 
 def test_one_shot_counts_excluded_layers_towards_the_percent_remaining():
     p = params(np.random.default_rng(6), RESNET_LIKE)
-    strategy = Strategy("global", {"global": 0.2}, exclude=("shortcut", "out"), one_shot=27.1)
+    strategy = Strategy("global", {"global": 0.2}, exclude=("shortcut", "out"), one_shot=(27.1,))
     mask = strategy.prune(p, pruning.dense_mask(p))
     assert pruning.percent_remaining(mask) == pytest.approx(27.1, abs=0.01)
     assert mask["shortcut"]["kernel"].all() and mask["out"]["kernel"].all()

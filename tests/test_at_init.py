@@ -1,0 +1,88 @@
+"""Issue 13 in runs: several one-shot targets as levels, pruning at initialization, and the
+shuffle and invert ablations as controls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ltcli import launch, pruning, runner, spec
+from ltcli.cli import cli
+from ltcli.store import CellKey, Store
+
+
+def same_mask(a, b) -> bool:
+    flat_a, flat_b = pruning.flatten(a), pruning.flatten(b)
+    return flat_a.keys() == flat_b.keys() and all(
+        np.array_equal(flat_a[k], flat_b[k]) for k in flat_a
+    )
+
+
+AT_INIT = {"strategy": "global", "method": "snip", "one_shot": [50.0, 10.0]}
+
+
+def test_one_shot_targets_are_levels_pruned_from_the_dense_network(write_spec, tmp_path, real_data):
+    loaded = spec.load(str(write_spec(prune={"one_shot": [5.0, 50.0]}, run={"rounds": 7})))
+    store = Store(tmp_path)
+    run_id = launch.run(loaded, store, data_dir=real_data[1])
+    levels = sorted({c.level for c in store.finished_cells(run_id)})
+    assert levels == [0, 1, 2]  # one level per target, largest first; rounds do not apply
+    remaining = [store.read_metrics(run_id, CellKey(0, lv))["percent_remaining"] for lv in (1, 2)]
+    assert remaining == pytest.approx([50.0, 5.0], abs=0.01)
+    # Level 2 prunes level 0's trained weights (not level 1's): the magnitude ranking of
+    # the dense network's weights gives its mask.
+    desc, source = launch.prepare(loaded, real_data[1])
+    run = runner.Runner(store, desc, source)
+    dense = store.read_trained(run_id, CellKey(0, 0))["params"]
+    expected = run.strategy.prune(dense, pruning.dense_mask(dense), 2)
+    template = store.load_weights(store.init_path(run_id, 0))["params"]
+    stored = store.read_mask(run_id, CellKey(0, 2), template)
+    assert same_mask(expected, stored)
+
+
+def test_snip_levels_shuffle_and_invert(write_spec, tmp_path, real_data):
+    loaded = spec.load(
+        str(write_spec(prune=AT_INIT, run={"controls": "shuffle:1,invert:1,reinit:1"}))
+    )
+    store = Store(tmp_path)
+    run_id = launch.run(loaded, store, data_dir=real_data[1])
+    desc, source = launch.prepare(loaded, real_data[1])
+    run = runner.Runner(store, desc, source)
+    template = store.load_weights(store.init_path(run_id, 0))["params"]
+    for level, target in ((1, 50.0), (2, 10.0)):
+        ticket = store.read_mask(run_id, CellKey(0, level), template)
+        assert pruning.percent_remaining(ticket) == pytest.approx(target, abs=0.01)
+        # The stored mask is what SNIP gives θ0 for this target, computed here again.
+        again = run.at_init_mask(0, level)
+        assert same_mask(ticket, again)
+        shuffled = store.read_mask(run_id, CellKey(0, level, "shuffle-0"), template)
+        assert pruning.counts(shuffled) == pruning.counts(ticket)
+        assert not np.array_equal(shuffled["fc1"]["kernel"], ticket["fc1"]["kernel"])
+        inverted = store.read_mask(run_id, CellKey(0, level, "invert-0"), template)
+        kept = sum(k for k, _ in pruning.counts(inverted).values())
+        assert kept == sum(k for k, _ in pruning.counts(ticket).values())
+        # At most half kept: the inverted mask keeps none of the ticket's weights.
+        for name, m in pruning.flatten(inverted).items():
+            if pruning.layer_kind(name):
+                assert not np.any((m == 1) & (pruning.flatten(ticket)[name] == 1))
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--method", "snip"], "prune.method"),  # no one-shot targets
+        (["--method", "snip", "--one-shot", "20"], "prune.strategy"),  # smoke is layer-wise
+        (["--controls", "invert:1"], "run.controls"),  # invert needs an at-init method
+        (["--one-shot", "20,20"], "prune.one_shot"),
+        (["--one-shot", "120"], "prune.one_shot"),
+    ],
+)
+def test_bad_at_init_input_exits_2_and_writes_nothing(args, field, tmp_path, real_data):
+    store = tmp_path / "store"
+    result = CliRunner().invoke(
+        cli, ["run", "smoke", *args, "--store", str(store), "--data-dir", str(real_data[1])]
+    )
+    assert result.exit_code == 2, result.output
+    assert field in result.stderr
+    assert not store.exists()
