@@ -4,7 +4,7 @@ Prints one table (figure, lt's value, target, met?) and writes it to ``results/b
 Models train on synthetic data of the real shapes (speed does not depend on pixel values),
 so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
 skipped without it. Run as
-``python -m ltcli.bench [--quick] [--only lenet|deterministic|conv|smoke]``.
+``python -m ltcli.bench [--quick] [--only lenet|deterministic|levels|conv|smoke]``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,13 @@ import click
 import jax
 import numpy as np
 
-from ltcli import atomic, models, pruning
-from ltcli.data import Arrays
+from ltcli import atomic, descriptor, models, pruning, runner, spec
+from ltcli.data import Arrays, DataSource
 from ltcli.engine import DeviceData, Engine, Group, TrainConfig, to_device
 from ltcli.grouping import pick
+from ltcli.plan import Plan, Progress
 from ltcli.report import format_table
+from ltcli.store import Store
 
 OPEN_LTH_CPU = 130.0
 """open_lth's LeNet steps/s on the 2-core CPU, evaluation once per epoch (PERFORMANCE.md)."""
@@ -214,6 +216,72 @@ def deterministic_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def _mnist_like() -> DataSource:
+    arrays = synthetic((28, 28, 1), 60000, 10000)
+    return DataSource("mnist", "synthetic", 60000, (28, 28, 1), 10, "memory", lambda: arrays)
+
+
+def _protocol_run(rounds: int, iterations: int, store: Path) -> tuple[list[dict], float]:
+    """Runs LeNet's protocol (5 replicates x ticket + reinit:3 + random:1) on synthetic
+    MNIST-shaped data; returns each level's wall and training seconds, and the total."""
+    overrides = {
+        "train.iterations": iterations,
+        "run.rounds": rounds,
+        "run.replicates": 5,
+        "run.controls": "reinit:3,random:1",
+    }
+    loaded = spec.apply_overrides(spec.load("mnist-lenet"), overrides)
+    source = _mnist_like()
+    desc = descriptor.resolve(loaded, source)
+    Store(store).save_run(desc, "bench", None)
+    levels: list[dict] = []
+
+    class Timer(Progress):
+        def level(self, level, cells, total_steps, start):
+            levels.append({"level": level, "cells": len(cells), "start": time.perf_counter()})
+
+        def finish(self):
+            levels[-1]["training"] = time.perf_counter() - levels[-1]["start"]
+
+    run = runner.Runner(Store(store), desc, source, Timer())
+    train_level = run.train_level
+
+    def timed(level: int, cells: list) -> None:
+        started = time.perf_counter()
+        train_level(level, cells)
+        levels[-1]["wall"] = time.perf_counter() - started
+
+    run.train_level = timed
+    started = time.perf_counter()
+    run.run(Plan(rounds, 5, "reinit:3,random:1"))
+    return levels, time.perf_counter() - started
+
+
+def level_rows(quick: bool) -> list[Row]:
+    """Issue 16's figures: the time a level of 25 LeNet cells spends outside training
+    (pruning, checks, stacking, storing) once its programs are compiled, and the LeNet
+    protocol end to end in cell-steps per second, store and metrics included."""
+    on_gpu = jax.default_backend() == "gpu"
+    with tempfile.TemporaryDirectory() as tmp:
+        levels, _ = _protocol_run(2 if quick else 4, 100, Path(tmp) / "overhead")
+        later = [lv["wall"] - lv["training"] for lv in levels[2:]]
+        rounds, iterations = (20, 50000) if on_gpu and not quick else (1, 2000)
+        protocol, seconds = _protocol_run(rounds, iterations, Path(tmp) / "protocol")
+    cell_steps = sum(lv["cells"] for lv in protocol) * iterations
+    return [
+        Row(
+            "per-level overhead, 25 LeNet cells, levels 2+", float(np.mean(later)), "s", 0.5, False
+        ),
+        Row(
+            f"LeNet protocol, {rounds + 1} levels at {iterations:,} it, 5 replicates x 5 "
+            "members, end to end",
+            cell_steps / seconds,
+            "cell-steps/s",
+        ),
+        Row("  its wall time", seconds, "s", 120.0 if on_gpu and not quick else None, False),
+    ]
+
+
 def conv_rows(quick: bool) -> list[Row]:
     """Training steps/s of Conv-2 and ResNet-20 at the paper's batch sizes: one cell alone,
     then each of two cells with the grouping the engine picks and with the other. The
@@ -282,6 +350,7 @@ def _number(value: float | None) -> str:
 SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "lenet": lenet_rows,
     "deterministic": deterministic_rows,
+    "levels": level_rows,
     "conv": conv_rows,
     "smoke": lambda quick: smoke_rows(),
 }

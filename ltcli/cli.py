@@ -53,6 +53,8 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "one_shot": "prune.one_shot",
         "method": "prune.method",
         "deterministic": "run.deterministic",
+        "controls_at": "run.controls_at",
+        "devices": "run.devices",
         "retrain": "prune.retrain",
         "spawn": "run.spawn",
     }
@@ -130,6 +132,20 @@ JSON_OPTION = click.option(
     "iteration k (--rewind-iter; the default); lr-rewind: keep the previous level's trained "
     "weights and replay the schedule from k; finetune: keep them and train T - k steps at the "
     "schedule's final learning rate.",
+)
+@click.option(
+    "--devices",
+    type=int,
+    metavar="N",
+    help="Shard each level's cells over the first N local devices (default: all JAX sees). "
+    "A cell's numbers do not depend on N (bit for bit with --deterministic).",
+)
+@click.option(
+    "--controls-at",
+    type=click.Choice(["level", "end"]),
+    help="When controls train: with their level (default), or after every ticket, in groups "
+    "of up to 625 cells (faster on a GPU, where large vmapped groups run fastest). The "
+    "numbers are the same (bit for bit with --deterministic).",
 )
 @click.option(
     "--spawn",

@@ -220,6 +220,11 @@ def export(
     help="Error bars: ± one sample standard deviation, or the min-max range over replicates "
     "(as the paper's Figure 4).",
 )
+@click.option(
+    "--instability",
+    is_flag=True,
+    help="Draw the instability analysis (runs with stability or spawned copies) instead.",
+)
 @STORE_OPTION
 def plot(
     run_refs: tuple[str, ...],
@@ -228,9 +233,15 @@ def plot(
     size: str,
     dpi: int,
     error_bars: str,
+    instability: bool,
     store: Path | None,
 ) -> None:
     """Draw the paper's figures for RUNs into an image.
+
+    With --instability, the instability analysis instead (Frankle et al. 2020): test error
+    along the linear path between each ticket and its stability or spawned copy, and
+    instability against % of weights remaining (IMP tickets) and against the spawn iteration
+    (the dense network). Runs with different --retrain modes side by side compare them.
 
     Left: the ticket's test accuracy over training at a few levels (mean over replicates).
     Middle and right: early-stop iteration and test accuracy at early stop against % of
@@ -242,5 +253,11 @@ def plot(
     from ltcli import plot as plotting  # matplotlib costs half a second: only `lt plot` pays
 
     chosen = None if levels is None else parse_levels(levels)
-    plotting.plot(target, run_ids, output, parse_size(size), dpi, chosen, error_bars)
+    if instability:
+        from ltcli import plot_instability
+
+        pixels = parse_size(size)
+        plotting.save(lambda: plot_instability.figure(target, run_ids, pixels, dpi), output, dpi)
+    else:
+        plotting.plot(target, run_ids, output, parse_size(size), dpi, chosen, error_bars)
     click.echo(f"wrote {output}", err=True)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ltcli.base import Mask, Params
 from ltcli.data import Arrays
@@ -240,6 +242,9 @@ class Engine:
       deterministic: every cell runs the same one-cell program whatever its group: a lone
         cell too goes through the loop of ``serial`` (never its own unbatched program), and
         ``vmap`` is not used. A cell's numbers are then bit-identical alone or in any group.
+      devices: the local devices a group is sharded over along its cell axis (`start` pads
+        it to a multiple with copies of its last cell, which `unstack` never returns); each
+        device trains its share with the grouping, as one device trains a whole group.
     """
 
     model: nn.Module
@@ -247,6 +252,30 @@ class Engine:
     grouping: str = "vmap"
     segment_evals: int = 10
     deterministic: bool = False
+    devices: int = 1
+
+    def mesh(self) -> Mesh:
+        """The first `devices` local devices along one axis, ``cells``."""
+        return Mesh(np.asarray(jax.local_devices()[: self.devices]), ("cells",))
+
+    def place_data(self, data: DeviceData) -> DeviceData:
+        """`data` replicated on every device of the mesh (as is with one device)."""
+        if self.devices == 1:
+            return data
+        return jax.device_put(data, NamedSharding(self.mesh(), P()))
+
+    def _shard(self, group: Group) -> Group:
+        """`group` padded to a multiple of `devices` cells (copies of its last cell) and
+        split along the cell axis over the mesh."""
+        if self.devices == 1:
+            return group
+        cells = group.data_key.shape[0]
+        pad = -cells % self.devices
+
+        def padded(x: jax.Array) -> jax.Array:
+            return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+
+        return jax.device_put(jax.tree.map(padded, group), NamedSharding(self.mesh(), P("cells")))
 
     @property
     def tx(self) -> optax.GradientTransformation:
@@ -282,7 +311,7 @@ class Engine:
         rewind = None
         if capture_rewind:
             rewind = jax.tree.map(jnp.copy, {"params": stacked, "batch_stats": stats})
-        return Group(
+        group = Group(
             stacked,
             stats,
             opt_state,
@@ -290,6 +319,7 @@ class Engine:
             jnp.stack([jnp.asarray(k) for k in keys]),
             rewind,
         )
+        return self._shard(group)
 
     @partial(jax.jit, static_argnums=(0,))  # eagerly, each leaf's init is its own dispatch
     def _init_opt_state(self, stacked: Params, start_step: jax.Array) -> Any:
@@ -397,6 +427,19 @@ class Engine:
     def _segment(
         self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
     ):
+        if self.devices == 1:
+            return self._local_segment(group, step0, data, evals, rewind_at)
+        cells = P("cells")
+        local = partial(self._local_segment, evals=evals, rewind_at=rewind_at)
+        sharded = jax.shard_map(
+            local, mesh=self.mesh(), in_specs=(cells, P(), P()), out_specs=(cells, cells)
+        )
+        return sharded(group, step0, data)
+
+    def _local_segment(
+        self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
+    ):
+        """`_segment` of the cells on one device."""
         one = partial(self._cell_segment, step0=step0, data=data, evals=evals, rewind_at=rewind_at)
         if self.deterministic:
             return jax.lax.map(one, group)

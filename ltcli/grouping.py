@@ -75,7 +75,7 @@ def choose(key: str, engine: Engine, fresh_group: Callable[[], Group], data: Dev
         timings = {}
         for grouping in GROUPINGS:
             try:
-                probe = Engine(engine.model, cfg, grouping, 1)
+                probe = Engine(engine.model, cfg, grouping, 1, devices=engine.devices)
                 timings[grouping] = seconds_per_period(probe, fresh_group(), data)
             except jax.errors.JaxRuntimeError:  # out of memory, say: the other one it is
                 timings[grouping] = float("inf")

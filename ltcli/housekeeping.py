@@ -118,11 +118,11 @@ def garbage(store: Store, run_id: str) -> list[Removal]:
 
     - the whole run folder if it has no finished cell and no checkpoint worth resuming
       (a descriptor, perhaps θ0, of a run that never finished a cell);
-    - else each stale checkpoint (``checkpoints/level_<L>.npz`` whose cells are all finished)
+    - else each stale checkpoint (``checkpoints/*.npz`` whose cells are all finished)
       and each temporary file (``.<name>.<random>.tmp``, left by a write that was killed).
     """
     folder = store.run_dir(run_id)
-    checkpoints = sorted(folder.glob("checkpoints/level_*.npz"))
+    checkpoints = sorted(folder.glob("checkpoints/*.npz"))
     stale = [p for p in checkpoints if _stale(store, run_id, p)]
     if next(store.finished_cells(run_id), None) is None and len(stale) == len(checkpoints):
         return [Removal(folder, _size(folder), "run without a finished cell")]

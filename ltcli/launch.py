@@ -87,7 +87,16 @@ def run(
             paths.enable_compile_cache()
             from ltcli.runner import Runner
 
-            Runner(store, desc, source, progress, checkpoint_seconds, grouping, deterministic).run(
-                plan
+            runner = Runner(
+                store,
+                desc,
+                source,
+                progress,
+                checkpoint_seconds,
+                grouping,
+                deterministic,
+                spec["run.controls_at"],
+                spec["run.devices"],
             )
+            runner.run(plan)
     return desc.run_id

@@ -28,7 +28,7 @@ import dataclasses
 import io
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -298,12 +298,21 @@ def plot(
     error_bars: str = "std",
     **options: Any,
 ) -> None:
-    """Draws `figure` and writes it to `path` atomically, in the format its suffix names
-    (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes). `options` are
-    `figure`'s keyword-only arguments (``overlay``, ``accuracy_field``, ``cells``).
+    """Draws `figure` and writes it to `path` (see `save`). `options` are `figure`'s
+    keyword-only arguments (``overlay``, ``accuracy_field``, ``cells``).
 
     Raises:
       UsageError: an unknown suffix, or as `figure`.
+    """
+    save(lambda: figure(store, run_ids, size, dpi, levels, error_bars, **options), path, dpi)
+
+
+def save(draw: Callable[[], Figure], path: Path, dpi: int) -> None:
+    """Writes the figure `draw` makes to `path` atomically, in the format its suffix names
+    (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes).
+
+    Raises:
+      UsageError: an unknown suffix (checked before drawing).
     """
     fmt = Path(path).suffix.lstrip(".").lower()
     supported = FigureCanvasAgg.get_supported_filetypes()
@@ -311,7 +320,6 @@ def plot(
         raise UsageError(f"{path}: unknown image type; use one of .{', .'.join(supported)}")
     # The exact size asked for, whatever the user's matplotlibrc says about cropping.
     with matplotlib.rc_context({"savefig.bbox": "standard"}):
-        fig = figure(store, run_ids, size, dpi, levels, error_bars, **options)
         buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=dpi)
+        draw().savefig(buffer, format=fmt, dpi=dpi)
     atomic.write_bytes(Path(path), buffer.getvalue())

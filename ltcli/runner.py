@@ -36,15 +36,31 @@ from ltcli.engine import (
     to_device,
     unstack,
 )
-from ltcli.errors import LtError
+from ltcli.errors import InvariantError, LtError
+from ltcli.grouping import needs_host_loop
 from ltcli.grouping import pick as pick_grouping
 from ltcli.interpolation import path
 from ltcli.member import CONTROL_KINDS, PAIRED_KINDS, SPAWN
 from ltcli.plan import Plan, Progress
 from ltcli.store import CellKey, Store
+from ltcli.writer import RunStore
 
 SEGMENT_ITERATIONS = 1000
 """About this many iterations run per jitted call; progress and checkpoints come between."""
+MAX_GROUP = 625
+"""At most this many deferred controls train as one group (625 LeNet cells ran fastest of
+the sizes measured on an H200; a group's memory grows linearly with it)."""
+
+
+def local_devices(requested: int, grouping: str, model_name: str) -> int:
+    """How many local devices a run's groups are sharded over: `requested` (0: all that JAX
+    sees), at most as many as there are, and one where groups train in the ``host`` loop
+    (convolutions on a CPU), which steps one cell at a time."""
+    host = grouping == "host" or (
+        grouping == "auto" and needs_host_loop(models.get(model_name).kinds, jax.default_backend())
+    )
+    available = jax.local_device_count()
+    return 1 if host else min(requested or available, available)
 
 
 class DivergedError(LtError):
@@ -71,9 +87,13 @@ class Runner:
         checkpoint_seconds: float = 60.0,
         grouping: str = "auto",
         deterministic: bool = False,
+        controls_at: str = "level",
+        devices: int = 0,
     ):
         self.store, self.desc, self.source = store, desc, source
         self.run_id = desc.run_id
+        self.view = RunStore(store, desc.run_id)
+        self.controls_at = controls_at
         self.progress = progress or Progress()
         self.checkpoint_seconds = checkpoint_seconds
         self.grouping = grouping
@@ -81,10 +101,13 @@ class Runner:
         self.cfg = TrainConfig.of(desc.full["train"])
         self.strategy = strategy(desc.full)
         self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
+        self.devices = local_devices(devices, grouping, desc["model.name"])
         self._engine: Engine | None = None
         self._data: DeviceData | None = None
         self._tickets: dict[tuple[int, int], Any] = {}
         self._spawn: tuple[int, ...] = ()
+        self._keys: dict[tuple[int, int], jax.Array] = {}
+        self._points: dict[Any, dict[str, Any]] = {}
 
     # -- lazily built: a run with nothing to train loads no data and compiles nothing --------
 
@@ -92,7 +115,9 @@ class Runner:
     def engine(self) -> Engine:
         if self._engine is None:
             segment = self._segment_evals((self.start_step(1),))
-            self._engine = Engine(self.model, self.cfg, "vmap", segment, self.deterministic)
+            self._engine = Engine(
+                self.model, self.cfg, "vmap", segment, self.deterministic, self.devices
+            )
         return self._engine
 
     def _segment_evals(self, boundaries: tuple[int, ...]) -> int:
@@ -108,15 +133,19 @@ class Runner:
     @property
     def data(self) -> DeviceData:
         if self._data is None:
-            self._data = to_device(self.source.load(), self.desc["data.validation"])
+            data = to_device(self.source.load(), self.desc["data.validation"])
+            self._data = self.engine.place_data(data)
         return self._data
 
     def _key(self, stream: int, replicate: int) -> jax.Array:
         """The key of a replicate's initialization (stream 0), data order (stream 1), or the
         other data orders of its stability copies (2) and spawned copies (3), or its
         pruning-at-initialization scores (4)."""
-        root = jax.random.PRNGKey(self.desc["train.seed"])
-        return jax.random.fold_in(jax.random.fold_in(root, stream), replicate)
+        if (stream, replicate) not in self._keys:  # eager fold_ins cost ms: once each
+            root = jax.random.PRNGKey(self.desc["train.seed"])
+            key = jax.random.fold_in(jax.random.fold_in(root, stream), replicate)
+            self._keys[stream, replicate] = key
+        return self._keys[stream, replicate]
 
     def data_key(self, cell: CellKey) -> jax.Array:
         """The key of a cell's data order and per-step noise: the replicate's, except for a
@@ -158,18 +187,22 @@ class Runner:
         return jax.device_get({"params": params, "batch_stats": stats})
 
     def init_point(self, replicate: int) -> dict[str, Any]:
-        """θ0 of a replicate (params and batch-norm state), created and stored once."""
+        """θ0 of a replicate (params and batch-norm state), created and stored once, read
+        from disk once per runner (read-only)."""
         path = self.store.init_path(self.run_id, replicate)
-        if path.exists():
-            return self.store.load_weights(path)
-        variables = self._fresh(self._key(0, replicate))
-        self.store.save_weights(path, variables)
-        return self.store.load_weights(path)
+        if path not in self._points:
+            if not path.exists():
+                self.store.save_weights(path, self._fresh(self._key(0, replicate)))
+            self._points[path] = _read_only(self.store.load_weights(path))
+        return self._points[path]
 
     def rewind_point(self, replicate: int, level: int) -> dict[str, Any]:
         """Where a level's survivors start: θ0 at level 0, later θ0 or θk (late rewinding)."""
         if level > 0 and self.desc["prune.rewind_iter"]:
-            return self.store.load_weights(self.store.rewind_path(self.run_id, replicate))
+            path = self.store.rewind_path(self.run_id, replicate)
+            if path not in self._points:
+                self._points[path] = _read_only(self.view.load_weights(path))
+            return self._points[path]
         return self.init_point(replicate)
 
     def _control_rng(self, cell: CellKey) -> np.random.Generator:
@@ -199,20 +232,20 @@ class Runner:
         if level == 0:
             return pruning.dense_mask(template)
         cell = CellKey(replicate, level)
-        if self.store.is_finished(self.run_id, cell):
-            return self.store.read_mask(self.run_id, cell, template)
+        if self.view.is_finished(cell):
+            return self.view.read_mask(cell, template)
         if self.desc["prune.method"] != "magnitude":
             return self.at_init_mask(replicate, level)
         # IMP prunes the level before; one-shot levels all prune the dense level's network.
         previous = CellKey(replicate, 0 if self.strategy.one_shot else level - 1)
-        if self.store.read_metrics(self.run_id, previous)["diverged"]:
+        if self.view.read_metrics(previous)["diverged"]:
             raise DivergedError(
                 f"run {self.run_id[:12]} replicate {replicate} level {previous.level} ticket "
                 "diverged (its loss went NaN or infinite), so it cannot be pruned by magnitude; "
                 "try a lower learning rate (--lr) or a warmup (--set train.warmup=...)"
             )
-        trained = self.store.read_trained(self.run_id, previous)["params"]
-        mask = self.store.read_mask(self.run_id, previous, template)
+        trained = self.view.read_trained(previous)["params"]
+        mask = self.view.read_mask(previous, template)
         return self.strategy.prune(trained, mask, level)
 
     def at_init_mask(self, replicate: int, level: int, invert: bool = False) -> Any:
@@ -253,7 +286,7 @@ class Runner:
         mask = self.ticket_mask(cell.replicate, cell.level)
         point = self.rewind_point(cell.replicate, cell.level)
         if self._retrains(cell) and self.desc["prune.retrain"] != "rewind":
-            point = self.store.read_trained(self.run_id, CellKey(cell.replicate, cell.level - 1))
+            point = self.view.read_trained(CellKey(cell.replicate, cell.level - 1))
         if cell.member.kind == "reinit":
             key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
             point = self._fresh(key)
@@ -275,34 +308,55 @@ class Runner:
             and later levels of it were asked for (they are left untrained).
         """
         self._spawn = plan.spawn
+        try:
+            self._run(plan)
+        finally:
+            self.view.close()  # what finished is on disk, whatever happened
+
+    def _run(self, plan: Plan) -> None:
         stopped: dict[int, DivergedError] = {}
+        deferred: list[CellKey] = []
         for level in range(plan.rounds + 1):
             todo = [
                 c
-                for c in plan.unfinished(self.store, self.run_id, level)
-                if c.replicate not in stopped
+                for c in plan.cells(level)
+                if c.replicate not in stopped and not self.view.is_finished(c)
             ]
             for replicate in sorted({c.replicate for c in todo}):
                 try:
                     self.ticket_mask(replicate, level)
                 except DivergedError as err:
                     stopped[replicate] = err
-            if todo := [c for c in todo if c.replicate not in stopped]:
-                self.train_level(level, todo)
+            todo = [c for c in todo if c.replicate not in stopped]
+            deferred += [c for c in todo if self._deferred(c)]
+            if now := [c for c in todo if not self._deferred(c)]:
+                self.train_level(level, now)
+        for start in range(0, len(deferred), MAX_GROUP):
+            group = deferred[start : start + MAX_GROUP]
+            self.train_level(min(c.level for c in group), group)
         if stopped:
             raise DivergedError("; ".join(str(err) for err in stopped.values()))
 
+    def _deferred(self, cell: CellKey) -> bool:
+        """Whether `cell` waits for the end of the run (``controls_at="end"``): the controls
+        of pruned levels, which feed nothing later, then train together in large groups."""
+        return self.controls_at == "end" and cell.level > 0 and not cell.member.is_ticket
+
     def train_level(self, level: int, cells: list[CellKey]) -> None:
-        """Trains `cells` of `level` as one group, checks every invariant, then stores them.
+        """Trains `cells` as one group, checks every invariant, then stores them. The cells
+        are of `level`, or (deferred controls) of pruned levels from `level` on: all start
+        at the same iteration.
 
         Raises:
           InvariantError: a check failed; no cell of the group is stored.
         """
         inputs = [self.cell_inputs(c) for c in cells]
         self._tickets.clear()  # the next level prunes from what this one stores
-        labels = [f"run {self.run_id[:12]} level {level} r{c.replicate} {c.member}" for c in cells]
-        for label, (start, mask, _) in zip(labels, inputs, strict=True):
-            expected = self.strategy.expected_counts(start["params"], level)
+        labels = [
+            f"run {self.run_id[:12]} level {c.level} r{c.replicate} {c.member}" for c in cells
+        ]
+        for cell, label, (start, mask, _) in zip(cells, labels, inputs, strict=True):
+            expected = self.strategy.expected_counts(start["params"], cell.level)
             checks.counts(self.strategy.actual_counts(start["params"], mask), expected, label)
         self._check_copies_start_as_their_tickets(cells, inputs, labels)
         capture = self.desc["prune.rewind_iter"] if level == 0 else 0
@@ -335,14 +389,19 @@ class Runner:
         started = time.perf_counter()
         group, curves = self._train_group(level, cells, engine, group, capture, fingerprint)
         wall = (time.perf_counter() - started) / len(cells)
-        rows = unstack(group, len(cells))
-        for label, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
-            checks.pruned_are_zero(row.params, mask, f"{label} trained weights")
-            checks.optimizer_state_masked(row.opt_state, row.params, mask, label)
+        bad = np.asarray(checks.pruned_nonzero(group.params, group.opt_state, group.mask))
+        if bad.any():  # the host checks name the layer (and raise)
+            everything = unstack(group, len(cells))
+            for label, row, (_, mask, _) in zip(labels, everything, inputs, strict=True):
+                checks.pruned_are_zero(row.params, mask, f"{label} trained weights")
+                checks.optimizer_state_masked(row.opt_state, row.params, mask, label)
+            raise InvariantError(f"{labels[int(bad.argmax())]}: pruned weights revived")
+        rows = unstack(group._replace(opt_state=None), len(cells))
         recorded = {
             "wall_seconds": wall,
             "grouping": engine.recorded_grouping(len(cells)),
             "deterministic": engine.deterministic,
+            "devices": engine.devices,
         }
         batches = engine.first_batches(
             jnp.stack(keys), jnp.asarray(start_step, jnp.int32), self.data.y_train.shape[0]
@@ -359,7 +418,7 @@ class Runner:
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
             }
             self._store_cell(cell, row, mask, curve, start_step, facts)
-        self.store.clear_checkpoint(self.run_id, level)
+        self.view.clear_checkpoint(_checkpoint_name(cells))
 
     def _check_copies_start_as_their_tickets(
         self, cells: list[CellKey], inputs: list[tuple], labels: list[str]
@@ -386,7 +445,7 @@ class Runner:
             if cell.member.kind not in PAIRED_KINDS:
                 continue
             ticket = CellKey(cell.replicate, cell.level)
-            partner = trained.get(ticket) or self.store.read_trained(self.run_id, ticket)
+            partner = trained.get(ticket) or self.view.read_trained(ticket)
             out[cell] = {
                 "partner": "ticket",
                 **path(engine, partner, trained[cell], mask, self.data),
@@ -405,9 +464,9 @@ class Runner:
         """Stores a trained cell: its mask, metrics (curve on the run's 0..T axis, summary,
         and `facts` of how it trained) and, for a ticket, its weights (and θk at level 0)."""
         if cell.member.is_ticket and row.rewind is not None:
-            self.store.save_weights(self.store.rewind_path(self.run_id, cell.replicate), row.rewind)
+            self.view.save_weights(self.store.rewind_path(self.run_id, cell.replicate), row.rewind)
         weights = None
-        if cell.member.is_ticket:
+        if cell.member.is_ticket or cell.member.kind in PAIRED_KINDS:  # copies keep theirs
             weights = {"params": row.params, "batch_stats": row.batch_stats}
         per_layer = pruning.counts(mask)
         every = self.cfg.eval_every
@@ -424,7 +483,7 @@ class Runner:
             **summarize(curve, every, start),
             **facts,
         }
-        self.store.write_cell(self.run_id, cell, mask, metrics, weights)
+        self.view.write_cell(cell, mask, metrics, weights)
 
     def _train_group(
         self,
@@ -453,7 +512,7 @@ class Runner:
             group, metrics = engine.segment(
                 group, step, engine.segment_evals, data_on_device, capture
             )
-            curves = np.concatenate([curves, np.asarray(metrics)], axis=1)
+            curves = np.concatenate([curves, np.asarray(metrics)[: len(cells)]], axis=1)
             step += engine.segment_evals * cfg.eval_every
             if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
                 self._save_checkpoint(level, cells, group, step, curves, fingerprint)
@@ -491,7 +550,7 @@ class Runner:
             cells=np.asarray([str(c.relpath) for c in cells]),
             inputs=np.asarray(fingerprint),
         )
-        atomic.write_npz(self.store.checkpoint_path(self.run_id, level), arrays)
+        atomic.write_npz(self.store.checkpoint_path(self.run_id, _checkpoint_name(cells)), arrays)
 
     def _load_checkpoint(
         self, level: int, cells: list[CellKey], like: Group, fingerprint: str
@@ -504,7 +563,7 @@ class Runner:
         weight zero. Anything else is stale (the run changed under it, or the file is not
         lt's): it is discarded with a note.
         """
-        path = self.store.checkpoint_path(self.run_id, level)
+        path = self.store.checkpoint_path(self.run_id, _checkpoint_name(cells))
         if not path.exists():
             return None
         paths_leaves, structure = jax.tree_util.tree_flatten_with_path(like)
@@ -542,6 +601,23 @@ class Runner:
         self.progress.note(f"note: discarded the checkpoint {path}: {why}; the level starts over")
         path.unlink(missing_ok=True)
         return None
+
+
+def _checkpoint_name(cells: list[CellKey]) -> str:
+    """A group's checkpoint: ``level_<L>`` for one level's cells, else (deferred controls)
+    named by the cells it holds."""
+    levels = {c.level for c in cells}
+    if len(levels) == 1:
+        return f"level_{levels.pop()}"
+    digest = hashlib.sha256(" ".join(str(c.relpath) for c in cells).encode()).hexdigest()
+    return f"controls_{digest[:12]}"
+
+
+def _read_only(variables: dict[str, Any]) -> dict[str, Any]:
+    """`variables` with every array read-only: shared starting points cannot be changed."""
+    for leaf in pruning.leaves(variables).values():
+        leaf.setflags(write=False)
+    return variables
 
 
 def _fingerprint(inputs: list[tuple[dict[str, Any], Any, dict[str, Any]]]) -> str:

@@ -249,8 +249,9 @@ class Store:
 
     # -- checkpoints -------------------------------------------------------------------------
 
-    def checkpoint_path(self, run_id: str, level: int) -> Path:
-        return self.run_dir(run_id) / "checkpoints" / f"level_{level}.npz"
+    def checkpoint_path(self, run_id: str, name: str) -> Path:
+        """A training group's checkpoint (``level_<L>``, or a group of deferred controls)."""
+        return self.run_dir(run_id) / "checkpoints" / f"{name}.npz"
 
-    def clear_checkpoint(self, run_id: str, level: int) -> None:
-        self.checkpoint_path(run_id, level).unlink(missing_ok=True)
+    def clear_checkpoint(self, run_id: str, name: str) -> None:
+        self.checkpoint_path(run_id, name).unlink(missing_ok=True)

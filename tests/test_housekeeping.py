@@ -38,7 +38,7 @@ def make_run(root: Path, name: str, cells: list[tuple[int, int]] = ()) -> str:
 
 def checkpoint(store: Store, run_id: str, level: int, replicates: int) -> Path:
     """A level checkpoint holding that level's ticket cells, as the runner writes one."""
-    path = store.checkpoint_path(run_id, level)
+    path = store.checkpoint_path(run_id, f"level_{level}")
     cells = [str(CellKey(r, level).relpath) for r in range(replicates)]
     atomic.write_npz(path, {"step": np.asarray(100), "cells": np.asarray(cells)})
     return path

@@ -201,7 +201,7 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     store = Store(tmp_path / "killed")
     with pytest.raises(Killed):
         launch.run(loaded, store, data_dir=real_data[1], progress=KillAfter(), checkpoint_seconds=0)
-    assert store.checkpoint_path(run_id, 0).exists()
+    assert store.checkpoint_path(run_id, "level_0").exists()
     assert not store.is_finished(run_id, CellKey(0, 0))
     resumed = []
 
@@ -211,7 +211,7 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
 
     launch.run(loaded, store, data_dir=real_data[1], progress=Watch())
     assert resumed[0] == 200  # level 0 picked up at iteration 200
-    assert not store.checkpoint_path(run_id, 0).exists()
+    assert not store.checkpoint_path(run_id, "level_0").exists()
     for level in (0, 1):
         a = reference.read_metrics(run_id, CellKey(0, level))
         b = store.read_metrics(run_id, CellKey(0, level))
@@ -262,9 +262,19 @@ def test_a_failed_check_stores_no_cell_of_the_level(write_spec, tmp_path, real_d
             raise InvariantError(f"{what}: momentum revived a pruned weight")
         real(opt_state, params, mask, what)
 
+    # The device check reports a revived weight; the host checks then name it.
+    monkeypatch.setattr(checks, "pruned_nonzero", lambda *_: np.asarray([0, 3]))
     monkeypatch.setattr(checks, "optimizer_state_masked", fail_second)
-    with pytest.raises(InvariantError):
+    with pytest.raises(InvariantError, match="momentum revived"):
         launch.run(loaded, store, data_dir=real_data[1], grouping="vmap")
+    assert manifests(tmp_path) == {}
+
+
+def test_the_device_check_alone_stops_the_level(write_spec, tmp_path, real_data, monkeypatch):
+    loaded = spec.load(str(write_spec(run={"rounds": 0, "replicates": 2})))
+    monkeypatch.setattr(checks, "pruned_nonzero", lambda *_: np.asarray([0, 3]))
+    with pytest.raises(InvariantError, match="r1 ticket: pruned weights revived"):
+        launch.run(loaded, Store(tmp_path), data_dir=real_data[1], grouping="vmap")
     assert manifests(tmp_path) == {}
 
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
 
-from ltcli import engine, interpolation, launch, pruning, runner, spec
+from ltcli import engine, interpolation, launch, plot_instability, pruning, runner, spec
+from ltcli.cli import cli
 from ltcli.data import Arrays
 from ltcli.engine import Engine, TrainConfig, learning_rate, to_device, unstack
 from ltcli.models.lenet import MLP
@@ -171,6 +174,24 @@ def test_adding_stability_copies_to_a_finished_run_trains_only_the_copies(
         path_errors = copy["instability"]["test_error"]
         assert path_errors[0] == pytest.approx(1 - ticket["final_test_acc"], abs=1e-6)
         assert path_errors[-1] == pytest.approx(1 - copy["final_test_acc"], abs=1e-6)
+    figure = tmp_path / "instability.png"
+    args = ["plot", run_id[:8], "--instability", "-o", str(figure), "--store", str(tmp_path)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert Image.open(figure).size == (1500, 500)
+    axes = plot_instability.figure(store, [run_id], (1500, 500), 100).axes
+    assert [ax.get_title() for ax in axes[:2]] == [
+        "Test error on the linear path",
+        "Instability of IMP tickets",
+    ]
+    (bars,) = [c for c in axes[1].containers if c.get_label() == run_id[:12]]
+    line = bars.lines[0]
+    expected = [
+        100
+        * store.read_metrics(run_id, CellKey(0, lv, "stability-0"))["instability"]["instability"]
+        for lv in (2, 1)  # sparsest first: sorted by % remaining
+    ]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), expected)
 
 
 def test_a_spawned_copy_follows_the_dense_ticket_to_k_then_its_own_data(

@@ -145,7 +145,7 @@ def killed_run(write_spec, tmp_path, real_data, monkeypatch):
 
 def test_checkpoint_leaves_are_stored_under_their_pytree_paths(killed_run):
     _, store, run_id = killed_run
-    with np.load(store.checkpoint_path(run_id, 0)) as saved:
+    with np.load(store.checkpoint_path(run_id, "level_0")) as saved:
         names = set(saved.files)
     assert any(".mu[" in n or "mu[" in n for n in names), names
     assert any("nu[" in n for n in names)
@@ -155,7 +155,7 @@ def test_checkpoint_leaves_are_stored_under_their_pytree_paths(killed_run):
 @pytest.mark.parametrize("tamper", ["inputs", "other_mask"])
 def test_a_stale_checkpoint_is_discarded_with_a_note(killed_run, real_data, tmp_path, tamper):
     loaded, store, run_id = killed_run
-    path = store.checkpoint_path(run_id, 0)
+    path = store.checkpoint_path(run_id, "level_0")
     with np.load(path) as saved:
         arrays = {k: saved[k] for k in saved.files}
     if tamper == "inputs":

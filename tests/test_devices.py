@@ -1,0 +1,42 @@
+"""Issue 14: a level's cells sharded over several local devices store the same cells and
+numbers as on one device. JAX reads the device count when it starts, so each run is a
+process of its own with four CPU devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ltcli.store import Store
+
+
+def lt_run(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> None:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    command = [sys.executable, "-m", "ltcli", "run", str(spec_path), "--store", str(store)]
+    command += ["--data-dir", str(data_dir), *flags]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+
+
+def test_five_cells_over_four_devices_match_one_device(write_spec, tmp_path, real_data):
+    path = write_spec(train={"iterations": "200it"}, run={"rounds": 1, "replicates": 5})
+    four, one = tmp_path / "four", tmp_path / "one"
+    lt_run(path, four, real_data[1], "--deterministic")
+    lt_run(path, one, real_data[1], "--deterministic", "--devices", "1")
+    (run_id,) = Store(four).run_ids()
+    cells = list(Store(four).finished_cells(run_id))
+    assert cells == list(Store(one).finished_cells(run_id)) and len(cells) == 10
+    for cell in cells:
+        a, b = (Store(s).cell_dir(run_id, cell) for s in (four, one))
+        for name in ("mask.npz", "weights.npz"):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (cell, name)
+        ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+        assert ma["curve"] == mb["curve"]
+        assert (ma["devices"], mb["devices"]) == (4, 1)
+    # Five cells over four devices: three padding cells trained and were never stored.
+    assert sorted(p.name for p in (four / run_id).glob("replicate_*")) == [
+        f"replicate_{r}" for r in range(5)
+    ]

@@ -1,0 +1,56 @@
+"""Issue 16: nothing recompiles between levels of the same shapes, and controls trained at
+the end in large groups store the same cells and numbers as controls trained with their
+level."""
+
+from __future__ import annotations
+
+import logging
+
+import jax
+
+from ltcli import launch, plan, runner, spec
+from ltcli.store import CellKey, Store
+
+
+def test_no_level_after_the_first_pruned_one_compiles_anything(
+    write_spec, tmp_path, real_data, caplog
+):
+    loaded = spec.load(str(write_spec(run={"rounds": 3, "controls": "reinit:1,random:1"})))
+    desc, source = launch.prepare(loaded, real_data[1])
+    store = Store(tmp_path)
+    store.save_run(desc, "tiny", None)
+    run = runner.Runner(store, desc, source, grouping="vmap")
+    compiled: dict[int, list[str]] = {}
+    train_level = run.train_level
+
+    def watched(level, cells):
+        caplog.clear()
+        with jax.log_compiles(), caplog.at_level(logging.WARNING):
+            train_level(level, cells)
+        compiled[level] = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+
+    run.train_level = watched
+    run.run(plan.Plan(3, 1, "reinit:1,random:1"))
+    assert compiled[1], "the first pruned level compiles its group's programs"
+    assert compiled[2] == [] and compiled[3] == []
+
+
+def test_controls_at_the_end_store_the_same_cells_and_numbers(write_spec, tmp_path, real_data):
+    """Bit for bit under --deterministic: a cell's numbers do not depend on its group."""
+    path = str(write_spec(run={"rounds": 2, "replicates": 2, "controls": "reinit:1,random:1"}))
+    stores = {}
+    for when in ("level", "end"):
+        loaded = spec.apply_overrides(
+            spec.load(path), {"run.controls_at": when, "run.deterministic": True}
+        )
+        stores[when] = Store(tmp_path / when)
+        run_id = launch.run(loaded, stores[when], data_dir=real_data[1])
+    by_level, at_end = (list(stores[w].finished_cells(run_id)) for w in ("level", "end"))
+    assert by_level == at_end and len(at_end) == 2 * (1 + 3 + 3)
+    for cell in at_end:
+        a, b = (stores[w].read_metrics(run_id, cell) for w in ("level", "end"))
+        assert a["curve"] == b["curve"], cell
+        assert a["first_batch"] == b["first_batch"]
+    ticket = CellKey(1, 2)
+    weights = [(stores[w].cell_dir(run_id, ticket) / "weights.npz").read_bytes() for w in stores]
+    assert weights[0] == weights[1]
