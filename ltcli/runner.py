@@ -403,9 +403,12 @@ class Runner:
             "deterministic": engine.deterministic,
             "devices": engine.devices,
         }
-        batches = engine.first_batches(
-            jnp.stack(keys), jnp.asarray(start_step, jnp.int32), self.data.y_train.shape[0]
-        )
+        # Cells that share a data order (a replicate's ticket and controls) share a batch:
+        # each order's is drawn once (a permutation of the training set each).
+        orders, which = np.unique(np.asarray(jnp.stack(keys)), axis=0, return_inverse=True)
+        step = jnp.asarray(start_step, jnp.int32)
+        firsts = engine.first_batches(jnp.asarray(orders), step, self.data.y_train.shape[0])
+        batches = np.asarray(firsts)[which.reshape(-1)]
         paths = self._instabilities(engine, cells, rows, inputs)
         for i, (cell, row, curve, (_, mask, _)) in enumerate(
             zip(cells, rows, curves, inputs, strict=True)
@@ -413,7 +416,7 @@ class Runner:
             facts = {
                 **recorded,
                 "first_learning_rate": float(learning_rate(self.cfg)(schedule[i])),
-                "first_batch": np.asarray(batches[i]).tolist(),
+                "first_batch": batches[i].tolist(),
                 **({"instability": paths[cell]} if cell in paths else {}),
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
             }
