@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install -q -e '.[test,tfds]'
+	$(BIN)/pip install -q -e '.[test,tfds,ray]'
 	touch $@
 
 ## install: .venv with lt installed (editable) and its runtime dependencies
@@ -20,7 +20,7 @@ install: $(BIN)/python
 
 ## test: install everything the tests need (Fashion-MNIST too, where apt works) and run them
 test: $(STAMP) fashion-mnist
-	$(BIN)/pytest -n 2 -q
+	$(BIN)/pytest -n 2 --dist loadgroup -q
 
 ## demo: a short real experiment on Fashion-MNIST, printing the per-level table
 demo: $(STAMP) fashion-mnist

@@ -186,6 +186,20 @@ JSON_OPTION = click.option(
     help="When stderr is not a terminal (a log file, a batch scheduler), print a progress "
     "line this often.",
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where cells train: this process (local), or as tasks on a standing Ray cluster "
+    "(ray; pip install 'lt[ray]'), whose nodes must all see the store.",
+)
+@click.option(
+    "--address",
+    metavar="HOST:PORT",
+    help="The Ray cluster's address for --executor ray (default: $RAY_ADDRESS, else the "
+    "cluster `ray start` made on this machine).",
+)
 @click.option("--name", help="A human alias for the run (not part of the run id).")
 @JSON_OPTION
 @click.option(
@@ -211,6 +225,8 @@ def run(
     data_dir: Path | None,
     grouping: str,
     progress_every: float,
+    executor: str,
+    address: str | None,
     as_json: bool,
     **flags: Any,
 ) -> None:
@@ -230,7 +246,15 @@ def run(
     target = Store(store or default_store())
     progress = CliProgress(loaded["run.rounds"], progress_every)
     run_id = launch.run(
-        loaded, target, data_dir=data_dir, name=name, progress=progress, grouping=grouping
+        loaded,
+        target,
+        data_dir=data_dir,
+        name=name,
+        progress=progress,
+        grouping=grouping,
+        executor=executor,
+        address=address,
+        progress_every=progress_every,
     )
     _print_run(target, run_id, as_json)
 

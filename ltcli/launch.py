@@ -63,14 +63,30 @@ def run(
     progress: Progress | None = None,
     checkpoint_seconds: float = 60.0,
     grouping: str = "auto",
+    executor: str = "local",
+    address: str | None = None,
+    progress_every: float = 60.0,
 ) -> str:
     """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id.
 
     With cells to train, JAX's persistent compilation cache is switched on (in lt's cache
     directory), so a later process reuses what this one compiles. With
     ``run.deterministic``, every cell trains as the same one-cell program whatever its group
-    (`ltcli.engine.Engine`), and XLA's GPU kernels are asked to be deterministic.
+    (`ltcli.engine.Engine`), and XLA's GPU kernels are asked to be deterministic. With
+    ``executor="ray"`` the cells train as tasks on the Ray cluster at `address`
+    (`ltcli.executor_ray`).
     """
+    if executor == "ray":
+        from ltcli import executor_ray
+
+        return executor_ray.run(
+            spec,
+            store,
+            address=address,
+            data_dir=data_dir,
+            name=name,
+            progress_every=progress_every,
+        )
     deterministic = spec["run.deterministic"]
     if deterministic and grouping == "vmap":
         raise UsageError(

@@ -105,7 +105,7 @@ class Runner:
         self._engine: Engine | None = None
         self._data: DeviceData | None = None
         self._tickets: dict[tuple[int, int], Any] = {}
-        self._spawn: tuple[int, ...] = ()
+        self.spawn: tuple[int, ...] = ()
         self._keys: dict[tuple[int, int], jax.Array] = {}
         self._points: dict[Any, dict[str, Any]] = {}
 
@@ -307,7 +307,7 @@ class Runner:
           DivergedError: after everything else trained, when a replicate's ticket diverged
             and later levels of it were asked for (they are left untrained).
         """
-        self._spawn = plan.spawn
+        self.spawn = plan.spawn
         try:
             self._run(plan)
         finally:
@@ -375,8 +375,8 @@ class Runner:
             )
 
         engine = self._grouped_engine(len(cells), fresh_group)
-        if level == 0 and self._spawn:
-            segment = self._segment_evals((self.start_step(1), *self._spawn))
+        if level == 0 and self.spawn:
+            segment = self._segment_evals((self.start_step(1), *self.spawn))
             engine = dataclasses.replace(engine, segment_evals=segment)
         group = fresh_group()
         # What the engine really starts from must be the starting point under the mask.
