@@ -13,7 +13,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ltcli import launch, models, report, spec
-from ltcli.cli_base import STORE_OPTION, LtGroup
+from ltcli.cli_base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
 from ltcli.cli_data import data
 from ltcli.cli_reproduce import reproduce
 from ltcli.cli_results import compare, complete_runs, diff, export, plot
@@ -212,11 +212,7 @@ JSON_OPTION = click.option(
     "needed, else whichever measured faster here. Results agree to float rounding.",
 )
 @STORE_OPTION
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where data sets are; searched before $LT_DATA_DIR, the system location, lt's cache.",
-)
+@DATA_DIR_OPTION
 def run(
     experiment: str,
     settings: tuple[str, ...],

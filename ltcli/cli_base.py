@@ -36,3 +36,9 @@ STORE_OPTION = click.option(
     default=None,
     help="Store folder (default: $LT_STORE, else ./results).",
 )
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where data sets are; searched before $LT_DATA_DIR, the system location, lt's cache.",
+)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ltcli import reproduce as reproducing
-from ltcli.cli_base import STORE_OPTION, LtGroup
+from ltcli.cli_base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
 from ltcli.paths import default_store
 from ltcli.progress import CliProgress
 from ltcli.store import Store
@@ -41,11 +41,7 @@ from ltcli.store import Store
     "(repeatable; printed as a difference from the paper's protocol).",
 )
 @STORE_OPTION
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where data sets are; searched before $LT_DATA_DIR, the system location, lt's cache.",
-)
+@DATA_DIR_OPTION
 def reproduce(
     figure: str,
     budget: str,

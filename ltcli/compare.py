@@ -77,7 +77,7 @@ def _entry(row: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, A
         members[kind] = {
             field: {
                 **dataclasses.asdict(stat),
-                "delta": _difference(stat, None if base is None else base[field]),
+                "delta": _difference(stat, None if base is None else base.get(field)),
             }
             for field, stat in stats.items()
         }

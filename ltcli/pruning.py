@@ -134,11 +134,18 @@ def prune_to_counts(params: Params, mask: Mask, keep: Mapping[str, int]) -> Mask
 def prune_global(params: Params, mask: Mask, keep: int, names: Sequence[str]) -> Mask:
     """Keeps the `keep` survivors of largest raw |w| pooled over the layers `names`."""
     flat_p, flat_m = flatten(params), flatten(mask)
-    scores = np.concatenate([_survivor_scores(flat_p[n], flat_m[n]) for n in names])
-    kept = _keep_largest(scores, keep)
+    return keep_pooled({n: _survivor_scores(flat_p[n], flat_m[n]) for n in names}, mask, keep)
+
+
+def keep_pooled(scores: Mapping[str, np.ndarray], mask: Mask, keep: int) -> Mask:
+    """`mask` keeping, in the layers named in `scores` (flat scores, -inf for weights out
+    of the running), only the `keep` highest-scored weights pooled over them; ties go to the
+    earlier layer in `scores`' order, then the earlier position."""
+    flat_m = flatten(mask)
+    kept = _keep_largest(np.concatenate(list(scores.values())), keep)
     out = dict(flat_m)
     offset = 0
-    for name in names:
+    for name in scores:
         size = flat_m[name].size
         out[name] = kept[offset : offset + size].reshape(flat_m[name].shape)
         offset += size

@@ -75,10 +75,16 @@ def by_level_and_kind(cells: list[dict[str, Any]]) -> dict[int, dict[str, list[d
 
 
 def summarize_cells(group: list[dict[str, Any]]) -> dict[str, Stat]:
-    """A `Stat` of each summary field over the cells of `group` that did not diverge."""
+    """A `Stat` of each summary field over the cells of `group` that did not diverge, and of
+    their ``instability`` (a fraction of error) where the cells are stability or spawned
+    copies."""
     kept = [c for c in group if not is_diverged(c)]
     diverged = len(group) - len(kept)
-    return {f: Stat.of([c[f] for c in kept], diverged) for f in SUMMARY_FIELDS}
+    stats = {f: Stat.of([c[f] for c in kept], diverged) for f in SUMMARY_FIELDS}
+    if any("instability" in c for c in group):
+        values = [c["instability"]["instability"] for c in kept if "instability" in c]
+        stats["instability"] = Stat.of(values, diverged)
+    return stats
 
 
 def level_summary(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -139,12 +145,15 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
     """The per-level table `lt run` and `lt show` print: % of weights remaining, and for the
     ticket how many cells the means cover (``n``), early-stop iteration, test accuracy there
     and at the end (mean ± std over replicates); for each control kind its ``n``,
-    early-stop iteration and test accuracy there. Diverged cells are counted in ``n`` and
-    explained by a legend line under the table."""
+    early-stop iteration and test accuracy there, and for stability and spawned copies their
+    instability (points of test error). Diverged cells are counted in ``n`` and explained by
+    a legend line under the table."""
     controls = sorted({k for row in summary for k in row["members"] if k != "ticket"})
+    paired = {k for row in summary for k, s in row["members"].items() if "instability" in s}
     headers = ["level", "remaining %", "n", "early-stop it", "test acc @ES %", "final test acc %"]
     for kind in controls:
         headers += [f"{kind} n", f"{kind} early-stop it", f"{kind} acc @ES %"]
+        headers += [f"{kind} instability pts"] if kind in paired else []
     lines, stats = [], []
     for row in summary:
         ticket = row["members"].get("ticket", {})
@@ -164,6 +173,8 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
                 format_stat(control.get("early_stop_iter"), digits=0),
                 format_stat(control.get("early_stop_test_acc"), 100),
             ]
+            if kind in paired:
+                cells.append(format_stat(control.get("instability"), 100))
             stats.append(control.get("early_stop_iter"))
         lines.append(cells)
     legend = [DIVERGED_NOTE] if any_diverged(stats) else []

@@ -457,21 +457,14 @@ def _global_keep(
     layers `names`, kept (ties: the earlier position wins; ``pruning._keep_largest``)."""
     flat_s, flat_m = pruning.flatten(scores), pruning.flatten(mask)
     sign = -1.0 if lowest else 1.0
-    pooled = []
+    pooled = {}
     for name in names:
         s = flat_s[name].reshape(-1).astype(np.float64)
         alive = flat_m[name].reshape(-1) > 0
         if not np.all(np.isfinite(s[alive])):
             raise FloatingPointError(f"scores of {name} are not all finite")
-        pooled.append(np.where(alive, sign * s, -np.inf))
-    kept = pruning._keep_largest(np.concatenate(pooled), keep)
-    out = dict(flat_m)
-    offset = 0
-    for name in names:
-        size = flat_m[name].size
-        out[name] = kept[offset : offset + size].reshape(flat_m[name].shape)
-        offset += size
-    return pruning.unflatten(out)
+        pooled[name] = np.where(alive, sign * s, -np.inf)
+    return pruning.keep_pooled(pooled, mask, keep)
 
 
 def prune_once(

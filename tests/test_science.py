@@ -192,6 +192,11 @@ def test_adding_stability_copies_to_a_finished_run_trains_only_the_copies(
         for lv in (2, 1)  # sparsest first: sorted by % remaining
     ]
     np.testing.assert_allclose(np.asarray(line.get_ydata(), float), expected)
+    shown = CliRunner().invoke(cli, ["show", run_id[:8], "--store", str(tmp_path)]).stdout
+    lines = shown.splitlines()
+    top = next(i for i, line in enumerate(lines) if line.startswith("level"))
+    assert lines[top].endswith("stability instability pts")
+    assert lines[top + 2].split()[-1] == f"{expected[1]:.2f}"  # level 1: its one copy
 
 
 def test_a_spawned_copy_follows_the_dense_ticket_to_k_then_its_own_data(
