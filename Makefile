@@ -20,7 +20,7 @@ install: $(BIN)/python
 
 ## test: install everything the tests need (Fashion-MNIST too, where apt works) and run them
 test: $(STAMP) fashion-mnist
-	$(BIN)/pytest -n 2 --dist loadgroup -q
+	$(BIN)/pytest -n 2 --dist loadfile -q
 
 ## demo: a short real experiment on Fashion-MNIST, printing the per-level table
 demo: $(STAMP) fashion-mnist

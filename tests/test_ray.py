@@ -1,7 +1,7 @@
 """`lt run --executor ray` on a real local Ray cluster that the tests start: a head and a
 second node, one CPU each, in worker processes of their own (no mocks). Skipped where Ray is
-not installed; CI installs it (`.[ray]`). All of this module runs on one pytest worker
-(xdist group "ray"), and the cluster is stopped at the end."""
+not installed; CI installs it (`.[ray]`). `make test` sends a test file to one pytest worker
+(`--dist loadfile`), so one cluster runs at a time; it is stopped at the end."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ltcli import launch, spec
 from ltcli.store import Store
 
 pytest.importorskip("ray")
-pytestmark = [pytest.mark.ray, pytest.mark.xdist_group("ray")]
+pytestmark = pytest.mark.ray
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
