@@ -40,3 +40,17 @@ def test_five_cells_over_four_devices_match_one_device(write_spec, tmp_path, rea
     assert sorted(p.name for p in (four / run_id).glob("replicate_*")) == [
         f"replicate_{r}" for r in range(5)
     ]
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, real_data, monkeypatch):
+    from click.testing import CliRunner
+
+    from ltcli.cli import cli
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: import fails
+    store = tmp_path / "store"
+    args = ["run", "smoke", "--executor", "ray", "--store", str(store)]
+    result = CliRunner().invoke(cli, [*args, "--data-dir", str(real_data[1])])
+    assert result.exit_code == 2
+    assert "pip install 'lt[ray]'" in result.stderr
+    assert not store.exists()
