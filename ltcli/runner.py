@@ -2,12 +2,13 @@
 cell that is already finished.
 
 Level 0 trains the dense network from θ0. Level L's ticket mask is pruned from level L-1's
-trained ticket, and its survivors are rewound to θ0 (or to θk, captured at iteration k of
-level 0, with late rewinding: then every cell of a pruned level starts *at* iteration k and
-trains to T, on the same clock as level 0). Controls branch off a level and feed nothing
-later: ``reinit-i`` keeps the ticket's mask with fresh weights, ``random-i`` draws a random
-mask with the ticket's per-layer counts and starts from θ0 (θk). All unfinished cells of a
-level train together as one group. A replicate whose ticket diverged is not pruned further.
+trained ticket (IMP), from level 0's (one-shot targets), or from θ0's scores (pruning at
+initialization, `ltcli.scoring`). Its survivors restart from θ0, or from θk captured at
+iteration k of level 0 with late rewinding (then every cell of a pruned level starts *at*
+iteration k and trains to T, on the same clock as level 0), or, with ``lr-rewind`` and
+``finetune``, from the previous level's trained ticket. Controls branch off a level and feed
+nothing later (`ltcli.member`). All unfinished cells of a level train together as one group,
+sharded over the local devices; a replicate whose ticket diverged is not pruned further.
 """
 
 from __future__ import annotations
@@ -410,6 +411,9 @@ class Runner:
         firsts = engine.first_batches(jnp.asarray(orders), step, self.data.y_train.shape[0])
         batches = np.asarray(firsts)[which.reshape(-1)]
         paths = self._instabilities(engine, cells, rows, inputs)
+        # The cells this group was built from were written while it trained; now they are
+        # on disk before any cell derived from them is (and memory holds one level's cells).
+        self.view.flush()
         for i, (cell, row, curve, (_, mask, _)) in enumerate(
             zip(cells, rows, curves, inputs, strict=True)
         ):
