@@ -13,16 +13,12 @@ from ltcli.paths import default_store
 from ltcli.store import Store
 
 
-def _size(n: int) -> str:
-    return report._size(n)  # the units of `lt ls`
-
-
 def _echo_removals(removals: list[housekeeping.Removal], dry_run: bool) -> None:
     """One line per removal, then the bytes freed, on stdout."""
     for removal in removals:
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"{verb} {removal.path}  ({removal.why}, {_size(removal.size)})")
-    freed = _size(sum(r.size for r in removals))
+        click.echo(f"{verb} {removal.path}  ({removal.why}, {report.format_size(removal.size)})")
+    freed = report.format_size(sum(r.size for r in removals))
     click.echo(f"would free {freed}" if dry_run else f"freed {freed}")
 
 
@@ -43,7 +39,10 @@ def rm(runs: tuple[str, ...], yes: bool, store: Path | None) -> None:
         for run_id in run_ids:
             meta = target.meta(run_id)
             about = " ".join([meta.get("experiment", "?"), *meta.get("names", [])])
-            click.echo(f"  {run_id[:12]}  {about}  {_size(target.size_bytes(run_id))}", err=True)
+            click.echo(
+                f"  {run_id[:12]}  {about}  {report.format_size(target.size_bytes(run_id))}",
+                err=True,
+            )
         plural = "s" if len(run_ids) > 1 else ""
         click.confirm(f"Remove {len(run_ids)} run{plural}?", abort=True, err=True)
     _echo_removals(housekeeping.remove_runs(target, run_ids), dry_run=False)

@@ -239,7 +239,8 @@ def run_overview(store: Store, run_id: str) -> dict[str, Any]:
     }
 
 
-def _size(n: int) -> str:
+def format_size(n: int) -> str:
+    """Bytes as `lt ls` and `lt gc` print them: ``512 B``, ``12.3 MB`` (1024-based)."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -269,7 +270,7 @@ def runs_table(overviews: list[dict[str, Any]]) -> str:
             str(o["replicates"]),
             str(o["cells"]),
             "-" if o["best_test_acc"] is None else f"{100 * o['best_test_acc']:.2f}",
-            _size(o["bytes"]),
+            format_size(o["bytes"]),
         ]
         for o in overviews
     ]

@@ -53,7 +53,7 @@ def size(*paths: Path) -> str:
     for path in paths:
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
         total += sum(p.stat().st_size for p in files)
-    return report._size(total)
+    return report.format_size(total)
 
 
 @pytest.fixture
