@@ -44,6 +44,15 @@ NEUTRAL: dict[str, Any] = {
 """Values that reproduce the behaviour from before the field existed: omitted when hashed."""
 
 
+def one_shot_targets(full: dict[str, Any]) -> tuple[float, ...]:
+    """A descriptor's one-shot targets, largest first; empty for iterative pruning. (A
+    single target is stored as a number, as before lists existed, so its id is unchanged.)"""
+    stored = full["prune"]["one_shot"]
+    if stored is None:
+        return ()
+    return tuple(float(t) for t in (stored if isinstance(stored, list) else [stored]))
+
+
 def schema_of(full: dict[str, Any]) -> int:
     """The newest schema whose behaviour change affects this run, else 1."""
     return max([1, *(v for v, (_, affected) in BEHAVIOUR_CHANGES.items() if affected(full))])

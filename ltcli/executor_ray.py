@@ -28,7 +28,7 @@ from ltcli.claims import Claims
 from ltcli.errors import LtError, UsageError
 from ltcli.plan import Plan
 from ltcli.progress import Meter
-from ltcli.runner import DivergedError, Runner
+from ltcli.runner import DivergedError, Runner, diverged
 from ltcli.spec import Spec
 from ltcli.store import CellKey, Store
 
@@ -186,6 +186,7 @@ class _Driver:
         self.running: dict[Any, list[CellKey]] = {}
         self.trained: list[CellKey] = []
         self.stopped: dict[int, str] = {}
+        self.tickets_diverged: dict[CellKey, bool] = {}
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         self.slots = max(1, self.gpus or int(resources.get("CPU", 1)))
@@ -234,22 +235,28 @@ class _Driver:
     def _blocked(self, cell: CellKey) -> bool:
         return cell.replicate in self.stopped
 
+    def _diverged(self, ticket: CellKey) -> bool:
+        """Whether a stored ticket diverged, read once (the driver polls every cell)."""
+        if ticket not in self.tickets_diverged:
+            metrics = self.store.read_metrics(self.run_id, ticket)
+            self.tickets_diverged[ticket] = bool(metrics["diverged"])
+        return self.tickets_diverged[ticket]
+
     def _ready(self, done: set[CellKey]) -> list[CellKey]:
         """Unfinished cells whose level can start (the replicate's ticket of the level
         before is stored and did not diverge), not in flight here, not claimed elsewhere."""
         in_flight = {c for cells in self.running.values() for c in cells}
         ready = []
         for cell in self.cells:
-            if cell in done or cell in in_flight or self._blocked(cell) or self.finished(cell):
+            if cell in done or cell in in_flight or self._blocked(cell):
                 continue
             if cell.level > 0:
                 ticket = CellKey(cell.replicate, cell.level - 1)
                 if ticket not in done:
                     continue
-                if self.store.read_metrics(self.run_id, ticket)["diverged"]:
-                    self.stopped[cell.replicate] = (
-                        f"run {self.run_id[:12]} replicate {cell.replicate} level "
-                        f"{ticket.level} ticket diverged; try a lower learning rate (--lr)"
+                if self._diverged(ticket):
+                    self.stopped[cell.replicate] = str(
+                        diverged(self.run_id, ticket.replicate, ticket.level)
                     )
                     continue
             holder = self.claims.holder(cell)

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import shutil
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,30 +36,10 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-@contextlib.contextmanager
-def hold(store: Store, run_id: str) -> Iterator[bool]:
+def hold(store: Store, run_id: str) -> contextlib.AbstractContextManager[bool]:
     """Holds run `run_id` unless another process does; yields whether this process holds it.
-
-    A run without a ``.lock`` file was never trained: nothing holds it, and no file is made.
-    """
-    path = store.run_dir(run_id) / ".lock"
-    try:
-        handle = open(path, "rb")  # noqa: SIM115 (closed below, after the yield)
-    except FileNotFoundError:
-        yield True
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            held = False
-        else:
-            held = True
-        try:
-            yield held
-        finally:
-            if held:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    A run without a ``.lock`` file was never trained: nothing holds it, and no file is made."""
+    return store.try_lock(run_id, create=False)
 
 
 def busy(store: Store, run_id: str) -> bool:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ltcli import data, descriptor, paths
 from ltcli.descriptor import Descriptor
 from ltcli.errors import UsageError
@@ -21,7 +19,7 @@ from ltcli.store import Store
 
 
 def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
-    """Locates the data and resolves the descriptor; checks the plan fits the strategy."""
+    """Locates the data and resolves the descriptor."""
     source = data.locate(spec["data.dataset"], data_dir)
     return descriptor.resolve(spec, source), source
 
@@ -49,8 +47,8 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
             "run.controls: invert keeps the lowest-scored weights of a pruning-at-"
             "initialization method (prune.method snip, grasp, synflow, ...)"
         )
-    targets = desc["prune.one_shot"]
-    rounds = spec["run.rounds"] if targets is None else len(np.atleast_1d(targets))
+    targets = descriptor.one_shot_targets(desc.full)
+    rounds = len(targets) if targets else spec["run.rounds"]
     return Plan(rounds, spec["run.replicates"], controls, tuple(spawn))
 
 

@@ -13,6 +13,9 @@ from ltcli.store import CellKey, Store
 class Progress:
     """Receives progress events; the CLI draws them, tests and notebooks ignore them."""
 
+    def start(self, plan: Plan) -> None:
+        """A run starts training what is left of `plan` (levels 0..``plan.rounds``)."""
+
     def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
         """A level's group trains to iteration `total_steps` from iteration `start` (its
         first iteration, or where a checkpoint resumed it)."""
@@ -41,9 +44,7 @@ class Plan:
         members = level_members(self.controls, level, self.spawn)
         return [CellKey(r, level, m) for r in range(self.replicates) for m in members]
 
-    def unfinished(self, store: Store, run_id: str, level: int) -> list[CellKey]:
-        """The cells of `level` that `store` does not hold finished."""
-        return [c for c in self.cells(level) if not store.is_finished(run_id, c)]
-
     def anything_left(self, store: Store, run_id: str) -> bool:
-        return any(self.unfinished(store, run_id, level) for level in range(self.rounds + 1))
+        """Whether `store` lacks any finished cell of the plan."""
+        levels = range(self.rounds + 1)
+        return any(not store.is_finished(run_id, c) for lv in levels for c in self.cells(lv))

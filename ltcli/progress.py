@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import click
 
-from ltcli.plan import Progress
+from ltcli.plan import Plan, Progress
 from ltcli.store import CellKey
 
 REDRAW = 0.2
@@ -134,6 +134,9 @@ class CliProgress(Progress):
     ):
         self.total_levels, self.every, self.clock, self.live = total_levels, every, clock, live
         self.meter: Meter | None = None
+
+    def start(self, plan: Plan) -> None:
+        self.total_levels = plan.rounds  # a one-shot run has a level per target
 
     def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
         self.current, self.cells = level, len(cells)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltcli import atomic, checks, data, models, pruning, scoring
-from ltcli.descriptor import Descriptor
+from ltcli.descriptor import Descriptor, one_shot_targets
 from ltcli.engine import (
     METRICS,
     DeviceData,
@@ -68,11 +68,19 @@ class DivergedError(LtError):
     """A ticket diverged, so its replicate cannot be pruned further (exit 1)."""
 
 
+def diverged(run_id: str, replicate: int, level: int) -> DivergedError:
+    """The error for a replicate whose ticket at `level` diverged: it is not pruned from."""
+    return DivergedError(
+        f"run {run_id[:12]} replicate {replicate} level {level} ticket diverged (its loss "
+        "went NaN or infinite), so it cannot be pruned by magnitude; try a lower learning "
+        "rate (--lr) or a warmup (--set train.warmup=...)"
+    )
+
+
 def strategy(full: dict[str, Any]) -> pruning.Strategy:
     """The pruning strategy of a descriptor's full form (one-shot targets largest first)."""
     prune = full["prune"]
-    one_shot = prune["one_shot"]
-    targets = () if one_shot is None else tuple(float(t) for t in np.atleast_1d(one_shot))
+    targets = one_shot_targets(full)
     return pruning.Strategy(prune["strategy"], prune["rates"], tuple(prune["exclude"]), targets)
 
 
@@ -240,11 +248,7 @@ class Runner:
         # IMP prunes the level before; one-shot levels all prune the dense level's network.
         previous = CellKey(replicate, 0 if self.strategy.one_shot else level - 1)
         if self.view.read_metrics(previous)["diverged"]:
-            raise DivergedError(
-                f"run {self.run_id[:12]} replicate {replicate} level {previous.level} ticket "
-                "diverged (its loss went NaN or infinite), so it cannot be pruned by magnitude; "
-                "try a lower learning rate (--lr) or a warmup (--set train.warmup=...)"
-            )
+            raise diverged(self.run_id, replicate, previous.level)
         trained = self.view.read_trained(previous)["params"]
         mask = self.view.read_mask(previous, template)
         return self.strategy.prune(trained, mask, level)
@@ -309,6 +313,7 @@ class Runner:
             and later levels of it were asked for (they are left untrained).
         """
         self.spawn = plan.spawn
+        self.progress.start(plan)
         try:
             self._run(plan)
         finally:
@@ -359,7 +364,7 @@ class Runner:
         for cell, label, (start, mask, _) in zip(cells, labels, inputs, strict=True):
             expected = self.strategy.expected_counts(start["params"], cell.level)
             checks.counts(self.strategy.actual_counts(start["params"], mask), expected, label)
-        self._check_copies_start_as_their_tickets(cells, inputs, labels)
+        self._check_copies_start_as_their_tickets(dict(zip(cells, inputs, strict=True)), labels)
         capture = self.desc["prune.rewind_iter"] if level == 0 else 0
         start_step = self.start_step(level)
         keys = [self.data_key(c) for c in cells]
@@ -428,13 +433,15 @@ class Runner:
         self.view.clear_checkpoint(_checkpoint_name(cells))
 
     def _check_copies_start_as_their_tickets(
-        self, cells: list[CellKey], inputs: list[tuple], labels: list[str]
+        self, inputs: dict[CellKey, tuple], labels: list[str]
     ) -> None:
         """A stability or spawned copy must start bit-identical to its ticket (same weights,
-        same mask); only its data order may differ."""
-        for cell, (start, mask, _), label in zip(cells, inputs, labels, strict=True):
+        same mask); only its data order may differ. The ticket's inputs are the group's when
+        it trains alongside, else derived again."""
+        for (cell, (start, mask, _)), label in zip(inputs.items(), labels, strict=True):
             if cell.member.kind in PAIRED_KINDS:
-                ticket_start, ticket_mask, _ = self.cell_inputs(CellKey(cell.replicate, cell.level))
+                ticket = CellKey(cell.replicate, cell.level)
+                ticket_start, ticket_mask, _ = inputs.get(ticket) or self.cell_inputs(ticket)
                 checks.rewound(start["params"], ticket_start["params"], ticket_mask, label)
                 checks.rewound(mask, ticket_mask, None, f"{label} mask")
 
@@ -505,7 +512,7 @@ class Runner:
         on the way."""
         cfg = self.cfg
         step, curves = self.start_step(level), np.zeros((len(cells), 0, len(METRICS)), np.float32)
-        restored = self._load_checkpoint(level, cells, group, fingerprint)
+        restored = self._load_checkpoint(cells, group, fingerprint)
         if restored is not None:
             group, step, curves = restored
         self.progress.level(level, cells, cfg.iterations, step)
@@ -522,7 +529,7 @@ class Runner:
             curves = np.concatenate([curves, np.asarray(metrics)[: len(cells)]], axis=1)
             step += engine.segment_evals * cfg.eval_every
             if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
-                self._save_checkpoint(level, cells, group, step, curves, fingerprint)
+                self._save_checkpoint(cells, group, step, curves, fingerprint)
                 last_save = time.monotonic()
             self.progress.advance(engine.segment_evals * cfg.eval_every)
         self.progress.finish()
@@ -540,7 +547,6 @@ class Runner:
 
     def _save_checkpoint(
         self,
-        level: int,
         cells: list[CellKey],
         group: Group,
         step: int,
@@ -560,7 +566,7 @@ class Runner:
         atomic.write_npz(self.store.checkpoint_path(self.run_id, _checkpoint_name(cells)), arrays)
 
     def _load_checkpoint(
-        self, level: int, cells: list[CellKey], like: Group, fingerprint: str
+        self, cells: list[CellKey], like: Group, fingerprint: str
     ) -> tuple[Group, int, np.ndarray] | None:
         """The saved state of this level's group, or None to start the level afresh.
 

@@ -232,18 +232,37 @@ class Store:
         Raises:
           LtError: another process holds the run.
         """
-        path = self.run_dir(run_id) / ".lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as err:
+        with self.try_lock(run_id) as held:
+            if not held:
                 raise LtError(
                     f"run {run_id[:12]} is being trained by another lt process; "
                     "wait for it to finish (its cells are kept), then run again"
-                ) from err
+                )
+            yield
+
+    @contextlib.contextmanager
+    def try_lock(self, run_id: str, create: bool = True) -> Iterator[bool]:
+        """Holds the run unless another process does; yields whether this process holds it.
+
+        Without `create`, a run that has no lock file (it was never trained) counts as held,
+        and no file is made.
+        """
+        path = self.run_dir(run_id) / ".lock"
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = open(path, "a+" if create else "rb")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            yield True
+            return
+        with handle:
             try:
-                yield
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
