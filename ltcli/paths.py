@@ -43,9 +43,13 @@ def request_deterministic_gpu_ops() -> None:
 
 def enable_compile_cache() -> None:
     """Points JAX's persistent compilation cache at `compile_cache_dir`, so a second process
-    training the same shapes loads compiled programs instead of compiling them again."""
+    training the same shapes loads compiled programs instead of compiling them again.
+
+    Every program is kept, however fast it compiled: with a time threshold, whether a small
+    program (a level's invariant check, its first batches) was kept depended on how busy the
+    machine was, and a second process would compile it again."""
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(compile_cache_dir()))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
