@@ -6,6 +6,7 @@ run, not only in tests. Each raises `InvariantError` naming the layer and the ce
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,3 +77,14 @@ def counts(actual: Mapping[str, int], expected: Mapping[str, int], what: str) ->
             raise InvariantError(
                 f"{what}: {name} keeps {actual.get(name)} weights, the rounding rule gives {want}"
             )
+
+
+def digest(tree: Any, into: Any = None) -> str:
+    """sha256 (hex) of a pytree's leaves, leaf by leaf in path order, names and bytes: what
+    a cell records of the weights it started from. With `into` (a hashlib object), the
+    leaves are added to it as well."""
+    hasher = into if into is not None else hashlib.sha256()
+    for name, leaf in sorted(pruning.flatten(tree).items()):
+        hasher.update(name.encode())
+        hasher.update(np.ascontiguousarray(leaf).tobytes())
+    return hasher.hexdigest()

@@ -52,6 +52,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "eval_every": "train.eval_every",
         "one_shot": "prune.one_shot",
         "method": "prune.method",
+        "score_mode": "prune.score_mode",
         "deterministic": "run.deterministic",
         "controls_at": "run.controls_at",
         "devices": "run.devices",
@@ -115,15 +116,23 @@ JSON_OPTION = click.option(
 @click.option(
     "--one-shot",
     metavar="PM[,PM...]",
-    help="One-shot pruning: level i prunes straight to the i-th PM percent of weights "
-    "remaining, like 50,20,5,1.4, each from the same network (--rounds does not apply).",
+    help="One-shot pruning to each PM percent of weights remaining, like 50,20,5,1.4, each "
+    "from the same network (--rounds does not apply). The targets are sorted largest first: "
+    "level 1 prunes to the largest PM, level i to the i-th largest.",
 )
 @click.option(
     "--method",
     type=click.Choice(list(spec.PRUNING_METHODS)),
     help="What to prune by: magnitude of the trained weights (IMP; the default), or a score "
     "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. 2021), "
-    "pruning θ0 once to each --one-shot target.",
+    "pruning θ0 (θk with --rewind-iter) once to each --one-shot target.",
+)
+@click.option(
+    "--score-mode",
+    type=click.Choice(list(spec.SCORE_MODES)),
+    help="The forward pass SNIP and GraSP score with: eval (the default; dropout off, batch "
+    "norm by its running statistics, as SNIP's and Synaptic-Flow's code do) or train (batch "
+    "norm by the batch, as GraSP's code does).",
 )
 @click.option(
     "--retrain",
@@ -131,7 +140,8 @@ JSON_OPTION = click.option(
     help="How a pruned level retrains (Renda et al. 2020): rewind weights and schedule to "
     "iteration k (--rewind-iter; the default); lr-rewind: keep the previous level's trained "
     "weights and replay the schedule from k; finetune: keep them and train T - k steps at the "
-    "schedule's final learning rate.",
+    "schedule's final learning rate. One-shot levels retrain from level 0's trained weights "
+    "(the network their mask was pruned from). Refused with an at-init --method.",
 )
 @click.option(
     "--devices",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from ltcli import outputs
 from ltcli import reproduce as reproducing
 from ltcli.cli_base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
 from ltcli.paths import default_store
@@ -30,7 +31,8 @@ from ltcli.store import Store
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Figure file; its suffix picks the format (default: reproduce-FIGURE.png).",
+    help="Figure file in an existing folder; its suffix picks the format, like .png, .pdf, "
+    ".svg (default: reproduce-FIGURE.png). Checked before anything trains.",
 )
 @click.option(
     "--set",
@@ -64,6 +66,9 @@ def reproduce(
     reached), and draws the figure with the paper's reported points as black stars.
     """
     proto = reproducing.protocol(figure, budget, settings)
+    figure_path = outputs.check_output(
+        output or Path(f"reproduce-{proto.figure}.png"), outputs.image_suffixes(), kind="image type"
+    )
     for line in reproducing.describe(proto):
         click.echo(line, err=True)
     target = Store(store or default_store())
@@ -71,7 +76,7 @@ def reproduce(
         proto,
         target,
         data_dir=data_dir,
-        output=output,
+        output=figure_path,
         progress=CliProgress(proto.spec["run.rounds"]),
     )
     click.echo(result.text)

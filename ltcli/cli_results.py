@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.shell_completion import CompletionItem
 
-from ltcli import atomic
+from ltcli import atomic, outputs
 from ltcli import compare as comparing
 from ltcli import diff as diffing
 from ltcli import export as exporting
@@ -143,14 +143,16 @@ def diff(run_a: str, run_b: str, as_json: bool, store: Path | None) -> None:
 
 @click.command()
 @click.argument("run_refs", metavar="[RUN...]", nargs=-1, shell_complete=complete_runs)
-@click.option("--csv", "as_csv", is_flag=True, help="Write CSV (the default).")
+@click.option(
+    "--csv", "as_csv", is_flag=True, help="Write CSV (the default, unless -o names a .json file)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Write a JSON array of row objects.")
 @click.option("--curves", is_flag=True, help="One row per evaluation of each cell instead.")
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write to FILE (default: stdout).",
+    help="Write to FILE, a .csv or .json file in an existing folder (default: stdout).",
 )
 @STORE_OPTION
 def export(
@@ -175,10 +177,9 @@ def export(
     With --curves: run_id, replicate, level, member, percent_remaining, iteration,
     val_loss, val_acc, test_loss, test_acc.
     """
-    if as_csv and as_json:
-        raise UsageError("--csv and --json: choose one")
+    fmt = outputs.export_format(output, as_csv, as_json)
     target, run_ids = _resolve(store, run_refs)
-    text = exporting.export(target, run_ids, "json" if as_json else "csv", curves)
+    text = exporting.export(target, run_ids, fmt, curves)
     if output is None:
         click.echo(text, nl=False)
     else:
@@ -192,7 +193,8 @@ def export(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Image file; its suffix picks the format (.png, .pdf, .svg).",
+    help="Image file in an existing folder; its suffix picks the format (.png, .pdf, .svg, "
+    "or another type matplotlib writes).",
 )
 @click.option(
     "--levels",
@@ -249,6 +251,7 @@ def plot(
     controls dashed. Diverged cells are left out of means and bars and marked by a red x at
     the top. Several runs are told apart by colour.
     """
+    outputs.check_output(output, outputs.image_suffixes(), kind="image type")
     target, run_ids = _resolve(store, run_refs)
     from ltcli import plot as plotting  # matplotlib costs half a second: only `lt plot` pays
 

@@ -1,7 +1,7 @@
 """``lt ticket``: write one ticket (mask, rewind weights, metadata) to a file.
 
-A thin Click command over `ltcli.ticket.export`; a bad RUN, level, replicate or suffix, or
-an unfinished cell, exits 2 before anything is written.
+A thin Click command over `ltcli.ticket.export`; a bad output path (`ltcli.outputs`), RUN,
+level or replicate, or an unfinished cell, exits 2 before anything is written.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ltcli import outputs
 from ltcli import ticket as tickets
 from ltcli.cli_base import STORE_OPTION
 from ltcli.paths import default_store
@@ -26,7 +27,7 @@ from ltcli.store import Store
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Ticket file; its suffix picks the format (.safetensors or .npz).",
+    help="Ticket file in an existing folder; its suffix picks the format (.safetensors or .npz).",
 )
 @STORE_OPTION
 @click.option(
@@ -53,6 +54,7 @@ def ticket(
     level, replicate, model, % of weights remaining per layer and overall, parameters,
     FLOPs of a forward pass and bytes, dense and sparse (CSR).
     """
+    outputs.check_output(output, tickets.SUFFIXES, exact=True)
     target = Store(store or default_store())
     run_id = target.resolve(run_ref)
     written = tickets.export(target, run_id, level, output, replicate, trained, data_dir)

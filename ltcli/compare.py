@@ -2,13 +2,12 @@
 
 Runs align by level index (level 0 is the dense network), whatever sparsity each reached
 there, so every run's row shows its own percent of weights remaining. Means leave out
-diverged cells (see `ltcli.report`); every number says how many cells it covers and how many
-diverged cells it left out.
+diverged cells (see `ltcli.report`); every number says how many cells it covers, how many
+diverged cells it left out and how many collapsed ones (a layer emptied) it kept.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -35,7 +34,9 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       run has no finished cell at the level, else ``{"percent_remaining", "members": {kind:
       {field: {"mean", "std", "n", "diverged", "delta"}}}}`` for the fields of
       `report.SUMMARY_FIELDS`: mean and sample std over the `n` cells that did not diverge
-      (both None when every cell diverged), and how many `diverged` cells were left out.
+      (both None when every cell diverged), and how many `diverged` cells were left out;
+      a field whose cells include collapsed ones (`report.is_collapsed`) also has
+      ``"collapsed"``, how many of the `n` did (after ``diverged``; absent means 0).
       Accuracies are fractions, as stored; ``delta`` is the mean minus the first run's mean
       (None for the first run, or where it or the first run lacks that level or kind or has
       no mean).
@@ -76,7 +77,7 @@ def _entry(row: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, A
         base = reference["members"].get(kind) if reference else None
         members[kind] = {
             field: {
-                **dataclasses.asdict(stat),
+                **report.stat_json(stat),
                 "delta": _difference(stat, None if base is None else base.get(field)),
             }
             for field, stat in stats.items()
@@ -123,7 +124,9 @@ def _stat(field: dict[str, Any] | None) -> report.Stat | None:
     """The `report.Stat` of one field of a `compare` entry (None where there is none)."""
     if field is None:
         return None
-    return report.Stat(field["mean"], field["std"], field["n"], field["diverged"])
+    return report.Stat(
+        field["mean"], field["std"], field["n"], field["diverged"], field.get("collapsed", 0)
+    )
 
 
 def _cells(field: dict[str, Any] | None, scale: float, digits: int) -> list[str]:
@@ -134,10 +137,10 @@ def _cells(field: dict[str, Any] | None, scale: float, digits: int) -> list[str]
 
 def table(result: dict[str, Any]) -> str:
     """`result` of `compare` as text: one line per level, member kind and run (in that order
-    of nesting), with how many cells the means cover (``n``; diverged cells are counted
-    there and explained by a legend line under the table), early-stop iteration, test
-    accuracy there and at the end (mean ± std over replicates; accuracies in percent) and
-    each one's delta against the first run."""
+    of nesting), with how many cells the means cover (``n``; diverged and collapsed cells
+    are counted there and explained by legend lines under the table), early-stop iteration,
+    test accuracy there and at the end (mean ± std over replicates; accuracies in percent)
+    and each one's delta against the first run."""
     headers = ["level", "run", "remaining %", "member", "n", "early-stop it", "Δ it"]
     headers += ["test acc @ES %", "Δ @ES", "final test acc %", "Δ final"]
     labels = [run["label"] for run in result["runs"]]
@@ -154,5 +157,4 @@ def table(result: dict[str, Any]) -> str:
                 cells += _cells(fields.get("early_stop_test_acc"), 100, 2)
                 cells += _cells(fields.get("final_test_acc"), 100, 2)
                 lines.append(cells)
-    legend = [report.DIVERGED_NOTE] if report.any_diverged(stats) else []
-    return "\n".join([report.format_table(headers, lines), *legend])
+    return "\n".join([report.format_table(headers, lines), *report.legend(stats)])

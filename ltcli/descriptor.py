@@ -6,7 +6,10 @@ many rounds, replicates or controls were asked for, the store, the alias, the de
 verbosity stay out, so asking for more rounds extends the same run.
 
 Schema evolution: a field whose value means "the behaviour from before this field existed"
-(`NEUTRAL`) is left out of the hashed form, so adding a field never orphans stored runs.
+(`NEUTRAL`) is left out of the hashed form, so adding a field never orphans stored runs. A
+field that does not apply to a run is left out of the descriptor altogether
+(``train.lr_drop_factor`` without drops, ``prune.score_mode`` for methods that score no
+data), so its value never re-identifies a run it cannot change.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from typing import Any
 
 import orjson
 
-from ltcli import models, pruning
+from ltcli import combinations, models, pruning
 from ltcli.data import DataSource
 from ltcli.errors import UsageError
-from ltcli.spec import ALWAYS_HASHED, FIELDS, Spec
+from ltcli.spec import ALWAYS_HASHED, DATA_METHODS, FIELDS, Spec
 
-SCHEMA = 2
+SCHEMA = 4
 """The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
 (`schema_of`), so a change of behaviour re-identifies only the runs it affects."""
 
@@ -34,6 +37,22 @@ BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         "the schedule, data order and curves at k), and augmentation padded normalized "
         "images with the mean colour (now raw images with black)",
         lambda full: full["prune"]["rewind_iter"] > 0 or full["train"]["augment"],
+    ),
+    3: (
+        "SNIP and GraSP scored in training mode (now eval by default)",
+        # Only snip and grasp runs carry the field; a stored one without it scored in
+        # training mode, as a run with prune.score_mode = "train" still does.
+        lambda full: full["prune"].get("score_mode", "train") == "eval",
+    ),
+    4: (
+        "pruning at initialization with late rewinding scored θ0 and trained from θk (now it "
+        "scores θk, the network it trains), and one-shot levels after the first retrained "
+        "by lr-rewind or finetune from the previous level's weights (now from level 0's, "
+        "the network their mask was pruned from)",
+        lambda full: (
+            (full["prune"]["method"] != "magnitude" and full["prune"]["rewind_iter"] > 0)
+            or (len(one_shot_targets(full)) > 1 and full["prune"]["retrain"] != "rewind")
+        ),
     ),
 }
 """Schema version -> (what changed, which descriptors it affects)."""
@@ -89,6 +108,13 @@ class Descriptor:
     def __getitem__(self, key: str) -> Any:
         section, _, name = key.partition(".")
         return self.full[section][name]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field `key`, or `default` where the descriptor leaves it out because it does
+        not apply (``train.lr_drop_factor`` without drops, ``prune.score_mode`` for a method
+        other than snip and grasp)."""
+        section, _, name = key.partition(".")
+        return self.full.get(section, {}).get(name, default)
 
 
 def canonical(value: Any) -> bytes:
@@ -216,11 +242,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     if targets and exclude:
         _check_one_shot_reachable(targets[-1], model_name, source, exclude)
     method = spec["prune.method"]
-    _check(
-        method == "magnitude" or bool(targets),
-        f"prune.method: {method} prunes at initialization, once: give its targets with "
-        "prune.one_shot (--one-shot 50,20,5)",
+    refused = combinations.refusal(
+        method, spec["prune.retrain"], combinations.schedule_of(tuple(targets))
     )
+    _check(refused is None, refused or "")
     _check(
         method == "magnitude" or spec["prune.strategy"] == "global",
         f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
@@ -232,6 +257,8 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
     if not drops:
         del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
+    if method not in DATA_METHODS:
+        del full["prune"]["score_mode"]  # no forward pass on data to set: not in the id
     one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
     full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
     full["schema"] = schema_of(full)

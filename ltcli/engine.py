@@ -86,6 +86,19 @@ def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
     return base
 
 
+def schedule_steps(opt_state: Any) -> np.ndarray:
+    """The learning-rate schedule's step counter of each cell of a stacked group's optimizer
+    state (what its next step's learning rate is read at)."""
+    counts = [
+        np.asarray(jax.device_get(s.count)).reshape(-1)
+        for s in jax.tree.leaves(
+            opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState)
+        )
+        if isinstance(s, optax.ScaleByScheduleState)
+    ]
+    return counts[0]
+
+
 def at_step(opt_state: Any, step: jax.Array) -> Any:
     """`opt_state` with the schedule's step counter at `step` and everything else as it is.
 
@@ -174,7 +187,9 @@ class Group(NamedTuple):
     """The state of a group of cells, each leaf stacked along axis 0 (one row per cell).
 
     `rewind` holds ``{"params", "batch_stats"}`` captured at the late-rewinding iteration, or
-    is None.
+    is None. `first_batch` holds the example indices of the first step each cell trained
+    (-1 until it trains): written by the training step itself, so what a cell records as
+    its first batch is what it consumed.
     """
 
     params: Params
@@ -183,6 +198,7 @@ class Group(NamedTuple):
     mask: Mask
     data_key: jax.Array
     rewind: Any = None
+    first_batch: Any = None
 
 
 def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: int) -> jax.Array:
@@ -318,6 +334,7 @@ class Engine:
             stack_host(masks),
             jnp.stack([jnp.asarray(k) for k in keys]),
             rewind,
+            jnp.full((len(params), self.cfg.batch_size), -1, jnp.int32),
         )
         return self._shard(group)
 
@@ -375,7 +392,12 @@ class Engine:
         grads = jax.tree.map(jnp.multiply, grads, cell.mask)
         updates, opt_state = self.tx.update(grads, cell.opt_state, cell.params)
         params = jax.tree.map(jnp.multiply, optax.apply_updates(cell.params, updates), cell.mask)
-        return cell._replace(params=params, batch_stats=stats, opt_state=opt_state)
+        first = cell.first_batch
+        if first is not None:  # the first step a cell trains records what it trained on
+            first = jnp.where(first[0] < 0, ids.astype(first.dtype), first)
+        return cell._replace(
+            params=params, batch_stats=stats, opt_state=opt_state, first_batch=first
+        )
 
     def _end_of_period(
         self, cell: Group, step: jax.Array, data: DeviceData, rewind_at: int
@@ -456,17 +478,6 @@ class Engine:
         if cells == 1 and self.grouping != "host" and not self.deterministic:
             return "single"
         return self.grouping
-
-    @partial(jax.jit, static_argnums=(0, 3))
-    def first_batches(self, data_keys: jax.Array, step0: jax.Array, n: int) -> jax.Array:
-        """The example indices of each cell's batch at iteration `step0` (what its first
-        step trains on), shape (cells, batch): drawn as the training loop draws them."""
-
-        def one(key: jax.Array) -> jax.Array:
-            order_key = jax.random.fold_in(key, 0)
-            return batch_indices(order_key, step0, 1, self.cfg.batch_size, n)[0]
-
-        return jax.vmap(one)(data_keys)
 
     # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
 

@@ -3,7 +3,11 @@ cell), written as CSV or JSON for pandas, R or a spreadsheet.
 
 Cell rows have the columns `RUN_COLUMNS` and `CELL_COLUMNS`, then ``remaining_<layer>``
 (percent of the layer's weights remaining, one column per prunable layer of any exported run:
-``fc1/kernel`` gives ``remaining_fc1``), then `SUMMARY_COLUMNS`, then `TRAINING_COLUMNS`:
+``fc1/kernel`` gives ``remaining_fc1``), then `MASK_COLUMNS`: whether the cell's mask empties
+a prunable layer (``collapsed``, a boolean: the network outputs a constant; `lt show` keeps
+such cells in its means and counts them) and which (``collapsed_layers``, the layer names
+joined by ``;`` such as ``fc1/kernel;fc2/kernel``, empty or null where none), then
+`SUMMARY_COLUMNS`, then `TRAINING_COLUMNS`:
 whether the cell diverged (its loss became NaN or inf; `lt show` leaves such cells out of its
 means, and a reader of the export should too), and how its group trained (cells trained
 differently agree to float rounding only). Curve rows have `CURVE_COLUMNS`. Accuracies are
@@ -24,6 +28,7 @@ from ltcli.store import Store
 
 RUN_COLUMNS = ("run_id", "name", "experiment", "dataset", "model")
 CELL_COLUMNS = ("replicate", "level", "member", "percent_remaining")
+MASK_COLUMNS = ("collapsed", "collapsed_layers")
 SUMMARY_COLUMNS = (
     "early_stop_iter",
     "early_stop_test_acc",
@@ -81,6 +86,14 @@ def training_fields(metrics: dict[str, Any]) -> Row:
     }
 
 
+def mask_fields(metrics: dict[str, Any]) -> Row:
+    """The `MASK_COLUMNS` of a cell, as `report.collapsed_layers` finds them (so the export
+    and the tables agree): ``collapsed`` a boolean, ``collapsed_layers`` the emptied layers
+    joined by ``;`` (None where none)."""
+    layers = report.collapsed_layers(metrics)
+    return {"collapsed": bool(layers), "collapsed_layers": ";".join(layers) or None}
+
+
 def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     """One row per finished cell of `run_ids`, in run, replicate, level, member order.
 
@@ -89,7 +102,8 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     """
     cells = _cells(store, run_ids)
     layers = list(dict.fromkeys(layer for _, m in cells for layer in m["layers"]))
-    columns = [*RUN_COLUMNS, *CELL_COLUMNS, *map(layer_column, layers), *SUMMARY_COLUMNS]
+    columns = [*RUN_COLUMNS, *CELL_COLUMNS, *map(layer_column, layers), *MASK_COLUMNS]
+    columns += SUMMARY_COLUMNS
     columns += [*TRAINING_COLUMNS, *INSTABILITY_COLUMNS]
     runs = {run_id: _run_fields(store, run_id) for run_id in run_ids}
     rows = []
@@ -100,6 +114,7 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
         row["start_iteration"] = metrics.get("start_iteration", 0)  # older cells: all from 0
         for layer, (kept, total) in metrics["layers"].items():
             row[layer_column(layer)] = 100.0 * kept / total
+        row.update(mask_fields(metrics))
         row.update(training_fields(metrics))
         row["spawn_iteration"] = metrics.get("spawn_iteration")
         row["instability"] = metrics.get("instability", {}).get("instability")

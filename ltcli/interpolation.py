@@ -10,8 +10,10 @@ the two ends' errors; the paper counts a network stable when that is within 2 po
 Every point of the path is evaluated in one jitted program, vmapped over the points. The two
 networks share a mask (a ticket and its copy), and every interpolated network is masked.
 Batch norm: running statistics do not interpolate meaningfully, so at each point they are
-recomputed from `BN_EXAMPLES` fixed training examples in one forward pass in training mode
-(the statistics of that batch), as is usual for mode-connectivity evaluations.
+recomputed from `BN_EXAMPLES` training examples in one forward pass in training mode (the
+statistics of that batch), as is usual for mode-connectivity evaluations. The examples are
+a fixed, class-balanced random sample of the training split (`bn_sample`): the first ones
+of a folder data set sorted by class would all be of one class.
 """
 
 from __future__ import annotations
@@ -38,13 +40,26 @@ def interpolate(a: Params, b: Params, mask: Mask, alpha: jax.Array) -> Params:
     return jax.tree.map(lambda x, y, m: m * ((1 - alpha) * x + alpha * y), a, b, mask)
 
 
-def _batch_statistics(engine: Engine, params: Params, stats: Any, data: DeviceData) -> Any:
-    """The batch-norm statistics of `params` on the first `BN_EXAMPLES` training examples.
+def bn_sample(labels: np.ndarray, count: int = BN_EXAMPLES) -> np.ndarray:
+    """Indices (sorted) of a fixed random sample of about `count` training examples with
+    the same number of every class in `labels` (``count // classes`` each, or all of a
+    class that has fewer), drawn by a fixed seed: the same for every run on these labels."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    order = np.random.default_rng(0).permutation(len(labels))
+    per_class = max(1, count // len(classes))
+    chosen = [order[labels[order] == c][:per_class] for c in classes]
+    return np.sort(np.concatenate(chosen))
+
+
+def _batch_statistics(
+    engine: Engine, params: Params, stats: Any, data: DeviceData, ids: jax.Array
+) -> Any:
+    """The batch-norm statistics of `params` on the training examples `ids`.
 
     Flax updates running statistics as ``m * old + (1 - m) * batch``; from zeros, one
     training-mode pass gives ``(1 - m) * batch``, which is rescaled to the batch's own."""
-    count = min(BN_EXAMPLES, data.y_train.shape[0])
-    x = (data.x_train[:count].astype(jnp.float32) - data.mean) / data.std
+    x = (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
     zeros = jax.tree.map(jnp.zeros_like, stats)
     _, updates = engine.model.apply(
         {"params": params, "batch_stats": zeros}, x, train=True, mutable=["batch_stats"]
@@ -53,14 +68,14 @@ def _batch_statistics(engine: Engine, params: Params, stats: Any, data: DeviceDa
 
 
 @partial(jax.jit, static_argnums=(0, 7))
-def _path(engine, params_a, stats_a, params_b, stats_b, mask, data, points):
+def _path(engine, params_a, stats_a, params_b, stats_b, mask, data, points, bn_ids):
     alphas = jnp.linspace(0.0, 1.0, points)
 
     def at(alpha):
         params = interpolate(params_a, params_b, mask, alpha)
         stats = stats_a
         if jax.tree.leaves(stats_a):
-            stats = _batch_statistics(engine, params, stats_a, data)
+            stats = _batch_statistics(engine, params, stats_a, data, bn_ids)
         return engine.evaluate_test(params, stats, data)
 
     return alphas, jax.vmap(at)(alphas)
@@ -73,16 +88,28 @@ def path(
     mask: Mask,
     data: DeviceData,
     points: int = POINTS,
+    bn_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Test loss and error at `points` evenly spaced points from network `a` to network `b`
-    (each ``{"params", "batch_stats"}``, host or device arrays) under `mask`.
+    (each ``{"params", "batch_stats"}``, host or device arrays) under `mask`; batch-norm
+    statistics from the training examples `bn_ids` (default: `bn_sample` of the split).
 
     Returns:
       ``{"alpha", "test_loss", "test_error", "instability"}``: lists over the points, and the
       highest error on the path minus the mean of the two ends' errors (errors in [0, 1]).
     """
+    if bn_ids is None:
+        bn_ids = bn_sample(np.asarray(data.y_train))
     alphas, metrics = _path(
-        engine, a["params"], a["batch_stats"], b["params"], b["batch_stats"], mask, data, points
+        engine,
+        a["params"],
+        a["batch_stats"],
+        b["params"],
+        b["batch_stats"],
+        mask,
+        data,
+        points,
+        jnp.asarray(bn_ids, jnp.int32),
     )
     metrics = np.asarray(metrics, np.float64)
     error = 1.0 - metrics[:, 1]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ltcli import data, descriptor, paths
+from ltcli import combinations, data, descriptor, paths
 from ltcli.descriptor import Descriptor
 from ltcli.errors import UsageError
 from ltcli.member import parse_controls
@@ -42,11 +42,9 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
             f"train.iterations ({end}); got {bad}"
         )
     controls = spec["run.controls"]
-    if "invert" in parse_controls(controls) and desc["prune.method"] == "magnitude":
-        raise UsageError(
-            "run.controls: invert keeps the lowest-scored weights of a pruning-at-"
-            "initialization method (prune.method snip, grasp, synflow, ...)"
-        )
+    for kind in parse_controls(controls):
+        if refused := combinations.member_refusal(desc["prune.method"], kind):
+            raise UsageError(refused)
     targets = descriptor.one_shot_targets(desc.full)
     rounds = len(targets) if targets else spec["run.rounds"]
     return Plan(rounds, spec["run.replicates"], controls, tuple(spawn))

@@ -14,6 +14,11 @@ Diverged cells (loss NaN or inf) are in no mean, curve or error bar: a level wit
 marked by a red x at the top of the right two panels, and the legend counts them. A level
 whose tickets all diverged still draws their (broken) mean curve, labelled so.
 
+Collapsed cells (their mask empties a prunable layer, so the network outputs a constant) are
+real results and stay in the means, curves and error bars; a hollow magenta ring circles each
+mean that includes any, the legend counts them, and a training curve averaging any says how
+many.
+
 An optional overlay draws points a paper reports (`OverlayPoint`) as black stars on the right
 two panels, so a reproduction can be read against the original at a glance.
 
@@ -53,6 +58,15 @@ ERROR_BARS = ("std", "minmax")
 minimum to the maximum over replicates (and control indices)."""
 DIVERGED_STYLE = {"color": "red", "marker": "x", "linestyle": "none", "markersize": 6}
 """How a level's diverged cells are marked (at the top of the panel)."""
+COLLAPSED_STYLE = {
+    "color": "m",
+    "marker": "o",
+    "markerfacecolor": "none",
+    "markeredgewidth": 1.5,
+    "linestyle": "none",
+    "markersize": 11,
+}
+"""How a mean that includes collapsed cells is marked (a ring around its point)."""
 STYLES = {"ticket": ("-", "o"), "reinit": ("--", "s"), "random": ("--", "^")}
 """Line style and marker of each member kind (other kinds: dotted)."""
 ACCURACY_FIELDS = {
@@ -86,7 +100,8 @@ class OverlayPoint:
 class _Run:
     """A run's numbers for the figure: per-level summaries, its cells by level and kind, and
     mean ticket test curves (over the tickets that did not diverge, unless all did: those
-    levels are in `diverged_curves`)."""
+    levels are in `diverged_curves`; `collapsed_curves` counts the collapsed tickets in a
+    level's curve, where there are any)."""
 
     def __init__(self, store: Store, run_id: str, cells: list[dict[str, Any]] | None = None):
         self.label = report.run_label(store, run_id)
@@ -99,11 +114,13 @@ class _Run:
         for cell in cells:
             if cell["member"] == "ticket":
                 tickets[cell["level"]].append(cell)
-        self.curves, self.diverged_curves = {}, set()
+        self.curves, self.diverged_curves, self.collapsed_curves = {}, set(), {}
         for level, group in tickets.items():
             kept = [c for c in group if not report.is_diverged(c)]
             if not kept:
                 self.diverged_curves.add(level)
+            if collapsed := sum(map(report.is_collapsed, kept)):
+                self.collapsed_curves[level] = collapsed
             self.curves[level] = _mean_curve([c["curve"] for c in kept or group])
         self.remaining = {row["level"]: row["percent_remaining"] for row in self.summary}
 
@@ -146,6 +163,8 @@ def _draw_curves(ax: Axes, runs: list[_Run], levels: list[int]) -> None:
             iterations, accuracy = run.curves[level]
             label += f"{run.remaining[level]:.1f}%"
             label += " (diverged)" if level in run.diverged_curves else ""
+            if level in run.collapsed_curves:
+                label += f" ({run.collapsed_curves[level]} collapsed)"
             ax.plot(iterations, accuracy, color=color, label=label)
     ax.set(
         title="Test accuracy during training",
@@ -184,9 +203,10 @@ def _draw_levels(
     overlay: Sequence[OverlayPoint] = (),
 ) -> None:
     """`field` of every member kind against % remaining, with `error_bars` over the cells that
-    did not diverge; a red x at the top of the panel at each level with diverged cells; the
-    `overlay` points of `field` as stars (the x axis widened to show every overlay point)."""
-    diverged = []
+    did not diverge; a red x at the top of the panel at each level with diverged cells, a
+    ring around each mean that includes collapsed cells; the `overlay` points of `field` as
+    stars (the x axis widened to show every overlay point)."""
+    diverged, rings = [], []
     for r, run in enumerate(runs):
         kinds = dict.fromkeys(kind for row in run.summary for kind in row["members"])
         for k, kind in enumerate(kinds):
@@ -195,6 +215,11 @@ def _draw_levels(
                 (row["percent_remaining"], row["members"][kind][field].diverged) for row in rows
             ]
             rows = [row for row in rows if row["members"][kind][field].n > 0]
+            rings += [
+                (row["percent_remaining"], scale * stat.mean, stat.collapsed)
+                for row in rows
+                if (stat := row["members"][kind][field]).collapsed
+            ]
             kept = [
                 [c for c in run.groups[row["level"]][kind] if not report.is_diverged(c)]
                 for row in rows
@@ -223,6 +248,15 @@ def _draw_levels(
             transform=ax.get_xaxis_transform(),  # x in data, y in axes: the top of the panel
             label=f"{total} diverged cell{'s' if total > 1 else ''} (not in means)",
             **DIVERGED_STYLE,
+        )
+    if rings:
+        total = sum(count for *_, count in rings)
+        ax.plot(
+            [x for x, *_ in rings],
+            [y for _, y, _ in rings],
+            zorder=4,
+            label=f"{total} collapsed cell{'s' if total > 1 else ''} (a layer emptied; in means)",
+            **COLLAPSED_STYLE,
         )
     points = [p for p in overlay if p.field == field]
     if points:

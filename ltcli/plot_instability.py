@@ -10,7 +10,11 @@ Panels, as the runs have data for them:
   against % of weights remaining, one point per level (stability copies);
 * instability against the spawn iteration k (dense copies), log-scaled when k spans decades.
 
-Error bars are ± one sample standard deviation over replicates and copies.
+Error bars are ± one sample standard deviation over replicates and copies. Copies whose mask
+empties a prunable layer (collapsed: the network outputs a constant, so its instability says
+nothing of what pruning found) stay in the means: a path averaging any is labelled so, and a
+ring (`ltcli.plot.COLLAPSED_STYLE`) circles each instability point that includes any, counted
+in the legend.
 """
 
 from __future__ import annotations
@@ -26,50 +30,75 @@ from matplotlib.figure import Figure
 
 from ltcli import report
 from ltcli.errors import UsageError
+from ltcli.plot import COLLAPSED_STYLE
 from ltcli.store import Store
 
 STABLE_POINTS = 2.0
 """The paper's threshold: a network is stable when its instability is within 2 points."""
 
 
-def paths(store: Store, run_id: str) -> dict[tuple[str, float], list[dict[str, Any]]]:
-    """The instability records of a run's copies, grouped by ``("level", % remaining)`` for
-    stability copies and ``("spawn", k)`` for spawned dense copies."""
-    grouped: dict[tuple[str, float], list[dict[str, Any]]] = defaultdict(list)
-    for cell in report.cell_metrics(store, run_id):
-        record = cell.get("instability")
-        if record is None:
+Key = tuple[str, float]
+
+
+def copies(cells: list[dict[str, Any]]) -> dict[Key, list[dict[str, Any]]]:
+    """The cells of `cells` that are copies with an instability record, grouped by
+    ``("level", % remaining)`` for stability copies and ``("spawn", k)`` for spawned dense
+    copies."""
+    grouped: dict[Key, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        if "instability" not in cell:
             continue
         if "spawn_iteration" in cell:
-            grouped["spawn", cell["spawn_iteration"]].append(record)
+            grouped["spawn", cell["spawn_iteration"]].append(cell)
         else:
-            grouped["level", cell["percent_remaining"]].append(record)
+            grouped["level", cell["percent_remaining"]].append(cell)
     return dict(grouped)
+
+
+def paths(store: Store, run_id: str) -> dict[Key, list[dict[str, Any]]]:
+    """The instability records of a run's copies, grouped as `copies` groups them."""
+    grouped = copies(report.cell_metrics(store, run_id))
+    return {key: [c["instability"] for c in group] for key, group in grouped.items()}
+
+
+class _Run:
+    """A run's label, its copies' instability records by key (as `paths`), and how many
+    copies under each key collapsed (keys without any left out)."""
+
+    def __init__(self, store: Store, run_id: str):
+        self.label = report.run_label(store, run_id)
+        grouped = copies(report.cell_metrics(store, run_id))
+        self.records = {key: [c["instability"] for c in group] for key, group in grouped.items()}
+        self.collapsed = {
+            key: n for key, group in grouped.items() if (n := sum(map(report.is_collapsed, group)))
+        }
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def _draw_paths(ax: Axes, runs: list[tuple[str, dict]]) -> None:
-    for r, (label, grouped) in enumerate(runs):
-        keys = sorted(grouped, key=lambda k: (k[0], -k[1] if k[0] == "level" else k[1]))
+def _draw_paths(ax: Axes, runs: list[_Run]) -> None:
+    for r, run in enumerate(runs):
+        keys = sorted(run.records, key=lambda k: (k[0], -k[1] if k[0] == "level" else k[1]))
         for j, key in enumerate(keys):
-            records = grouped[key]
+            records = run.records[key]
             errors = 100 * np.mean([rec["test_error"] for rec in records], axis=0)
             name = f"{key[1]:.3g}% remaining" if key[0] == "level" else f"spawn at k={key[1]:g}"
-            prefix = f"{label} " if len(runs) > 1 else ""
+            name += f" ({run.collapsed[key]} collapsed)" if key in run.collapsed else ""
+            prefix = f"{run.label} " if len(runs) > 1 else ""
             ax.plot(records[0]["alpha"], errors, color=f"C{(r * 5 + j) % 10}", label=prefix + name)
     ax.set(title="Test error on the linear path", xlabel="interpolation", ylabel="test error (%)")
     ax.legend(fontsize="small")
 
 
-def _draw_instability(ax: Axes, runs: list[tuple[str, dict]], kind: str) -> None:
-    for r, (label, grouped) in enumerate(runs):
-        xs = sorted(k[1] for k in grouped if k[0] == kind)
+def _draw_instability(ax: Axes, runs: list[_Run], kind: str) -> None:
+    rings = []
+    for r, run in enumerate(runs):
+        xs = sorted(k[1] for k in run.records if k[0] == kind)
         if not xs:
             continue
-        stats = [_stats([100 * rec["instability"] for rec in grouped[kind, x]]) for x in xs]
+        stats = [_stats([100 * rec["instability"] for rec in run.records[kind, x]]) for x in xs]
         ax.errorbar(
             xs,
             [m for m, _ in stats],
@@ -77,11 +106,25 @@ def _draw_instability(ax: Axes, runs: list[tuple[str, dict]], kind: str) -> None
             marker="o",
             capsize=3,
             color=f"C{r}",
-            label=label,
+            label=run.label,
+        )
+        rings += [
+            (x, m, run.collapsed[kind, x])
+            for x, (m, _) in zip(xs, stats, strict=True)
+            if (kind, x) in run.collapsed
+        ]
+    if rings:
+        total = sum(n for *_, n in rings)
+        ax.plot(
+            [x for x, *_ in rings],
+            [y for _, y, _ in rings],
+            zorder=4,
+            label=f"{total} collapsed cop{'ies' if total > 1 else 'y'} (a layer emptied; in means)",
+            **COLLAPSED_STYLE,
         )
     ax.axhline(STABLE_POINTS, color="grey", linestyle=":", label=f"{STABLE_POINTS:g} points")
     ax.set_ylabel("instability (points of error)")
-    values = sorted({x for _, g in runs for k, x in g if k == kind})
+    values = sorted({x for run in runs for k, x in run.records if k == kind})
     if kind == "level":
         ax.set_xscale("log")
         ax.invert_xaxis()
@@ -102,8 +145,10 @@ def figure(store: Store, run_ids: list[str], size: tuple[int, int], dpi: int) ->
     Raises:
       UsageError: no run has stability or spawned copies.
     """
-    runs = [(report.run_label(store, r), paths(store, r)) for r in dict.fromkeys(run_ids)]
-    kinds = [k for k in ("level", "spawn") if any(key[0] == k for _, g in runs for key in g)]
+    runs = [_Run(store, r) for r in dict.fromkeys(run_ids)]
+    kinds = [
+        k for k in ("level", "spawn") if any(key[0] == k for run in runs for key in run.records)
+    ]
     if not kinds:
         raise UsageError(
             "no instability data: run with --controls stability:1 (IMP tickets) or "

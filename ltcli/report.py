@@ -5,6 +5,11 @@ Pure functions from stored metrics to rows, and from rows to text; the CLI print
 A cell whose loss became NaN or infinite (``diverged`` in its metrics) is left out of every
 mean and standard deviation, so one blown-up replicate cannot drag a level's numbers; the
 tables count such cells beside the means instead, so they are not silently dropped either.
+
+A cell whose mask keeps no weight of some prunable layer (``collapsed`` in its metrics, or
+derived from its per-layer counts) is a network that outputs a constant: its numbers are real
+results, so they stay in the means, but the tables count such cells beside them and name the
+emptied layers in a note, as the figures mark them.
 """
 
 from __future__ import annotations
@@ -23,12 +28,18 @@ from ltcli.store import Store
 SUMMARY_FIELDS = ("early_stop_iter", "early_stop_test_acc", "final_test_acc")
 DIVERGED_NOTE = "diverged: cells whose loss became NaN or inf; not in the means"
 """The legend under a table that shows diverged cells."""
+COLLAPSED_NOTE = (
+    "collapsed: cells whose mask empties a prunable layer (the network outputs a constant); "
+    "kept in the means"
+)
+"""The legend under a table that shows collapsed cells."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Stat:
     """Mean and sample standard deviation (ddof=1, as pandas' ``.std()`` on the exported
-    CSV gives) over the `n` cells that did not diverge; `diverged` more cells were left out.
+    CSV gives) over the `n` cells that did not diverge; `diverged` more cells were left out,
+    and `collapsed` of the `n` cells are in the means though their mask empties a layer.
 
     ``std`` is 0 for one cell; ``mean`` and ``std`` are None when every cell diverged.
     """
@@ -37,14 +48,16 @@ class Stat:
     std: float | None
     n: int
     diverged: int = 0
+    collapsed: int = 0
 
     @classmethod
-    def of(cls, values: list[float], diverged: int = 0) -> Stat:
-        """The `Stat` of `values` (those of the cells that did not diverge)."""
+    def of(cls, values: list[float], diverged: int = 0, collapsed: int = 0) -> Stat:
+        """The `Stat` of `values` (those of the cells that did not diverge, `collapsed` of
+        them collapsed)."""
         if not values:
             return cls(None, None, 0, diverged)
         std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-        return cls(float(np.mean(values)), std, len(values), diverged)
+        return cls(float(np.mean(values)), std, len(values), diverged, collapsed)
 
 
 def member_kind(member: str) -> str:
@@ -56,6 +69,22 @@ def is_diverged(cell: dict[str, Any]) -> bool:
     """Whether a cell's loss went non-finite: its ``diverged`` flag, or (cells stored before
     the flag existed) a summary number that is not finite."""
     return bool(cell.get("diverged")) or not all(math.isfinite(cell[f]) for f in SUMMARY_FIELDS)
+
+
+def collapsed_layers(cell: dict[str, Any]) -> list[str]:
+    """The prunable layers (``fc1/kernel``) whose mask keeps no weight in a cell, sorted: its
+    ``collapsed`` list, or (cells stored before it was recorded) those its ``layers`` counts
+    give 0 kept; [] for a cell that has neither."""
+    recorded = cell.get("collapsed")
+    if recorded is not None:
+        return sorted(recorded)
+    layers = cell.get("layers", {})
+    return sorted(name for name, (kept, total) in layers.items() if kept == 0 < total)
+
+
+def is_collapsed(cell: dict[str, Any]) -> bool:
+    """Whether a cell's mask empties a prunable layer (so the network outputs a constant)."""
+    return bool(collapsed_layers(cell))
 
 
 def cell_metrics(store: Store, run_id: str) -> list[dict[str, Any]]:
@@ -77,13 +106,15 @@ def by_level_and_kind(cells: list[dict[str, Any]]) -> dict[int, dict[str, list[d
 def summarize_cells(group: list[dict[str, Any]]) -> dict[str, Stat]:
     """A `Stat` of each summary field over the cells of `group` that did not diverge, and of
     their ``instability`` (a fraction of error) where the cells are stability or spawned
-    copies."""
+    copies; collapsed cells are in every mean, and counted."""
     kept = [c for c in group if not is_diverged(c)]
     diverged = len(group) - len(kept)
-    stats = {f: Stat.of([c[f] for c in kept], diverged) for f in SUMMARY_FIELDS}
+    collapsed = sum(map(is_collapsed, kept))
+    stats = {f: Stat.of([c[f] for c in kept], diverged, collapsed) for f in SUMMARY_FIELDS}
     if any("instability" in c for c in group):
-        values = [c["instability"]["instability"] for c in kept if "instability" in c]
-        stats["instability"] = Stat.of(values, diverged)
+        copies = [c for c in kept if "instability" in c]
+        values = [c["instability"]["instability"] for c in copies]
+        stats["instability"] = Stat.of(values, diverged, sum(map(is_collapsed, copies)))
     return stats
 
 
@@ -116,15 +147,25 @@ def format_stat(stat: Stat | None, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def format_count(stat: Stat | None) -> str:
-    """How many cells `stat` covers: ``5``, or ``4 (+1 diverged)`` when some were left out."""
+    """How many cells `stat` covers: ``5``; ``4 (+1 diverged)`` when some were left out;
+    ``5 (2 collapsed)`` when some of the 5 collapsed; ``4 (+1 diverged, 2 collapsed)``."""
     if stat is None:
         return "-"
-    return f"{stat.n} (+{stat.diverged} diverged)" if stat.diverged else str(stat.n)
+    notes = [f"+{stat.diverged} diverged"] if stat.diverged else []
+    notes += [f"{stat.collapsed} collapsed"] if stat.collapsed else []
+    return f"{stat.n} ({', '.join(notes)})" if notes else str(stat.n)
 
 
 def any_diverged(stats: list[Stat | None]) -> bool:
     """Whether a table of `stats` needs the `DIVERGED_NOTE` legend."""
     return any(s is not None and s.diverged for s in stats)
+
+
+def legend(stats: list[Stat | None]) -> list[str]:
+    """The legend lines under a table of `stats`: `DIVERGED_NOTE` where a cell diverged,
+    `COLLAPSED_NOTE` where one collapsed (none for a table with neither)."""
+    lines = [DIVERGED_NOTE] if any_diverged(stats) else []
+    return lines + ([COLLAPSED_NOTE] if any(s is not None and s.collapsed for s in stats) else [])
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -146,8 +187,8 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
     ticket how many cells the means cover (``n``), early-stop iteration, test accuracy there
     and at the end (mean ± std over replicates); for each control kind its ``n``,
     early-stop iteration and test accuracy there, and for stability and spawned copies their
-    instability (points of test error). Diverged cells are counted in ``n`` and explained by
-    a legend line under the table."""
+    instability (points of test error). Diverged and collapsed cells are counted in ``n``
+    and explained by legend lines under the table."""
     controls = sorted({k for row in summary for k in row["members"] if k != "ticket"})
     paired = {k for row in summary for k, s in row["members"].items() if "instability" in s}
     headers = ["level", "remaining %", "n", "early-stop it", "test acc @ES %", "final test acc %"]
@@ -177,8 +218,7 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
                 cells.append(format_stat(control.get("instability"), 100))
             stats.append(control.get("early_stop_iter"))
         lines.append(cells)
-    legend = [DIVERGED_NOTE] if any_diverged(stats) else []
-    return "\n".join([format_table(headers, lines), *legend])
+    return "\n".join([format_table(headers, lines), *legend(stats)])
 
 
 def _grouping(cell: dict[str, Any]) -> str:
@@ -207,6 +247,30 @@ def grouping_notes(cells: list[dict[str, Any]]) -> list[str]:
         notes.append(
             f"note: level {level} mixes groupings ({listed}); numbers agree to float rounding "
             "only, rerun with --deterministic for bit-identical cells"
+        )
+    return notes
+
+
+def collapse_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """A note for each level with collapsed cells: how many, of which member kinds, and the
+    layers their masks empty (``note: level 6 has 2 collapsed cells (ticket: 1, reinit: 1);
+    emptied: fc3/kernel``). A cell that also diverged counts as diverged only, as in the
+    tables."""
+    levels: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for cell in cells:
+        if is_collapsed(cell) and not is_diverged(cell):
+            levels[cell["level"]].append(cell)
+    notes = []
+    for level in sorted(levels):
+        group = levels[level]
+        kinds = Counter(member_kind(c["member"]) for c in group)
+        listed = ", ".join(
+            f"{kind}: {k}" for kind, k in sorted(kinds.items(), key=lambda kv: kv[0] != "ticket")
+        )
+        emptied = ", ".join(sorted({layer for c in group for layer in collapsed_layers(c)}))
+        s = "s" if len(group) > 1 else ""
+        notes.append(
+            f"note: level {level} has {len(group)} collapsed cell{s} ({listed}); emptied: {emptied}"
         )
     return notes
 
@@ -279,7 +343,7 @@ def runs_table(overviews: list[dict[str, Any]]) -> str:
 
 def run_text(store: Store, run_id: str) -> str:
     """The text of `lt show`: what the run is, then its per-level table and a note for each
-    level whose cells mixed groupings."""
+    level whose cells mixed groupings, and for each level with collapsed cells."""
     record = store.descriptor(run_id)
     meta = store.meta(run_id)
     names = ", ".join(meta.get("names", [])) or "-"
@@ -293,17 +357,28 @@ def run_text(store: Store, run_id: str) -> str:
     cells = cell_metrics(store, run_id)
     summary = level_summary(cells)
     lines += ["", levels_table(summary) if summary else "(no finished cells yet)"]
-    return "\n".join([*lines, *grouping_notes(cells)])
+    return "\n".join([*lines, *grouping_notes(cells), *collapse_notes(cells)])
+
+
+def stat_json(stat: Stat) -> dict[str, Any]:
+    """`stat` as ``{"mean", "std", "n", "diverged"}``, with ``"collapsed"`` (how many of the
+    `n` cells collapsed) after them only where some did: documents of runs without collapsed
+    cells read as they did before collapse was counted, so a reader takes a missing
+    ``collapsed`` as 0."""
+    found = dataclasses.asdict(stat)
+    if not stat.collapsed:
+        del found["collapsed"]
+    return found
 
 
 def summary_json(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`level_summary` rows made JSON-ready: each `Stat` as ``{"mean", "std", "n",
-    "diverged"}`` (accuracies as fractions; mean and std None when every cell diverged)."""
+    """`level_summary` rows made JSON-ready: each `Stat` as `stat_json` writes it
+    (accuracies as fractions; mean and std None when every cell diverged)."""
     return [
         {
             **row,
             "members": {
-                kind: {field: dataclasses.asdict(stat) for field, stat in stats.items()}
+                kind: {field: stat_json(stat) for field, stat in stats.items()}
                 for kind, stats in row["members"].items()
             },
         }
@@ -316,7 +391,7 @@ def run_json(store: Store, run_id: str) -> dict[str, Any]:
     ``{"run_id", "experiment", "names", "outdated", "descriptor", "levels", "notes"}``, where
     ``descriptor`` is the stored full form, ``outdated`` why the run was made under an older
     behaviour (else None), ``levels`` the `summary_json` of every finished cell and
-    ``notes`` the `grouping_notes`."""
+    ``notes`` the `grouping_notes` and `collapse_notes`."""
     record = store.descriptor(run_id)
     meta = store.meta(run_id)
     cells = cell_metrics(store, run_id)
@@ -327,7 +402,7 @@ def run_json(store: Store, run_id: str) -> dict[str, Any]:
         "outdated": outdated(record),
         "descriptor": record["full"],
         "levels": summary_json(level_summary(cells)),
-        "notes": grouping_notes(cells),
+        "notes": [*grouping_notes(cells), *collapse_notes(cells)],
     }
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltcli import atomic, checks, data, models, pruning, scoring
+from ltcli import atomic, checks, combinations, data, models, pruning, scoring
 from ltcli.descriptor import Descriptor, one_shot_targets
 from ltcli.engine import (
     METRICS,
@@ -33,6 +33,7 @@ from ltcli.engine import (
     Group,
     TrainConfig,
     learning_rate,
+    schedule_steps,
     summarize,
     to_device,
     unstack,
@@ -171,25 +172,28 @@ class Runner:
         k = cell.member.index
         return k, jax.random.fold_in(self._key(3, cell.replicate), k)
 
-    # -- starting points ----------------------------------------------------------------------
+    # -- starting points: `ltcli.combinations` says which, this materializes it -------------
 
     def start_step(self, level: int) -> int:
         """The iteration a level's cells start at: 0 for the dense level, else the rewind
         iteration k (0 without late rewinding). Every cell trains to T."""
         return self.desc["prune.rewind_iter"] if level > 0 else 0
 
-    def _retrains(self, cell: CellKey) -> bool:
-        """Whether a cell follows the run's retraining mode: a pruned level's ticket and its
-        stability copies. Controls keep the 2019 definitions (weights and schedule rewound)."""
-        return cell.level > 0 and cell.member.kind in ("ticket", "stability")
+    def sources(self, cell: CellKey) -> combinations.Inputs:
+        """Where `cell` starts: its row of the combination table."""
+        return combinations.inputs(
+            method=self.desc["prune.method"],
+            retrain=self.desc["prune.retrain"],
+            rewind=self.desc["prune.rewind_iter"],
+            iterations=self.cfg.iterations,
+            schedule=combinations.schedule_of(self.strategy.one_shot),
+            member=cell.member,
+            level=cell.level,
+        )
 
     def schedule_step(self, cell: CellKey) -> int:
-        """Where a cell's learning-rate schedule starts: at its first iteration, or at T for a
-        fine-tuned one, whose every step then takes the schedule's final learning rate
-        (Renda, Frankle & Carbin 2020)."""
-        if self._retrains(cell) and self.desc["prune.retrain"] == "finetune":
-            return self.cfg.iterations
-        return self.start_step(cell.level)
+        """Where a cell's learning-rate schedule starts (`combinations.Inputs`)."""
+        return self.sources(cell).schedule_step
 
     def _fresh(self, key: jax.Array) -> dict[str, Any]:
         params, stats = self.engine.init(key, self.source.image_shape)
@@ -206,13 +210,26 @@ class Runner:
         return self._points[path]
 
     def rewind_point(self, replicate: int, level: int) -> dict[str, Any]:
-        """Where a level's survivors start: θ0 at level 0, later θ0 or θk (late rewinding)."""
+        """Where a level's survivors are rewound to: θ0 at level 0, later θ0 or θk (late
+        rewinding)."""
         if level > 0 and self.desc["prune.rewind_iter"]:
             path = self.store.rewind_path(self.run_id, replicate)
             if path not in self._points:
                 self._points[path] = _read_only(self.view.load_weights(path))
             return self._points[path]
         return self.init_point(replicate)
+
+    def _weights(self, cell: CellKey, source: str) -> dict[str, Any]:
+        """The variables a `combinations` weight source names, for `cell`."""
+        replicate = cell.replicate
+        if source in ("theta0", "ticket_at_k"):  # a spawned copy follows the ticket from θ0
+            return self.init_point(replicate)
+        if source == "theta_k":
+            return self.rewind_point(replicate, cell.level)
+        if source == "fresh":
+            return self._fresh(jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31))))
+        previous = 0 if source == "trained_dense" else cell.level - 1
+        return self.view.read_trained(CellKey(replicate, previous))
 
     def _control_rng(self, cell: CellKey) -> np.random.Generator:
         return np.random.default_rng(
@@ -226,51 +243,59 @@ class Runner:
         )
 
     def ticket_mask(self, replicate: int, level: int) -> Any:
-        """The ticket's mask at `level`: stored if that cell is finished, else pruned from the
-        trained ticket of the level before. All cells of a replicate's level share one
-        (read-only) copy while the level is set up."""
+        """The ticket's mask at `level`: stored if that cell is finished, else made from its
+        source (`combinations`). All cells of a replicate's level share one (read-only) copy
+        while the level is set up."""
         if (replicate, level) not in self._tickets:
-            mask = self._ticket_mask(replicate, level)
+            mask = self._ticket_mask(CellKey(replicate, level))
             for leaf in pruning.leaves(mask).values():
                 leaf.setflags(write=False)
             self._tickets[replicate, level] = mask
         return self._tickets[replicate, level]
 
-    def _ticket_mask(self, replicate: int, level: int) -> Any:
-        template = self.init_point(replicate)["params"]
-        if level == 0:
+    def _ticket_mask(self, cell: CellKey) -> Any:
+        template = self.init_point(cell.replicate)["params"]
+        source = self.sources(cell).mask
+        if source == "dense":
             return pruning.dense_mask(template)
-        cell = CellKey(replicate, level)
         if self.view.is_finished(cell):
             return self.view.read_mask(cell, template)
-        if self.desc["prune.method"] != "magnitude":
-            return self.at_init_mask(replicate, level)
+        if source == "scores":
+            return self.at_init_mask(cell.replicate, cell.level)
         # IMP prunes the level before; one-shot levels all prune the dense level's network.
-        previous = CellKey(replicate, 0 if self.strategy.one_shot else level - 1)
+        previous = CellKey(cell.replicate, cell.level - 1 if source == "imp" else 0)
         if self.view.read_metrics(previous)["diverged"]:
-            raise diverged(self.run_id, replicate, previous.level)
+            raise diverged(self.run_id, cell.replicate, previous.level)
         trained = self.view.read_trained(previous)["params"]
         mask = self.view.read_mask(previous, template)
-        return self.strategy.prune(trained, mask, level)
+        return self.strategy.prune(trained, mask, cell.level)
+
+    def score_examples(self, replicate: int) -> np.ndarray | None:
+        """The training examples SNIP and GraSP score a replicate's network on: 10 per class
+        (`scoring.balanced_indices`), drawn per replicate; None for data-free methods."""
+        if not scoring.needs_data(self.desc["prune.method"]):
+            return None
+        rng = np.random.default_rng([int(self.run_id[:16], 16), replicate, 4])
+        return scoring.balanced_indices(np.asarray(self.data.y_train), rng)
 
     def at_init_mask(self, replicate: int, level: int, invert: bool = False) -> Any:
-        """The mask that the run's pruning-at-initialization method gives θ0 at `level`'s
-        one-shot target (`ltcli.scoring`), or with `invert` the lowest-scored weights.
+        """The mask that the run's pruning-at-initialization method gives the network
+        `level` trains from (θ0, or θk with late rewinding: "pruning early in training",
+        Frankle et al. 2021) at `level`'s one-shot target (`ltcli.scoring`), or with
+        `invert` the lowest-scored weights.
 
-        SNIP and GraSP score on 10 training examples per class (`scoring.balanced_indices`,
-        drawn per replicate), normalized as training normalizes them, without augmentation.
+        SNIP and GraSP score on `score_examples`, normalized as training normalizes them,
+        without augmentation.
         """
-        method = self.desc["prune.method"]
         x = y = None
-        if scoring.needs_data(method):
-            rng = np.random.default_rng([int(self.run_id[:16], 16), replicate, 4])
-            ids = scoring.balanced_indices(np.asarray(self.data.y_train), rng)
+        ids = self.score_examples(replicate)
+        if ids is not None:
             x = (self.data.x_train[ids].astype(jnp.float32) - self.data.mean) / self.data.std
             y = self.data.y_train[ids]
         (mask,) = scoring.masks_at_init(
-            method,
+            self.desc["prune.method"],
             self.model,
-            self.init_point(replicate),
+            self.rewind_point(replicate, level),
             [self.strategy.target(level)],
             image_shape=self.source.image_shape,
             exclude=self.strategy.exclude,
@@ -278,29 +303,33 @@ class Runner:
             batch_y=y,
             key=self._key(4, replicate),
             invert=invert,
+            mode=self.desc.get("prune.score_mode", "train"),
         )
         return mask
 
     def cell_inputs(self, cell: CellKey) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-        """(start variables, mask, starting point) of a cell; start = point under mask.
-
-        The point is the rewind point (θ0, or θk), except for a pruned level's ticket and
-        stability copies under ``lr-rewind`` and ``finetune``: the previous level's trained
-        ticket (Renda, Frankle & Carbin 2020, "Comparing Rewinding and Fine-tuning in Neural
-        Network Pruning"; open_lth has neither mode)."""
-        mask = self.ticket_mask(cell.replicate, cell.level)
-        point = self.rewind_point(cell.replicate, cell.level)
-        if self._retrains(cell) and self.desc["prune.retrain"] != "rewind":
-            point = self.view.read_trained(CellKey(cell.replicate, cell.level - 1))
-        if cell.member.kind == "reinit":
-            key = jax.random.PRNGKey(int(self._control_rng(cell).integers(2**31)))
-            point = self._fresh(key)
-        elif cell.member.kind in ("random", "shuffle"):
-            mask = pruning.random_like(mask, self._control_rng(cell))
-        elif cell.member.kind == "invert":
+        """(start variables, mask, starting point) of a cell; start = point under mask. What
+        they are is the cell's row of the combination table (`ltcli.combinations`)."""
+        sources = self.sources(cell)
+        ticket = self.ticket_mask(cell.replicate, cell.level)
+        if sources.mask == "random":
+            mask = pruning.random_like(ticket, self._control_rng(cell))
+        elif sources.mask == "inverted":
             mask = self.at_init_mask(cell.replicate, cell.level, invert=True)
+        else:
+            mask = ticket
+        point = self._weights(cell, sources.weights)
         start = dict(point, params=masked(point["params"], mask))
         return start, mask, point
+
+    def _scored(self, cell: CellKey) -> dict[str, Any]:
+        """What a mask made from scores saw: the iteration of the network scored and, for
+        SNIP and GraSP, the indices of the training examples."""
+        if self.sources(cell).mask not in ("scores", "inverted"):
+            return {}
+        ids = self.score_examples(cell.replicate)
+        scored = {"scored_at": self.start_step(cell.level)}
+        return scored | ({"scored_on": ids.tolist()} if ids is not None else {})
 
     # -- training ----------------------------------------------------------------------------
 
@@ -351,20 +380,25 @@ class Runner:
     def train_level(self, level: int, cells: list[CellKey]) -> None:
         """Trains `cells` as one group, checks every invariant, then stores them. The cells
         are of `level`, or (deferred controls) of pruned levels from `level` on: all start
-        at the same iteration.
+        at the same iteration. A spawned copy whose dense ticket is already stored trains
+        beside a replay of that ticket (not stored again), from which it branches at k.
 
         Raises:
           InvariantError: a check failed; no cell of the group is stored.
         """
+        stored = len(cells)
+        cells = cells + self._replayed_tickets(cells)
         inputs = [self.cell_inputs(c) for c in cells]
         self._tickets.clear()  # the next level prunes from what this one stores
-        labels = [
-            f"run {self.run_id[:12]} level {c.level} r{c.replicate} {c.member}" for c in cells
-        ]
+        labels = [labels_of(c, self.run_id) for c in cells]
         for cell, label, (start, mask, _) in zip(cells, labels, inputs, strict=True):
             expected = self.strategy.expected_counts(start["params"], cell.level)
             checks.counts(self.strategy.actual_counts(start["params"], mask), expected, label)
         self._check_copies_start_as_their_tickets(dict(zip(cells, inputs, strict=True)), labels)
+        collapsed = [
+            self._collapsed(c, mask, label)
+            for c, label, (_, mask, _) in zip(cells, labels, inputs, strict=True)
+        ]
         capture = self.desc["prune.rewind_iter"] if level == 0 else 0
         start_step = self.start_step(level)
         keys = [self.data_key(c) for c in cells]
@@ -386,11 +420,14 @@ class Runner:
             engine = dataclasses.replace(engine, segment_evals=segment)
         group = fresh_group()
         # What the engine really starts from must be the starting point under the mask.
+        digests = []
         for label, row, (_, mask, point) in zip(
             labels, unstack(group, len(cells)), inputs, strict=True
         ):
             checks.rewound(row.params, point["params"], mask, label)
             checks.rewound(row.batch_stats, point["batch_stats"], None, label)
+            digests.append(checks.digest(row.params))
+        steps = schedule_steps(group.opt_state)
         fingerprint = _fingerprint(inputs)
         started = time.perf_counter()
         group, curves = self._train_group(level, cells, engine, group, capture, fingerprint)
@@ -409,28 +446,44 @@ class Runner:
             "deterministic": engine.deterministic,
             "devices": engine.devices,
         }
-        # Cells that share a data order (a replicate's ticket and controls) share a batch:
-        # each order's is drawn once (a permutation of the training set each).
-        orders, which = np.unique(np.asarray(jnp.stack(keys)), axis=0, return_inverse=True)
-        step = jnp.asarray(start_step, jnp.int32)
-        firsts = engine.first_batches(jnp.asarray(orders), step, self.data.y_train.shape[0])
-        batches = np.asarray(firsts)[which.reshape(-1)]
         paths = self._instabilities(engine, cells, rows, inputs)
         # The cells this group was built from were written while it trained; now they are
         # on disk before any cell derived from them is (and memory holds one level's cells).
         self.view.flush()
-        for i, (cell, row, curve, (_, mask, _)) in enumerate(
-            zip(cells, rows, curves, inputs, strict=True)
-        ):
+        for i in range(stored):
+            cell, row, (_, mask, _) = cells[i], rows[i], inputs[i]
             facts = {
                 **recorded,
-                "first_learning_rate": float(learning_rate(self.cfg)(schedule[i])),
-                "first_batch": batches[i].tolist(),
+                # What the training loop itself started from and consumed:
+                "start_digest": digests[i],
+                "schedule_step": int(steps[i]),
+                "first_learning_rate": float(learning_rate(self.cfg)(int(steps[i]))),
+                "first_batch": np.asarray(row.first_batch).tolist(),
+                "collapsed": collapsed[i],
+                **self._scored(cell),
                 **({"instability": paths[cell]} if cell in paths else {}),
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
             }
-            self._store_cell(cell, row, mask, curve, start_step, facts)
+            self._store_cell(cell, row, mask, curves[i], start_step, facts)
         self.view.clear_checkpoint(_checkpoint_name(cells))
+
+    def _replayed_tickets(self, cells: list[CellKey]) -> list[CellKey]:
+        """The stored dense tickets that spawned copies in `cells` branch from: they train
+        again beside the copies (to the copies' branch points, bit for bit)."""
+        present = set(cells)
+        tickets = {CellKey(c.replicate, 0) for c in cells if c.member.kind == SPAWN}
+        return sorted(tickets - present)
+
+    def _collapsed(self, cell: CellKey, mask: Any, label: str) -> list[str]:
+        """The prunable layers `mask` empties (the network then outputs a constant), with a
+        warning at the level it happens."""
+        empty = sorted(name for name, (kept, _) in pruning.counts(mask).items() if kept == 0)
+        if empty and cell.member.is_ticket:
+            self.progress.note(
+                f"warning: {label}: the mask keeps no weight of {', '.join(empty)}, so the "
+                "network outputs a constant (layer collapse)"
+            )
+        return empty
 
     def _check_copies_start_as_their_tickets(
         self, inputs: dict[CellKey, tuple], labels: list[str]
@@ -521,8 +574,9 @@ class Runner:
         switches = [(i, s) for i, c in enumerate(cells) if (s := self.key_switch(c))]
         while step < cfg.iterations:
             for i, (at, key) in switches:
-                if step == at:  # a spawned copy leaves the ticket's data order here
-                    group = group._replace(data_key=group.data_key.at[i].set(key))
+                if step == at:  # a spawned copy branches off its ticket here
+                    ticket = cells.index(CellKey(cells[i].replicate, 0))
+                    group = _branch(group, i, ticket, key, labels_of(cells[i], self.run_id))
             group, metrics = engine.segment(
                 group, step, engine.segment_evals, data_on_device, capture
             )
@@ -616,6 +670,27 @@ class Runner:
         return None
 
 
+def labels_of(cell: CellKey, run_id: str) -> str:
+    """How errors and warnings name a cell."""
+    return f"run {run_id[:12]} level {cell.level} r{cell.replicate} {cell.member}"
+
+
+def _branch(group: Group, copy: int, ticket: int, key: jax.Array, label: str) -> Group:
+    """`group` with row `copy` set to row `ticket`'s whole state (weights, batch norm,
+    optimizer state) and its data order switched to `key`: a spawned copy leaves its
+    ticket at k bit for bit, checked here as the stability copies' starts are."""
+    state = group._replace(data_key=None)
+    state = jax.tree.map(lambda x: x.at[copy].set(x[ticket]), state)
+    for a, b in zip(
+        jax.tree.leaves((state.params, state.batch_stats, state.opt_state)),
+        jax.tree.leaves((group.params, group.batch_stats, group.opt_state)),
+        strict=True,
+    ):
+        if np.asarray(a[copy]).tobytes() != np.asarray(b[ticket]).tobytes():
+            raise InvariantError(f"{label}: does not branch from its ticket's state bit for bit")
+    return state._replace(data_key=group.data_key.at[copy].set(key))
+
+
 def _checkpoint_name(cells: list[CellKey]) -> str:
     """A group's checkpoint: ``level_<L>`` for one level's cells, else (deferred controls)
     named by the cells it holds."""
@@ -635,13 +710,11 @@ def _read_only(variables: dict[str, Any]) -> dict[str, Any]:
 
 def _fingerprint(inputs: list[tuple[dict[str, Any], Any, dict[str, Any]]]) -> str:
     """sha256 of a group's masks and start points, cell by cell, leaf by leaf in path order."""
-    digest = hashlib.sha256()
+    hasher = hashlib.sha256()
     for start, mask, _ in inputs:
         for tree in (start, mask):
-            for name, leaf in sorted(pruning.flatten(tree).items()):
-                digest.update(name.encode())
-                digest.update(np.ascontiguousarray(leaf).tobytes())
-    return digest.hexdigest()
+            checks.digest(tree, into=hasher)
+    return hasher.hexdigest()
 
 
 def masked(params: Any, mask: Any) -> Any:

@@ -30,24 +30,35 @@ Choices the papers leave open, and what this module does (details in each docstr
   every data-driven method on ``prune_dataset_ratio * num_classes = 10 * num_classes``
   examples. (I could not read the 2021 paper's appendix from here; if it names another
   batch size, pass that batch instead: nothing here depends on its size.)
-- Mode (SNIP, GraSP): the training forward pass, ``train=True``: batch norm normalizes by
-  the batch's own statistics (and its running averages are not updated), dropout, if the
-  model has any, draws its masks from ``key``. That is the network the first optimizer step
-  differentiates (``Engine._loss``), and what both reference codes do (GraSP's network is
-  never put in eval mode; SNIP's mask is computed in the training graph). At θ0 the running
-  averages are 0 and 1, so eval mode would score a deep network without normalization.
-- SynFlow: eval mode (``train=False``) with every variable replaced by its absolute value:
-  kernels, biases, batch-norm scales and offsets, and the running statistics (0 and 1 at
-  θ0, so batch norm is the identity up to ``1 / sqrt(1 + eps)``). That is the reference's
-  ``linearize`` (``abs_`` on the whole ``state_dict``) with its default
-  ``prune_train_mode=False``; a batch of one constant image has no usable batch statistics.
-  Scores are computed in float64 (`jax.enable_x64`, scoped to the call), as SynFlow's
-  authors advise: ``R`` grows like the product of the layers' absolute-weight sums. At lt's
-  θ0 it is about 3e24 for VGG-19 and 1e22 for ResNet-20 on 32x32x3 (measured), inside
-  float32's 3.4e38 but with little margin for wider or deeper networks; float64 costs one
-  float64 forward and backward pass of a single image per round, and overflow is checked
-  (`FloatingPointError`) rather than silently ranking infinities. Rescaling instead would
-  change nothing for ranking but needs a per-network factor; float64 needs none.
+- Mode (SNIP, GraSP): the `mode` argument, ``prune.score_mode`` in a spec (`SCORE_MODES`).
+  ``"eval"``, the default, is the inference forward pass (``train=False``): dropout off,
+  batch norm normalizing by its running statistics, which at θ0 are mean 0 and variance 1
+  (Flax's initial values), so each batch-norm layer is its scale and offset times
+  ``1 / sqrt(1 + eps)``, and a deep network is scored without normalization by the batch.
+  That is what namhoonlee/snip-public does (``prune.py`` feeds ``is_train: False`` to the
+  graph ``get_sparse_mask`` differentiates, so its batch norm uses the moving averages) and
+  what ganguli-lab/Synaptic-Flow does for every method it re-implements (``prune_loop``
+  calls ``model.eval()`` unless ``--prune-train-mode``). ``"train"`` is the training
+  forward pass (``train=True``): batch norm normalizes by the batch's own statistics (its
+  running averages are not updated) and dropout draws its masks from ``key``, the network
+  the first optimizer step differentiates (``Engine._loss``); that is what
+  alecwangcq/GraSP does (``pruner/GraSP.py`` scores a copy of the network, which is in
+  training mode: its ``.eval()`` is commented out), and what lt did before the mode could
+  be chosen. For a network without batch norm or dropout both modes give the same scores.
+- SynFlow: always eval mode (``train=False``; `mode` does not apply) with every variable
+  replaced by its absolute value: kernels, biases, batch-norm scales and offsets, and the
+  running statistics (0 and 1 at θ0, so batch norm is the identity up to ``1 / sqrt(1 +
+  eps)``). That is the reference's ``linearize`` (``abs_`` on the whole ``state_dict``) with
+  its default ``prune_train_mode=False``; a batch of one constant image has no usable batch
+  statistics. Scores are computed in float64 (`jax.enable_x64`, scoped to the call); that
+  is lt's own choice, not the reference's: ganguli-lab/Synaptic-Flow runs SynFlow in
+  float32 (its ``model.double()`` and float64 input are commented out). ``R`` grows like
+  the product of the layers' absolute-weight sums. At lt's θ0 it is about 3e24 for VGG-19
+  and 1e22 for ResNet-20 on 32x32x3 (measured), inside float32's 3.4e38 but with little
+  margin for wider or deeper networks; float64 costs one float64 forward and backward pass
+  of a single image per round, and overflow is checked (`FloatingPointError`) rather than
+  silently ranking infinities. Rescaling instead would change nothing for ranking but
+  needs a per-network factor; float64 needs none.
 """
 
 from __future__ import annotations
@@ -65,6 +76,7 @@ import optax
 
 from ltcli import pruning
 from ltcli.base import Mask, Params
+from ltcli.spec import DATA_METHODS, SCORE_MODES
 
 SYNFLOW_ROUNDS = 100
 GRASP_TEMPERATURE = 200.0
@@ -98,19 +110,24 @@ def _dtype(params: Params) -> Any:
     return next(iter(pruning.leaves(params).values())).dtype
 
 
-def _logits_train(model: nn.Module, params, batch_stats, x, key) -> jax.Array:
-    """The training forward pass (``train=True``); batch-norm updates are discarded."""
+def _logits(model: nn.Module, params, batch_stats, x, key, train: bool) -> jax.Array:
+    """The training forward pass (``train=True``; batch-norm updates are discarded, dropout
+    draws from `key`) or the eval one (``train=False``; `key` is not used)."""
+    variables = (
+        {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+    )
+    if not train:
+        return model.apply(variables, x, train=False)
     rngs = {"dropout": key}
     if batch_stats:
-        variables = {"params": params, "batch_stats": batch_stats}
         logits, _ = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
         return logits
-    return model.apply({"params": params}, x, train=True, rngs=rngs)
+    return model.apply(variables, x, train=True, rngs=rngs)
 
 
-def _loss(params, model, batch_stats, x, y, key, temperature=1.0) -> jax.Array:
+def _loss(params, model, batch_stats, x, y, key, train: bool, temperature=1.0) -> jax.Array:
     """Mean cross-entropy of the logits divided by `temperature`."""
-    logits = _logits_train(model, params, batch_stats, x, key) / temperature
+    logits = _logits(model, params, batch_stats, x, key, train) / temperature
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
@@ -118,12 +135,23 @@ def _default_key(key: jax.Array | None) -> jax.Array:
     return jax.random.key(0) if key is None else key
 
 
+def _is_train(mode: str) -> bool:
+    """Whether `mode` (one of `SCORE_MODES`) is the training forward pass.
+
+    Raises:
+      ValueError: an unknown mode.
+    """
+    if mode not in SCORE_MODES:
+        raise ValueError(f"unknown score mode {mode!r}; known: {', '.join(SCORE_MODES)}")
+    return mode == "train"
+
+
 # -- score functions ----------------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnums=(0,))
-def _snip(model, params, batch_stats, x, y, key):
-    grads = jax.grad(_loss)(params, model, batch_stats, x, y, key)
+@partial(jax.jit, static_argnums=(0, 6))
+def _snip(model, params, batch_stats, x, y, key, train):
+    grads = jax.grad(_loss)(params, model, batch_stats, x, y, key, train)
     return jax.tree.map(lambda g, w: jnp.abs(g * w), grads, params)
 
 
@@ -133,34 +161,47 @@ def snip(
     batch_x: jax.Array,
     batch_y: jax.Array,
     key: jax.Array | None = None,
+    *,
+    mode: str = "eval",
 ) -> Params:
     """SNIP's connection sensitivity ``|g ⊙ w|``, ``g`` the gradient of the mean
-    cross-entropy on the batch at the given (initial) parameters.
+    cross-entropy on the batch at the given (initial) parameters, through the forward pass
+    `mode` names.
 
     Lee, Ajanthan & Torr, "SNIP: Single-shot Network Pruning based on Connection
     Sensitivity" (ICLR 2019). Compared with namhoonlee/snip-public ``snip/model.py``
     (``get_sparse_mask``: ``|∂L/∂c|`` for a multiplicative mask ``c = 1``, which is
-    ``|g ⊙ w|``) and ganguli-lab/Synaptic-Flow ``Pruners/pruners.py`` (``SNIP``). Both divide
-    the scores by their sum; that does not change a ranking and is left out.
+    ``|g ⊙ w|``; ``snip/prune.py`` runs it with ``is_train: False``, eval mode) and
+    ganguli-lab/Synaptic-Flow ``Pruners/pruners.py`` (``SNIP``, scored after
+    ``model.eval()`` unless ``--prune-train-mode``). Both divide the scores by their sum;
+    that does not change a ranking and is left out.
 
     Args:
       model: the Flax module.
       variables: ``{"params": θ0, "batch_stats": ...}`` (batch_stats optional).
       batch_x: normalized float32 NHWC images (see the module docstring on the batch).
       batch_y: their integer labels.
-      key: dropout randomness for the training-mode forward pass (default ``key(0)``).
+      key: dropout randomness for the training-mode forward pass (default ``key(0)``;
+        unused in eval mode).
+      mode: ``"eval"`` (the default: dropout off, batch norm by its running statistics, as
+        both references) or ``"train"`` (batch norm by the batch, dropout on), see the
+        module docstring.
 
     Returns:
       Scores shaped like the parameters (every leaf scored; only kernels are ranked).
+
+    Raises:
+      ValueError: an unknown mode.
     """
+    train = _is_train(mode)
     params, stats = _split(variables)
-    return _snip(model, params, stats, batch_x, batch_y, _default_key(key))
+    return _snip(model, params, stats, batch_x, batch_y, _default_key(key), train)
 
 
-@partial(jax.jit, static_argnums=(0,))
-def _grasp(model, params, batch_stats, x, y, key, temperature):
+@partial(jax.jit, static_argnums=(0, 7))
+def _grasp(model, params, batch_stats, x, y, key, temperature, train):
     def loss(p):
-        return _loss(p, model, batch_stats, x, y, key, temperature)
+        return _loss(p, model, batch_stats, x, y, key, train, temperature)
 
     grads = jax.grad(loss)(params)
     # The Hessian acts on g restricted to the kernels, as in both references, which take
@@ -180,9 +221,11 @@ def grasp(
     batch_y: jax.Array,
     key: jax.Array | None = None,
     temperature: float = GRASP_TEMPERATURE,
+    *,
+    mode: str = "eval",
 ) -> Params:
     """GraSP's scores with the sign flipped, ``w ⊙ (H g)``, so that keeping the LARGEST
-    scores is GraSP's rule.
+    scores is GraSP's rule, through the forward pass `mode` names.
 
     Wang, Zhang & Grosse, "Picking Winning Tickets Before Training by Preserving Gradient
     Flow" (ICLR 2020), define ``S(-w) = -w ⊙ Hg`` and REMOVE the weights of highest
@@ -190,30 +233,36 @@ def grasp(
     lowest ``S``, so `prune_once` (keep largest) keeps what GraSP keeps, and
     ``invert``/``lowest=True`` keeps GraSP's highest ``S`` (the 2021 paper's inversion).
     Compared with alecwangcq/GraSP ``pruner/GraSP.py`` (``-layer.weight.data *
-    layer.weight.grad``, masks ``score <= threshold`` of the top-k) and
-    ganguli-lab/Synaptic-Flow ``Pruners/pruners.py`` (``GraSP``: ``p.grad * p.data``, the
-    same sign as here, then keeps the largest).
+    layer.weight.grad``, masks ``score <= threshold`` of the top-k; its network is in
+    training mode, ``mode="train"`` here) and ganguli-lab/Synaptic-Flow
+    ``Pruners/pruners.py`` (``GraSP``: ``p.grad * p.data``, the same sign as here, then
+    keeps the largest; scored after ``model.eval()`` unless ``--prune-train-mode``, the
+    default ``mode="eval"`` here).
 
     ``g`` is the gradient of the mean cross-entropy of ``logits / temperature`` on the
     batch (both references use temperature 200) with respect to the kernels of prunable
     kinds (biases and batch norm have tangent 0, as the references differentiate the
     conv/linear weights only); ``H g`` is the Hessian of the same loss times ``g``, by
     ``jax.jvp`` of ``jax.grad`` (forward over reverse), on the same batch. The references
-    split the batch into two halves and sum; one batch differs only through batch norm's
-    batch statistics and by a constant factor. The references' normalization by
+    split the batch into two halves and sum; one batch differs only by a constant factor
+    and, in training mode, through batch norm's batch statistics. The references' normalization by
     ``|sum(scores)|`` does not change a ranking and is left out. GraSP's ``reinit`` (new
     Xavier weights for linear layers before scoring) is not reproduced: the scores are of
     the θ0 that will be trained.
 
     Args:
-      model, variables, batch_x, batch_y, key: as for `snip`.
+      model, variables, batch_x, batch_y, key, mode: as for `snip`.
       temperature: the logits' divisor.
 
     Returns:
       Scores shaped like the parameters.
+
+    Raises:
+      ValueError: an unknown mode.
     """
+    train = _is_train(mode)
     params, stats = _split(variables)
-    return _grasp(model, params, stats, batch_x, batch_y, _default_key(key), temperature)
+    return _grasp(model, params, stats, batch_x, batch_y, _default_key(key), temperature, train)
 
 
 def _abs_variables(variables: Mapping, dtype: Any) -> tuple[dict, dict]:
@@ -269,7 +318,8 @@ def synflow(
     mask multiplies the kernels it names, and ``R`` is the sum of the network's outputs on
     one all-ones image in eval mode (batch norm uses its running statistics). The score of
     a weight is ``|∂R/∂w_eff ⊙ w_eff|`` with ``w_eff = |w| ⊙ m``, so a pruned weight scores
-    0. A round of the iterative algorithm is `synflow_mask`; this is one score.
+    0. A round of the iterative algorithm is `synflow_mask`; this is one score. The
+    reference scores in float32; float64 is lt's choice (the module docstring says why).
 
     Args:
       model: the Flax module.
@@ -340,30 +390,30 @@ def _random(params, key):
 ScoreFn = Callable[..., Params]
 
 
-def _snip_method(model, variables, batch_x, batch_y, key, image_shape):
+def _snip_method(model, variables, batch_x, batch_y, key, image_shape, mode):
     del image_shape
-    return snip(model, variables, batch_x, batch_y, key)
+    return snip(model, variables, batch_x, batch_y, key, mode=mode)
 
 
-def _grasp_method(model, variables, batch_x, batch_y, key, image_shape):
+def _grasp_method(model, variables, batch_x, batch_y, key, image_shape, mode):
     del image_shape
-    return grasp(model, variables, batch_x, batch_y, key)
+    return grasp(model, variables, batch_x, batch_y, key, mode=mode)
 
 
-def _synflow_method(model, variables, batch_x, batch_y, key, image_shape):
-    del batch_x, batch_y, key  # data-free: the batch is never looked at
+def _synflow_method(model, variables, batch_x, batch_y, key, image_shape, mode):
+    del batch_x, batch_y, key, mode  # data-free, always eval mode
     if image_shape is None:
         raise ValueError("synflow needs image_shape (it scores an all-ones image)")
     return synflow(model, variables, image_shape)
 
 
-def _magnitude_method(model, variables, batch_x, batch_y, key, image_shape):
-    del model, batch_x, batch_y, key, image_shape
+def _magnitude_method(model, variables, batch_x, batch_y, key, image_shape, mode):
+    del model, batch_x, batch_y, key, image_shape, mode
     return magnitude_init(variables["params"])
 
 
-def _random_method(model, variables, batch_x, batch_y, key, image_shape):
-    del model, batch_x, batch_y, image_shape
+def _random_method(model, variables, batch_x, batch_y, key, image_shape, mode):
+    del model, batch_x, batch_y, image_shape, mode
     if key is None:
         raise ValueError("random scores need a key")
     return random(variables["params"], key)
@@ -377,10 +427,11 @@ METHODS: dict[str, ScoreFn] = {
     "random": _random_method,
 }
 """Score functions by name, each ``fn(model, variables, batch_x, batch_y, key,
-image_shape) -> scores``. ``synflow`` here is ONE round on the dense network; its masks
-come from `synflow_mask` (which `masks_at_init` calls)."""
+image_shape, mode) -> scores`` (`mode`, one of `SCORE_MODES`, is read by snip and grasp
+only). ``synflow`` here is ONE round on the dense network; its masks come from
+`synflow_mask` (which `masks_at_init` calls)."""
 
-_DATA_METHODS = frozenset({"snip", "grasp"})
+_DATA_METHODS = frozenset(DATA_METHODS)
 
 
 def _check_method(method: str) -> None:
@@ -403,6 +454,7 @@ def score(
     key: jax.Array | None = None,
     *,
     image_shape: Sequence[int] | None = None,
+    mode: str = "eval",
 ) -> Params:
     """The scores of `method` (a `METHODS` name) for the network at `variables`.
 
@@ -414,14 +466,17 @@ def score(
         `needs_data`, ignored otherwise (may be None).
       key: randomness: the random scores, or SNIP's/GraSP's dropout (default ``key(0)``).
       image_shape: one image's shape; required for ``synflow``.
+      mode: SNIP's and GraSP's forward pass, ``"eval"`` (the default) or ``"train"`` (see
+        the module docstring); checked for every method, read by those two only.
 
     Raises:
-      ValueError: an unknown method, or a missing batch, key or image shape.
+      ValueError: an unknown method or mode, or a missing batch, key or image shape.
     """
     _check_method(method)
+    _is_train(mode)
     if method in _DATA_METHODS and (batch_x is None or batch_y is None):
         raise ValueError(f"{method} scores on data: pass batch_x and batch_y")
-    return METHODS[method](model, variables, batch_x, batch_y, key, image_shape)
+    return METHODS[method](model, variables, batch_x, batch_y, key, image_shape, mode)
 
 
 # -- scores to masks ------------------------------------------------------------------------------
@@ -618,19 +673,27 @@ def masks_at_init(
     key: jax.Array | None = None,
     invert: bool = False,
     rounds: int = SYNFLOW_ROUNDS,
+    mode: str = "eval",
 ) -> list[Mask]:
     """The masks `method` prunes `variables` to, one per percent in `targets`.
 
     One-shot methods score once and rank once per target (`prune_once`); SynFlow runs its
     iterative schedule for each target (`synflow_mask`). With `invert`, the lowest scores
-    are kept (same counts).
+    are kept (same counts). `mode` is SNIP's and GraSP's forward pass (``"eval"``, the
+    default, or ``"train"``: a run's ``prune.score_mode``); the other methods ignore it.
+
+    Raises:
+      ValueError: an unknown method or mode (and `score`'s errors).
     """
     _check_method(method)
+    _is_train(mode)
     if method == "synflow":
         return [
             synflow_mask(model, variables, t, image_shape, exclude, rounds, invert) for t in targets
         ]
-    scores = score(method, model, variables, batch_x, batch_y, key, image_shape=image_shape)
+    scores = score(
+        method, model, variables, batch_x, batch_y, key, image_shape=image_shape, mode=mode
+    )
     scores = jax.device_get(scores)
     params = variables["params"]
     return [prune_once(scores, params, t, exclude, lowest=invert) for t in targets]

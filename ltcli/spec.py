@@ -67,6 +67,17 @@ PRUNING_METHODS = ("magnitude", "snip", "grasp", "synflow", "magnitude-init", "r
 """``magnitude``: of the trained weights (IMP, or one-shot after training); the others score
 θ0 and prune it once to each one-shot target before any training (`ltcli.scoring`)."""
 
+DATA_METHODS = ("snip", "grasp")
+"""The pruning methods that score θ0 on a batch of training data, through a forward pass
+whose mode `SCORE_MODES` names (``prune.score_mode``; no other method reads that field)."""
+
+SCORE_MODES = ("eval", "train")
+"""The forward pass SNIP and GraSP score with (`ltcli.scoring`): ``eval`` (dropout off,
+batch norm normalizing by its running statistics, which are 0 and 1 at θ0), as
+namhoonlee/snip-public and ganguli-lab/Synaptic-Flow score; or ``train`` (batch norm
+normalizing by the batch, dropout on), as alecwangcq/GraSP scores and lt did before the
+field existed."""
+
 ALWAYS_HASHED = object()
 """`Field.neutral` of a field that existed from the first schema: always in the run id."""
 
@@ -163,6 +174,9 @@ FIELDS: dict[str, Field] = {
         f"one of {', '.join(PRUNING_METHODS)}",
         lambda v: v in PRUNING_METHODS,
         "magnitude",
+    ),
+    "prune.score_mode": Field(
+        "str", "eval", " or ".join(SCORE_MODES), lambda v: v in SCORE_MODES, "train"
     ),
     "run.rounds": Field("int", 1, "an integer >= 0", lambda v: v >= 0),
     "run.replicates": Field("int", 1, "an integer >= 1", lambda v: v >= 1),

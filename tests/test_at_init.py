@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import launch, pruning, runner, spec
+from ltcli import descriptor, launch, pruning, runner, spec
 from ltcli.cli import cli
+from ltcli.data import DataSource
+from ltcli.errors import UsageError
 from ltcli.store import CellKey, Store
 
 
@@ -20,6 +22,7 @@ def same_mask(a, b) -> bool:
 
 
 AT_INIT = {"strategy": "global", "method": "snip", "one_shot": [50.0, 10.0]}
+GLOBAL = ("--set", "prune.strategy=global")
 
 
 def test_one_shot_targets_are_levels_pruned_from_the_dense_network(write_spec, tmp_path, real_data):
@@ -72,17 +75,44 @@ def test_snip_levels_shuffle_and_invert(write_spec, tmp_path, real_data):
     "args, field",
     [
         (["--method", "snip"], "prune.method"),  # no one-shot targets
-        (["--method", "snip", "--one-shot", "20"], "prune.strategy"),  # smoke is layer-wise
+        (["--method", "snip", "--one-shot", "20"], "prune.strategy"),  # tiny is layer-wise
         (["--controls", "invert:1"], "run.controls"),  # invert needs an at-init method
         (["--one-shot", "20,20"], "prune.one_shot"),
         (["--one-shot", "120"], "prune.one_shot"),
+        (["--set", "prune.score_mode=foo"], "prune.score_mode: must be eval or train"),
+        (
+            [*("--method", "snip", "--one-shot", "20", "--retrain", "lr-rewind"), *GLOBAL],
+            "prune.retrain",
+        ),
     ],
 )
-def test_bad_at_init_input_exits_2_and_writes_nothing(args, field, tmp_path, real_data):
-    store = tmp_path / "store"
+def test_bad_at_init_input_exits_2_and_writes_nothing(args, field, write_spec, tmp_path, real_data):
+    # A spec on the real data found here (the smoke preset needs Fashion-MNIST itself).
+    tiny, store = str(write_spec()), tmp_path / "store"
     result = CliRunner().invoke(
-        cli, ["run", "smoke", *args, "--store", str(store), "--data-dir", str(real_data[1])]
+        cli, ["run", tiny, *args, "--store", str(store), "--data-dir", str(real_data[1])]
     )
     assert result.exit_code == 2, result.output
     assert field in result.stderr
     assert not store.exists()
+
+
+CIFAR = DataSource("cifar10", "0" * 64, 50000, (32, 32, 3), 10, "x", loader=lambda: None)
+
+
+@pytest.mark.parametrize("retrain", ["lr-rewind", "finetune"])
+@pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "magnitude-init", "random"])
+def test_pruning_at_init_refuses_to_retrain_from_trained_weights(method, retrain):
+    """lr-rewind and finetune start a level from the previous level's trained network: under
+    a mask of θ0 that is no longer pruning at initialization."""
+    at_init = spec.load("cifar10-resnet20-at-init")
+    bad = spec.apply_overrides(at_init, {"prune.method": method, "prune.retrain": retrain})
+    match = rf"prune\.retrain: {retrain} .*prune\.method {method}"
+    with pytest.raises(UsageError, match=match) as err:
+        descriptor.resolve(bad, CIFAR)
+    assert "\n" not in str(err.value)  # one line
+    rewind = spec.apply_overrides(at_init, {"prune.method": method, "prune.retrain": "rewind"})
+    assert descriptor.resolve(rewind, CIFAR)["prune.retrain"] == "rewind"
+    # IMP (magnitude of the trained weights) is what lr-rewind and finetune are for.
+    imp = spec.apply_overrides(spec.load("cifar10-resnet20"), {"prune.retrain": retrain})
+    assert descriptor.resolve(imp, CIFAR)["prune.retrain"] == retrain

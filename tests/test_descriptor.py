@@ -152,3 +152,105 @@ def test_a_one_shot_target_below_the_excluded_layers_is_bad_input():
         descriptor.resolve(spec.apply_overrides(resnet, {"prune.one_shot": 1.0}), cifar)
     reachable = spec.apply_overrides(resnet, {"prune.one_shot": 1.2})
     assert descriptor.resolve(reachable, cifar)["prune.one_shot"] == 1.2
+
+
+# -- prune.score_mode: only snip and grasp, new ids only at the new default ----------------
+
+CIFAR = DataSource("cifar10", "0" * 64, 50000, (32, 32, 3), 10, "x", loader=lambda: None)
+SNIP = {"prune.method": "snip", "prune.strategy": "global", "prune.one_shot": 20.0}
+
+# Run ids computed before prune.score_mode existed: they must not move.
+IDS_BEFORE = {
+    ("mnist-lenet", "snip"): "92da5438ec6d964adb775d7dc499a14f3c6f07ae193a019a782e6b0d6a091bd4",
+    ("at-init", "snip"): "0c644f1daa30c5274db61e4851999e86466c93bc49976c285fdbff7d43720661",
+    ("at-init", "grasp"): "96639d76df03aae7870ddbfda8b0951fe89fb4a24e8838101a2eab770e364355",
+    ("at-init", "synflow"): "ce092dcafa1ee826e7db8824c7185ebc8d4ebac70c542516a4658ba7d8bfccd7",
+    ("at-init", "magnitude-init"): (
+        "31e7a3d1433abe7013e2d93ab35c9a1e4c13fd7e47dc25cc767591be30febd72"
+    ),
+    ("cifar10-resnet20", "magnitude"): (
+        "adbe5da26ac80cc4398c3790d9bcfee473a3be4568bb3a58021d133b9f41f50a"
+    ),
+}
+
+
+def resolve_cifar(name: str, **overrides) -> descriptor.Descriptor:
+    return descriptor.resolve(spec.apply_overrides(spec.load(name), overrides), CIFAR)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize(
+    "name, method",
+    [
+        ("cifar10-resnet20", "magnitude"),
+        ("cifar10-resnet20-at-init", "synflow"),
+        ("cifar10-resnet20-at-init", "magnitude-init"),
+        ("cifar10-resnet20-at-init", "random"),
+    ],
+)
+def test_score_mode_leaves_other_methods_ids_alone(name, method, mode):
+    desc = resolve_cifar(name, **{"prune.method": method, "prune.score_mode": mode})
+    assert "score_mode" not in desc.full["prune"] and "score_mode" not in desc.hashed["prune"]
+    assert desc.full["schema"] == 2  # augmentation's change, not the scoring mode's
+    assert desc.run_id == resolve_cifar(name, **{"prune.method": method}).run_id
+    assert desc.get("prune.score_mode") is None
+    key = ("at-init" if name.endswith("at-init") else name, method)
+    if key in IDS_BEFORE:
+        assert desc.run_id == IDS_BEFORE[key]
+
+
+def test_magnitude_ignores_score_mode():
+    for mode in ("eval", "train"):
+        assert resolve(**{"prune.score_mode": mode}).run_id == resolve().run_id
+    assert "score_mode" not in resolve().full["prune"]
+
+
+@pytest.mark.parametrize("method", ["snip", "grasp"])
+def test_train_mode_keeps_the_id_from_before_and_eval_mode_is_a_new_run(method):
+    train = resolve_cifar(
+        "cifar10-resnet20-at-init", **{"prune.method": method, "prune.score_mode": "train"}
+    )
+    default = resolve_cifar("cifar10-resnet20-at-init", **{"prune.method": method})
+    assert train.run_id == IDS_BEFORE["at-init", method]
+    assert "score_mode" not in train.hashed["prune"]  # neutral: as before the field
+    assert train.full["prune"]["score_mode"] == "train" and train.full["schema"] == 2
+    assert default["prune.score_mode"] == "eval" and default.full["schema"] == 3
+    assert default.hashed["prune"]["score_mode"] == "eval"
+    assert default.run_id != train.run_id
+    # The eval run's hashed form is the old one plus the mode and the new schema.
+    old = dict(default.hashed, schema=2, prune=dict(default.hashed["prune"]))
+    del old["prune"]["score_mode"]
+    assert old == train.hashed
+
+
+def test_schema_3_only_for_snip_and_grasp_in_eval_mode():
+    """mnist-lenet has no augmentation: schema 1, unless the new scoring mode applies."""
+    snip_train = resolve(**SNIP, **{"prune.score_mode": "train"})
+    assert snip_train.full["schema"] == 1
+    assert snip_train.run_id == IDS_BEFORE["mnist-lenet", "snip"]
+    assert resolve(**SNIP).full["schema"] == 3
+    assert resolve(**SNIP).run_id != snip_train.run_id
+    for method in ("synflow", "magnitude-init", "random"):
+        assert resolve(**dict(SNIP, **{"prune.method": method})).full["schema"] == 1
+    assert resolve().full["schema"] == 1
+    assert descriptor.SCHEMA == 4
+    # A stored snip run from before the field (no score_mode: training mode) can still be
+    # reached (with prune.score_mode = "train"), so it is not outdated.
+    before = {k: v for k, v in snip_train.full["prune"].items() if k != "score_mode"}
+    assert descriptor.outdated({"full": dict(snip_train.full, prune=before)}) is None
+    eval_as_schema_1 = {"full": dict(resolve(**SNIP).full, schema=1)}
+    assert "SNIP and GraSP scored in training mode" in descriptor.outdated(eval_as_schema_1)
+
+
+@pytest.mark.parametrize("value", ["foo", "Eval", 1, ""])
+def test_a_bad_score_mode_is_bad_input(value):
+    with pytest.raises(UsageError, match=r"prune\.score_mode: must be eval or train"):
+        resolve(**SNIP, **{"prune.score_mode": value})
+
+
+def test_score_mode_set_from_the_command_line_syntax():
+    key, value = spec.parse_assignment("prune.score_mode=train")
+    assert resolve(**SNIP, **{key: value}).run_id == IDS_BEFORE["mnist-lenet", "snip"]
+    key, value = spec.parse_assignment("prune.score_mode=foo")
+    with pytest.raises(UsageError, match=r"prune\.score_mode"):
+        resolve(**SNIP, **{key: value})

@@ -1,14 +1,18 @@
 """Pruning at initialization: hand-computed SNIP, GraSP and SynFlow scores on a 2-layer
-network, exact global counts with exclusions, the shuffle and inversion ablations."""
+network (with dropout or batch norm for the scoring modes), exact global counts with
+exclusions, the shuffle and inversion ablations."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ltcli import pruning, scoring
+from ltcli.models.layers import BatchNorm, Dense
 from ltcli.models.lenet import MLP
 from ltcli.models.vgg import VGG
 
@@ -284,6 +288,144 @@ def test_device_ranking_matches_lts_tie_rule():
         )
 
 
+# -- scoring modes (prune.score_mode) --------------------------------------------------------
+
+TINY_DROPOUT = MLP(hidden=(3,), num_classes=2, dropout=0.5)  # TINY's parameters, dropout
+
+
+class TinyBN(nn.Module):
+    """TINY with batch norm between fc1 and its ReLU."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.reshape((x.shape[0], -1))
+        x = Dense(3, name="fc1")(x)
+        x = nn.relu(BatchNorm(use_running_average=not train, name="bn1")(x))
+        return Dense(2, name="out")(x)
+
+
+TINY_BN = TinyBN()
+BN_EPS = 1e-5
+
+
+def tiny_bn_variables(mean=(0.0, 0.0, 0.0), var=(1.0, 1.0, 1.0)) -> dict:
+    """TINY's parameters with batch norm's scale and offset; running statistics 0 and 1
+    (θ0's) unless given."""
+    f32 = np.float32
+    params = tiny_params()
+    params["bn1"] = {
+        "scale": np.array([1.5, 0.7, 1.2], f32),
+        "bias": np.array([0.1, -0.2, 0.3], f32),
+    }
+    stats = {"bn1": {"mean": np.array(mean, f32), "var": np.array(var, f32)}}
+    return {"params": params, "batch_stats": stats}
+
+
+def folded(variables: dict) -> tuple[dict, np.ndarray]:
+    """Eval-mode batch norm folded into fc1, ``relu(s (x W1 + b1) + t)``: TINY's parameters
+    with ``W1 s`` and ``b1 s + t``, and the per-unit factor ``s = scale / sqrt(var + eps)``."""
+    p, bn, st = variables["params"], variables["params"]["bn1"], variables["batch_stats"]["bn1"]
+    s = bn["scale"].astype(np.float64) / np.sqrt(st["var"].astype(np.float64) + BN_EPS)
+    t = bn["bias"] - st["mean"] * s
+    return {
+        "fc1": {"kernel": p["fc1"]["kernel"] * s, "bias": p["fc1"]["bias"] * s + t},
+        "out": p["out"],
+    }, s
+
+
+@pytest.mark.parametrize(
+    ("mean", "var"), [((0.0,) * 3, (1.0,) * 3), ((0.2, -0.1, 0.4), (0.5, 2.0, 1.3))]
+)
+def test_eval_mode_snip_and_grasp_use_batch_norms_running_statistics(mean, var):
+    """By hand: eval-mode batch norm is an affine map per unit, folded into fc1. With
+    ``W1' = W1 s``, dL/dW1 = s dL/dW1', so SNIP's ``|g1 W1| = |g1' W1'|``; GraSP's
+    ``H g`` for W1 is ``s^2`` times the folded network's (tangent g1 = s g1')."""
+    variables, (x, y) = tiny_bn_variables(mean, var), tiny_batch()
+    q, s = folded(variables)
+    (g1, g2), _ = hand_grad(q, x, y)
+    got = scoring.snip(TINY_BN, variables, x, y, mode="eval")
+    close(got["fc1"]["kernel"], np.abs(g1 * q["fc1"]["kernel"]))
+    close(got["out"]["kernel"], np.abs(g2 * q["out"]["kernel"]))
+    default = scoring.snip(TINY_BN, variables, x, y)
+    for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(got), strict=True):
+        np.testing.assert_array_equal(a, b)  # eval is the default
+    (g1, g2), _ = hand_grad(q, x, y, scoring.GRASP_TEMPERATURE)
+    hv1, hv2 = hand_hvp(q, x, y, s * g1 * s, g2, scoring.GRASP_TEMPERATURE)
+    got = scoring.grasp(TINY_BN, variables, x, y, mode="eval")
+    w1 = variables["params"]["fc1"]["kernel"]
+    close(got["fc1"]["kernel"], w1 * s * hv1, rtol=1e-3)
+    close(got["out"]["kernel"], q["out"]["kernel"] * hv2, rtol=1e-3)
+
+
+def _direct_snip(model, variables, x, y, train: bool) -> dict:
+    """``|g ⊙ w|`` from a loss on ``model.apply(..., train=train)``, by `jax.grad` here."""
+
+    def loss(params):
+        v = dict(variables, params=params)
+        if train:
+            logits, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
+        else:
+            logits = model.apply(v, x, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.grad(loss)(variables["params"])
+    return jax.tree.map(lambda g, w: np.abs(g * w), grads, variables["params"])
+
+
+def test_train_mode_normalizes_by_the_batch_and_eval_mode_does_not():
+    variables, (x, y) = tiny_bn_variables(), tiny_batch()
+    for mode in scoring.SCORE_MODES:
+        got = scoring.snip(TINY_BN, variables, x, y, mode=mode)
+        want = _direct_snip(TINY_BN, variables, x, y, train=mode == "train")
+        for name in ("fc1/kernel", "out/kernel"):
+            close(pruning.flatten(got)[name], pruning.flatten(want)[name])
+    train = pruning.flatten(scoring.snip(TINY_BN, variables, x, y, mode="train"))
+    evaluated = pruning.flatten(scoring.snip(TINY_BN, variables, x, y, mode="eval"))
+    for name in ("fc1/kernel", "out/kernel"):
+        assert not np.allclose(train[name], evaluated[name], rtol=1e-2)
+
+
+def test_eval_mode_turns_dropout_off():
+    """TINY with dropout scores as TINY in eval mode (the hand computation above), and
+    differently in train mode, where dropout draws from the key."""
+    p, (x, y) = tiny_params(), tiny_batch()
+    (g1, g2), _ = hand_grad(p, x, y)
+    key = jax.random.key(7)
+    got = scoring.score("snip", TINY_DROPOUT, {"params": p}, x, y, key, mode="eval")
+    close(got["fc1"]["kernel"], np.abs(g1 * p["fc1"]["kernel"]))
+    close(got["out"]["kernel"], np.abs(g2 * p["out"]["kernel"]))
+    (g1, g2), _ = hand_grad(p, x, y, scoring.GRASP_TEMPERATURE)
+    hv1, hv2 = hand_hvp(p, x, y, g1, g2, scoring.GRASP_TEMPERATURE)
+    got = scoring.score("grasp", TINY_DROPOUT, {"params": p}, x, y, key, mode="eval")
+    close(got["fc1"]["kernel"], p["fc1"]["kernel"] * hv1, rtol=1e-3)
+    close(got["out"]["kernel"], p["out"]["kernel"] * hv2, rtol=1e-3)
+    for method in ("snip", "grasp"):
+        train = scoring.score(method, TINY_DROPOUT, {"params": p}, x, y, key, mode="train")
+        evaluated = scoring.score(method, TINY_DROPOUT, {"params": p}, x, y, key, mode="eval")
+        assert not np.allclose(train["fc1"]["kernel"], evaluated["fc1"]["kernel"], rtol=1e-2)
+
+
+def test_without_batch_norm_or_dropout_both_modes_agree():
+    p, (x, y) = tiny_params(), tiny_batch()
+    for method in ("snip", "grasp"):
+        a = scoring.score(method, TINY, {"params": p}, x, y, mode="eval")
+        b = scoring.score(method, TINY, {"params": p}, x, y, mode="train")
+        for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-6)
+
+
+def test_an_unknown_mode_is_rejected():
+    p, (x, y) = tiny_params(), tiny_batch()
+    with pytest.raises(ValueError, match="unknown score mode 'test'"):
+        scoring.snip(TINY, {"params": p}, x, y, mode="test")
+    with pytest.raises(ValueError, match="unknown score mode"):
+        scoring.grasp(TINY, {"params": p}, x, y, mode="Train")
+    with pytest.raises(ValueError, match="unknown score mode"):
+        scoring.score("magnitude-init", TINY, {"params": p}, mode="foo")
+    with pytest.raises(ValueError, match="unknown score mode"):
+        scoring.masks_at_init("synflow", TINY, {"params": p}, [50], image_shape=SHAPE, mode="")
+
+
 # -- SynFlow's iterations ------------------------------------------------------------------
 
 
@@ -319,7 +461,8 @@ def test_synflow_schedule_is_exponential_and_rounds_are_nested(wide):
     assert kept(pruning.unflatten(two)) == round(0.04 * TOTAL)
 
 
-def test_batch_norm_models_score_in_their_documented_modes():
+@pytest.mark.parametrize("mode", scoring.SCORE_MODES)
+def test_batch_norm_models_score_in_their_documented_modes(mode):
     model = VGG(num_classes=3, stages=((4,), (8,)))
     shape = (8, 8, 3)
     variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
@@ -336,6 +479,7 @@ def test_batch_norm_models_score_in_their_documented_modes():
             batch_x=x,
             batch_y=y,
             key=jax.random.key(1),
+            mode=mode,
         )
         assert [sum(k for k, _ in pruning.counts(m).values()) for m in masks] == [
             round(0.5 * total),
@@ -343,6 +487,24 @@ def test_batch_norm_models_score_in_their_documented_modes():
         ]
         # batch norm's scale and offset are never pruned
         assert all(np.all(m["bn1"]["scale"] == 1) for m in masks)
+        other = "train" if mode == "eval" else "eval"
+        again = scoring.masks_at_init(
+            method,
+            model,
+            variables,
+            [50],
+            image_shape=shape,
+            batch_x=x,
+            batch_y=y,
+            key=jax.random.key(1),
+            mode=other,
+        )
+        same = all(
+            np.array_equal(a, b)
+            for a, b in zip(jax.tree.leaves(masks[0]), jax.tree.leaves(again[0]), strict=True)
+        )
+        # only SNIP's and GraSP's forward pass has a mode; on a batch-normed VGG it matters
+        assert same == (not scoring.needs_data(method))
 
 
 # -- ablations -------------------------------------------------------------------------------

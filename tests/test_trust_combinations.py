@@ -1,0 +1,175 @@
+"""Issue 23's behaviours that the combination table does not already pin: batch-norm
+statistics on a class-balanced sample, spawned copies that branch from their ticket's state,
+layer collapse recorded and warned, and early stopping that reads the validation curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from ltcli import engine, interpolation, launch, runner, spec
+from ltcli.member import Member
+from ltcli.plan import Progress
+from ltcli.store import CellKey, Store
+
+
+@pytest.fixture(scope="module")
+def sorted_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 10-class image folder whose training split is stored class by class, as every
+    ``folder:`` data set is (labels are sorted class names)."""
+    root = tmp_path_factory.mktemp("sorted")
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 30), ("test", 10)):
+        for c in range(10):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 100, (8, 8)) + 15 * c
+                Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
+    return root
+
+
+def _spec(folder: Path, **sections: dict) -> spec.Spec:
+    table = {
+        "data": {"dataset": f"folder:{folder}", "validation": 50},
+        "model": {"name": "lenet300"},
+        "train": {"iterations": "200it", "eval_every": "100it", "batch_size": 20},
+        "prune": {"rate": 0.5},
+        "run": {"rounds": 0},
+    }
+    for section, fields in sections.items():
+        table.setdefault(section, {}).update(fields)
+    return spec.from_mapping("trust", table)
+
+
+def test_batch_norm_statistics_come_from_a_class_balanced_sample():
+    labels = np.repeat(np.arange(10), 5000)  # a folder data set: sorted by class
+    ids = interpolation.bn_sample(labels)
+    assert np.bincount(labels[ids], minlength=10).tolist() == [100] * 10
+    assert len(set(ids.tolist())) == len(ids) == interpolation.BN_EXAMPLES
+    assert np.array_equal(ids, interpolation.bn_sample(labels))  # fixed
+    assert not np.array_equal(ids, np.arange(len(ids)))  # not the first examples
+    short = np.concatenate([np.zeros(20, int), np.ones(5000, int)])
+    assert np.bincount(short[interpolation.bn_sample(short)]).tolist() == [20, 500]
+
+
+def test_a_spawned_copy_branches_from_its_tickets_state_at_k(sorted_folder, tmp_path, monkeypatch):
+    branches = []
+    original = runner._branch
+
+    def spy(group, copy, ticket, key, label):
+        out = original(group, copy, ticket, key, label)
+        rows = jax.device_get(out)
+        for a, b in zip(
+            jax.tree.leaves((rows.params, rows.opt_state, rows.first_batch)),
+            jax.tree.leaves(jax.device_get((group.params, group.opt_state, group.first_batch))),
+            strict=True,
+        ):
+            assert np.asarray(a[copy]).tobytes() == np.asarray(b[ticket]).tobytes()
+        assert not np.array_equal(rows.data_key[copy], rows.data_key[ticket])
+        branches.append(label)
+        return out
+
+    monkeypatch.setattr(runner, "_branch", spy)
+    store = Store(tmp_path)
+    loaded = _spec(sorted_folder, run={"spawn": ["0it", "100it"]})
+    run_id = launch.run(loaded, store)
+    assert [b.split()[-1] for b in branches] == ["spawn-0", "spawn-100"]
+    # spawn-0 left the ticket's data order before its first step: it records its own batch.
+    ticket = store.read_metrics(run_id, CellKey(0, 0))
+    copy = store.read_metrics(run_id, CellKey(0, 0, Member("spawn", 0)))
+    late = store.read_metrics(run_id, CellKey(0, 0, Member("spawn", 100)))
+    assert copy["first_batch"] != ticket["first_batch"]
+    assert late["first_batch"] == ticket["first_batch"]  # it follows the ticket to k
+    own = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 3), 0), 0)
+    n = 250
+    batch = engine.batch_indices(jax.random.fold_in(own, 0), 0, 1, 20, n)[0]
+    assert copy["first_batch"] == np.asarray(batch).tolist()
+
+
+def test_a_copy_added_later_branches_from_a_replayed_ticket(sorted_folder, tmp_path, monkeypatch):
+    store = Store(tmp_path)
+    loaded = _spec(sorted_folder)
+    run_id = launch.run(loaded, store)
+    branches = []
+    original = runner._branch
+    monkeypatch.setattr(runner, "_branch", lambda *a: branches.append(a[1:3]) or original(*a))
+    stored = store.read_trained(run_id, CellKey(0, 0))
+    assert launch.run(spec.apply_overrides(loaded, {"run.spawn": "100it"}), store) == run_id
+    assert branches == [(0, 1)]  # the copy (row 0) branched from the replayed ticket (row 1)
+    again = store.read_trained(run_id, CellKey(0, 0))
+    assert all(
+        np.array_equal(a, b)
+        for a, b in zip(jax.tree.leaves(stored), jax.tree.leaves(again), strict=True)
+    )  # the stored ticket is not rewritten by its replay
+    path = store.read_metrics(run_id, CellKey(0, 0, Member("spawn", 100)))["instability"]
+    assert path["partner"] == "ticket"
+
+
+class Notes(Progress):
+    def __init__(self):
+        self.notes = []
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+
+def test_layer_collapse_is_recorded_and_warned(sorted_folder, tmp_path):
+    notes = Notes()
+    loaded = _spec(
+        sorted_folder,
+        prune={"method": "magnitude-init", "strategy": "global", "one_shot": [0.5, 50.0]},
+    )
+    store = Store(tmp_path)
+    run_id = launch.run(loaded, store, progress=notes)
+    collapsed = store.read_metrics(run_id, CellKey(0, 2))
+    assert collapsed["collapsed"] == ["fc1/kernel", "fc2/kernel"]
+    assert store.read_metrics(run_id, CellKey(0, 1))["collapsed"] == []
+    assert store.read_metrics(run_id, CellKey(0, 0))["collapsed"] == []
+    (warning,) = [n for n in notes.notes if "collapse" in n]
+    assert "level 2" in warning and "fc1/kernel" in warning
+
+
+def test_early_stopping_reads_the_validation_loss_not_the_test_loss():
+    # columns: val_loss, val_acc, test_loss, test_acc; the minima are at different points.
+    curve = np.array(
+        [
+            [0.9, 0.70, 0.30, 0.71],
+            [0.5, 0.80, 0.80, 0.81],  # lowest validation loss
+            [0.7, 0.75, 0.10, 0.91],  # lowest test loss
+        ]
+    )
+    summary = engine.summarize(curve, 100, start=0)
+    assert summary["early_stop_iter"] == 200
+    assert summary["early_stop_test_acc"] == pytest.approx(0.81)
+    assert summary["min_val_loss"] == pytest.approx(0.5)
+    assert summary["early_stop_test_loss"] == pytest.approx(0.80)
+
+
+@pytest.mark.parametrize(
+    "prune,changed",
+    [
+        (
+            {"method": "synflow", "strategy": "global", "one_shot": [50.0], "rewind_iter": "100it"},
+            True,
+        ),
+        ({"method": "synflow", "strategy": "global", "one_shot": [50.0]}, False),
+        ({"one_shot": [50.0, 20.0], "retrain": "lr-rewind"}, True),
+        ({"one_shot": [50.0, 20.0], "retrain": "finetune"}, True),
+        ({"one_shot": [50.0], "retrain": "lr-rewind"}, False),
+        ({"retrain": "lr-rewind"}, False),
+    ],
+)
+def test_runs_whose_cells_the_fixes_change_get_new_ids(sorted_folder, prune, changed):
+    from ltcli import descriptor
+
+    desc, _ = launch.prepare(_spec(sorted_folder, prune=prune))
+    assert (desc.full["schema"] == 4) == changed
+    if changed:
+        old = descriptor.hashed_form(dict(desc.full, schema=3))
+        assert descriptor.run_id(old) != desc.run_id
+        assert "scores θk" in descriptor.outdated({"full": dict(desc.full, schema=1)})
