@@ -1,5 +1,5 @@
 """``python -m ltcli`` is the `lt` command."""
 
-from ltcli.cli import main
+from ltcli.cli.main import main
 
 main()

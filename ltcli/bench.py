@@ -23,13 +23,17 @@ import click
 import jax
 import numpy as np
 
-from ltcli import atomic, descriptor, models, pruning, runner, spec
+from ltcli import models
+from ltcli.core import atomic
 from ltcli.data import Arrays, DataSource
-from ltcli.engine import DeviceData, Engine, Group, TrainConfig, to_device
-from ltcli.grouping import pick
-from ltcli.plan import Plan, Progress
-from ltcli.report import format_table
-from ltcli.store import Store
+from ltcli.experiment import descriptor, spec
+from ltcli.experiment.plan import Plan, Progress
+from ltcli.results.report import format_table
+from ltcli.science import pruning
+from ltcli.storage.store import Store
+from ltcli.train import runner
+from ltcli.train.engine import DeviceData, Engine, Group, TrainConfig, to_device
+from ltcli.train.grouping import pick
 
 OPEN_LTH_CPU = 130.0
 """open_lth's LeNet steps/s on the 2-core CPU, evaluation once per epoch (PERFORMANCE.md)."""

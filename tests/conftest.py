@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltcli import paths
+from ltcli.core import paths
 from ltcli.data import idx
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import descriptor, launch, pruning, runner, spec
-from ltcli.cli import cli
+from ltcli.cli.main import cli
+from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
-from ltcli.errors import UsageError
-from ltcli.store import CellKey, Store
+from ltcli.experiment import descriptor, spec
+from ltcli.science import pruning
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import launch, runner
 
 
 def same_mask(a, b) -> bool:

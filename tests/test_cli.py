@@ -13,10 +13,10 @@ import pytest
 from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
-from ltcli import spec
-from ltcli.cli import cli
-from ltcli.cli_results import complete_runs
-from ltcli.store import Store
+from ltcli.cli.main import cli
+from ltcli.cli.results import complete_runs
+from ltcli.experiment import spec
+from ltcli.storage.store import Store
 
 
 def invoke(*args: str):
@@ -124,7 +124,7 @@ def test_a_rerun_with_nothing_to_train_loads_no_jax(two_runs, real_data):
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from ltcli.cli import cli\n"
+        "from ltcli.cli.main import cli\n"
         f"result = CliRunner().invoke(cli, {args!r})\n"
         "print(result.output, result.exception, file=sys.stderr)\n"
         "print(result.exit_code, 'level' in result.stdout)\n"

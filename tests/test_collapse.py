@@ -18,13 +18,14 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from ltcli import atomic, plot_instability, report
-from ltcli import compare as comparing
-from ltcli import export as exporting
-from ltcli import plot as plotting
-from ltcli.cli import LtGroup
-from ltcli.cli_results import compare, export
-from ltcli.store import CellKey, Store
+from ltcli.cli.base import LtGroup
+from ltcli.cli.results import compare, export
+from ltcli.core import atomic
+from ltcli.results import compare as comparing
+from ltcli.results import export as exporting
+from ltcli.results import plot as plotting
+from ltcli.results import plot_instability, report
+from ltcli.storage.store import CellKey, Store
 
 results = LtGroup(commands={"compare": compare, "export": export})
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}

@@ -1,8 +1,8 @@
 """The combination table (issue 23, item 3): every method x retraining mode x rewind point x
 pruning schedule x member either has a definition of its cell's first inputs or is refused.
 
-The table is stated here on its own (`expected`), apart from `ltcli.combinations`. The first
-test compares the two over the whole product. The second trains each accepted combination
+The table is stated here on its own (`expected`), apart from `ltcli.experiment.combinations`.
+The first test compares the two over the whole product. The second trains each accepted combination
 on a tiny budget and checks what every cell of it really started from, against files in the
 store: the digest of the weights the engine started with (θ0, θk, a trained ticket, or a
 fresh draw), its mask (recomputed here from its source), the schedule step of its optimizer
@@ -19,10 +19,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltcli import checks, combinations, engine, launch, models, pruning, runner, scoring, spec
-from ltcli.errors import UsageError
-from ltcli.member import CONTROL_KINDS, SPAWN, Member
-from ltcli.store import CellKey, Store
+from ltcli import models
+from ltcli.core.errors import UsageError
+from ltcli.experiment import combinations, spec
+from ltcli.experiment.member import CONTROL_KINDS, SPAWN, Member
+from ltcli.science import pruning, scoring
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import checks, engine, launch, runner
 
 METHODS = ("magnitude", "snip", "grasp", "synflow", "magnitude-init", "random")
 RETRAINS = ("rewind", "lr-rewind", "finetune")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from ltcli import data
+from ltcli.core.errors import UsageError
 from ltcli.data import cifar
-from ltcli.errors import UsageError
 
 N = 4  # images per batch file in these tests (10000 in the real data)
 BATCHES = [*cifar.TRAIN_BATCHES, cifar.TEST_BATCH]

@@ -21,9 +21,9 @@ import pytest
 from click.testing import CliRunner
 
 from ltcli import data
-from ltcli.cli_data import data as data_group
+from ltcli.cli.data import data as data_group
+from ltcli.core.errors import LtError
 from ltcli.data import cifar, fetch
-from ltcli.errors import LtError
 
 STEMS = [
     "train-images-idx3-ubyte",

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from ltcli import data
+from ltcli.core.errors import UsageError
 from ltcli.data import folder
-from ltcli.errors import UsageError
 
 CLASSES = ["dog", "ant", "cat"]  # sorted: ant 0, cat 1, dog 2
 

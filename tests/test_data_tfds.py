@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from ltcli import data
-from ltcli.cli import cli
+from ltcli.cli.main import cli
+from ltcli.core.errors import UsageError
 from ltcli.data import tfds_source
-from ltcli.errors import UsageError
-from ltcli.store import CellKey, Store
+from ltcli.storage.store import CellKey, Store
 
 
 def test_missing_tensorflow_datasets_says_how_to_install_it(

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ltcli import descriptor, spec
+from ltcli.core.errors import UsageError
 from ltcli.data import DataSource, idx
-from ltcli.errors import UsageError
+from ltcli.experiment import descriptor, spec
 
 FAKE = DataSource("mnist", "0" * 64, 60000, (28, 28, 1), 10, "nowhere", loader=lambda: None)
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ltcli.store import Store
+from ltcli.storage.store import Store
 
 
 def lt_run(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> None:
@@ -45,7 +45,7 @@ def test_five_cells_over_four_devices_match_one_device(write_spec, tmp_path, rea
 def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, real_data, monkeypatch):
     from click.testing import CliRunner
 
-    from ltcli.cli import cli
+    from ltcli.cli.main import cli
 
     monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed: import fails
     store = tmp_path / "store"

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import diff, launch
-from ltcli.cli import cli, load_spec
+from ltcli.cli.main import cli, load_spec
 from ltcli.data import fetch
-from ltcli.store import CellKey, Store
+from ltcli.results import diff
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import launch
 
 FULL = {
     "data": {"content": "abc", "dataset": "mnist", "validation": 1000},

@@ -10,9 +10,12 @@ import numpy as np
 import optax
 import pytest
 
-from ltcli import checks, pruning
+from ltcli.core.errors import InvariantError
 from ltcli.data import Arrays
-from ltcli.engine import (
+from ltcli.models.lenet import MLP
+from ltcli.science import pruning
+from ltcli.train import checks
+from ltcli.train.engine import (
     Engine,
     TrainConfig,
     batch_indices,
@@ -21,8 +24,6 @@ from ltcli.engine import (
     to_device,
     unstack,
 )
-from ltcli.errors import InvariantError
-from ltcli.models.lenet import MLP
 
 CFG = TrainConfig("adam", 3e-3, batch_size=20, iterations=40, eval_every=10)
 MODEL = MLP(hidden=(16,), num_classes=4)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from ltcli import grouping, pruning
 from ltcli.data import Arrays
-from ltcli.engine import Engine, TrainConfig, to_device
 from ltcli.models.lenet import MLP
+from ltcli.science import pruning
+from ltcli.train import grouping
+from ltcli.train.engine import Engine, TrainConfig, to_device
 
 
 def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):

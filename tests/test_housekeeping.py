@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import atomic, housekeeping, report
-from ltcli.cli_base import LtGroup
-from ltcli.cli_store import gc, rm
-from ltcli.errors import LtError
-from ltcli.store import CellKey, Store
+from ltcli.cli.base import LtGroup
+from ltcli.cli.store import gc, rm
+from ltcli.core import atomic
+from ltcli.core.errors import LtError
+from ltcli.results import report
+from ltcli.storage import housekeeping
+from ltcli.storage.store import CellKey, Store
 
 group = LtGroup(commands={"rm": rm, "gc": gc})
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}

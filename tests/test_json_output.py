@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import atomic, report
-from ltcli.cli import cli
+from ltcli.cli.main import cli
+from ltcli.core import atomic
 from ltcli.data import fetch
-from ltcli.store import CellKey, Store
+from ltcli.results import report
+from ltcli.storage.store import CellKey, Store
 
 
 def invoke(*args: str):

@@ -8,8 +8,9 @@ import logging
 
 import jax
 
-from ltcli import launch, plan, runner, spec
-from ltcli.store import CellKey, Store
+from ltcli.experiment import plan, spec
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import launch, runner
 
 
 def test_no_level_after_the_first_pruned_one_compiles_anything(

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from ltcli import models, pruning
+from ltcli import models
+from ltcli.science import pruning
 
 CIFAR = (32, 32, 3)
 MNIST = (28, 28, 1)

@@ -14,10 +14,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ltcli import export, launch, outputs, plot, ticket
-from ltcli.cli import cli
-from ltcli.errors import LtError
-from ltcli.store import Store
+from ltcli.cli import outputs
+from ltcli.cli.main import cli
+from ltcli.core.errors import LtError
+from ltcli.results import export, plot, ticket
+from ltcli.storage.store import Store
+from ltcli.train import launch
 
 RUN_ID = "a" * 64
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltcli import descriptor, plan, runner, spec
 from ltcli.data import Arrays, DataSource
-from ltcli.store import CellKey, Store
+from ltcli.experiment import descriptor, plan, spec
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import runner
 
 CIFAR_PRESETS = [
     "cifar10-conv2",

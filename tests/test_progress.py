@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ltcli import progress as progressing
+from ltcli.cli.progress import CliProgress
+from ltcli.core import meter as progressing
+from ltcli.core.meter import Meter
 from ltcli.data import fetch
-from ltcli.progress import CliProgress, Meter
-from ltcli.store import CellKey
+from ltcli.storage.store import CellKey
 
 LINE = re.compile(
     r"(?P<label>.+?)  (?P<done>[\d,.]+)(?:/(?P<total>[\d,.]+))? (?P<unit>\w+)  "

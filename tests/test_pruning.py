@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ltcli import pruning
-from ltcli.pruning import Strategy
+from ltcli.science import pruning
+from ltcli.science.pruning import Strategy
 
 LENET = {"fc1": (784, 300), "fc2": (300, 100), "out": (100, 10)}
 RESNET_LIKE = {

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ltcli import launch, spec
-from ltcli.store import Store
+from ltcli.experiment import spec
+from ltcli.storage.store import Store
+from ltcli.train import launch
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

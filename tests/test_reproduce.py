@@ -14,17 +14,19 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import launch, plot, report, reproduce, spec
-from ltcli.cli_base import LtGroup
-from ltcli.cli_reproduce import reproduce as reproduce_command
+from ltcli.cli.base import LtGroup
+from ltcli.cli.reproduce import reproduce as reproduce_command
 from ltcli.data import idx
-from ltcli.plan import Plan
-from ltcli.store import CellKey, Store
+from ltcli.experiment import spec
+from ltcli.experiment.plan import Plan
+from ltcli.results import plot, report, reproduce
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import launch
 
 group = LtGroup(commands={"reproduce": reproduce_command})
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}
 SHIPPED = json.loads(
-    importlib.resources.files("ltcli.paper").joinpath("frankle2019.json").read_text()
+    importlib.resources.files("ltcli.results.paper").joinpath("frankle2019.json").read_text()
 )
 LENET = SHIPPED["figures"]["lenet"]
 

@@ -15,11 +15,12 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ltcli import plot as plotting
-from ltcli import report
-from ltcli.cli import LtGroup, cli
-from ltcli.cli_results import compare, export, plot
-from ltcli.store import Store
+from ltcli.cli.base import LtGroup
+from ltcli.cli.main import cli
+from ltcli.cli.results import compare, export, plot
+from ltcli.results import plot as plotting
+from ltcli.results import report
+from ltcli.storage.store import Store
 
 results = LtGroup(commands={"compare": compare, "export": export, "plot": plot})
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import checks, engine, launch, plan, pruning, runner, spec
-from ltcli.cli import cli
-from ltcli.errors import InvariantError
-from ltcli.store import CellKey, Store
+from ltcli.cli.main import cli
+from ltcli.core.errors import InvariantError
+from ltcli.experiment import plan, spec
+from ltcli.science import pruning
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import checks, engine, launch, runner
 
 
 def lt(*args: str, store: Path, data_dir: Path | None = None):

@@ -10,12 +10,15 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ltcli import engine, interpolation, launch, plot_instability, pruning, runner, spec
-from ltcli.cli import cli
+from ltcli.cli.main import cli
 from ltcli.data import Arrays
-from ltcli.engine import Engine, TrainConfig, learning_rate, to_device, unstack
+from ltcli.experiment import spec
 from ltcli.models.lenet import MLP
-from ltcli.store import CellKey, Store
+from ltcli.results import plot_instability
+from ltcli.science import interpolation, pruning
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import engine, instability, launch, runner
+from ltcli.train.engine import Engine, TrainConfig, learning_rate, to_device, unstack
 
 WARMUP = {"iterations": "300it", "warmup": "200it", "lr": 1e-3, "lr_drops": ["250it"]}
 
@@ -113,14 +116,14 @@ def test_two_copies_with_the_same_data_key_are_stable_and_identical(data):
         np.array_equal(x, y)
         for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True)
     )
-    result = interpolation.path(model, variables(a), variables(b), mask, data)
+    result = instability.path(model, variables(a), variables(b), mask, data)
     assert result["instability"] == pytest.approx(0.0, abs=1e-7)
     assert len(result["alpha"]) == interpolation.POINTS
 
 
 def test_the_paths_ends_are_the_two_networks_own_evaluations(data):
     model, mask, a, b, curves = two_copies(data, [jax.random.PRNGKey(1), jax.random.PRNGKey(2)])
-    result = interpolation.path(model, variables(a), variables(b), mask, data)
+    result = instability.path(model, variables(a), variables(b), mask, data)
     test_loss, test_acc = curves[:, -1, 2], curves[:, -1, 3]
     np.testing.assert_allclose(result["test_error"][0], 1 - test_acc[0], atol=1e-6)
     np.testing.assert_allclose(result["test_error"][-1], 1 - test_acc[1], atol=1e-6)

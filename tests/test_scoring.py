@@ -11,10 +11,10 @@ import numpy as np
 import optax
 import pytest
 
-from ltcli import pruning, scoring
 from ltcli.models.layers import BatchNorm, Dense
 from ltcli.models.lenet import MLP
 from ltcli.models.vgg import VGG
+from ltcli.science import pruning, scoring
 
 TINY = MLP(hidden=(3,), num_classes=2)  # 2x2x1 images: fc1 4x3, out 3x2
 SHAPE = (2, 2, 1)

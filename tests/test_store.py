@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltcli import launch, pruning, spec
-from ltcli.errors import LtError
-from ltcli.store import CellKey, Store, pack_mask, unpack_mask
+from ltcli.core.errors import LtError
+from ltcli.experiment import spec
+from ltcli.science import pruning
+from ltcli.storage.store import CellKey, Store, pack_mask, unpack_mask
+from ltcli.train import launch
 
 
 def test_masks_round_trip_bit_packed():

@@ -13,10 +13,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import data, engine, launch, models, pruning, runner, spec, ticket
-from ltcli.cli_base import LtGroup
-from ltcli.cli_ticket import ticket as ticket_command
-from ltcli.store import CellKey, Store
+from ltcli import data, models
+from ltcli.cli.base import LtGroup
+from ltcli.cli.ticket import ticket as ticket_command
+from ltcli.experiment import spec
+from ltcli.results import ticket
+from ltcli.science import pruning
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import engine, launch, runner
 
 LENET_PARAMS = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
 

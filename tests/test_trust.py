@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli import atomic, descriptor, engine, launch, plan, runner, spec
-from ltcli.cli import cli
-from ltcli.errors import LtError
-from ltcli.store import CellKey, Store
+from ltcli.cli.main import cli
+from ltcli.core import atomic
+from ltcli.core.errors import LtError
+from ltcli.experiment import descriptor, plan, spec
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import engine, launch, runner
 
 
 def run_cli(*args: str):

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ltcli import engine, interpolation, launch, runner, spec
-from ltcli.member import Member
-from ltcli.plan import Progress
-from ltcli.store import CellKey, Store
+from ltcli.experiment import spec
+from ltcli.experiment.member import Member
+from ltcli.experiment.plan import Progress
+from ltcli.science import interpolation
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import engine, launch, runner
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +167,7 @@ def test_early_stopping_reads_the_validation_loss_not_the_test_loss():
     ],
 )
 def test_runs_whose_cells_the_fixes_change_get_new_ids(sorted_folder, prune, changed):
-    from ltcli import descriptor
+    from ltcli.experiment import descriptor
 
     desc, _ = launch.prepare(_spec(sorted_folder, prune=prune))
     assert (desc.full["schema"] == 4) == changed

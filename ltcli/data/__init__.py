@@ -2,6 +2,9 @@
 
 Plain names (``mnist``) are looked up in `DATASETS`; ``kind:ARG`` names (``folder:PATH``)
 in `PREFIXED`. Both registries are plain dicts whose errors list the valid names.
+
+The package may import core only (errors, atomic writes, lt's folders, the progress meter):
+a data set knows nothing of runs, models or training.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ltcli.core.errors import UsageError
 from ltcli.data import cifar, folder, idx, tfds_source
 from ltcli.data.base import Arrays, DataSource
-from ltcli.errors import UsageError
 
 Locator = Callable[[str, Path | None], DataSource]
 

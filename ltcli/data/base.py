@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ltcli import paths
+from ltcli.core import paths
 
 
 class Arrays(NamedTuple):

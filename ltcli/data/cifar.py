@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ltcli.core.errors import UsageError
 from ltcli.data import base, content
-from ltcli.errors import UsageError
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"

@@ -11,7 +11,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from ltcli import atomic, paths
+from ltcli.core import atomic, paths
 
 
 def _cache_file() -> Path:

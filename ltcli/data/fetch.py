@@ -25,9 +25,10 @@ from typing import Any
 import click
 
 import ltcli
-from ltcli import data, paths
-from ltcli.errors import LtError, UsageError
-from ltcli.progress import Meter
+from ltcli import data
+from ltcli.core import paths
+from ltcli.core.errors import LtError, UsageError
+from ltcli.core.meter import Meter
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

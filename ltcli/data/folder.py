@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ltcli import atomic, paths
+from ltcli.core import atomic, paths
+from ltcli.core.errors import UsageError
 from ltcli.data import base, content
-from ltcli.errors import UsageError
 
 SPLITS = ("train", "test")
 EXTENSIONS = frozenset(

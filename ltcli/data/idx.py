@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ltcli.core.errors import UsageError
 from ltcli.data import base, content
-from ltcli.errors import UsageError
 
 FILES = (
     "train-images-idx3-ubyte",

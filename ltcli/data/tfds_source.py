@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ltcli.core.errors import UsageError
 from ltcli.data import base
-from ltcli.errors import UsageError
 
 READ_CHUNK = 4096
 """Examples read per `__getitems__` call."""

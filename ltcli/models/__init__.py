@@ -3,6 +3,9 @@ float32 NHWC images; `ModelDef.kinds` lists the prunable layer kinds it has.
 
 The registry names each model's module and class rather than importing them: Flax (and
 JAX under it) load only when a model is built, so a command that trains nothing starts fast.
+
+The package may import science (which layers are prunable, `ltcli.science.pruning`) and
+core; never data, experiment or anything above.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import importlib
 import math
 from typing import TYPE_CHECKING, Any
 
-from ltcli import pruning
-from ltcli.errors import UsageError
+from ltcli.core.errors import UsageError
+from ltcli.science import pruning
 
 if TYPE_CHECKING:
     import flax.linen as nn

@@ -4,7 +4,7 @@ Flax's `glorot_normal`, like TensorFlow's `glorot_normal_initializer` that the p
 used, draws from a normal truncated at two standard deviations, rescaled to the Glorot
 variance 2 / (fan_in + fan_out).
 
-Prunable layers are recognised by name (see `ltcli.pruning.layer_kind`): ``conv*`` and
+Prunable layers are recognised by name (see `ltcli.science.pruning.layer_kind`): ``conv*`` and
 ``shortcut*`` are convolutions, ``fc*`` hidden dense layers, ``out`` the output layer.
 """
 

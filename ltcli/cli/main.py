@@ -1,0 +1,332 @@
+"""The `lt` command line: a thin Click layer. Each command parses its input, calls one
+library function, and prints; results go to stdout, progress and notes to stderr.
+
+Exit codes: 0 success, 1 a failure (`LtError`), 2 bad input (`UsageError`, bad flags).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from click.shell_completion import CompletionItem
+
+from ltcli import models
+from ltcli.cli.base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
+from ltcli.cli.data import data
+from ltcli.cli.progress import CliProgress
+from ltcli.cli.reproduce import reproduce
+from ltcli.cli.results import compare, complete_runs, diff, export, plot
+from ltcli.cli.store import gc, rm
+from ltcli.cli.ticket import ticket
+from ltcli.core.paths import default_store
+from ltcli.experiment import spec
+from ltcli.results import report
+from ltcli.science import methods
+from ltcli.storage.store import Store
+from ltcli.train import launch
+
+
+@click.group(cls=LtGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lt")
+def cli() -> None:
+    """lt: lottery-ticket experiments (iterative magnitude pruning) on JAX.
+
+    \b
+      lt run mnist-lenet --rounds 20 --replicates 5
+      lt ls
+      lt show <run>
+      lt diff <run> <run>
+    Runs are cached in a store: rerunning trains only what is missing.
+    """
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    keys = {
+        "rounds": "run.rounds",
+        "replicates": "run.replicates",
+        "controls": "run.controls",
+        "prune_rate": "prune.rate",
+        "rewind_iter": "prune.rewind_iter",
+        "iterations": "train.iterations",
+        "batch_size": "train.batch_size",
+        "lr": "train.lr",
+        "seed": "train.seed",
+        "eval_every": "train.eval_every",
+        "one_shot": "prune.one_shot",
+        "method": "prune.method",
+        "score_mode": "prune.score_mode",
+        "deterministic": "run.deterministic",
+        "controls_at": "run.controls_at",
+        "devices": "run.devices",
+        "retrain": "prune.retrain",
+        "spawn": "run.spawn",
+    }
+    return {keys[flag]: value for flag, value in flags.items()}
+
+
+def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.Spec:
+    """The spec `experiment` with `--set` assignments, then the named flags, applied."""
+    loaded = spec.load(experiment)
+    assigned = dict(spec.parse_assignment(s) for s in settings)
+    return spec.apply_overrides(spec.apply_overrides(loaded, assigned), _overrides(**flags))
+
+
+def complete_experiments(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Shell completion of EXPERIMENT: the specs shipped with lt and those in ./experiments
+    that start with `incomplete`; a path (or a name matching none of them) completes as a
+    file. Never fails."""
+    try:
+        if "/" in incomplete:
+            return [CompletionItem(incomplete, type="file")]
+        names = set(spec.shipped_specs()) | {p.stem for p in Path("experiments").glob("*.toml")}
+        found = [CompletionItem(n) for n in sorted(names) if n.startswith(incomplete)]
+        return found or [CompletionItem(incomplete, type="file")]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+JSON_OPTION = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON document instead of text: the same numbers, accuracies as fractions.",
+)
+
+
+@cli.command()
+@click.argument("experiment", shell_complete=complete_experiments)
+@click.option("--rounds", type=int, help="Pruning rounds (levels after the dense one).")
+@click.option("--replicates", type=int, help="Independent replicates (seeds) per level.")
+@click.option(
+    "--prune-rate",
+    type=float,
+    help="Fraction of surviving weights pruned per round: in fc layers (the output layer "
+    "gets half and conv layers this rate unless the spec sets prune.output_rate or "
+    "prune.conv_rate), or over the pooled layers with a global strategy.",
+)
+@click.option("--iterations", help="Training length per level, like 5000 or 10ep.")
+@click.option("--batch-size", type=int, help="Minibatch size.")
+@click.option("--lr", type=float, help="Learning rate.")
+@click.option("--seed", type=int, help="Seed of the initializations and data order.")
+@click.option("--eval-every", help="Evaluate validation and test every this many iterations.")
+@click.option(
+    "--rewind-iter",
+    help="Late rewinding: rewind survivors to iteration k (a multiple of --eval-every), not 0.",
+)
+@click.option(
+    "--one-shot",
+    metavar="PM[,PM...]",
+    help="One-shot pruning to each PM percent of weights remaining, like 50,20,5,1.4, each "
+    "from the same network (--rounds does not apply). The targets are sorted largest first: "
+    "level 1 prunes to the largest PM, level i to the i-th largest.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(list(methods.PRUNING_METHODS)),
+    help="What to prune by: magnitude of the trained weights (IMP; the default), or a score "
+    "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. 2021), "
+    "pruning θ0 (θk with --rewind-iter) once to each --one-shot target.",
+)
+@click.option(
+    "--score-mode",
+    type=click.Choice(list(methods.SCORE_MODES)),
+    help="The forward pass SNIP and GraSP score with: eval (the default; dropout off, batch "
+    "norm by its running statistics, as SNIP's and Synaptic-Flow's code do) or train (batch "
+    "norm by the batch, as GraSP's code does).",
+)
+@click.option(
+    "--retrain",
+    type=click.Choice(["rewind", "lr-rewind", "finetune"]),
+    help="How a pruned level retrains (Renda et al. 2020): rewind weights and schedule to "
+    "iteration k (--rewind-iter; the default); lr-rewind: keep the previous level's trained "
+    "weights and replay the schedule from k; finetune: keep them and train T - k steps at the "
+    "schedule's final learning rate. One-shot levels retrain from level 0's trained weights "
+    "(the network their mask was pruned from). Refused with an at-init --method.",
+)
+@click.option(
+    "--devices",
+    type=int,
+    metavar="N",
+    help="Shard each level's cells over the first N local devices (default: all JAX sees). "
+    "A cell's numbers do not depend on N (bit for bit with --deterministic).",
+)
+@click.option(
+    "--controls-at",
+    type=click.Choice(["level", "end"]),
+    help="When controls train: with their level (default), or after every ticket, in groups "
+    "of up to 625 cells (faster on a GPU, where large vmapped groups run fastest). The "
+    "numbers are the same (bit for bit with --deterministic).",
+)
+@click.option(
+    "--spawn",
+    metavar="LIST",
+    help="Instability analysis of the dense network: for each iteration k, like 0,500,2000, "
+    "a copy that follows level 0 to k, then another data order to the end (not part of the "
+    "run id).",
+)
+@click.option(
+    "--controls",
+    metavar="LIST",
+    help="Control cells per pruned level, like reinit:3,random:1,stability:1 (stability: "
+    "a copy of the ticket with another data order, for instability analysis; shuffle: "
+    "each layer's mask permuted; invert: keep the lowest scores, for pruning at "
+    "initialization; not part of the run id).",
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Set any spec field, like --set train.weight_decay=1e-4 (repeatable).",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    default=None,
+    help="Bit-identical cells: each cell's weights and metrics are the same whether it "
+    "trains alone or in any group (on this device and JAX version); slower on a GPU, where "
+    "vmap is given up. Not part of the run id. Default: the spec's run.deterministic.",
+)
+@click.option(
+    "--progress-every",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="When stderr is not a terminal (a log file, a batch scheduler), print a progress "
+    "line this often.",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where cells train: this process (local), or as tasks on a standing Ray cluster "
+    "(ray; pip install 'lt[ray]'), whose nodes must all see the store.",
+)
+@click.option(
+    "--address",
+    metavar="HOST:PORT",
+    help="The Ray cluster's address for --executor ray (default: $RAY_ADDRESS, else the "
+    "cluster `ray start` made on this machine).",
+)
+@click.option("--name", help="A human alias for the run (not part of the run id).")
+@JSON_OPTION
+@click.option(
+    "--grouping",
+    type=click.Choice(["auto", "vmap", "serial", "host"]),
+    default="auto",
+    show_default=True,
+    help="How a level's cells train: side by side in one program (vmap), one after another "
+    "in it (serial), one step per call (host: convolutions on a CPU), or auto: host where "
+    "needed, else whichever measured faster here. Results agree to float rounding.",
+)
+@STORE_OPTION
+@DATA_DIR_OPTION
+def run(
+    experiment: str,
+    settings: tuple[str, ...],
+    name: str | None,
+    store: Path | None,
+    data_dir: Path | None,
+    grouping: str,
+    progress_every: float,
+    executor: str,
+    address: str | None,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    """Run, resume or extend the experiment EXPERIMENT.
+
+    EXPERIMENT is experiments/NAME.toml in the working directory, a spec shipped with lt
+    (mnist-lenet, fashion-lenet, smoke, ...), or a path to a .toml file. Finished cells are
+    never trained again: rerunning prints the table, --rounds/--replicates beyond what is
+    stored train only the new cells, and a killed run resumes where it stopped.
+
+    The final table goes to stdout (with --json: `lt show --json`'s document); progress and
+    notes go to stderr.
+    """
+    loaded = load_spec(experiment, settings, **flags)
+    if loaded["model.name"] in models.ALIASES:
+        click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
+    target = Store(store or default_store())
+    progress = CliProgress(loaded["run.rounds"], progress_every)
+    run_id = launch.run(
+        loaded,
+        target,
+        data_dir=data_dir,
+        name=name,
+        progress=progress,
+        grouping=grouping,
+        executor=executor,
+        address=address,
+        progress_every=progress_every,
+    )
+    _print_run(target, run_id, as_json)
+
+
+def _print_run(target: Store, run_id: str, as_json: bool) -> None:
+    if as_json:
+        click.echo(report.to_json(report.run_json(target, run_id)))
+    else:
+        click.echo(report.run_text(target, run_id))
+
+
+@cli.command(name="ls")
+@JSON_OPTION
+@STORE_OPTION
+def list_runs(as_json: bool, store: Path | None) -> None:
+    """List the runs in the store.
+
+    With --json: an array of objects with run_id, names, experiment, dataset, model,
+    levels, replicates, cells, best_test_acc (a fraction) and bytes.
+    """
+    target = Store(store or default_store())
+    ids = target.run_ids()
+    if not ids:
+        click.echo(f"no runs in {target.root}", err=True)
+    overviews = [report.run_overview(target, i) for i in ids]
+    if as_json:
+        click.echo(report.to_json(overviews))
+    elif overviews:
+        click.echo(report.runs_table(overviews))
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN", shell_complete=complete_runs)
+@JSON_OPTION
+@STORE_OPTION
+def show(run_ref: str, as_json: bool, store: Path | None) -> None:
+    """Show a run's hyperparameters and per-level table.
+
+    RUN is a run's --name, a prefix of its id, or the experiment it was made from.
+
+    \b
+    With --json: {"run_id", "experiment", "names", "outdated", "descriptor" (the full
+    hyperparameters), "levels": [{"level", "percent_remaining", "members": {kind: {field:
+    {"mean", "std", "n", "diverged"}}}}], "notes"}; fields are early_stop_iter,
+    early_stop_test_acc and final_test_acc, accuracies as fractions.
+    """
+    target = Store(store or default_store())
+    _print_run(target, target.resolve(run_ref), as_json)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN", shell_complete=complete_runs)
+@STORE_OPTION
+def path(run_ref: str, store: Path | None) -> None:
+    """Print the folder of RUN in the store (absolute), as in `cd "$(lt path RUN)"`."""
+    target = Store(store or default_store())
+    click.echo(target.run_dir(target.resolve(run_ref)).absolute())
+
+
+for command in (data, compare, diff, export, plot, reproduce, rm, gc, ticket):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="lt")

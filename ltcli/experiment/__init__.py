@@ -1,0 +1,8 @@
+"""What to run: the spec and its field table (`spec`), the content-hashed run descriptor
+(`descriptor`), a level's members and a cell's identity (`member`), what a command asks
+of a run (`plan`), and the one table of what every cell starts from (`combinations`). No
+JAX here: a finished rerun answers from the store alone. (Not to be confused with
+``ltcli.experiments``, the package of shipped ``.toml`` specs.)
+
+May import models, data, science and core; never storage, train, results or cli.
+"""

@@ -1,0 +1,301 @@
+"""Run descriptors: a spec fully resolved, canonically serialized, and hashed into a run id.
+
+The descriptor holds only what changes results: the data by content, the model, the
+training and pruning hyperparameters (durations in iterations), and the schema version. How
+many rounds, replicates or controls were asked for, the store, the alias, the device and
+verbosity stay out, so asking for more rounds extends the same run.
+
+Schema evolution: a field whose value means "the behaviour from before this field existed"
+(`NEUTRAL`) is left out of the hashed form, so adding a field never orphans stored runs. A
+field that does not apply to a run is left out of the descriptor altogether
+(``train.lr_drop_factor`` without drops, ``prune.score_mode`` for methods that score no
+data), so its value never re-identifies a run it cannot change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ltcli import models
+from ltcli.core.errors import UsageError
+from ltcli.data import DataSource
+from ltcli.experiment import combinations
+from ltcli.experiment.spec import ALWAYS_HASHED, FIELDS, Spec
+from ltcli.science import pruning
+from ltcli.science.methods import DATA_METHODS
+
+SCHEMA = 4
+"""The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
+(`schema_of`), so a change of behaviour re-identifies only the runs it affects."""
+
+BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
+    2: (
+        "a cell rewound to θk restarted at step 0 and trained T more steps (now it resumes "
+        "the schedule, data order and curves at k), and augmentation padded normalized "
+        "images with the mean colour (now raw images with black)",
+        lambda full: full["prune"]["rewind_iter"] > 0 or full["train"]["augment"],
+    ),
+    3: (
+        "SNIP and GraSP scored in training mode (now eval by default)",
+        # Only snip and grasp runs carry the field; a stored one without it scored in
+        # training mode, as a run with prune.score_mode = "train" still does.
+        lambda full: full["prune"].get("score_mode", "train") == "eval",
+    ),
+    4: (
+        "pruning at initialization with late rewinding scored θ0 and trained from θk (now it "
+        "scores θk, the network it trains), and one-shot levels after the first retrained "
+        "by lr-rewind or finetune from the previous level's weights (now from level 0's, "
+        "the network their mask was pruned from)",
+        lambda full: (
+            (full["prune"]["method"] != "magnitude" and full["prune"]["rewind_iter"] > 0)
+            or (len(one_shot_targets(full)) > 1 and full["prune"]["retrain"] != "rewind")
+        ),
+    ),
+}
+"""Schema version -> (what changed, which descriptors it affects)."""
+
+NEUTRAL: dict[str, Any] = {
+    key: field.neutral for key, field in FIELDS.items() if field.neutral is not ALWAYS_HASHED
+}
+"""Values that reproduce the behaviour from before the field existed: omitted when hashed."""
+
+
+def one_shot_targets(full: dict[str, Any]) -> tuple[float, ...]:
+    """A descriptor's one-shot targets, largest first; empty for iterative pruning. (A
+    single target is stored as a number, as before lists existed, so its id is unchanged.)"""
+    stored = full["prune"]["one_shot"]
+    if stored is None:
+        return ()
+    return tuple(float(t) for t in (stored if isinstance(stored, list) else [stored]))
+
+
+def schema_of(full: dict[str, Any]) -> int:
+    """The newest schema whose behaviour change affects this run, else 1."""
+    return max([1, *(v for v, (_, affected) in BEHAVIOUR_CHANGES.items() if affected(full))])
+
+
+def outdated(record: dict[str, Any]) -> str | None:
+    """Why a stored descriptor record was made under an older behaviour that lt no longer
+    runs (its id can no longer be reached from a spec), or None."""
+    full = record["full"]
+    try:
+        current = schema_of(full)
+    except KeyError:  # not a descriptor lt wrote
+        return None
+    stored = full.get("schema", 1)
+    if stored >= current:
+        return None
+    return (
+        f"made by an older lt (schema {stored}): before schema {current}, "
+        + (BEHAVIOUR_CHANGES[current][0])
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Descriptor:
+    """A resolved run: `full` (every field, readable) and `hashed` (what the id covers)."""
+
+    full: dict[str, Any]
+    hashed: dict[str, Any]
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.hashed)
+
+    def __getitem__(self, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return self.full[section][name]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field `key`, or `default` where the descriptor leaves it out because it does
+        not apply (``train.lr_drop_factor`` without drops, ``prune.score_mode`` for a method
+        other than snip and grasp)."""
+        section, _, name = key.partition(".")
+        return self.full.get(section, {}).get(name, default)
+
+
+def canonical(value: Any) -> bytes:
+    """Canonical JSON: sorted keys, no whitespace, shortest round-trip floats (orjson)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def run_id(hashed: dict[str, Any]) -> str:
+    """The sha256 (hex) of the canonical hashed form."""
+    return hashlib.sha256(canonical(hashed)).hexdigest()
+
+
+def _rates(spec: Spec, kinds: tuple[str, ...]) -> dict[str, float]:
+    rate = spec["prune.rate"]
+    if spec["prune.strategy"] == "global":
+        return {"global": rate}
+    defaults = {
+        "fc": rate,
+        "conv": spec["prune.conv_rate"] or rate,
+        "output": spec["prune.output_rate"] or rate / 2,
+    }
+    return {kind: defaults[kind] for kind in kinds}
+
+
+def _checked_exclude(spec: Spec, model_name: str) -> list[str]:
+    """The exclusion patterns, sorted, each checked to match a prunable layer of the model,
+    and at least one prunable layer left to prune."""
+    patterns = sorted(set(spec["prune.exclude"]))
+    if not patterns:
+        return []
+    kernels = models.get(model_name).kernels
+    every = pruning.prunable_names(kernels)
+    for pattern in patterns:
+        _check(
+            bool(set(every) - set(pruning.prunable_names(kernels, [pattern]))),
+            f"prune.exclude: {pattern!r} matches no prunable layer of {model_name}; its "
+            f"layers: {', '.join(sorted(n.rsplit('/', 1)[0] for n in every))}",
+        )
+    _check(
+        bool(pruning.prunable_names(kernels, patterns)),
+        f"prune.exclude: {patterns} leaves no layer of {model_name} to prune",
+    )
+    return patterns
+
+
+def _check_one_shot_reachable(
+    percent: float, model_name: str, source: DataSource, exclude: list[str]
+) -> None:
+    """One-shot keeps `percent` of all prunable weights, the excluded layers' included: it
+    must leave at least one weight to the layers it prunes. (Shapes come from
+    `models.abstract_variables`, which traces the model without computing anything.)"""
+    params = models.abstract_variables(model_name, source.image_shape, source.num_classes)
+    sizes = {
+        name: math.prod(leaf.shape)
+        for name, leaf in pruning.leaves(params["params"]).items()
+        if pruning.layer_kind(name)
+    }
+    pruned = pruning.prunable_names(sizes, exclude)
+    total, excluded = sum(sizes.values()), sum(n for k, n in sizes.items() if k not in pruned)
+    lowest = 100 * (excluded + 1) / total
+    _check(
+        round(percent / 100 * total) - excluded >= 1,
+        f"prune.one_shot: {percent} is below what the excluded layers ({', '.join(exclude)}) "
+        f"keep on their own ({100 * excluded / total:.4g}% of the prunable weights); the "
+        f"lowest reachable is {lowest:.4g}",
+    )
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def resolve(spec: Spec, source: DataSource) -> Descriptor:
+    """Resolves `spec` against the data it names: durations to iterations, per-kind rates.
+
+    Raises:
+      UsageError: fields that are valid alone but not together (a rewind iteration beyond
+        the training length, an evaluation period that does not divide it, ...).
+    """
+    model_name = models.ALIASES.get(spec["model.name"], spec["model.name"])
+    model = models.get(model_name)
+    _check(
+        model.has_dropout or not spec["model.dropout"],
+        f"model.dropout: {model_name} has no dropout; got dropout={spec['model.dropout']}",
+    )
+    validation = spec["data.validation"]
+    train_size = source.train_size - validation
+    _check(
+        train_size > 0,
+        f"data.validation: must be below the {source.train_size} "
+        f"training examples of {source.name} (got {validation})",
+    )
+    batch = spec["train.batch_size"]
+    _check(
+        batch <= train_size,
+        f"train.batch_size: must be at most the {train_size} training examples (got {batch})",
+    )
+
+    def its(key: str) -> int:
+        return spec[key].iterations(train_size, batch)
+
+    iterations, eval_every = its("train.iterations"), its("train.eval_every")
+    _check(iterations > 0, "train.iterations: must be at least one iteration")
+    _check(
+        eval_every > 0 and iterations % eval_every == 0,
+        f"train.eval_every: must divide train.iterations ({iterations}); got {eval_every}",
+    )
+    rewind = its("prune.rewind_iter")
+    _check(
+        rewind <= iterations and rewind % eval_every == 0,
+        f"prune.rewind_iter: must be a multiple of train.eval_every ({eval_every}) "
+        f"in [0, {iterations}] (got {rewind})",
+    )
+    warmup = its("train.warmup")
+    _check(warmup <= iterations, f"train.warmup: must be in [0, {iterations}] (got {warmup})")
+    drops = sorted(d.iterations(train_size, batch) for d in spec["train.lr_drops"])
+    _check(
+        all(0 < d <= iterations for d in drops),
+        f"train.lr_drops: each must be in (0, {iterations}] (got {drops})",
+    )
+
+    exclude = _checked_exclude(spec, model_name)
+    targets = sorted(spec["prune.one_shot"] or (), reverse=True)
+    if targets and exclude:
+        _check_one_shot_reachable(targets[-1], model_name, source, exclude)
+    method = spec["prune.method"]
+    refused = combinations.refusal(
+        method, spec["prune.retrain"], combinations.schedule_of(tuple(targets))
+    )
+    _check(refused is None, refused or "")
+    _check(
+        method == "magnitude" or spec["prune.strategy"] == "global",
+        f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
+    )
+
+    full = _described(spec, its)
+    full["data"].update(dataset=source.name, content=source.content_id)
+    full["model"]["name"] = model_name
+    full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
+    if not drops:
+        del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
+    if method not in DATA_METHODS:
+        del full["prune"]["score_mode"]  # no forward pass on data to set: not in the id
+    one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
+    full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
+    full["schema"] = schema_of(full)
+    return Descriptor(full, hashed_form(full))
+
+
+def _described(spec: Spec, its: Callable[[str], int]) -> dict[str, Any]:
+    """The descriptor's sections from the field table: every described field of the hashed
+    sections, durations as iterations and lists as lists."""
+    full: dict[str, Any] = {}
+    for key, field in FIELDS.items():
+        section, name = key.split(".")
+        if section == "run" or not field.described:
+            continue
+        value = spec[key]
+        if field.kind == "duration":
+            value = its(key)
+        elif field.kind in ("durations", "strs"):
+            value = list(value)
+        full.setdefault(section, {})[name] = value
+    return full
+
+
+def hashed_form(full: dict[str, Any]) -> dict[str, Any]:
+    """`full` without the readable-only dataset name and the fields at their `NEUTRAL` value."""
+    hashed: dict[str, Any] = {}
+    for section, fields in full.items():
+        if not isinstance(fields, dict):
+            hashed[section] = fields
+            continue
+        hashed[section] = {
+            name: value
+            for name, value in fields.items()
+            if not (f"{section}.{name}" in NEUTRAL and NEUTRAL[f"{section}.{name}"] == value)
+            and f"{section}.{name}" != "data.dataset"
+        }
+    return hashed

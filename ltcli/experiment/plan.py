@@ -1,0 +1,95 @@
+"""What a command asks of a run (levels, replicates, controls, spawn points), resolved from a
+spec (`prepare`, `plan_of`), and the progress events a run reports. No JAX:
+`ltcli.train.launch` decides from a plan and the store whether to train, and
+`ltcli.train.runner` trains it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Protocol
+
+from ltcli import data
+from ltcli.core.errors import UsageError
+from ltcli.experiment import combinations, descriptor
+from ltcli.experiment.descriptor import Descriptor
+from ltcli.experiment.member import CellKey, level_members, parse_controls
+from ltcli.experiment.spec import Spec
+
+
+class FinishedCells(Protocol):
+    """What a plan asks of a store (`ltcli.storage.store.Store` is one)."""
+
+    def is_finished(self, run_id: str, cell: CellKey) -> bool: ...
+
+
+class Progress:
+    """Receives progress events; the CLI draws them, tests and notebooks ignore them."""
+
+    def start(self, plan: Plan) -> None:
+        """A run starts training what is left of `plan` (levels 0..``plan.rounds``)."""
+
+    def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
+        """A level's group trains to iteration `total_steps` from iteration `start` (its
+        first iteration, or where a checkpoint resumed it)."""
+
+    def advance(self, steps: int) -> None:
+        """`steps` more iterations of the group are done."""
+
+    def finish(self) -> None:
+        """The group finished training."""
+
+    def note(self, text: str) -> None:
+        """Something the user should know that is not an error (a discarded checkpoint)."""
+
+
+@dataclasses.dataclass
+class Plan:
+    """Levels 0..rounds for each replicate, with the controls string's cells at each pruned
+    level and a copy of the dense network for each spawn iteration at level 0."""
+
+    rounds: int
+    replicates: int
+    controls: str = ""
+    spawn: tuple[int, ...] = ()
+
+    def cells(self, level: int) -> list[CellKey]:
+        members = level_members(self.controls, level, self.spawn)
+        return [CellKey(r, level, m) for r in range(self.replicates) for m in members]
+
+    def anything_left(self, store: FinishedCells, run_id: str) -> bool:
+        """Whether `store` lacks any finished cell of the plan."""
+        levels = range(self.rounds + 1)
+        return any(not store.is_finished(run_id, c) for lv in levels for c in self.cells(lv))
+
+
+def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
+    """Locates the data and resolves the descriptor."""
+    source = data.locate(spec["data.dataset"], data_dir)
+    return descriptor.resolve(spec, source), source
+
+
+def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
+    """The cells `spec`'s ``[run]`` section asks for, spawn points in iterations. A one-shot
+    run has one level per target (``run.rounds`` does not apply to it).
+
+    Raises:
+      UsageError: a spawn point that is not a multiple of the evaluation period below T, or
+        an ``invert`` control without pruning at initialization.
+    """
+    train_size = source.train_size - desc["data.validation"]
+    batch, every, end = desc["train.batch_size"], desc["train.eval_every"], desc["train.iterations"]
+    spawn = sorted({d.iterations(train_size, batch) for d in spec["run.spawn"]})
+    bad = [k for k in spawn if k >= end or k % every]
+    if bad:
+        raise UsageError(
+            f"run.spawn: each must be a multiple of train.eval_every ({every}) below "
+            f"train.iterations ({end}); got {bad}"
+        )
+    controls = spec["run.controls"]
+    for kind in parse_controls(controls):
+        if refused := combinations.member_refusal(desc["prune.method"], kind):
+            raise UsageError(refused)
+    targets = descriptor.one_shot_targets(desc.full)
+    rounds = len(targets) if targets else spec["run.rounds"]
+    return Plan(rounds, spec["run.replicates"], controls, tuple(spawn))

@@ -1,2 +1,0 @@
-"""Data shipped with lt about the papers it reproduces: what each paper reports, with the
-place in the paper every number comes from (`ltcli.reproduce` reads it)."""

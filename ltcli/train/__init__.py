@@ -1,0 +1,9 @@
+"""How a run trains: `launch` decides from the store whether anything is left (no JAX), the
+`runner` walks the levels, `starts` derives what each cell starts from, `level` trains one
+group of cells through the `engine` (the jitted masked training program), `checkpoints`
+saves and resumes a group mid-level, `checks` asserts the invariants at run time,
+`grouping` picks vmap, serial or host loop; `executor_ray` and `claims` spread cells over a
+Ray cluster.
+
+May import storage, experiment, models, data, science and core; never results or cli.
+"""

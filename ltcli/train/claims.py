@@ -1,0 +1,129 @@
+"""Claims on cells, with leases, so that several drivers on one run (on any hosts sharing the
+store) never train a cell twice.
+
+File locks are per host and unreliable on network filesystems, so a claim is a file created
+by hard-linking a fully written temporary file to the claim's name: ``link`` either creates
+the name or fails if it exists, atomically, on local disks and on NFS alike. A claim names its
+owner and an expiry; the owner renews it while it trains, and a claim past its expiry (its
+driver was killed) may be taken over. A cell is finished only by its manifest, never by a
+claim: claims only decide who trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ltcli.core import atomic
+from ltcli.storage.store import CellKey, Store
+
+LEASE_SECONDS = 300.0
+"""How long a claim holds without renewal; the driver renews every third of it."""
+
+
+class Claims:
+    """One driver's claims on the cells of one run."""
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        lease: float = LEASE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.store, self.run_id, self.lease, self.clock = store, run_id, lease, clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.folder = store.run_dir(run_id) / "claims"
+
+    def path(self, cell: CellKey) -> Path:
+        return self.folder / f"{str(cell.relpath).replace(os.sep, '.')}.json"
+
+    def _record(self) -> bytes:
+        return orjson.dumps({"owner": self.owner, "expires": self.clock() + self.lease})
+
+    def holder(self, cell: CellKey) -> dict[str, Any] | None:
+        """The live claim on `cell` (owner and expiry), or None if there is none or it
+        expired."""
+        record = _read(self.path(cell))
+        if record is None or record["expires"] < self.clock():
+            return None
+        return record
+
+    def claim(self, cell: CellKey) -> bool:
+        """Claims `cell` for this driver: True if it is now ours (also if it already was),
+        False if another driver holds a live claim."""
+        path = self.path(cell)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):
+            if _link(path, self._record()):
+                return True
+            current = _read(path)
+            if current is None:
+                continue  # released meanwhile: try again
+            if current["owner"] == self.owner:
+                self.renew([cell])
+                return True
+            if current["expires"] >= self.clock():
+                return False
+            if not _take_over(path, current, self.owner):
+                return False
+        return False
+
+    def renew(self, cells: Iterable[CellKey]) -> None:
+        """Pushes the expiry of our claims on `cells` a lease ahead."""
+        for cell in cells:
+            atomic.write_bytes(self.path(cell), self._record())
+
+    def release(self, cells: Iterable[CellKey]) -> None:
+        """Drops our claims on `cells` (a finished cell needs none)."""
+        for cell in cells:
+            path = self.path(cell)
+            record = _read(path)
+            if record is not None and record["owner"] == self.owner:
+                path.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        return orjson.loads(path.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+
+
+def _link(path: Path, content: bytes) -> bool:
+    """Creates `path` with `content` if it does not exist (atomically); False if it does."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    atomic.write_bytes(tmp, content)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _take_over(path: Path, stale: dict[str, Any], owner: str) -> bool:
+    """Moves an expired claim aside (a rename: one driver wins) and checks that what moved
+    is the claim that was judged expired; a fresh claim moved by mistake goes back."""
+    aside = path.with_name(f".{path.name}.{owner}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return True  # gone already: the next link decides
+    moved = _read(aside)
+    if moved == stale:
+        aside.unlink(missing_ok=True)
+        return True
+    with contextlib.suppress(FileExistsError):
+        os.link(aside, path)
+    aside.unlink(missing_ok=True)
+    return False

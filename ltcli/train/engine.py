@@ -1,0 +1,569 @@
+"""The training engine: masked training of a group of cells as one XLA program.
+
+Everything here is a pure function of pytrees. A *group* is several cells of equal shapes
+(replicates, controls) stacked along a leading axis. `Engine.segment` advances a group by a
+whole number of evaluation periods in one jitted call: inside, `lax.scan` runs the steps of
+each period and evaluates validation and test after it, so Python never sits in the inner
+loop. The group runs under `vmap` or one cell after another (`lax.map`) in the same program;
+which is the `grouping` the caller picks, and the numbers do not depend on it.
+
+Pruned weights are exactly zero at every step: gradients are masked before the optimizer
+(so Adam's moments and SGD's momentum of pruned weights stay zero) and the updated
+parameters are multiplied by the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ltcli.core.base import Mask, Params
+from ltcli.data import Arrays
+
+EVAL_BATCH = 1000
+METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The training hyperparameters of a run, with durations already in iterations."""
+
+    optimizer: str
+    lr: float
+    batch_size: int
+    iterations: int
+    eval_every: int
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    warmup: int = 0
+    lr_drops: tuple[int, ...] = ()
+    lr_drop_factor: float = 0.1
+    augment: bool = False
+
+    @classmethod
+    def of(cls, train: dict[str, Any]) -> TrainConfig:
+        """The configuration in a descriptor's ``train`` section (fields it lacks keep their
+        defaults; fields this class does not know, like the seed, are not the engine's)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in train.items()}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def learning_rate(cfg: TrainConfig) -> optax.Schedule:
+    """Linear warmup from 0 over `cfg.warmup` steps, then `cfg.lr` times the drop factor
+    once per drop boundary passed."""
+    boundaries = {step: cfg.lr_drop_factor for step in cfg.lr_drops}
+    decay = optax.piecewise_constant_schedule(cfg.lr, boundaries)
+    if not cfg.warmup:
+        return decay
+    warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup)
+    return optax.join_schedules([warm, lambda t: decay(t + cfg.warmup)], [cfg.warmup])
+
+
+def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients.
+
+    The schedule reads its own step counter (`optax.ScaleByScheduleState`), which
+    `Engine.start` sets to the iteration a cell starts at (`at_step`)."""
+    schedule = learning_rate(cfg)
+    if cfg.optimizer == "adam":
+        base = optax.adam(schedule)
+    else:
+        base = optax.sgd(schedule, momentum=cfg.momentum or None)
+    if cfg.weight_decay:
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
+    return base
+
+
+def schedule_steps(opt_state: Any) -> np.ndarray:
+    """The learning-rate schedule's step counter of each cell of a stacked group's optimizer
+    state (what its next step's learning rate is read at)."""
+    counts = [
+        np.asarray(jax.device_get(s.count)).reshape(-1)
+        for s in jax.tree.leaves(
+            opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState)
+        )
+        if isinstance(s, optax.ScaleByScheduleState)
+    ]
+    return counts[0]
+
+
+def at_step(opt_state: Any, step: jax.Array) -> Any:
+    """`opt_state` with the schedule's step counter at `step` and everything else as it is.
+
+    A cell that starts from the state of iteration k (late rewinding) resumes the schedule at
+    k with fresh moments, as open_lth does (training/train.py: a fresh optimizer, then
+    ``lr_schedule.step()`` k times; lottery/desc.py ``train_start_step``) and Frankle et al.
+    2020 ("Linear Mode Connectivity and the Lottery Ticket Hypothesis") describe: Adam's
+    bias correction starts over, the learning rate does not.
+    """
+
+    def reset(state: Any) -> Any:
+        if isinstance(state, optax.ScaleByScheduleState):
+            return state._replace(count=jnp.full_like(state.count, step))
+        return state
+
+    return jax.tree.map(
+        reset, opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByScheduleState)
+    )
+
+
+class DeviceData(NamedTuple):
+    """A data set on the device. Eval sets are padded to whole batches; `*_w` marks the real
+    examples with 1."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+    w_val: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+    w_test: jax.Array
+    mean: jax.Array
+    std: jax.Array
+
+
+def _batched(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(y)
+    size = min(EVAL_BATCH, max(n, 1))
+    pad = -n % size
+    w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    batches = len(w) // size
+    return (
+        x.reshape(batches, size, *x.shape[1:]),
+        y.reshape(batches, size),
+        w.reshape(batches, size),
+    )
+
+
+def split_validation(arrays: Arrays, validation: int) -> tuple[Arrays, np.ndarray, np.ndarray]:
+    """Holds `validation` training examples out, chosen by a fixed permutation (seed 0).
+
+    Returns:
+      The arrays with the training split reduced, and the held-out images and labels.
+    """
+    order = np.random.default_rng(0).permutation(len(arrays.y_train))
+    val, train = order[:validation], np.sort(order[validation:])
+    reduced = arrays._replace(x_train=arrays.x_train[train], y_train=arrays.y_train[train])
+    return reduced, arrays.x_train[val], arrays.y_train[val]
+
+
+def to_device(arrays: Arrays, validation: int) -> DeviceData:
+    """Splits off the validation set and puts everything on the default device.
+
+    Images stay uint8 on the device and are normalized per batch by the training-split
+    per-channel mean and standard deviation.
+    """
+    arrays, x_val, y_val = split_validation(arrays, validation)
+    pixels = arrays.x_train.reshape(-1, arrays.x_train.shape[-1]).astype(np.float64)
+    mean, std = pixels.mean(0), pixels.std(0) + 1e-8
+    val, test = _batched(x_val, y_val), _batched(arrays.x_test, arrays.y_test)
+    host = (
+        arrays.x_train,
+        arrays.y_train,
+        *val,
+        *test,
+        mean.astype(np.float32),
+        std.astype(np.float32),
+    )
+    return DeviceData(*(jax.device_put(a) for a in host))
+
+
+class Group(NamedTuple):
+    """The state of a group of cells, each leaf stacked along axis 0 (one row per cell).
+
+    `rewind` holds ``{"params", "batch_stats"}`` captured at the late-rewinding iteration, or
+    is None. `first_batch` holds the example indices of the first step each cell trained
+    (-1 until it trains): written by the training step itself, so what a cell records as
+    its first batch is what it consumed.
+    """
+
+    params: Params
+    batch_stats: Any
+    opt_state: Any
+    mask: Mask
+    data_key: jax.Array
+    rewind: Any = None
+    first_batch: Any = None
+
+
+def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: int) -> jax.Array:
+    """Indices of the `steps` batches that start at iteration `step0`, shape (steps, batch).
+
+    The examples are an endless stream of epochs, each an independent permutation of the
+    `n` training examples keyed by ``fold_in(key, epoch)`` (`key` is the data-order stream).
+    Batch ``t`` is stream positions ``[t * batch, (t + 1) * batch)``, so no example is
+    dropped and any iteration can be reached without replaying the ones before it.
+    """
+    start = step0 * batch
+    first_epoch = start // n
+    epochs = math.ceil(steps * batch / n) + 1
+    perms = [
+        jnp.argsort(jax.random.bits(jax.random.fold_in(key, first_epoch + i), (n,)))
+        for i in range(epochs)
+    ]
+    stream = jnp.concatenate(perms)
+    window = jax.lax.dynamic_slice(stream, (start - first_epoch * n,), (steps * batch,))
+    return window.reshape(steps, batch)
+
+
+def augment(images: jax.Array, key: jax.Array) -> jax.Array:
+    """Random horizontal flips and 4-pixel pad-and-crop, one draw per image.
+
+    `images` are the raw pixels, so the padding is black (zeros before normalization), as in
+    the paper's and open_lth's ``RandomCrop(32, padding=4)`` on unnormalized images."""
+    flip_key, crop_key = jax.random.split(key)
+    b, h, w, c = images.shape
+    flip = jax.random.bernoulli(flip_key, 0.5, (b,))
+    images = jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    padded = jnp.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    offsets = jax.random.randint(crop_key, (b, 2), 0, 9)
+
+    def crop(image: jax.Array, offset: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (h, w, c))
+
+    return jax.vmap(crop)(padded, offsets)
+
+
+def _variables(params: Params, batch_stats: Any) -> dict:
+    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    """Trains groups of cells of one model on one data set.
+
+    Attributes:
+      model: the Flax module.
+      cfg: training hyperparameters.
+      grouping: ``"vmap"`` (cells side by side), ``"serial"`` (one after another, in the
+        same program) or ``"host"`` (one after another, each step its own call: XLA:CPU runs
+        convolutions inside loops many times slower than at the top level, jax#12868).
+      segment_evals: evaluation periods per jitted call (progress and checkpoints happen
+        between calls).
+      deterministic: every cell runs the same one-cell program whatever its group: a lone
+        cell too goes through the loop of ``serial`` (never its own unbatched program), and
+        ``vmap`` is not used. A cell's numbers are then bit-identical alone or in any group.
+      devices: the local devices a group is sharded over along its cell axis (`start` pads
+        it to a multiple with copies of its last cell, which `unstack` never returns); each
+        device trains its share with the grouping, as one device trains a whole group.
+    """
+
+    model: nn.Module
+    cfg: TrainConfig
+    grouping: str = "vmap"
+    segment_evals: int = 10
+    deterministic: bool = False
+    devices: int = 1
+
+    def mesh(self) -> Mesh:
+        """The first `devices` local devices along one axis, ``cells``."""
+        return Mesh(np.asarray(jax.local_devices()[: self.devices]), ("cells",))
+
+    def place_data(self, data: DeviceData) -> DeviceData:
+        """`data` replicated on every device of the mesh (as is with one device)."""
+        if self.devices == 1:
+            return data
+        return jax.device_put(data, NamedSharding(self.mesh(), P()))
+
+    def _shard(self, group: Group) -> Group:
+        """`group` padded to a multiple of `devices` cells (copies of its last cell) and
+        split along the cell axis over the mesh."""
+        if self.devices == 1:
+            return group
+        cells = group.data_key.shape[0]
+        pad = -cells % self.devices
+
+        def padded(x: jax.Array) -> jax.Array:
+            return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
+
+        return jax.device_put(jax.tree.map(padded, group), NamedSharding(self.mesh(), P("cells")))
+
+    @property
+    def tx(self) -> optax.GradientTransformation:
+        return optimizer(self.cfg)
+
+    @partial(jax.jit, static_argnums=(0, 2))  # eager init would dispatch op by op
+    def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> tuple[Params, Any]:
+        """Fresh parameters and batch-norm statistics (empty dict if none) from `key`."""
+        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = self.model.init({"params": key, "dropout": key}, dummy, train=False)
+        return variables["params"], variables.get("batch_stats", {})
+
+    def start(
+        self,
+        params: list[Params],
+        batch_stats: list[Any],
+        masks: list[Mask],
+        keys: list,
+        capture_rewind: bool = False,
+        start_step: int | Sequence[int] = 0,
+    ) -> Group:
+        """Stacks the starting points of cells into a group, with fresh optimizer state whose
+        schedule is at `start_step` (one for all cells or one per cell: the iteration a cell
+        starts at, or T for one that fine-tunes at the final learning rate; see `at_step`).
+
+        `params` must already be masked (pruned weights zero). With `capture_rewind`, the
+        group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
+        """
+        stacked = stack_host(params)
+        steps = np.broadcast_to(np.asarray(start_step, np.int32), (len(params),))
+        opt_state = self._init_opt_state(stacked, jnp.asarray(steps))
+        stats = stack_host(batch_stats)
+        rewind = None
+        if capture_rewind:
+            rewind = jax.tree.map(jnp.copy, {"params": stacked, "batch_stats": stats})
+        group = Group(
+            stacked,
+            stats,
+            opt_state,
+            stack_host(masks),
+            jnp.stack([jnp.asarray(k) for k in keys]),
+            rewind,
+            jnp.full((len(params), self.cfg.batch_size), -1, jnp.int32),
+        )
+        return self._shard(group)
+
+    @partial(jax.jit, static_argnums=(0,))  # eagerly, each leaf's init is its own dispatch
+    def _init_opt_state(self, stacked: Params, start_step: jax.Array) -> Any:
+        return at_step(jax.vmap(self.tx.init)(stacked), start_step)
+
+    def _loss(self, params, batch_stats, x, y, key):
+        variables = _variables(params, batch_stats)
+        if batch_stats:
+            logits, updates = self.model.apply(
+                variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
+            )
+            new_stats = updates["batch_stats"]
+        else:
+            logits = self.model.apply(variables, x, train=True, rngs={"dropout": key})
+            new_stats = batch_stats
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return loss, new_stats
+
+    def evaluate_test(self, params: Params, batch_stats: Any, data: DeviceData) -> jax.Array:
+        """Test loss and accuracy of one (unstacked) network."""
+        return jnp.stack(
+            self._evaluate(params, batch_stats, data, data.x_test, data.y_test, data.w_test)
+        )
+
+    def _evaluate(self, params, batch_stats, data: DeviceData, x, y, w):
+        def one(batch):
+            xb, yb, wb = batch
+            xb = (xb.astype(jnp.float32) - data.mean) / data.std
+            logits = self.model.apply(_variables(params, batch_stats), xb, train=False)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
+            correct = (jnp.argmax(logits, -1) == yb).astype(jnp.float32)
+            return jnp.sum(jnp.where(wb > 0, loss, 0.0)), jnp.sum(correct * wb)
+
+        losses, corrects = jax.lax.map(one, (x, y, w))
+        count = jnp.sum(w)
+        return jnp.sum(losses) / count, jnp.sum(corrects) / count
+
+    def train_inputs(self, data: DeviceData, ids: jax.Array, step_key: jax.Array) -> jax.Array:
+        """The normalized training images `ids`, augmented (on raw pixels) if configured."""
+        x = data.x_train[ids]
+        if self.cfg.augment:
+            x = augment(x, jax.random.fold_in(step_key, 1))
+        return (x.astype(jnp.float32) - data.mean) / data.std
+
+    def _step(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
+        """One masked optimizer step of one (unstacked) cell on the examples `ids`."""
+        # The cell's key has two independent streams: data order (0, per epoch, see
+        # `batch_indices`) and per-step randomness (1: dropout, augmentation).
+        step_key = jax.random.fold_in(jax.random.fold_in(cell.data_key, 1), t)
+        x = self.train_inputs(data, ids, step_key)
+        grad_fn = jax.grad(self._loss, has_aux=True)
+        grads, stats = grad_fn(cell.params, cell.batch_stats, x, data.y_train[ids], step_key)
+        grads = jax.tree.map(jnp.multiply, grads, cell.mask)
+        updates, opt_state = self.tx.update(grads, cell.opt_state, cell.params)
+        params = jax.tree.map(jnp.multiply, optax.apply_updates(cell.params, updates), cell.mask)
+        first = cell.first_batch
+        if first is not None:  # the first step a cell trains records what it trained on
+            first = jnp.where(first[0] < 0, ids.astype(first.dtype), first)
+        return cell._replace(
+            params=params, batch_stats=stats, opt_state=opt_state, first_batch=first
+        )
+
+    def _end_of_period(
+        self, cell: Group, step: jax.Array, data: DeviceData, rewind_at: int
+    ) -> tuple[Group, jax.Array]:
+        """Captures θk if `step` is the rewind iteration; evaluates validation and test."""
+        if rewind_at:
+            now = {"params": cell.params, "batch_stats": cell.batch_stats}
+            rewind = jax.tree.map(lambda p, r: jnp.where(step == rewind_at, p, r), now, cell.rewind)
+            cell = cell._replace(rewind=rewind)
+        val = self._evaluate(
+            cell.params, cell.batch_stats, data, data.x_val, data.y_val, data.w_val
+        )
+        test = self._evaluate(
+            cell.params, cell.batch_stats, data, data.x_test, data.y_test, data.w_test
+        )
+        return cell, jnp.stack([*val, *test])
+
+    def _indices(self, cell: Group, step0: jax.Array, data: DeviceData, evals: int) -> jax.Array:
+        """The batches of `evals` periods from `step0`: one table, a few permutations."""
+        cfg = self.cfg
+        order_key = jax.random.fold_in(cell.data_key, 0)
+        ids = batch_indices(
+            order_key, step0, evals * cfg.eval_every, cfg.batch_size, data.y_train.shape[0]
+        )
+        return ids.reshape(evals, cfg.eval_every, cfg.batch_size)
+
+    def _cell_segment(
+        self, cell: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
+    ):
+        """Advances one (unstacked) cell by `evals` evaluation periods from `step0`."""
+        every = self.cfg.eval_every
+        if not rewind_at:
+            cell = cell._replace(rewind=None)
+
+        def train_step(cell, inputs):
+            t, ids = inputs
+            return self._step(cell, t, ids, data), None
+
+        def period(cell, inputs):
+            index, ids = inputs
+            first = step0 + index * every
+            cell, _ = jax.lax.scan(train_step, cell, (first + jnp.arange(every), ids))
+            return self._end_of_period(cell, first + every, data, rewind_at)
+
+        periods = (jnp.arange(evals), self._indices(cell, step0, data, evals))
+        return jax.lax.scan(period, cell, periods)
+
+    @partial(jax.jit, static_argnums=(0, 4, 5), donate_argnums=(1,))
+    def _segment(
+        self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
+    ):
+        if self.devices == 1:
+            return self._local_segment(group, step0, data, evals, rewind_at)
+        cells = P("cells")
+        local = partial(self._local_segment, evals=evals, rewind_at=rewind_at)
+        sharded = jax.shard_map(
+            local, mesh=self.mesh(), in_specs=(cells, P(), P()), out_specs=(cells, cells)
+        )
+        return sharded(group, step0, data)
+
+    def _local_segment(
+        self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
+    ):
+        """`_segment` of the cells on one device."""
+        one = partial(self._cell_segment, step0=step0, data=data, evals=evals, rewind_at=rewind_at)
+        if self.deterministic:
+            return jax.lax.map(one, group)
+        if group.data_key.shape[0] == 1:  # a lone cell needs neither batching nor a loop
+            cell, metrics = one(jax.tree.map(lambda x: x[0], group))
+            return jax.tree.map(lambda x: x[None], (cell, metrics))
+        if self.grouping == "vmap":
+            return jax.vmap(one)(group)
+        return jax.lax.map(one, group)
+
+    def recorded_grouping(self, cells: int) -> str:
+        """How a group of `cells` cells really trains, as each cell's metrics record it:
+        ``single`` for a lone cell's own program, else the grouping."""
+        if cells == 1 and self.grouping != "host" and not self.deterministic:
+            return "single"
+        return self.grouping
+
+    # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
+
+    _host_step = jax.jit(_step, static_argnums=(0,), donate_argnums=(1,))
+    _host_end = jax.jit(_end_of_period, static_argnums=(0, 4))
+    _host_indices = jax.jit(_indices, static_argnums=(0, 4))
+
+    def _host_segment(
+        self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int
+    ) -> tuple[Group, jax.Array]:
+        every = self.cfg.eval_every
+        cells, curves = [], []
+        for i in range(group.data_key.shape[0]):
+            cell = jax.tree.map(lambda x, i=i: x[i], group)
+            if not rewind_at:
+                cell = cell._replace(rewind=None)
+            ids = self._host_indices(cell, jnp.asarray(step0, jnp.int32), data, evals)
+            metrics = []
+            for period in range(evals):
+                for k in range(every):
+                    t = jnp.asarray(step0 + period * every + k, jnp.int32)
+                    cell = self._host_step(cell, t, ids[period, k], data)
+                step = jnp.asarray(step0 + (period + 1) * every, jnp.int32)
+                cell, row = self._host_end(cell, step, data, rewind_at)
+                metrics.append(row)
+            cells.append(cell)
+            curves.append(jnp.stack(metrics))
+        return stack(cells), jnp.stack(curves)
+
+    def segment(
+        self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int = 0
+    ) -> tuple[Group, jax.Array]:
+        """Trains `group` for `evals` evaluation periods starting at iteration `step0`.
+
+        Args:
+          group: the cells' state; its buffers are donated (do not reuse the argument).
+          step0: the iteration the group is at (a multiple of ``cfg.eval_every``).
+          evals: evaluation periods to run.
+          data: the data set on the device.
+          rewind_at: if > 0, ``group.rewind`` (see `start`) receives the parameters at this
+            iteration.
+
+        Returns:
+          The advanced group and metrics of shape (cells, evals, 4), columns `METRICS`.
+        """
+        if self.grouping == "host":
+            return self._host_segment(group, step0, evals, data, rewind_at)
+        return self._segment(group, jnp.asarray(step0, jnp.int32), data, evals, rewind_at)
+
+
+def stack(trees: list[Any]) -> Any:
+    """One pytree whose leaves stack those of `trees` along a new axis 0 (the inverse of
+    `unstack`)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def stack_host(trees: list[Any]) -> Any:
+    """`stack` for host pytrees: stacked by numpy, then one transfer per leaf."""
+    return jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *trees)
+
+
+def unstack(tree: Any, count: int) -> list[Any]:
+    """Splits a stacked pytree into `count` host (numpy) pytrees."""
+    host = jax.device_get(tree)
+    return [jax.tree.map(lambda x, i=i: np.asarray(x[i]), host) for i in range(count)]
+
+
+def summarize(metrics: np.ndarray, eval_every: int, start: int = 0) -> dict[str, float | int]:
+    """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS)
+    of a cell that trained from iteration `start`: iterations are on the run's 0..T axis.
+
+    Early stopping is the evaluation of minimum validation loss (the first one on ties);
+    evaluations whose loss is not finite (a diverged cell) never count as the minimum, and
+    `diverged` says whether any occurred.
+    """
+    curve = np.asarray(metrics, np.float64)
+    finite = np.isfinite(curve[:, 0])
+    best = int(np.argmin(np.where(finite, curve[:, 0], np.inf))) if finite.any() else 0
+    return {
+        "early_stop_iter": start + (best + 1) * eval_every,
+        "early_stop_test_acc": float(curve[best, 3]),
+        "early_stop_test_loss": float(curve[best, 2]),
+        "min_val_loss": float(curve[best, 0]),
+        "final_test_acc": float(curve[-1, 3]),
+        "final_test_loss": float(curve[-1, 2]),
+        "start_iteration": start,
+        "iterations": start + len(curve) * eval_every,
+        "diverged": bool(not np.isfinite(curve).all()),
+    }

@@ -1,0 +1,48 @@
+"""Instability analysis of trained cells: the error path between a copy and its ticket, as
+`ltcli.science.interpolation` computes it, evaluated by the engine on the run's data.
+
+Batch norm on the path uses the statistics of a fixed, class-balanced sample of the training
+split (`ltcli.science.interpolation.bn_sample`), normalized as training normalizes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from ltcli.core.base import Mask
+from ltcli.models.layers import BN_MOMENTUM
+from ltcli.science import interpolation
+from ltcli.train.engine import DeviceData, Engine
+
+
+def bn_inputs(data: DeviceData) -> Any:
+    """The normalized training images of `interpolation.bn_sample` of `data`'s labels."""
+    ids = jnp.asarray(interpolation.bn_sample(np.asarray(data.y_train)))
+    return (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
+
+
+def path(
+    engine: Engine,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    mask: Mask,
+    data: DeviceData,
+    points: int = interpolation.POINTS,
+    bn_x: Any = None,
+) -> dict[str, Any]:
+    """Test loss and error from network `a` to network `b` under `mask` (see
+    `ltcli.science.interpolation.path`); `bn_x` defaults to `bn_inputs(data)`."""
+    return interpolation.path(
+        engine.evaluate_test,
+        engine.model,
+        a,
+        b,
+        mask,
+        data,
+        bn_inputs(data) if bn_x is None else bn_x,
+        bn_momentum=BN_MOMENTUM,
+        points=points,
+    )

@@ -1,0 +1,82 @@
+"""Running an experiment: resolve the spec, record the run, and train what is missing.
+
+This module loads no JAX: a rerun whose cells are all finished answers from the store
+alone. `ltcli.train.runner` (the IMP loop, JAX and the engine) is imported only when a level has
+cells left to train.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ltcli.core import paths
+from ltcli.core.errors import UsageError
+from ltcli.experiment.plan import Progress, plan_of, prepare
+from ltcli.experiment.spec import Spec
+from ltcli.storage.store import Store
+
+__all__ = ["plan_of", "prepare", "run"]
+
+
+def run(
+    spec: Spec,
+    store: Store,
+    *,
+    data_dir: Path | None = None,
+    name: str | None = None,
+    progress: Progress | None = None,
+    checkpoint_seconds: float = 60.0,
+    grouping: str = "auto",
+    executor: str = "local",
+    address: str | None = None,
+    progress_every: float = 60.0,
+) -> str:
+    """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id.
+
+    With cells to train, JAX's persistent compilation cache is switched on (in lt's cache
+    directory), so a later process reuses what this one compiles. With
+    ``run.deterministic``, every cell trains as the same one-cell program whatever its group
+    (`ltcli.train.engine.Engine`), and XLA's GPU kernels are asked to be deterministic. With
+    ``executor="ray"`` the cells train as tasks on the Ray cluster at `address`
+    (`ltcli.train.executor_ray`).
+    """
+    if executor == "ray":
+        from ltcli.train import executor_ray
+
+        return executor_ray.run(
+            spec,
+            store,
+            address=address,
+            data_dir=data_dir,
+            name=name,
+            progress_every=progress_every,
+        )
+    deterministic = spec["run.deterministic"]
+    if deterministic and grouping == "vmap":
+        raise UsageError(
+            "--grouping vmap: a deterministic run trains each cell as its own program "
+            "(serial or host); drop --grouping or --deterministic"
+        )
+    desc, source = prepare(spec, data_dir)
+    plan = plan_of(spec, desc, source)
+    store.save_run(desc, spec.experiment, name)
+    with store.lock(desc.run_id):
+        if plan.anything_left(store, desc.run_id):
+            if deterministic:
+                paths.request_deterministic_gpu_ops()
+            paths.enable_compile_cache()
+            from ltcli.train.runner import Runner
+
+            runner = Runner(
+                store,
+                desc,
+                source,
+                progress,
+                checkpoint_seconds,
+                grouping,
+                deterministic,
+                spec["run.controls_at"],
+                spec["run.devices"],
+            )
+            runner.run(plan)
+    return desc.run_id
