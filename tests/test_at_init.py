@@ -40,7 +40,7 @@ def test_one_shot_targets_are_levels_pruned_from_the_dense_network(write_spec, t
     desc, source = launch.prepare(loaded, real_data[1])
     run = runner.Runner(store, desc, source)
     dense = store.read_trained(run_id, CellKey(0, 0))["params"]
-    expected = run.strategy.prune(dense, pruning.dense_mask(dense), 2)
+    expected = run.context.strategy.prune(dense, pruning.dense_mask(dense), 2)
     template = store.load_weights(store.init_path(run_id, 0))["params"]
     stored = store.read_mask(run_id, CellKey(0, 2), template)
     assert same_mask(expected, stored)
@@ -59,7 +59,7 @@ def test_snip_levels_shuffle_and_invert(write_spec, tmp_path, real_data):
         ticket = store.read_mask(run_id, CellKey(0, level), template)
         assert pruning.percent_remaining(ticket) == pytest.approx(target, abs=0.01)
         # The stored mask is what SNIP gives θ0 for this target, computed here again.
-        again = run.at_init_mask(0, level)
+        again = run.starts.at_init_mask(0, level)
         assert same_mask(ticket, again)
         shuffled = store.read_mask(run_id, CellKey(0, level, "shuffle-0"), template)
         assert pruning.counts(shuffled) == pruning.counts(ticket)

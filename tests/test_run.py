@@ -18,7 +18,7 @@ from ltcli.core.errors import InvariantError
 from ltcli.experiment import plan, spec
 from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import checks, engine, launch, runner
+from ltcli.train import checks, context, engine, launch, runner
 
 
 def lt(*args: str, store: Path, data_dir: Path | None = None):
@@ -134,7 +134,7 @@ def test_rewound_survivors_equal_theta_0(write_spec, tmp_path, real_data):
     launch.run(loaded, store, data_dir=real_data[1])
     desc, source = launch.prepare(loaded, real_data[1])
     run = runner.Runner(store, desc, source)
-    start, mask, _ = run.cell_inputs(CellKey(0, 1))
+    start, mask, _ = run.starts.cell_inputs(CellKey(0, 1))
     theta0 = store.load_weights(store.init_path(desc.run_id, 0))["params"]
     for name, value in pruning.flatten(start["params"]).items():
         m = pruning.flatten(mask)[name]
@@ -153,7 +153,7 @@ def test_late_rewinding_rewinds_to_theta_k(write_spec, tmp_path, real_data):
     assert not np.array_equal(theta_k["fc1"]["kernel"], theta0["fc1"]["kernel"])
     assert not np.array_equal(theta_k["fc1"]["kernel"], trained["fc1"]["kernel"])
     desc, source = launch.prepare(loaded, real_data[1])
-    start, mask, _ = runner.Runner(store, desc, source).cell_inputs(CellKey(0, 1))
+    start, mask, _ = runner.Runner(store, desc, source).starts.cell_inputs(CellKey(0, 1))
     kept = mask["fc1"]["kernel"] == 1
     assert np.array_equal(start["params"]["fc1"]["kernel"][kept], theta_k["fc1"]["kernel"][kept])
 
@@ -171,8 +171,8 @@ def test_controls_share_the_level_and_feed_nothing_later(write_spec, tmp_path, r
     assert np.array_equal(reinit["fc1"]["kernel"], ticket["fc1"]["kernel"])
     desc, source = launch.prepare(loaded, real_data[1])
     run = runner.Runner(store, desc, source)
-    start_reinit, _, _ = run.cell_inputs(CellKey(0, 1, "reinit-0"))
-    start_ticket, _, _ = run.cell_inputs(CellKey(0, 1))
+    start_reinit, _, _ = run.starts.cell_inputs(CellKey(0, 1, "reinit-0"))
+    start_ticket, _, _ = run.starts.cell_inputs(CellKey(0, 1))
     assert not np.array_equal(
         start_reinit["params"]["fc1"]["kernel"], start_ticket["params"]["fc1"]["kernel"]
     )
@@ -183,7 +183,7 @@ def test_controls_share_the_level_and_feed_nothing_later(write_spec, tmp_path, r
 def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     write_spec, tmp_path, real_data, monkeypatch
 ):
-    monkeypatch.setattr(runner, "SEGMENT_ITERATIONS", 100)
+    monkeypatch.setattr(context, "SEGMENT_ITERATIONS", 100)
     loaded = spec.load(str(write_spec(train={"iterations": "300it"})))
     reference = Store(tmp_path / "reference")
     run_id = launch.run(loaded, reference, data_dir=real_data[1])

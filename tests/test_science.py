@@ -42,7 +42,7 @@ def test_lr_rewinding_starts_from_the_trained_survivors_at_schedule_k(
         prune={"rewind_iter": "100it", "retrain": "lr-rewind"},
         run={"controls": "reinit:1"},
     )
-    start, mask, _ = run.cell_inputs(CellKey(0, 1))
+    start, mask, _ = run.starts.cell_inputs(CellKey(0, 1))
     trained = store.read_trained(run_id, CellKey(0, 0))
     for name, value in pruning.flatten(start["params"]).items():
         kept = pruning.flatten(mask)[name] == 1
@@ -54,7 +54,7 @@ def test_lr_rewinding_starts_from_the_trained_survivors_at_schedule_k(
     assert ticket["first_learning_rate"] == pytest.approx(1e-3 * 100 / 200)  # schedule(k)
     assert ticket["curve"]["iteration"] == [200, 300]
     # Controls keep the 2019 definitions: a reinit control starts from fresh weights.
-    reinit, _, _ = run.cell_inputs(CellKey(0, 1, "reinit-0"))
+    reinit, _, _ = run.starts.cell_inputs(CellKey(0, 1, "reinit-0"))
     assert not np.array_equal(reinit["params"]["fc1"]["kernel"], start["params"]["fc1"]["kernel"])
 
 
@@ -71,11 +71,11 @@ def test_finetuning_trains_at_the_final_learning_rate_throughout(write_spec, tmp
     ticket = store.read_metrics(run_id, CellKey(0, 1))
     assert ticket["first_learning_rate"] == pytest.approx(final)
     assert ticket["curve"]["iteration"] == [200, 300]  # T - k steps
-    assert run.schedule_step(CellKey(0, 1)) == 300
-    schedule = learning_rate(run.cfg)
+    assert run.starts.schedule_step(CellKey(0, 1)) == 300
+    schedule = learning_rate(run.context.cfg)
     assert all(float(schedule(300 + t)) == pytest.approx(final) for t in range(0, 200, 7))
     trained = store.read_trained(run_id, CellKey(0, 0))["params"]
-    start, mask, _ = run.cell_inputs(CellKey(0, 1))
+    start, mask, _ = run.starts.cell_inputs(CellKey(0, 1))
     kept = mask["fc1"]["kernel"] == 1
     assert np.array_equal(start["params"]["fc1"]["kernel"][kept], trained["fc1"]["kernel"][kept])
 

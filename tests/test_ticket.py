@@ -73,7 +73,7 @@ def test_a_safetensors_ticket_is_the_levels_starting_point(trained_run, tmp_path
 
     loaded_ticket = ticket.load(out)
     desc, source = launch.prepare(loaded, data_dir)
-    start, _, point = runner.Runner(store, desc, source).cell_inputs(CellKey(0, 1))
+    start, _, point = runner.Runner(store, desc, source).starts.cell_inputs(CellKey(0, 1))
     stored = store.read_mask(desc.run_id, CellKey(0, 1), point["params"])
     flat_mask = pruning.flatten(loaded_ticket.mask)
     assert all(m.dtype == np.bool_ for m in flat_mask.values())

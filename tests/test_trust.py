@@ -17,7 +17,7 @@ from ltcli.core import atomic
 from ltcli.core.errors import LtError
 from ltcli.experiment import descriptor, plan, spec
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import engine, launch, runner
+from ltcli.train import context, engine, launch
 
 
 def run_cli(*args: str):
@@ -134,7 +134,7 @@ class Notes(plan.Progress):
 @pytest.fixture
 def killed_run(write_spec, tmp_path, real_data, monkeypatch):
     """A run killed at iteration 200 of level 0, its checkpoint on disk."""
-    monkeypatch.setattr(runner, "SEGMENT_ITERATIONS", 100)
+    monkeypatch.setattr(context, "SEGMENT_ITERATIONS", 100)
     loaded = spec.load(str(write_spec(train={"iterations": "300it"}, run={"rounds": 0})))
     store = Store(tmp_path / "killed")
     with pytest.raises(Killed):

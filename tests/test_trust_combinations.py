@@ -16,7 +16,7 @@ from ltcli.experiment.member import Member
 from ltcli.experiment.plan import Progress
 from ltcli.science import interpolation
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import engine, launch, runner
+from ltcli.train import engine, launch, level
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_batch_norm_statistics_come_from_a_class_balanced_sample():
 
 def test_a_spawned_copy_branches_from_its_tickets_state_at_k(sorted_folder, tmp_path, monkeypatch):
     branches = []
-    original = runner._branch
+    original = level.branch
 
     def spy(group, copy, ticket, key, label):
         out = original(group, copy, ticket, key, label)
@@ -76,7 +76,7 @@ def test_a_spawned_copy_branches_from_its_tickets_state_at_k(sorted_folder, tmp_
         branches.append(label)
         return out
 
-    monkeypatch.setattr(runner, "_branch", spy)
+    monkeypatch.setattr(level, "branch", spy)
     store = Store(tmp_path)
     loaded = _spec(sorted_folder, run={"spawn": ["0it", "100it"]})
     run_id = launch.run(loaded, store)
@@ -98,8 +98,8 @@ def test_a_copy_added_later_branches_from_a_replayed_ticket(sorted_folder, tmp_p
     loaded = _spec(sorted_folder)
     run_id = launch.run(loaded, store)
     branches = []
-    original = runner._branch
-    monkeypatch.setattr(runner, "_branch", lambda *a: branches.append(a[1:3]) or original(*a))
+    original = level.branch
+    monkeypatch.setattr(level, "branch", lambda *a: branches.append(a[1:3]) or original(*a))
     stored = store.read_trained(run_id, CellKey(0, 0))
     assert launch.run(spec.apply_overrides(loaded, {"run.spawn": "100it"}), store) == run_id
     assert branches == [(0, 1)]  # the copy (row 0) branched from the replayed ticket (row 1)

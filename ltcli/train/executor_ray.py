@@ -29,7 +29,8 @@ from ltcli.experiment.plan import Plan, plan_of, prepare
 from ltcli.experiment.spec import Spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train.claims import Claims
-from ltcli.train.runner import DivergedError, Runner, diverged
+from ltcli.train.runner import Runner
+from ltcli.train.starts import DivergedError, diverged
 
 MAX_RETRIES = 3
 """Times Ray retries a group whose worker or node died."""

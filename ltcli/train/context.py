@@ -1,0 +1,107 @@
+"""What the pieces of one run share: its store, descriptor, data source and model, and the
+engine and data on the device, built on first use (a run with nothing to train loads no
+data and compiles nothing)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+
+from ltcli import data, models
+from ltcli.experiment.descriptor import Descriptor, one_shot_targets
+from ltcli.science import pruning
+from ltcli.storage.store import Store
+from ltcli.storage.writer import RunStore
+from ltcli.train.engine import DeviceData, Engine, TrainConfig, to_device
+from ltcli.train.grouping import needs_host_loop
+
+SEGMENT_ITERATIONS = 1000
+"""About this many iterations run per jitted call; progress and checkpoints come between."""
+
+
+def local_devices(requested: int, grouping: str, model_name: str) -> int:
+    """How many local devices a run's groups are sharded over: `requested` (0: all that JAX
+    sees), at most as many as there are, and one where groups train in the ``host`` loop
+    (convolutions on a CPU), which steps one cell at a time."""
+    host = grouping == "host" or (
+        grouping == "auto" and needs_host_loop(models.get(model_name).kinds, jax.default_backend())
+    )
+    available = jax.local_device_count()
+    return 1 if host else min(requested or available, available)
+
+
+def strategy(full: dict[str, Any]) -> pruning.Strategy:
+    """The pruning strategy of a descriptor's full form (one-shot targets largest first)."""
+    prune = full["prune"]
+    targets = one_shot_targets(full)
+    return pruning.Strategy(prune["strategy"], prune["rates"], tuple(prune["exclude"]), targets)
+
+
+class RunContext:
+    """One run's store, descriptor, data source, model and training configuration.
+
+    Attributes:
+      view: the run's cells in the store, written in the background (`RunStore`).
+      cfg: the training hyperparameters.
+      strategy: how levels prune.
+      model: the Flax module.
+      devices: the local devices a group is sharded over (`local_devices`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        desc: Descriptor,
+        source: data.DataSource,
+        grouping: str = "auto",
+        deterministic: bool = False,
+        devices: int = 0,
+    ):
+        self.store, self.desc, self.source = store, desc, source
+        self.grouping, self.deterministic = grouping, deterministic
+        self.view = RunStore(store, desc.run_id)
+        self.cfg = TrainConfig.of(desc.full["train"])
+        self.strategy = strategy(desc.full)
+        self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
+        self.devices = local_devices(devices, grouping, desc["model.name"])
+        self._engine: Engine | None = None
+        self._data: DeviceData | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.desc.run_id
+
+    def start_step(self, level: int) -> int:
+        """The iteration a level's cells start at: 0 for the dense level, else the rewind
+        iteration k (0 without late rewinding). Every cell trains to T."""
+        return self.desc["prune.rewind_iter"] if level > 0 else 0
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (its grouping is set per level), built on first use."""
+        if self._engine is None:
+            segment = self.segment_evals((self.start_step(1),))
+            self._engine = Engine(
+                self.model, self.cfg, "vmap", segment, self.deterministic, self.devices
+            )
+        return self._engine
+
+    def segment_evals(self, boundaries: tuple[int, ...]) -> int:
+        """Evaluation periods per jitted call: at most `SEGMENT_ITERATIONS` iterations, and a
+        divisor of every stretch between T and the iterations in `boundaries` (a level's
+        start k, spawn points), so every level runs one compiled program and every spawn
+        point falls between two calls."""
+        every = self.cfg.eval_every
+        evals = math.gcd(self.cfg.iterations // every, *(b // every for b in boundaries))
+        per_call = max(1, SEGMENT_ITERATIONS // every)
+        return max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
+
+    @property
+    def data(self) -> DeviceData:
+        """The data set on the device (every device of the mesh), loaded on first use."""
+        if self._data is None:
+            arrays = to_device(self.source.load(), self.desc["data.validation"])
+            self._data = self.engine.place_data(arrays)
+        return self._data

@@ -1,0 +1,314 @@
+"""Training one group of cells: from their inputs to stored results, every invariant checked.
+
+`LevelTrainer.train` takes a level's unfinished cells (or deferred controls of several
+levels that start at the same iteration), derives their inputs (`ltcli.train.starts`),
+checks the documented counts and that copies start as their tickets, trains them as one
+group through the engine (resuming from and saving `ltcli.train.checkpoints`), branches
+spawned copies off their ticket at k, checks that pruned weights and their optimizer state
+stayed zero, measures instabilities and stores each cell with what it really started from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from ltcli.core.errors import InvariantError
+from ltcli.experiment.member import PAIRED_KINDS, SPAWN
+from ltcli.experiment.plan import Progress
+from ltcli.science import pruning
+from ltcli.storage.store import CellKey
+from ltcli.train import checkpoints, checks
+from ltcli.train.context import RunContext
+from ltcli.train.engine import (
+    METRICS,
+    Engine,
+    Group,
+    learning_rate,
+    schedule_steps,
+    summarize,
+    unstack,
+)
+from ltcli.train.grouping import pick as pick_grouping
+from ltcli.train.instability import path
+from ltcli.train.keys import Keys
+from ltcli.train.starts import Starts
+
+Inputs = tuple[dict[str, Any], Any, dict[str, Any]]
+"""A cell's (start variables, mask, starting point), as `Starts.cell_inputs` gives them."""
+
+
+def label(cell: CellKey, run_id: str) -> str:
+    """How errors and warnings name a cell."""
+    return f"run {run_id[:12]} level {cell.level} r{cell.replicate} {cell.member}"
+
+
+def branch(group: Group, copy: int, ticket: int, key: jax.Array, what: str) -> Group:
+    """`group` with row `copy` set to row `ticket`'s whole state (weights, batch norm,
+    optimizer state) and its data order switched to `key`: a spawned copy leaves its
+    ticket at k bit for bit, checked here as the stability copies' starts are."""
+    state = group._replace(data_key=None)
+    state = jax.tree.map(lambda x: x.at[copy].set(x[ticket]), state)
+    for a, b in zip(
+        jax.tree.leaves((state.params, state.batch_stats, state.opt_state)),
+        jax.tree.leaves((group.params, group.batch_stats, group.opt_state)),
+        strict=True,
+    ):
+        if np.asarray(a[copy]).tobytes() != np.asarray(b[ticket]).tobytes():
+            raise InvariantError(f"{what}: does not branch from its ticket's state bit for bit")
+    return state._replace(data_key=group.data_key.at[copy].set(key))
+
+
+def collapsed_layers(mask: Any) -> list[str]:
+    """The prunable layers `mask` empties (the network then outputs a constant)."""
+    return sorted(name for name, (kept, _) in pruning.counts(mask).items() if kept == 0)
+
+
+def cell_metrics(
+    cell: CellKey, mask: Any, curve: np.ndarray, start: int, every: int, facts: dict[str, Any]
+) -> dict[str, Any]:
+    """A trained cell's ``metrics.json``: its sparsity, its curve on the run's 0..T axis, the
+    paper's summary of it, and `facts` of how it trained."""
+    return {
+        "replicate": cell.replicate,
+        "level": cell.level,
+        "member": str(cell.member),
+        "percent_remaining": pruning.percent_remaining(mask),
+        "layers": {name: list(c) for name, c in pruning.counts(mask).items()},
+        "curve": {
+            "iteration": [start + (i + 1) * every for i in range(len(curve))],
+            **{name: curve[:, j].tolist() for j, name in enumerate(METRICS)},
+        },
+        **summarize(curve, every, start),
+        **facts,
+    }
+
+
+class LevelTrainer:
+    """Trains groups of one run's cells and stores them.
+
+    Attributes:
+      spawn: the run's spawn points (the dense level's copies).
+    """
+
+    def __init__(
+        self,
+        run: RunContext,
+        starts: Starts,
+        keys: Keys,
+        progress: Progress,
+        checkpoint_seconds: float = 60.0,
+    ):
+        self.run, self.starts, self.keys, self.progress = run, starts, keys, progress
+        self.checkpoint_seconds = checkpoint_seconds
+        self.spawn: tuple[int, ...] = ()
+
+    def train(self, level: int, cells: list[CellKey]) -> None:
+        """Trains `cells` as one group, checks every invariant, then stores them. A spawned
+        copy whose dense ticket is already stored trains beside a replay of that ticket (not
+        stored again), from which it branches at k.
+
+        Raises:
+          InvariantError: a check failed; no cell of the group is stored.
+        """
+        stored = len(cells)
+        cells = cells + self._replayed_tickets(cells)
+        inputs = [self.starts.cell_inputs(c) for c in cells]
+        self.starts.clear()
+        labels = [label(c, self.run.run_id) for c in cells]
+        self._check_inputs(cells, labels, inputs)
+        engine, fresh_group = self._engine_for(level, cells, inputs)
+        group = fresh_group()
+        digests, steps = self._check_start(group, labels, inputs)
+        started = time.perf_counter()
+        group, curves = self._train_group(level, cells, labels, engine, group, inputs)
+        wall = (time.perf_counter() - started) / len(cells)
+        self._check_trained(group, labels, inputs)
+        rows = unstack(group._replace(opt_state=None), len(cells))
+        paths = self._instabilities(engine, cells, rows, inputs)
+        # The cells this group was built from were written while it trained; now they are
+        # on disk before any cell derived from them is (and memory holds one level's cells).
+        self.run.view.flush()
+        recorded = {
+            "wall_seconds": wall,
+            "grouping": engine.recorded_grouping(len(cells)),
+            "deterministic": engine.deterministic,
+            "devices": engine.devices,
+        }
+        for i, cell in enumerate(cells[:stored]):
+            facts = {
+                **recorded,
+                # What the training loop itself started from and consumed:
+                "start_digest": digests[i],
+                "schedule_step": int(steps[i]),
+                "first_learning_rate": float(learning_rate(self.run.cfg)(int(steps[i]))),
+                "first_batch": np.asarray(rows[i].first_batch).tolist(),
+                "collapsed": collapsed_layers(inputs[i][1]),
+                **self.starts.scored(cell),
+                **({"instability": paths[cell]} if cell in paths else {}),
+                **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
+            }
+            self._store_cell(cell, rows[i], inputs[i][1], curves[i], level, facts)
+        self.run.view.clear_checkpoint(checkpoints.name(cells))
+
+    def _replayed_tickets(self, cells: list[CellKey]) -> list[CellKey]:
+        """The stored dense tickets that spawned copies in `cells` branch from: they train
+        again beside the copies (to the copies' branch points, bit for bit)."""
+        tickets = {CellKey(c.replicate, 0) for c in cells if c.member.kind == SPAWN}
+        return sorted(tickets - set(cells))
+
+    def _check_inputs(self, cells: list[CellKey], labels: list[str], inputs: list[Inputs]) -> None:
+        """Each cell keeps exactly the documented counts; copies start as their tickets; a
+        ticket whose mask empties a layer is warned about (layer collapse)."""
+        by_cell = dict(zip(cells, inputs, strict=True))
+        for cell, what, (start, mask, _) in zip(cells, labels, inputs, strict=True):
+            expected = self.run.strategy.expected_counts(start["params"], cell.level)
+            checks.counts(self.run.strategy.actual_counts(start["params"], mask), expected, what)
+            if cell.member.kind in PAIRED_KINDS:  # same weights, same mask; other data order
+                ticket = CellKey(cell.replicate, cell.level)
+                ticket_start, ticket_mask, _ = by_cell.get(ticket) or self.starts.cell_inputs(
+                    ticket
+                )
+                checks.rewound(start["params"], ticket_start["params"], ticket_mask, what)
+                checks.rewound(mask, ticket_mask, None, f"{what} mask")
+            if cell.member.is_ticket and (empty := collapsed_layers(mask)):
+                self.progress.note(
+                    f"warning: {what}: the mask keeps no weight of {', '.join(empty)}, so the "
+                    "network outputs a constant (layer collapse)"
+                )
+
+    def _engine_for(
+        self, level: int, cells: list[CellKey], inputs: list[Inputs]
+    ) -> tuple[Engine, Callable[[], Group]]:
+        """The engine that trains this group (its grouping picked), and how to start it."""
+        keys = [self.keys.data(c) for c in cells]
+        schedule = [self.starts.schedule_step(c) for c in cells]
+
+        def fresh_group() -> Group:
+            return self.run.engine.start(
+                [s["params"] for s, _, _ in inputs],
+                [s["batch_stats"] for s, _, _ in inputs],
+                [m for _, m, _ in inputs],
+                keys,
+                capture_rewind=bool(self._capture(level)),
+                start_step=schedule,
+            )
+
+        engine = self._grouped_engine(len(cells), fresh_group)
+        if level == 0 and self.spawn:
+            segment = self.run.segment_evals((self.run.start_step(1), *self.spawn))
+            engine = dataclasses.replace(engine, segment_evals=segment)
+        return engine, fresh_group
+
+    def _capture(self, level: int) -> int:
+        """The iteration whose weights level 0 keeps as θk (0: none)."""
+        return self.run.desc["prune.rewind_iter"] if level == 0 else 0
+
+    def _check_start(
+        self, group: Group, labels: list[str], inputs: list[Inputs]
+    ) -> tuple[list[str], np.ndarray]:
+        """Checks that the engine starts from each starting point under its mask; returns
+        the digests of the start weights and the schedule steps the optimizer starts at."""
+        digests = []
+        for what, row, (_, mask, point) in zip(
+            labels, unstack(group, len(labels)), inputs, strict=True
+        ):
+            checks.rewound(row.params, point["params"], mask, what)
+            checks.rewound(row.batch_stats, point["batch_stats"], None, what)
+            digests.append(checks.digest(row.params))
+        return digests, schedule_steps(group.opt_state)
+
+    def _check_trained(self, group: Group, labels: list[str], inputs: list[Inputs]) -> None:
+        """Pruned weights and their optimizer state are still exactly zero."""
+        bad = np.asarray(checks.pruned_nonzero(group.params, group.opt_state, group.mask))
+        if bad.any():  # the host checks name the layer (and raise)
+            rows = unstack(group, len(labels))
+            for what, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
+                checks.pruned_are_zero(row.params, mask, f"{what} trained weights")
+                checks.optimizer_state_masked(row.opt_state, row.params, mask, what)
+            raise InvariantError(f"{labels[int(bad.argmax())]}: pruned weights revived")
+
+    def _train_group(
+        self,
+        level: int,
+        cells: list[CellKey],
+        labels: list[str],
+        engine: Engine,
+        group: Group,
+        inputs: list[Inputs],
+    ) -> tuple[Group, np.ndarray]:
+        """Trains `group` from its level's start to T, resuming from and saving checkpoints
+        on the way, branching spawned copies off their ticket at their spawn points."""
+        cfg, run = self.run.cfg, self.run
+        where = run.store.checkpoint_path(run.run_id, checkpoints.name(cells))
+        fingerprint = checkpoints.fingerprint(inputs)
+        step, curves = run.start_step(level), np.zeros((len(cells), 0, len(METRICS)), np.float32)
+        restored = checkpoints.load(where, cells, group, fingerprint, self.progress.note)
+        if restored is not None:
+            group, step, curves = restored
+        self.progress.level(level, cells, cfg.iterations, step)
+        last_save, stride = time.monotonic(), engine.segment_evals * cfg.eval_every
+        switches = [(i, s) for i, c in enumerate(cells) if (s := self.keys.switch(c))]
+        while step < cfg.iterations:
+            for i, (at, key) in switches:
+                if step == at:  # a spawned copy branches off its ticket here
+                    ticket = cells.index(CellKey(cells[i].replicate, 0))
+                    group = branch(group, i, ticket, key, labels[i])
+            group, metrics = engine.segment(
+                group, step, engine.segment_evals, run.data, self._capture(level)
+            )
+            curves = np.concatenate([curves, np.asarray(metrics)[: len(cells)]], axis=1)
+            step += stride
+            if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
+                checkpoints.save(where, cells, group, step, curves, fingerprint)
+                last_save = time.monotonic()
+            self.progress.advance(stride)
+        self.progress.finish()
+        return group, curves
+
+    def _grouped_engine(self, cells: int, fresh_group: Callable[[], Group]) -> Engine:
+        """The engine with the run's grouping; ``auto`` picks it (`ltcli.train.grouping`)."""
+        run = self.run
+        choice = run.grouping
+        if choice == "auto":
+            model_name, shape = run.desc["model.name"], run.source.image_shape
+            choice = pick_grouping(model_name, run.engine, cells, shape, fresh_group, run.data)
+        return dataclasses.replace(run.engine, grouping=choice)
+
+    def _instabilities(
+        self, engine: Engine, cells: list[CellKey], rows: list[Group], inputs: list[Inputs]
+    ) -> dict[CellKey, dict[str, Any]]:
+        """The error path from each stability or spawned copy's ticket to the copy
+        (`ltcli.train.instability`); the ticket is in this group or already stored."""
+        trained = {
+            cell: {"params": row.params, "batch_stats": row.batch_stats}
+            for cell, row in zip(cells, rows, strict=True)
+        }
+        out = {}
+        for cell, (_, mask, _) in zip(cells, inputs, strict=True):
+            if cell.member.kind in PAIRED_KINDS:
+                ticket = CellKey(cell.replicate, cell.level)
+                partner = trained.get(ticket) or self.run.view.read_trained(ticket)
+                found = path(engine, partner, trained[cell], mask, self.run.data)
+                out[cell] = {"partner": "ticket", **found}
+        return out
+
+    def _store_cell(
+        self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, level: int, facts: dict
+    ) -> None:
+        """Stores a trained cell: its mask, metrics and, for a ticket or a copy, its weights
+        (and θk at level 0)."""
+        view, run = self.run.view, self.run
+        if cell.member.is_ticket and row.rewind is not None:
+            view.save_weights(run.store.rewind_path(run.run_id, cell.replicate), row.rewind)
+        weights = None
+        if cell.member.is_ticket or cell.member.kind in PAIRED_KINDS:  # copies keep theirs
+            weights = {"params": row.params, "batch_stats": row.batch_stats}
+        start = run.start_step(level)
+        metrics = cell_metrics(cell, mask, curve, start, run.cfg.eval_every, facts)
+        view.write_cell(cell, mask, metrics, weights)

@@ -1,0 +1,197 @@
+"""What each cell starts from: its start weights, its mask and the point it was rewound to,
+materialized from its row of the combination table (`ltcli.experiment.combinations`).
+
+Level 0 starts from θ0 with a dense mask. A pruned level's ticket mask comes from level
+L-1's trained ticket (IMP), from level 0's (one-shot targets) or from a method's scores of
+the network the level trains from (pruning at initialization, `ltcli.science.scoring`); its
+weights from θ0, θk, or a trained ticket (``lr-rewind`` and ``finetune``). A replicate whose
+ticket diverged cannot be pruned from (`DivergedError`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ltcli.core.errors import LtError
+from ltcli.experiment import combinations
+from ltcli.science import pruning, scoring
+from ltcli.storage.store import CellKey
+from ltcli.train.context import RunContext
+from ltcli.train.keys import Keys
+
+
+class DivergedError(LtError):
+    """A ticket diverged, so its replicate cannot be pruned further (exit 1)."""
+
+
+def diverged(run_id: str, replicate: int, level: int) -> DivergedError:
+    """The error for a replicate whose ticket at `level` diverged: it is not pruned from."""
+    return DivergedError(
+        f"run {run_id[:12]} replicate {replicate} level {level} ticket diverged (its loss "
+        "went NaN or infinite), so it cannot be pruned by magnitude; try a lower learning "
+        "rate (--lr) or a warmup (--set train.warmup=...)"
+    )
+
+
+def masked(params: Any, mask: Any) -> Any:
+    """`params` with pruned entries exactly +0.0 (not -0.0, as multiplying would give)."""
+    return jax.tree.map(lambda p, m: np.where(m > 0, p, np.zeros_like(p)), params, mask)
+
+
+def _read_only(tree: Any) -> Any:
+    """`tree` with every array read-only: shared starting points cannot be changed."""
+    for leaf in pruning.leaves(tree).values():
+        leaf.setflags(write=False)
+    return tree
+
+
+class Starts:
+    """The inputs of a run's cells; θ0, θk and each replicate's ticket mask are read or made
+    once and shared read-only (`clear` forgets the masks once a level is set up)."""
+
+    def __init__(self, run: RunContext, keys: Keys):
+        self.run, self.keys = run, keys
+        self._points: dict[Any, dict[str, Any]] = {}
+        self._tickets: dict[tuple[int, int], Any] = {}
+
+    def clear(self) -> None:
+        """Forgets the ticket masks: the next level prunes from what this one stores."""
+        self._tickets.clear()
+
+    def sources(self, cell: CellKey) -> combinations.Inputs:
+        """Where `cell` starts: its row of the combination table."""
+        desc = self.run.desc
+        return combinations.inputs(
+            method=desc["prune.method"],
+            retrain=desc["prune.retrain"],
+            rewind=desc["prune.rewind_iter"],
+            iterations=self.run.cfg.iterations,
+            schedule=combinations.schedule_of(self.run.strategy.one_shot),
+            member=cell.member,
+            level=cell.level,
+        )
+
+    def schedule_step(self, cell: CellKey) -> int:
+        """Where a cell's learning-rate schedule starts (`combinations.Inputs`)."""
+        return self.sources(cell).schedule_step
+
+    def fresh(self, key: jax.Array) -> dict[str, Any]:
+        """A new initialization (params and batch-norm state) from `key`."""
+        params, stats = self.run.engine.init(key, self.run.source.image_shape)
+        return jax.device_get({"params": params, "batch_stats": stats})
+
+    def init_point(self, replicate: int) -> dict[str, Any]:
+        """θ0 of a replicate, created and stored once, read from disk once (read-only)."""
+        store = self.run.store
+        path = store.init_path(self.run.run_id, replicate)
+        if path not in self._points:
+            if not path.exists():
+                store.save_weights(path, self.fresh(self.keys.stream(0, replicate)))
+            self._points[path] = _read_only(store.load_weights(path))
+        return self._points[path]
+
+    def rewind_point(self, replicate: int, level: int) -> dict[str, Any]:
+        """Where a level's survivors are rewound to: θ0 at level 0, later θ0 or θk (late
+        rewinding)."""
+        if level > 0 and self.run.desc["prune.rewind_iter"]:
+            path = self.run.store.rewind_path(self.run.run_id, replicate)
+            if path not in self._points:
+                self._points[path] = _read_only(self.run.view.load_weights(path))
+            return self._points[path]
+        return self.init_point(replicate)
+
+    def _weights(self, cell: CellKey, source: str) -> dict[str, Any]:
+        """The variables a `combinations` weight source names, for `cell`."""
+        replicate = cell.replicate
+        if source in ("theta0", "ticket_at_k"):  # a spawned copy follows the ticket from θ0
+            return self.init_point(replicate)
+        if source == "theta_k":
+            return self.rewind_point(replicate, cell.level)
+        if source == "fresh":
+            return self.fresh(jax.random.PRNGKey(int(self.keys.control(cell).integers(2**31))))
+        previous = 0 if source == "trained_dense" else cell.level - 1
+        return self.run.view.read_trained(CellKey(replicate, previous))
+
+    def ticket_mask(self, replicate: int, level: int) -> Any:
+        """The ticket's mask at `level`: stored if that cell is finished, else made from its
+        source (`combinations`); one read-only copy per replicate and level."""
+        if (replicate, level) not in self._tickets:
+            self._tickets[replicate, level] = _read_only(
+                self._ticket_mask(CellKey(replicate, level))
+            )
+        return self._tickets[replicate, level]
+
+    def _ticket_mask(self, cell: CellKey) -> Any:
+        view = self.run.view
+        template = self.init_point(cell.replicate)["params"]
+        source = self.sources(cell).mask
+        if source == "dense":
+            return pruning.dense_mask(template)
+        if view.is_finished(cell):
+            return view.read_mask(cell, template)
+        if source == "scores":
+            return self.at_init_mask(cell.replicate, cell.level)
+        # IMP prunes the level before; one-shot levels all prune the dense level's network.
+        previous = CellKey(cell.replicate, cell.level - 1 if source == "imp" else 0)
+        if view.read_metrics(previous)["diverged"]:
+            raise diverged(self.run.run_id, cell.replicate, previous.level)
+        trained = view.read_trained(previous)["params"]
+        return self.run.strategy.prune(trained, view.read_mask(previous, template), cell.level)
+
+    def score_examples(self, replicate: int) -> np.ndarray | None:
+        """The training examples SNIP and GraSP score a replicate's network on: 10 per class
+        (`scoring.balanced_indices`), drawn per replicate; None for data-free methods."""
+        if not scoring.needs_data(self.run.desc["prune.method"]):
+            return None
+        labels = np.asarray(self.run.data.y_train)
+        return scoring.balanced_indices(labels, self.keys.scored_examples(replicate))
+
+    def at_init_mask(self, replicate: int, level: int, invert: bool = False) -> Any:
+        """The mask that the run's pruning-at-initialization method gives the network
+        `level` trains from (θ0, or θk with late rewinding: "pruning early in training",
+        Frankle et al. 2021) at `level`'s one-shot target, or with `invert` the
+        lowest-scored weights. SNIP and GraSP score on `score_examples`, normalized as
+        training normalizes them, without augmentation."""
+        run, x, y = self.run, None, None
+        ids = self.score_examples(replicate)
+        if ids is not None:
+            x = (run.data.x_train[ids].astype(jnp.float32) - run.data.mean) / run.data.std
+            y = run.data.y_train[ids]
+        (mask,) = scoring.masks_at_init(
+            run.desc["prune.method"],
+            run.model,
+            self.rewind_point(replicate, level),
+            [run.strategy.target(level)],
+            image_shape=run.source.image_shape,
+            exclude=run.strategy.exclude,
+            batch_x=x,
+            batch_y=y,
+            key=self.keys.stream(4, replicate),
+            invert=invert,
+            mode=run.desc.get("prune.score_mode", "train"),
+        )
+        return mask
+
+    def cell_inputs(self, cell: CellKey) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+        """(start variables, mask, starting point) of a cell; start = point under mask."""
+        sources = self.sources(cell)
+        mask = self.ticket_mask(cell.replicate, cell.level)
+        if sources.mask == "random":
+            mask = pruning.random_like(mask, self.keys.control(cell))
+        elif sources.mask == "inverted":
+            mask = self.at_init_mask(cell.replicate, cell.level, invert=True)
+        point = self._weights(cell, sources.weights)
+        return dict(point, params=masked(point["params"], mask)), mask, point
+
+    def scored(self, cell: CellKey) -> dict[str, Any]:
+        """What a mask made from scores saw: the iteration of the network scored and, for
+        SNIP and GraSP, the indices of the training examples."""
+        if self.sources(cell).mask not in ("scores", "inverted"):
+            return {}
+        ids = self.score_examples(cell.replicate)
+        scored = {"scored_at": self.run.start_step(cell.level)}
+        return scored | ({"scored_on": ids.tolist()} if ids is not None else {})
