@@ -1,11 +1,12 @@
 """lt: lottery-ticket experiments (Frankle & Carbin, ICLR 2019) on JAX.
 
-The package is layered: ``spec`` and ``descriptor`` turn an experiment file and flags into
-a content-hashed run; ``launch`` asks ``store`` what is already done and, if anything is
-left, hands the run to ``runner``, which walks its pruning levels with ``engine``;
-``models``, ``data`` and ``pruning`` are the parts the engine is built from. ``cli`` is a
-thin Click layer over these functions. Only ``runner``, ``engine`` and what they build
-import JAX, so commands that train nothing start fast.
+The package is one subpackage per concept, each importing only those below it: ``cli``
+(thin Click commands) → ``results`` (tables, exports, figures, reproduce) → ``train`` (the
+level loop, each cell's inputs, the jitted engine, the executors) → ``storage`` (the store
+on disk) → ``experiment`` (spec, descriptor, plan, the combination table) → ``models`` →
+``data`` → ``science`` (pruning, scoring, interpolation) → ``core`` (errors, atomic writes,
+folders). Only ``train`` and what it builds import JAX, so commands that train nothing
+start fast.
 """
 
 __version__ = "0.1.0"

@@ -82,6 +82,24 @@ def _toml(value: object) -> str:
     return repr(value)
 
 
+@pytest.fixture(scope="session")
+def class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small 10-class ``folder:`` data set (8x8 grey images, 30 train and 10 test per
+    class, brighter by class), stored class by class as every folder data set is."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("classes")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 30), ("test", 10)):
+        for c in range(10):
+            folder = root / split / f"c{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 100, (8, 8)) + 15 * c
+                Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
+    return root
+
+
 def tree_allclose(a, b, **tolerances) -> bool:
     import jax
 

@@ -6,7 +6,6 @@ hand, no training."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -17,18 +16,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from test_report import make_run
 
 from ltcli.cli.base import LtGroup
 from ltcli.cli.results import compare, export
-from ltcli.core import atomic
 from ltcli.results import compare as comparing
 from ltcli.results import export as exporting
 from ltcli.results import plot as plotting
 from ltcli.results import plot_instability, report
-from ltcli.storage.store import CellKey, Store
+from ltcli.storage.store import Store
 
 results = LtGroup(commands={"compare": compare, "export": export})
-MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}
 FULL = {"fc1/kernel": [12, 12], "out/kernel": [4, 4]}
 EMPTY_OUT = {"fc1/kernel": [3, 12], "out/kernel": [0, 4]}
 """Per-layer [kept, total] of a mask that keeps some of fc1 and none of the output layer."""
@@ -76,21 +74,6 @@ def cell(
     if not old:
         metrics["collapsed"] = ["out/kernel"] if collapsed else []
     return {**metrics, **extra}
-
-
-def make_run(root: Path, name: str, cells: list[dict]) -> str:
-    """A run named `name` in the store at `root` holding `cells`; its id."""
-    run_id = hashlib.sha256(name.encode()).hexdigest()
-    full = {"data": {"dataset": "mnist"}, "model": {"name": "lenet300"}}
-    atomic.write_json(
-        root / run_id / "descriptor.json", {"run_id": run_id, "hashed": full, "full": full}
-    )
-    atomic.write_json(root / run_id / "meta.json", {"experiment": "hand", "names": [name]})
-    store = Store(root)
-    for metrics in cells:
-        key = CellKey(metrics["replicate"], metrics["level"], metrics["member"])
-        store.write_cell(run_id, key, MASK, metrics)
-    return run_id
 
 
 LEGENDS = (report.DIVERGED_NOTE, getattr(report, "COLLAPSED_NOTE", None))

@@ -17,7 +17,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from ltcli import models
 from ltcli.core.errors import UsageError
@@ -110,21 +109,6 @@ TARGETS = {"imp": None, "one-shot": [50.0], "several": [50.0, 20.0]}
 BATCH = 20
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small 10-class image folder (8x8 grey, 30 train and 10 test images per class)."""
-    root = tmp_path_factory.mktemp("digits")
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 30), ("test", 10)):
-        for c in range(10):
-            folder = root / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 100, (8, 8)) + 15 * c
-                Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
-    return root
-
-
 def _spec(folder: Path, tmp_path: Path, method, retrain, rewind, schedule):
     controls = "reinit:1,random:1,stability:1,shuffle:1"
     prune = {"rate": 0.5, "retrain": retrain, "rewind_iter": f"{rewind}it"}
@@ -161,9 +145,9 @@ def _order_key(seed, replicate, order, member):
 
 @pytest.mark.parametrize("method,retrain,rewind,schedule", ACCEPTED)
 def test_every_cell_starts_where_the_table_says(
-    digits, tmp_path, method, retrain, rewind, schedule
+    class_folder, tmp_path, method, retrain, rewind, schedule
 ):
-    loaded = _spec(digits, tmp_path, method, retrain, rewind, schedule)
+    loaded = _spec(class_folder, tmp_path, method, retrain, rewind, schedule)
     store = Store(tmp_path / "store")
     run_id = launch.run(loaded, store)
     desc, source = launch.prepare(loaded)
@@ -272,9 +256,9 @@ def tree_equal(a, b) -> bool:
     "method,retrain", [("snip", "lr-rewind"), ("synflow", "finetune"), ("random", "lr-rewind")]
 )
 def test_pruning_at_initialization_with_a_retraining_mode_is_refused(
-    digits, tmp_path, method, retrain
+    class_folder, tmp_path, method, retrain
 ):
-    loaded = _spec(digits, tmp_path, method, "rewind", 0, "one-shot")
+    loaded = _spec(class_folder, tmp_path, method, "rewind", 0, "one-shot")
     loaded = spec.apply_overrides(loaded, {"prune.retrain": retrain})
     with pytest.raises(UsageError, match=r"prune\.retrain"):
         launch.prepare(loaded)

@@ -44,7 +44,7 @@ def test_mnist_lenet_hash_is_pinned():
 
 def test_same_id_in_a_fresh_process():
     code = (
-        "from ltcli import descriptor, spec; from ltcli.data import DataSource;"
+        "from ltcli.experiment import descriptor, spec; from ltcli.data import DataSource;"
         "src = DataSource('mnist', '0'*64, 60000, (28, 28, 1), 10, 'x', loader=None);"
         "print(descriptor.resolve(spec.load('mnist-lenet'), src).run_id)"
     )
@@ -56,7 +56,8 @@ def test_resolving_checks_exclusions_without_loading_jax():
     """A rerun resolves its descriptor; for ResNet-20 (which excludes its shortcuts) that
     must not import JAX either."""
     code = (
-        "import sys; from ltcli import descriptor, spec; from ltcli.data import DataSource;"
+        "import sys; from ltcli.experiment import descriptor, spec;"
+        "from ltcli.data import DataSource;"
         "src = DataSource('cifar10', '0'*64, 50000, (32, 32, 3), 10, 'x', loader=None);"
         "desc = descriptor.resolve(spec.load('cifar10-resnet20'), src);"
         "print(desc['prune.exclude'], 'jax' in sys.modules)"

@@ -9,7 +9,6 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
 from ltcli.experiment import spec
 from ltcli.experiment.member import Member
@@ -17,22 +16,6 @@ from ltcli.experiment.plan import Progress
 from ltcli.science import interpolation
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, launch, level
-
-
-@pytest.fixture(scope="module")
-def sorted_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 10-class image folder whose training split is stored class by class, as every
-    ``folder:`` data set is (labels are sorted class names)."""
-    root = tmp_path_factory.mktemp("sorted")
-    rng = np.random.default_rng(1)
-    for split, count in (("train", 30), ("test", 10)):
-        for c in range(10):
-            folder = root / split / f"c{c}"
-            folder.mkdir(parents=True)
-            for i in range(count):
-                pixels = rng.integers(0, 100, (8, 8)) + 15 * c
-                Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
-    return root
 
 
 def _spec(folder: Path, **sections: dict) -> spec.Spec:
@@ -59,7 +42,7 @@ def test_batch_norm_statistics_come_from_a_class_balanced_sample():
     assert np.bincount(short[interpolation.bn_sample(short)]).tolist() == [20, 500]
 
 
-def test_a_spawned_copy_branches_from_its_tickets_state_at_k(sorted_folder, tmp_path, monkeypatch):
+def test_a_spawned_copy_branches_from_its_tickets_state_at_k(class_folder, tmp_path, monkeypatch):
     branches = []
     original = level.branch
 
@@ -78,7 +61,7 @@ def test_a_spawned_copy_branches_from_its_tickets_state_at_k(sorted_folder, tmp_
 
     monkeypatch.setattr(level, "branch", spy)
     store = Store(tmp_path)
-    loaded = _spec(sorted_folder, run={"spawn": ["0it", "100it"]})
+    loaded = _spec(class_folder, run={"spawn": ["0it", "100it"]})
     run_id = launch.run(loaded, store)
     assert [b.split()[-1] for b in branches] == ["spawn-0", "spawn-100"]
     # spawn-0 left the ticket's data order before its first step: it records its own batch.
@@ -93,9 +76,9 @@ def test_a_spawned_copy_branches_from_its_tickets_state_at_k(sorted_folder, tmp_
     assert copy["first_batch"] == np.asarray(batch).tolist()
 
 
-def test_a_copy_added_later_branches_from_a_replayed_ticket(sorted_folder, tmp_path, monkeypatch):
+def test_a_copy_added_later_branches_from_a_replayed_ticket(class_folder, tmp_path, monkeypatch):
     store = Store(tmp_path)
-    loaded = _spec(sorted_folder)
+    loaded = _spec(class_folder)
     run_id = launch.run(loaded, store)
     branches = []
     original = level.branch
@@ -120,10 +103,10 @@ class Notes(Progress):
         self.notes.append(text)
 
 
-def test_layer_collapse_is_recorded_and_warned(sorted_folder, tmp_path):
+def test_layer_collapse_is_recorded_and_warned(class_folder, tmp_path):
     notes = Notes()
     loaded = _spec(
-        sorted_folder,
+        class_folder,
         prune={"method": "magnitude-init", "strategy": "global", "one_shot": [0.5, 50.0]},
     )
     store = Store(tmp_path)
@@ -166,10 +149,10 @@ def test_early_stopping_reads_the_validation_loss_not_the_test_loss():
         ({"retrain": "lr-rewind"}, False),
     ],
 )
-def test_runs_whose_cells_the_fixes_change_get_new_ids(sorted_folder, prune, changed):
+def test_runs_whose_cells_the_fixes_change_get_new_ids(class_folder, prune, changed):
     from ltcli.experiment import descriptor
 
-    desc, _ = launch.prepare(_spec(sorted_folder, prune=prune))
+    desc, _ = launch.prepare(_spec(class_folder, prune=prune))
     assert (desc.full["schema"] == 4) == changed
     if changed:
         old = descriptor.hashed_form(dict(desc.full, schema=3))

@@ -250,15 +250,7 @@ def _draw_levels(
             label=f"{total} diverged cell{'s' if total > 1 else ''} (not in means)",
             **DIVERGED_STYLE,
         )
-    if rings:
-        total = sum(count for *_, count in rings)
-        ax.plot(
-            [x for x, *_ in rings],
-            [y for _, y, _ in rings],
-            zorder=4,
-            label=f"{total} collapsed cell{'s' if total > 1 else ''} (a layer emptied; in means)",
-            **COLLAPSED_STYLE,
-        )
+    draw_collapse_rings(ax, rings, "collapsed cell", "collapsed cells")
     points = [p for p in overlay if p.field == field]
     if points:
         _draw_overlay(ax, points)
@@ -358,3 +350,20 @@ def save(draw: Callable[[], Figure], path: Path, dpi: int) -> None:
         buffer = io.BytesIO()
         draw().savefig(buffer, format=fmt, dpi=dpi)
     atomic.write_bytes(Path(path), buffer.getvalue())
+
+
+def draw_collapse_rings(
+    ax: Any, rings: list[tuple[float, float, int]], one: str, many: str
+) -> None:
+    """Circles each mean ``(x, y, count)`` that includes `count` collapsed cells, with one
+    legend entry counting them (`one` or `many` names them)."""
+    if not rings:
+        return
+    total = sum(count for *_, count in rings)
+    ax.plot(
+        [x for x, *_ in rings],
+        [y for _, y, _ in rings],
+        zorder=4,
+        label=f"{total} {one if total == 1 else many} (a layer emptied; in means)",
+        **COLLAPSED_STYLE,
+    )

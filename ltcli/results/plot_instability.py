@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 
 from ltcli.core.errors import UsageError
 from ltcli.results import report
-from ltcli.results.plot import COLLAPSED_STYLE
+from ltcli.results.plot import draw_collapse_rings
 from ltcli.storage.store import Store
 
 STABLE_POINTS = 2.0
@@ -114,15 +114,7 @@ def _draw_instability(ax: Axes, runs: list[_Run], kind: str) -> None:
             for x, (m, _) in zip(xs, stats, strict=True)
             if (kind, x) in run.collapsed
         ]
-    if rings:
-        total = sum(n for *_, n in rings)
-        ax.plot(
-            [x for x, *_ in rings],
-            [y for _, y, _ in rings],
-            zorder=4,
-            label=f"{total} collapsed cop{'ies' if total > 1 else 'y'} (a layer emptied; in means)",
-            **COLLAPSED_STYLE,
-        )
+    draw_collapse_rings(ax, rings, "collapsed copy", "collapsed copies")
     ax.axhline(STABLE_POINTS, color="grey", linestyle=":", label=f"{STABLE_POINTS:g} points")
     ax.set_ylabel("instability (points of error)")
     values = sorted({x for run in runs for k, x in run.records if k == kind})

@@ -13,9 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ltcli.core.base import Mask
+from ltcli.experiment.member import PAIRED_KINDS, CellKey
 from ltcli.models.layers import BN_MOMENTUM
 from ltcli.science import interpolation
-from ltcli.train.engine import DeviceData, Engine
+from ltcli.train.context import RunContext
+from ltcli.train.engine import DeviceData, Engine, Group
 
 
 def bn_inputs(data: DeviceData) -> Any:
@@ -46,3 +48,24 @@ def path(
         bn_momentum=BN_MOMENTUM,
         points=points,
     )
+
+
+def instabilities(
+    engine: Engine, cells: list[CellKey], rows: list[Group], masks: list[Mask], run: RunContext
+) -> dict[CellKey, dict[str, Any]]:
+    """The error path from each stability or spawned copy's ticket to the copy, for the
+    trained `rows` of `cells`; the ticket is in this group or already stored."""
+    trained = {
+        cell: {"params": row.params, "batch_stats": row.batch_stats}
+        for cell, row in zip(cells, rows, strict=True)
+    }
+    out = {}
+    bn_x = None
+    for cell, mask in zip(cells, masks, strict=True):
+        if cell.member.kind in PAIRED_KINDS:
+            ticket = CellKey(cell.replicate, cell.level)
+            partner = trained.get(ticket) or run.view.read_trained(ticket)
+            bn_x = bn_inputs(run.data) if bn_x is None else bn_x
+            found = path(engine, partner, trained[cell], mask, run.data, bn_x=bn_x)
+            out[cell] = {"partner": "ticket", **found}
+    return out

@@ -35,7 +35,7 @@ from ltcli.train.engine import (
     unstack,
 )
 from ltcli.train.grouping import pick as pick_grouping
-from ltcli.train.instability import path
+from ltcli.train.instability import instabilities
 from ltcli.train.keys import Keys
 from ltcli.train.starts import Starts
 
@@ -130,7 +130,7 @@ class LevelTrainer:
         wall = (time.perf_counter() - started) / len(cells)
         self._check_trained(group, labels, inputs)
         rows = unstack(group._replace(opt_state=None), len(cells))
-        paths = self._instabilities(engine, cells, rows, inputs)
+        paths = instabilities(engine, cells, rows, [m for _, m, _ in inputs], self.run)
         # The cells this group was built from were written while it trained; now they are
         # on disk before any cell derived from them is (and memory holds one level's cells).
         self.run.view.flush()
@@ -279,24 +279,6 @@ class LevelTrainer:
             model_name, shape = run.desc["model.name"], run.source.image_shape
             choice = pick_grouping(model_name, run.engine, cells, shape, fresh_group, run.data)
         return dataclasses.replace(run.engine, grouping=choice)
-
-    def _instabilities(
-        self, engine: Engine, cells: list[CellKey], rows: list[Group], inputs: list[Inputs]
-    ) -> dict[CellKey, dict[str, Any]]:
-        """The error path from each stability or spawned copy's ticket to the copy
-        (`ltcli.train.instability`); the ticket is in this group or already stored."""
-        trained = {
-            cell: {"params": row.params, "batch_stats": row.batch_stats}
-            for cell, row in zip(cells, rows, strict=True)
-        }
-        out = {}
-        for cell, (_, mask, _) in zip(cells, inputs, strict=True):
-            if cell.member.kind in PAIRED_KINDS:
-                ticket = CellKey(cell.replicate, cell.level)
-                partner = trained.get(ticket) or self.run.view.read_trained(ticket)
-                found = path(engine, partner, trained[cell], mask, self.run.data)
-                out[cell] = {"partner": "ticket", **found}
-        return out
 
     def _store_cell(
         self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, level: int, facts: dict
