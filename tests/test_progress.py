@@ -130,3 +130,37 @@ def test_a_real_download_prints_meter_lines(tmp_path: Path, capsys) -> None:
 )
 def test_clock_text(seconds: float, text: str) -> None:
     assert progressing._clock(seconds) == text
+
+
+def test_every_stored_group_is_announced_once_on_disk_when_flushed(class_folder, tmp_path):
+    from ltcli.experiment import plan as planning
+    from ltcli.experiment import spec
+    from ltcli.storage.store import Store
+    from ltcli.train import launch
+
+    class Stored(planning.Progress):
+        def __init__(self):
+            self.seen = []
+
+        def stored(self, cells, flush):
+            flush()
+            self.seen.append([(c, store.is_finished(run_id_of(), c)) for c in cells])
+
+    table = {
+        "data": {"dataset": f"folder:{class_folder}", "validation": 50},
+        "model": {"name": "lenet300"},
+        "train": {"iterations": "100it", "eval_every": "100it", "batch_size": 20},
+        "run": {"rounds": 2, "controls": "reinit:1"},
+    }
+    loaded = spec.from_mapping("events", table)
+    store = Store(tmp_path)
+    run_id_of = lambda: launch.prepare(loaded)[0].run_id  # noqa: E731
+    first, second = Stored(), Stored()
+    launch.run(loaded, store, progress=planning.Fanout(first, second))
+    assert first.seen == second.seen
+    assert [[str(c.member) for c, _ in group] for group in first.seen] == [
+        ["ticket"],
+        ["ticket", "reinit-0"],
+        ["ticket", "reinit-0"],
+    ]
+    assert all(done for group in first.seen for _, done in group)

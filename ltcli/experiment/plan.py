@@ -6,6 +6,7 @@ spec (`prepare`, `plan_of`), and the progress events a run reports. No JAX:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -41,6 +42,41 @@ class Progress:
 
     def note(self, text: str) -> None:
         """Something the user should know that is not an error (a discarded checkpoint)."""
+
+    def stored(self, cells: list[CellKey], flush: Callable[[], None]) -> None:
+        """`cells` were handed to the store (they are written in the background); `flush()`
+        waits until they are on disk, for a receiver that reads them (a report, logs)."""
+
+
+class Fanout(Progress):
+    """Sends every event to each of `receivers`, in order."""
+
+    def __init__(self, *receivers: Progress):
+        self.receivers = receivers
+
+    def start(self, plan: Plan) -> None:
+        for r in self.receivers:
+            r.start(plan)
+
+    def level(self, level: int, cells: list[CellKey], total_steps: int, start: int) -> None:
+        for r in self.receivers:
+            r.level(level, cells, total_steps, start)
+
+    def advance(self, steps: int) -> None:
+        for r in self.receivers:
+            r.advance(steps)
+
+    def finish(self) -> None:
+        for r in self.receivers:
+            r.finish()
+
+    def note(self, text: str) -> None:
+        for r in self.receivers:
+            r.note(text)
+
+    def stored(self, cells: list[CellKey], flush: Callable[[], None]) -> None:
+        for r in self.receivers:
+            r.stored(cells, flush)
 
 
 @dataclasses.dataclass

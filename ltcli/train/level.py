@@ -155,6 +155,7 @@ class LevelTrainer:
             }
             self._store_cell(cell, rows[i], inputs[i][1], curves[i], level, facts)
         self.run.view.clear_checkpoint(checkpoints.name(cells))
+        self.progress.stored(cells[:stored], self.run.view.flush)
 
     def _replayed_tickets(self, cells: list[CellKey]) -> list[CellKey]:
         """The stored dense tickets that spawned copies in `cells` branch from: they train
