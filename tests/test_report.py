@@ -213,7 +213,7 @@ def test_export_says_which_cells_diverged_and_how_they_trained(tmp_path):
     store = Store(tmp_path)
     run_id = make_run(tmp_path, "x", cells)
     frame = pd.read_csv(io.StringIO(exporting.export(store, [run_id])))
-    assert list(frame.columns[-5:-2]) == ["diverged", "grouping", "deterministic"]
+    assert list(frame.columns[-6:-3]) == ["diverged", "grouping", "deterministic"]
     assert frame["diverged"].dtype == bool and frame["deterministic"].dtype == bool
     rows = frame.set_index(["replicate", "level"])
     assert list(rows.loc[(0, 0)][["diverged", "grouping", "deterministic"]]) == [

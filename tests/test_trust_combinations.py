@@ -158,3 +158,40 @@ def test_runs_whose_cells_the_fixes_change_get_new_ids(class_folder, prune, chan
         old = descriptor.hashed_form(dict(desc.full, schema=3))
         assert descriptor.run_id(old) != desc.run_id
         assert "scores θk" in descriptor.outdated({"full": dict(desc.full, schema=1)})
+
+
+def test_the_level_barrier_is_the_paths_own_barrier_on_a_hand_built_pair():
+    from ltcli.science.interpolation import error_barrier
+
+    alphas = np.linspace(0, 1, 5)
+    errors = np.array([0.10, 0.30, 0.50, 0.35, 0.30])  # ends differ: the line is not flat
+    line = 0.10 + alphas * 0.20
+    assert error_barrier(alphas, errors) == pytest.approx(np.max(errors - line))
+    assert error_barrier(alphas, errors) == pytest.approx(0.50 - 0.20)
+    assert error_barrier(alphas, np.array([0.2, 0.1, 0.1, 0.1, 0.2])) == pytest.approx(0.0)
+
+
+def test_level_barriers_are_measured_between_successive_trained_tickets(class_folder, tmp_path):
+    from ltcli.results import export
+    from ltcli.train import instability
+    from ltcli.train.runner import Runner
+
+    loaded = _spec(class_folder, run={"rounds": 2, "barriers": True})
+    store = Store(tmp_path)
+    run_id = launch.run(loaded, store)
+    context = Runner(store, *launch.prepare(loaded)).context
+    for lv in (1, 2):
+        recorded = store.read_metrics(run_id, CellKey(0, lv))["level_barrier"]
+        assert recorded["from_level"] == lv - 1
+        # The same path computed here from the two stored tickets, under the mask before.
+        before, after = (store.read_trained(run_id, CellKey(0, k)) for k in (lv - 1, lv))
+        mask = store.read_mask(run_id, CellKey(0, lv - 1), before["params"])
+        again = instability.path(context.engine, before, after, mask, context.data)
+        assert recorded["test_error"] == pytest.approx(again["test_error"], abs=1e-6)
+        assert recorded["barrier"] == pytest.approx(again["barrier"], abs=1e-6)
+        first, last = (store.read_metrics(run_id, CellKey(0, k)) for k in (lv - 1, lv))
+        assert recorded["test_error"][0] == pytest.approx(1 - first["final_test_acc"], abs=1e-6)
+        assert recorded["test_error"][-1] == pytest.approx(1 - last["final_test_acc"], abs=1e-6)
+    assert "level_barrier" not in store.read_metrics(run_id, CellKey(0, 0))
+    rows = export.cell_rows(store, [run_id])[1]
+    assert [r["level_barrier"] is not None for r in rows] == [False, True, True]

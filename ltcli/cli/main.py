@@ -58,6 +58,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "method": "prune.method",
         "score_mode": "prune.score_mode",
         "deterministic": "run.deterministic",
+        "barriers": "run.barriers",
         "controls_at": "run.controls_at",
         "devices": "run.devices",
         "retrain": "prune.retrain",
@@ -190,6 +191,14 @@ JSON_OPTION = click.option(
     help="Bit-identical cells: each cell's weights and metrics are the same whether it "
     "trains alone or in any group (on this device and JAX version); slower on a GPU, where "
     "vmap is given up. Not part of the run id. Default: the spec's run.deterministic.",
+)
+@click.option(
+    "--barriers",
+    is_flag=True,
+    default=None,
+    help="Measure each IMP ticket's error barrier to the level before's (Paul et al. 2023: "
+    "the test error along the straight line between the two trained tickets, above the "
+    "line between their errors), as its levels train. Not part of the run id.",
 )
 @click.option(
     "--progress-every",

@@ -82,12 +82,14 @@ class Fanout(Progress):
 @dataclasses.dataclass
 class Plan:
     """Levels 0..rounds for each replicate, with the controls string's cells at each pruned
-    level and a copy of the dense network for each spawn iteration at level 0."""
+    level and a copy of the dense network for each spawn iteration at level 0; with
+    `barriers`, each IMP ticket's error barrier to the level before is measured."""
 
     rounds: int
     replicates: int
     controls: str = ""
     spawn: tuple[int, ...] = ()
+    barriers: bool = False
 
     def cells(self, level: int) -> list[CellKey]:
         members = level_members(self.controls, level, self.spawn)
@@ -128,4 +130,4 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
             raise UsageError(refused)
     targets = descriptor.one_shot_targets(desc.full)
     rounds = len(targets) if targets else spec["run.rounds"]
-    return Plan(rounds, spec["run.replicates"], controls, tuple(spawn))
+    return Plan(rounds, spec["run.replicates"], controls, tuple(spawn), spec["run.barriers"])

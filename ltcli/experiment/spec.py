@@ -173,6 +173,7 @@ FIELDS: dict[str, Field] = {
         _controls_ok,
     ),
     "run.deterministic": Field("bool", False, "true or false"),
+    "run.barriers": Field("bool", False, "true or false"),
     "run.controls_at": Field("str", "level", "level or end", lambda v: v in ("level", "end")),
     "run.devices": Field("int", 0, "an integer >= 0 (0: every local device)", lambda v: v >= 0),
     "run.spawn": Field(

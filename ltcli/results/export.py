@@ -41,9 +41,10 @@ SUMMARY_COLUMNS = (
     "wall_seconds",
 )
 TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
-INSTABILITY_COLUMNS = ("spawn_iteration", "instability")
+INSTABILITY_COLUMNS = ("spawn_iteration", "instability", "level_barrier")
 """A stability or spawned copy's spawn point (dense copies) and its instability against its
-ticket (highest test error on the linear path minus the mean of the ends, a fraction)."""
+ticket (highest test error on the linear path minus the mean of the ends, a fraction), and an
+IMP ticket's error barrier to the level before's ticket (``--barriers``; Paul et al. 2023)."""
 CURVE_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 CURVE_COLUMNS = ("run_id", *CELL_COLUMNS, "iteration", *CURVE_METRICS)
 
@@ -118,6 +119,7 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
         row.update(training_fields(metrics))
         row["spawn_iteration"] = metrics.get("spawn_iteration")
         row["instability"] = metrics.get("instability", {}).get("instability")
+        row["level_barrier"] = metrics.get("level_barrier", {}).get("barrier")
         rows.append(row)
     return columns, rows
 

@@ -40,6 +40,17 @@ def interpolate(a: Params, b: Params, mask: Mask, alpha: jax.Array) -> Params:
     return jax.tree.map(lambda x, y, m: m * ((1 - alpha) * x + alpha * y), a, b, mask)
 
 
+def error_barrier(alphas: np.ndarray, errors: np.ndarray) -> float:
+    """The error barrier of a path (Paul et al., ICLR 2023, "Unmasking the Lottery Ticket
+    Hypothesis", following Frankle et al. 2020): the largest rise of the error along the
+    path above the straight line between the two ends' errors,
+    ``max_a err(a) - ((1 - a) err(0) + a err(1))``. (Frankle et al. 2020's instability
+    subtracts the ends' mean instead; the two agree when the ends' errors are equal.)"""
+    alphas, errors = np.asarray(alphas, np.float64), np.asarray(errors, np.float64)
+    line = (1 - alphas) * errors[0] + alphas * errors[-1]
+    return float(np.max(errors - line))
+
+
 def bn_sample(labels: np.ndarray, count: int = BN_EXAMPLES) -> np.ndarray:
     """Indices (sorted) of a fixed random sample of about `count` training examples with
     the same number of every class in `labels` (``count // classes`` each, or all of a
@@ -106,8 +117,9 @@ def path(
       points: points on the path, both ends included.
 
     Returns:
-      ``{"alpha", "test_loss", "test_error", "instability"}``: lists over the points, and the
-      highest error on the path minus the mean of the two ends' errors (errors in [0, 1]).
+      ``{"alpha", "test_loss", "test_error", "instability", "barrier"}``: lists over the
+      points, the highest error on the path minus the mean of the two ends' errors, and the
+      `error_barrier` (errors in [0, 1]).
     """
     alphas, metrics = _path(
         evaluate,
@@ -129,4 +141,5 @@ def path(
         "test_loss": metrics[:, 0].tolist(),
         "test_error": error.tolist(),
         "instability": float(error.max() - (error[0] + error[-1]) / 2),
+        "barrier": error_barrier(np.asarray(alphas), error),
     }

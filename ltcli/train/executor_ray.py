@@ -79,6 +79,7 @@ def train_group(
         )
     runner = _RUNNERS[key]
     runner.spawn = spawn
+    runner.trainer.barriers = spec["run.barriers"]
     todo = [c for c in keys if not store.is_finished(runner.run_id, c)]
     if todo:
         runner.train_level(todo[0].level, todo)

@@ -50,6 +50,27 @@ def path(
     )
 
 
+def level_barriers(
+    engine: Engine, cells: list[CellKey], rows: list[Group], run: RunContext
+) -> dict[CellKey, dict[str, Any]]:
+    """The error path from each IMP ticket's level-before ticket to it, both trained, and
+    its error barrier (Paul et al., ICLR 2023: successive IMP solutions are linearly
+    connected exactly when they are matching). The path lies in the level before's sparsity
+    pattern (its mask contains this level's), so it is evaluated under that mask."""
+    out, bn_x = {}, None
+    for cell, row in zip(cells, rows, strict=True):
+        if not cell.member.is_ticket or cell.level == 0:
+            continue
+        before = CellKey(cell.replicate, cell.level - 1)
+        template = row.params
+        mask = run.view.read_mask(before, template)
+        bn_x = bn_inputs(run.data) if bn_x is None else bn_x
+        trained = {"params": row.params, "batch_stats": row.batch_stats}
+        found = path(engine, run.view.read_trained(before), trained, mask, run.data, bn_x=bn_x)
+        out[cell] = {"from_level": before.level, **found}
+    return out
+
+
 def instabilities(
     engine: Engine, cells: list[CellKey], rows: list[Group], masks: list[Mask], run: RunContext
 ) -> dict[CellKey, dict[str, Any]]:

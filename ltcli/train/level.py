@@ -35,7 +35,7 @@ from ltcli.train.engine import (
     unstack,
 )
 from ltcli.train.grouping import pick as pick_grouping
-from ltcli.train.instability import instabilities
+from ltcli.train.instability import instabilities, level_barriers
 from ltcli.train.keys import Keys
 from ltcli.train.starts import Starts
 
@@ -94,6 +94,7 @@ class LevelTrainer:
 
     Attributes:
       spawn: the run's spawn points (the dense level's copies).
+      barriers: whether each IMP ticket's error barrier to the level before is measured.
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class LevelTrainer:
         self.run, self.starts, self.keys, self.progress = run, starts, keys, progress
         self.checkpoint_seconds = checkpoint_seconds
         self.spawn: tuple[int, ...] = ()
+        self.barriers = False
 
     def train(self, level: int, cells: list[CellKey]) -> None:
         """Trains `cells` as one group, checks every invariant, then stores them. A spawned
@@ -131,6 +133,7 @@ class LevelTrainer:
         self._check_trained(group, labels, inputs)
         rows = unstack(group._replace(opt_state=None), len(cells))
         paths = instabilities(engine, cells, rows, [m for _, m, _ in inputs], self.run)
+        barriers = self._barriers(engine, cells[:stored], rows[:stored])
         # The cells this group was built from were written while it trained; now they are
         # on disk before any cell derived from them is (and memory holds one level's cells).
         self.run.view.flush()
@@ -151,11 +154,21 @@ class LevelTrainer:
                 "collapsed": collapsed_layers(inputs[i][1]),
                 **self.starts.scored(cell),
                 **({"instability": paths[cell]} if cell in paths else {}),
+                **({"level_barrier": barriers[cell]} if cell in barriers else {}),
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
             }
             self._store_cell(cell, rows[i], inputs[i][1], curves[i], level, facts)
         self.run.view.clear_checkpoint(checkpoints.name(cells))
         self.progress.stored(cells[:stored], self.run.view.flush)
+
+    def _barriers(
+        self, engine: Engine, cells: list[CellKey], rows: list[Group]
+    ) -> dict[CellKey, dict[str, Any]]:
+        """Level barriers of the IMP tickets among `cells`, when the run asks for them
+        (``run.barriers``); one-shot levels are not successive prunings of each other."""
+        if not self.barriers or self.run.strategy.one_shot:
+            return {}
+        return level_barriers(engine, cells, rows, self.run)
 
     def _replayed_tickets(self, cells: list[CellKey]) -> list[CellKey]:
         """The stored dense tickets that spawned copies in `cells` branch from: they train

@@ -91,6 +91,7 @@ class Runner:
             and later levels of it were asked for (they are left untrained).
         """
         self.spawn = plan.spawn
+        self.trainer.barriers = plan.barriers
         self.progress.start(plan)
         try:
             self._levels(plan)
