@@ -18,8 +18,8 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-## test: install everything the tests need (Fashion-MNIST too, where apt works) and run them
-test: $(STAMP) fashion-mnist
+## test: install everything the tests need (Fashion-MNIST and Chromium too, where apt works) and run them
+test: $(STAMP) fashion-mnist chromium
 	$(BIN)/pytest -n 2 --dist loadfile -q
 
 ## demo: a short real experiment on Fashion-MNIST, printing the per-level table
@@ -42,6 +42,16 @@ fashion-mnist:
 	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null \
 	    || echo "note: could not install dataset-fashion-mnist; its tests will be skipped"; \
 	  else echo "note: dataset-fashion-mnist not installed (needs apt as root); its tests will be skipped"; fi; \
+	fi
+
+.PHONY: chromium
+chromium:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq chromium || \
+	     (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null \
+	    || echo "note: could not install chromium; the report's browser tests will be skipped"; \
+	  else echo "note: chromium not installed (needs apt as root); the report's browser tests will be skipped"; fi; \
 	fi
 
 clean:

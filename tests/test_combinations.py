@@ -159,9 +159,9 @@ def test_every_cell_starts_where_the_table_says(
     dense = pruning.dense_mask(template)
 
     def weights_of(name, level):
-        if name in ("theta0", "ticket_at_k"):
+        if name == "theta0":
             return theta0
-        if name == "theta_k":
+        if name == "theta_k" or name == "ticket_at_k":  # θk: the dense ticket at k = K
             return store.load_weights(store.rewind_path(run_id, 0))
         previous = 0 if name == "trained_dense" else level - 1
         return store.read_trained(run_id, CellKey(0, previous))
@@ -227,7 +227,10 @@ def test_every_cell_starts_where_the_table_says(
             else:
                 assert tree_equal(mask, source_mask), label
             # The weights the engine started from: the source under the cell's mask.
-            if w_name == "fresh":
+            if w_name == "ticket_at_k" and not rewind:  # θk is stored only when k = K
+                under = runner.masked(theta0["params"], mask)
+                assert metrics["start_digest"] != checks.digest(under), label
+            elif w_name == "fresh":
                 for other in ("theta0", "theta_k"):
                     if other == "theta_k" and not rewind:
                         continue
@@ -239,12 +242,11 @@ def test_every_cell_starts_where_the_table_says(
             # The schedule step its optimizer started at, and the batch it trained first.
             assert metrics["schedule_step"] == step, label
             assert metrics["first_learning_rate"] == pytest.approx(1e-3 * min(step, T) / T)
-            first = position if order != "own_after_k" else 0  # a spawn follows to k
-            first_order = "replicate" if order == "own_after_k" else order
-            key = _order_key(0, 0, first_order, member)
-            batch = engine.batch_indices(key, first, 1, BATCH, n)[0]
+            key = _order_key(0, 0, order, member)
+            batch = engine.batch_indices(key, position, 1, BATCH, n)[0]
             assert metrics["first_batch"] == np.asarray(batch).tolist(), label
-            assert metrics["start_iteration"] == (0 if level == 0 else rewind), label
+            assert metrics["start_iteration"] == position, label
+            assert metrics["curve"]["iteration"][0] == position + 100, label
 
 
 def tree_equal(a, b) -> bool:

@@ -225,22 +225,54 @@ def test_train_mode_keeps_the_id_from_before_and_eval_mode_is_a_new_run(method):
 
 
 def test_schema_3_only_for_snip_and_grasp_in_eval_mode():
-    """mnist-lenet has no augmentation: schema 1, unless the new scoring mode applies."""
+    """mnist-lenet has no augmentation: schema 1, unless the new scoring mode applies, which
+    it cannot on a network without batch norm and dropout: such runs keep their ids."""
     snip_train = resolve(**SNIP, **{"prune.score_mode": "train"})
     assert snip_train.full["schema"] == 1
     assert snip_train.run_id == IDS_BEFORE["mnist-lenet", "snip"]
-    assert resolve(**SNIP).full["schema"] == 3
-    assert resolve(**SNIP).run_id != snip_train.run_id
+    assert resolve(**SNIP).run_id == snip_train.run_id  # LeNet: eval and train score alike
+    assert "score_mode" not in resolve(**SNIP).full["prune"]
+    dropout = resolve(**SNIP, **{"model.dropout": 0.5})
+    assert dropout.full["schema"] == 3 and dropout["prune.score_mode"] == "eval"
+    assert (
+        dropout.run_id
+        != resolve(**SNIP, **{"model.dropout": 0.5, "prune.score_mode": "train"}).run_id
+    )
     for method in ("synflow", "magnitude-init", "random"):
         assert resolve(**dict(SNIP, **{"prune.method": method})).full["schema"] == 1
     assert resolve().full["schema"] == 1
     assert descriptor.SCHEMA == 4
     # A stored snip run from before the field (no score_mode: training mode) can still be
     # reached (with prune.score_mode = "train"), so it is not outdated.
-    before = {k: v for k, v in snip_train.full["prune"].items() if k != "score_mode"}
-    assert descriptor.outdated({"full": dict(snip_train.full, prune=before)}) is None
-    eval_as_schema_1 = {"full": dict(resolve(**SNIP).full, schema=1)}
+    resnet_train = resolve_cifar(
+        "cifar10-resnet20-at-init", **{"prune.method": "snip", "prune.score_mode": "train"}
+    )
+    before = {k: v for k, v in resnet_train.full["prune"].items() if k != "score_mode"}
+    assert descriptor.outdated({"full": dict(resnet_train.full, prune=before)}) is None
+    resnet_eval = resolve_cifar("cifar10-resnet20-at-init", **{"prune.method": "snip"})
+    eval_as_schema_1 = {"full": dict(resnet_eval.full, schema=1)}
     assert "SNIP and GraSP scored in training mode" in descriptor.outdated(eval_as_schema_1)
+
+
+def test_outdated_reads_descriptors_from_before_method_and_retrain_existed():
+    old = resolve(**{"prune.rewind_iter": 500})
+    prune = {k: v for k, v in old.full["prune"].items() if k not in ("method", "retrain")}
+    record = {"full": dict(old.full, prune=prune, schema=1)}
+    assert "restarted at step 0" in descriptor.outdated(record)
+
+
+def test_late_rewinding_re_identifies_at_init_runs_except_random():
+    at_init = {"prune.rewind_iter": 500, "prune.strategy": "global", "prune.one_shot": 20.0}
+    for method, changed in (("snip", True), ("synflow", True), ("random", False)):
+        desc = resolve(**at_init, **{"prune.method": method})
+        assert (desc.full["schema"] == 4) == changed, method
+
+
+def test_finetuning_with_a_drop_at_the_end_is_refused():
+    with pytest.raises(UsageError, match=r"train\.lr_drops: a drop at T"):
+        resolve(**{"prune.retrain": "finetune", "train.lr_drops": ["50000it"]})
+    resolve(**{"prune.retrain": "finetune", "train.lr_drops": ["40000it"]})
+    resolve(**{"train.lr_drops": ["50000it"]})  # rewinding never steps at T
 
 
 @pytest.mark.parametrize("value", ["foo", "Eval", 1, ""])
@@ -255,3 +287,15 @@ def test_score_mode_set_from_the_command_line_syntax():
     key, value = spec.parse_assignment("prune.score_mode=foo")
     with pytest.raises(UsageError, match=r"prune\.score_mode"):
         resolve(**SNIP, **{key: value})
+
+
+def test_both_scoring_modes_draw_their_examples_by_the_same_id():
+    train = resolve_cifar(
+        "cifar10-resnet20-at-init", **{"prune.method": "snip", "prune.score_mode": "train"}
+    )
+    default = resolve_cifar("cifar10-resnet20-at-init", **{"prune.method": "snip"})
+    assert default.run_id != train.run_id
+    key = "prune.score_mode"
+    assert descriptor.id_at_neutral(default.full, key) == train.run_id
+    assert descriptor.id_at_neutral(train.full, key) == train.run_id
+    assert descriptor.id_at_neutral(resolve().full, key) == resolve().run_id

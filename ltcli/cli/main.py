@@ -13,19 +13,20 @@ import click
 from click.shell_completion import CompletionItem
 
 from ltcli import models
+from ltcli.cli import report as reporting
 from ltcli.cli.base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
 from ltcli.cli.data import data
 from ltcli.cli.progress import CliProgress
+from ltcli.cli.report import report as report_command
 from ltcli.cli.reproduce import reproduce
 from ltcli.cli.results import compare, complete_runs, diff, export, plot
 from ltcli.cli.store import gc, rm
 from ltcli.cli.ticket import ticket
 from ltcli.core.paths import default_store
-from ltcli.experiment import spec
-from ltcli.results import report
+from ltcli.experiment import spec, sweep
+from ltcli.results import report, session
 from ltcli.science import methods
 from ltcli.storage.store import Store
-from ltcli.train import launch
 
 
 @click.group(cls=LtGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,6 +64,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "devices": "run.devices",
         "retrain": "prune.retrain",
         "spawn": "run.spawn",
+        "log": "run.log",
     }
     return {keys[flag]: value for flag, value in flags.items()}
 
@@ -185,6 +187,18 @@ JSON_OPTION = click.option(
     help="Set any spec field, like --set train.weight_decay=1e-4 (repeatable).",
 )
 @click.option(
+    "--sweep",
+    "sweeps",
+    multiple=True,
+    metavar="KEY=V1,V2,...",
+    help="Run the experiment at each value of a field, each point its own run (cached and "
+    "resumable); several --sweep flags run their product, the first varying slowest "
+    "(repeatable). Values read like --set values, separated by commas outside brackets: a "
+    "list field takes one TOML list per value, like prune.one_shot=[50,20],[10]. Every "
+    "point is checked before anything trains. With --sweep, --name names the sweep (for "
+    "`lt compare NAME`) and the output is the sweep's runs.",
+)
+@click.option(
     "--deterministic",
     is_flag=True,
     default=None,
@@ -224,6 +238,22 @@ JSON_OPTION = click.option(
     "cluster `ray start` made on this machine).",
 )
 @click.option("--name", help="A human alias for the run (not part of the run id).")
+@click.option(
+    "--log",
+    type=click.Choice(["tensorboard"]),
+    help="Also write TensorBoard event files under the run's folder (tensorboard --logdir "
+    '"$(lt path RUN)/tensorboard"), each group of cells as it is stored (with --executor '
+    "ray or --sweep: at the end). Not part of the run id. Default: the spec's run.log.",
+)
+@click.option(
+    "--report",
+    "report_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Also write `lt report`'s HTML page of the run to PATH (.html), rewritten after "
+    "every level as it is stored (with --executor ray: when the run ends; with --sweep: every "
+    "point's run, when the sweep ends). Checked before anything trains.",
+)
 @JSON_OPTION
 @click.option(
     "--grouping",
@@ -247,6 +277,8 @@ def run(
     executor: str,
     address: str | None,
     as_json: bool,
+    sweeps: tuple[str, ...],
+    report_to: Path | None,
     **flags: Any,
 ) -> None:
     """Run, resume or extend the experiment EXPERIMENT.
@@ -263,19 +295,25 @@ def run(
     if loaded["model.name"] in models.ALIASES:
         click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
     target = Store(store or default_store())
-    progress = CliProgress(loaded["run.rounds"], progress_every)
-    run_id = launch.run(
-        loaded,
-        target,
-        data_dir=data_dir,
-        name=name,
-        progress=progress,
-        grouping=grouping,
-        executor=executor,
-        address=address,
-        progress_every=progress_every,
+    live = session.LiveOutputs(
+        tensorboard=loaded["run.log"] == "tensorboard",
+        report=reporting.check_report_path(report_to, "--report") if report_to else None,
+        note=lambda text: click.echo(text, err=True),
     )
-    _print_run(target, run_id, as_json)
+    progress = CliProgress(loaded["run.rounds"], progress_every)
+    where = dict(data_dir=data_dir, name=name, progress=progress, grouping=grouping)
+    where.update(executor=executor, address=address, progress_every=progress_every)
+    if sweeps:
+        fixed = {spec.parse_assignment(s)[0] for s in settings}
+        fixed |= {key for key, value in _overrides(**flags).items() if value is not None}
+        axes = sweep.parse_axes(sweeps, fixed)
+        done = session.run_sweep(loaded, axes, target, live, **where)
+        if as_json:
+            click.echo(report.to_json(report.sweep_json(target, done.id)))
+        else:
+            click.echo(report.sweep_text(target, done.id))
+        return
+    _print_run(target, session.run(loaded, target, live, **where), as_json)
 
 
 def _print_run(target: Store, run_id: str, as_json: bool) -> None:
@@ -292,7 +330,10 @@ def list_runs(as_json: bool, store: Path | None) -> None:
     """List the runs in the store.
 
     With --json: an array of objects with run_id, names, experiment, dataset, model,
-    levels, replicates, cells, best_test_acc (a fraction) and bytes.
+    levels, replicates, cells, best_test_acc (a fraction) and bytes, and for a run that is
+    a point of a sweep, sweeps: [{"id", "name", "index", "points", "axes": [{"field",
+    "value"}]}]. In the text, a sweep's runs are listed under its own header, a column per
+    swept field.
     """
     target = Store(store or default_store())
     ids = target.run_ids()
@@ -302,7 +343,7 @@ def list_runs(as_json: bool, store: Path | None) -> None:
     if as_json:
         click.echo(report.to_json(overviews))
     elif overviews:
-        click.echo(report.runs_table(overviews))
+        click.echo(report.runs_listing(overviews))
 
 
 @cli.command()
@@ -335,6 +376,7 @@ def path(run_ref: str, store: Path | None) -> None:
 
 for command in (data, compare, diff, export, plot, reproduce, rm, gc, ticket):
     cli.add_command(command)
+cli.add_command(report_command)
 
 
 def main() -> None:

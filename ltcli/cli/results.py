@@ -24,6 +24,7 @@ from ltcli.core.paths import default_store
 from ltcli.results import compare as comparing
 from ltcli.results import diff as diffing
 from ltcli.results import export as exporting
+from ltcli.results import tensorboard
 from ltcli.storage.store import Store
 
 DPI = 100
@@ -82,7 +83,11 @@ def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str
 
 @click.command()
 @click.argument(
-    "run_refs", metavar="RUN RUN [RUN...]", nargs=-1, required=True, shell_complete=complete_runs
+    "run_refs",
+    metavar="RUN RUN [RUN...] | SWEEP",
+    nargs=-1,
+    required=True,
+    shell_complete=complete_runs,
 )
 @click.option(
     "--json",
@@ -103,7 +108,13 @@ def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> Non
 
     Above the table, on stderr (so stdout stays the table), the hyperparameters each RUN
     differs in from the first, as `lt diff` prints them.
+
+    One SWEEP (its name or a prefix of its id, as `lt ls` shows them) compares its runs in
+    the sweep's order. Runs of one sweep are labelled by their swept values
+    (train.lr=0.001 train.seed=0), and in JSON have "axes".
     """
+    if len(run_refs) == 1 and (found := Store(store or default_store()).resolve_sweep(run_refs[0])):
+        run_refs = tuple(found["runs"])
     target, run_ids = _resolve(store, run_refs)
     result = comparing.compare(target, run_ids)
     if as_json:
@@ -150,6 +161,13 @@ def diff(run_a: str, run_b: str, as_json: bool, store: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Write a JSON array of row objects.")
 @click.option("--curves", is_flag=True, help="One row per evaluation of each cell instead.")
 @click.option(
+    "--tensorboard",
+    "as_tensorboard",
+    is_flag=True,
+    help="Write TensorBoard event files of every finished cell into each run's folder "
+    "instead (as lt run --log tensorboard does) and print the folders.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -161,6 +179,7 @@ def export(
     as_csv: bool,
     as_json: bool,
     curves: bool,
+    as_tensorboard: bool,
     output: Path | None,
     store: Path | None,
 ) -> None:
@@ -177,7 +196,20 @@ def export(
     iterations are on the run's 0..T axis. NaN is null in JSON.
     With --curves: run_id, replicate, level, member, percent_remaining, iteration,
     val_loss, val_acc, test_loss, test_acc.
+    With --tensorboard: each run's event files (one per cell, in RUN_DIR/tensorboard/,
+    cells already written skipped), for `tensorboard --logdir`; prints each folder.
     """
+    if as_tensorboard:
+        if as_csv or as_json or curves or output is not None:
+            raise UsageError(
+                "--tensorboard writes event files into each run's folder; "
+                "drop --csv, --json, --curves and -o"
+            )
+        tensorboard.require("--tensorboard")
+        target, run_ids = _resolve(store, run_refs)
+        for run_id in run_ids:
+            click.echo(tensorboard.write_run(target, run_id).absolute())
+        return
     fmt = outputs.export_format(output, as_csv, as_json)
     target, run_ids = _resolve(store, run_refs)
     text = exporting.export(target, run_ids, fmt, curves)

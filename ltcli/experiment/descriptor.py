@@ -53,8 +53,15 @@ BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         "by lr-rewind or finetune from the previous level's weights (now from level 0's, "
         "the network their mask was pruned from)",
         lambda full: (
-            (full["prune"]["method"] != "magnitude" and full["prune"]["rewind_iter"] > 0)
-            or (len(one_shot_targets(full)) > 1 and full["prune"]["retrain"] != "rewind")
+            (
+                # random scores ignore the weights: θ0 and θk give it the same masks
+                (full["prune"].get("method", "magnitude") not in ("magnitude", "random"))
+                and full["prune"]["rewind_iter"] > 0
+            )
+            or (
+                len(one_shot_targets(full)) > 1
+                and full["prune"].get("retrain", "rewind") != "rewind"
+            )
         ),
     ),
 }
@@ -118,6 +125,18 @@ class Descriptor:
         other than snip and grasp)."""
         section, _, name = key.partition(".")
         return self.full.get(section, {}).get(name, default)
+
+
+def id_at_neutral(full: dict[str, Any], key: str) -> str:
+    """The run id `full` would have with field `key` at its `NEUTRAL` value (the behaviour
+    from before the field existed): what a draw that must not depend on the field is keyed
+    by (SNIP's and GraSP's examples are the same in both scoring modes)."""
+    section, name = key.split(".")
+    other = {s: dict(v) if isinstance(v, dict) else v for s, v in full.items()}
+    if name in other.get(section, {}):
+        other[section][name] = NEUTRAL[key]
+    other["schema"] = schema_of(other)
+    return run_id(hashed_form(other))
 
 
 def canonical(value: Any) -> bytes:
@@ -240,6 +259,11 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         f"train.lr_drops: each must be in (0, {iterations}] (got {drops})",
     )
 
+    _check(
+        spec["prune.retrain"] != "finetune" or iterations not in drops,
+        f"train.lr_drops: a drop at T ({iterations}) would make prune.retrain finetune train "
+        "at a learning rate that no step of a full training used; drop it, or move it below T",
+    )
     exclude = _checked_exclude(spec, model_name)
     targets = sorted(spec["prune.one_shot"] or (), reverse=True)
     if targets and exclude:
@@ -260,8 +284,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
     if not drops:
         del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
-    if method not in DATA_METHODS:
-        del full["prune"]["score_mode"]  # no forward pass on data to set: not in the id
+    if method not in DATA_METHODS or not (model.has_batch_norm or spec["model.dropout"]):
+        # no forward pass on data, or one that neither batch norm nor dropout changes: the
+        # mode cannot change a result, so it is not in the id
+        del full["prune"]["score_mode"]
     one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
     full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
     full["schema"] = schema_of(full)

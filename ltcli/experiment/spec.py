@@ -181,6 +181,7 @@ FIELDS: dict[str, Field] = {
         (),
         'iterations of the dense network to spawn copies at, like ["0it", "500it"]',
     ),
+    "run.log": Field("str", "", '"" (none) or "tensorboard"', lambda v: v in ("", "tensorboard")),
 }
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
 

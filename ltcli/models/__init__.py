@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 @dataclasses.dataclass(frozen=True)
 class ModelDef:
     """Where a model's class is (``module:Class``), the names of its prunable kernels, its
-    fixed arguments, and whether it takes a dropout rate.
+    fixed arguments, whether it takes a dropout rate and whether it has batch norm.
 
     `kernels` lets a spec's exclusion patterns be checked without building the model; a
     test checks them against the built model's parameters.
@@ -35,6 +35,7 @@ class ModelDef:
     kernels: tuple[str, ...]
     options: tuple[tuple[str, Any], ...] = ()
     has_dropout: bool = True
+    has_batch_norm: bool = False
     note: str = ""
 
     @property
@@ -81,11 +82,17 @@ MODELS: dict[str, ModelDef] = {
     "conv2": ModelDef("ltcli.models.conv:Conv2", _kernels(*_convs(2), "fc1", "fc2", "out")),
     "conv4": ModelDef("ltcli.models.conv:Conv4", _kernels(*_convs(4), "fc1", "fc2", "out")),
     "conv6": ModelDef("ltcli.models.conv:Conv6", _kernels(*_convs(6), "fc1", "fc2", "out")),
-    "vgg19": ModelDef("ltcli.models.vgg:VGG", _kernels(*_convs(16), "out"), has_dropout=False),
+    "vgg19": ModelDef(
+        "ltcli.models.vgg:VGG",
+        _kernels(*_convs(16), "out"),
+        has_dropout=False,
+        has_batch_norm=True,
+    ),
     "resnet20": ModelDef(
         "ltcli.models.resnet:ResNet",
         _kernels("conv1", *_RESNET20_BLOCKS, "out"),
         has_dropout=False,
+        has_batch_norm=True,
         note="resnet18 is the paper's name for this 20-layer CIFAR ResNet; using resnet20",
     ),
 }

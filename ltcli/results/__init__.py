@@ -1,6 +1,8 @@
 """What a store's finished runs mean: tables (`report`, `compare`), field diffs (`diff`),
-exports (`export`, `ticket`), figures (`plot`, `plot_instability`) and `reproduce`, which
-runs a paper figure and checks its claims (the paper's numbers are in `paper/`).
+exports (`export`, `ticket`; `tensorboard`: event files, as a run trains or after), figures
+(`plot`, `plot_instability`), the interactive HTML report (`page`), a run with those
+outputs kept current as it trains (`session`), and `reproduce`, which runs a paper figure
+and checks its claims (the paper's numbers are in `paper/`).
 
 May import train (reproduce runs experiments), storage, experiment, models, data, science
 and core; never cli.

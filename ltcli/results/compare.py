@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ltcli.core.errors import UsageError
+from ltcli.experiment import sweep
 from ltcli.results import diff, report
 from ltcli.storage.store import Store
 
@@ -39,7 +40,10 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       ``"collapsed"``, how many of the `n` did (after ``diverged``; absent means 0).
       Accuracies are fractions, as stored; ``delta`` is the mean minus the first run's mean
       (None for the first run, or where it or the first run lacks that level or kind or has
-      no mean).
+      no mean). Where two or more of the runs are points of one sweep
+      (`report.sweep_members`), the document starts with ``"sweep": {"id", "name"}``, and
+      each of its runs has ``"axes"`` (``{field: value}``, its swept values) and is labelled
+      by them (`report.sweep_labels`); otherwise it reads as before sweeps existed.
 
     Raises:
       UsageError: fewer than two runs.
@@ -59,15 +63,20 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
             entries.append(None if row is None else _entry(row, reference if i else None))
         levels.append({"level": level, "runs": entries})
     fulls = [store.descriptor(run_id)["full"] for run_id in run_ids]
+    labels, members = report.sweep_labels(store, run_ids), report.sweep_members(store, run_ids)
     runs = [
         {
             "run_id": run_id,
-            "label": report.run_label(store, run_id),
+            "label": labels[run_id],
             "differences": diff.to_json(diff.differences(fulls[0], full)),
+            **({"axes": dict(sweep.entry_axes(members[run_id]))} if run_id in members else {}),
         }
         for run_id, full in zip(run_ids, fulls, strict=True)
     ]
-    return {"runs": runs, "levels": levels}
+    if not members:
+        return {"runs": runs, "levels": levels}
+    first = next(iter(members.values()))
+    return {"sweep": {"id": first["id"], "name": first["name"]}, "runs": runs, "levels": levels}
 
 
 def _entry(row: dict[str, Any], reference: dict[str, Any] | None) -> dict[str, Any]:

@@ -513,16 +513,13 @@ def _where(result: ClaimResult) -> str:
     return f"{sign}{floor:g} / worst {result.levels[result.level]:.1f}"
 
 
-def claims_table(figure: str, results: Sequence[ClaimResult], t: Measurements) -> str:
-    """The claims, numbered, then a table: Pm (the paper's / lt's matched level's), lt's
-    measure (mean ± sample std over replicates, n), the paper's number, the test lt applies
-    and the verdict; then what the columns mean, how far the run `t` went and how many of
-    its cells diverged."""
-    meta = paper_data()["paper"]
-    data = paper_data()["figures"][figure]
-    lines = [f"claims of {meta['short']} (arXiv:{meta['arxiv']}), {data['source']['where']}:"]
-    lines += [f"  {i}. {r.claim['text']}" for i, r in enumerate(results, 1)]
-    headers = ["claim", "Pm % paper / lt", "lt measured", "paper", "held if", "verdict"]
+CLAIM_HEADERS = ["claim", "Pm % paper / lt", "lt measured", "paper", "held if", "verdict"]
+
+
+def claim_rows(results: Sequence[ClaimResult]) -> tuple[list[str], list[list[str]]]:
+    """The claims table's headers and rows as text, one row per claim (numbered from 1):
+    Pm (the paper's / lt's matched level's), lt's measure, the paper's number, the test and
+    the verdict (`claims_table` prints them; `ltcli.results.page` puts them in HTML)."""
     rows = [
         [
             str(i),
@@ -534,6 +531,19 @@ def claims_table(figure: str, results: Sequence[ClaimResult], t: Measurements) -
         ]
         for i, r in enumerate(results, 1)
     ]
+    return list(CLAIM_HEADERS), rows
+
+
+def claims_table(figure: str, results: Sequence[ClaimResult], t: Measurements) -> str:
+    """The claims, numbered, then a table: Pm (the paper's / lt's matched level's), lt's
+    measure (mean ± sample std over replicates, n), the paper's number, the test lt applies
+    and the verdict; then what the columns mean, how far the run `t` went and how many of
+    its cells diverged."""
+    meta = paper_data()["paper"]
+    data = paper_data()["figures"][figure]
+    lines = [f"claims of {meta['short']} (arXiv:{meta['arxiv']}), {data['source']['where']}:"]
+    lines += [f"  {i}. {r.claim['text']}" for i, r in enumerate(results, 1)]
+    headers, rows = claim_rows(results)
     notes = [
         f"lt measured: mean ± sample std over replicates, each pruned cell against its own "
         f"replicate's dense cell; accuracy: {ACCURACY[accuracy_field(figure)]}.",

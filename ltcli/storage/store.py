@@ -3,7 +3,7 @@
 Layout (``<root>`` is ``results/``, ``--store`` or ``$LT_STORE``)::
 
     <root>/<run id>/descriptor.json         the resolved descriptor, full and hashed forms
-    <root>/<run id>/meta.json               experiment name, aliases (not hashed)
+    <root>/<run id>/meta.json               experiment name, aliases, sweeps (not hashed)
     <root>/<run id>/replicate_<r>/init.npz  θ0 of the replicate (and rewind.npz: θk)
     <root>/<run id>/replicate_<r>/level_<L>/<member>/
         mask.npz      the cell's mask, bit-packed, prunable layers only
@@ -129,6 +129,58 @@ class Store:
             )
         listed = ", ".join(m[:12] for m in matches)
         raise UsageError(f"run {ref!r}: ambiguous, matches {listed}")
+
+    # -- sweeps ----------------------------------------------------------------------------
+
+    def add_sweep(self, run_id: str, entry: dict[str, Any]) -> None:
+        """Records in the run's ``meta.json`` (under ``"sweeps"``) that it is a point of the
+        sweep `entry` describes (``{"id", "name", "index", "points", "axes"}``, see
+        `ltcli.experiment.sweep.entry`). A run may belong to several sweeps; recording the
+        same entry again writes nothing."""
+        meta = self.meta(run_id)
+        recorded = meta.get("sweeps", [])
+        if entry in recorded:
+            return
+        meta["sweeps"] = [*(s for s in recorded if s["id"] != entry["id"]), entry]
+        atomic.write_json(self.run_dir(run_id) / "meta.json", meta)
+
+    def sweeps(self) -> list[dict[str, Any]]:
+        """The sweeps whose points are in the store, by name then id: each ``{"id", "name",
+        "points" (how many the sweep has), "fields" (swept, in order), "runs" (the stored
+        points' run ids, in the sweep's order)}``."""
+        found: dict[str, dict[str, Any]] = {}
+        for run_id in self.run_ids():
+            for entry in self.meta(run_id).get("sweeps", []):
+                sweep = found.setdefault(
+                    entry["id"],
+                    {
+                        "id": entry["id"],
+                        "name": entry["name"],
+                        "points": entry["points"],
+                        "fields": [a["field"] for a in entry["axes"]],
+                        "runs": [],
+                    },
+                )
+                sweep["runs"].append((entry["index"], run_id))
+        for sweep in found.values():
+            sweep["runs"] = [run_id for _, run_id in sorted(sweep["runs"])]
+        return sorted(found.values(), key=lambda s: (s["name"], s["id"]))
+
+    def resolve_sweep(self, ref: str) -> dict[str, Any] | None:
+        """The sweep (as `sweeps` gives it) that `ref` names: its name, else a prefix of its
+        id; None when none does.
+
+        Raises:
+          UsageError: several sweeps match (they are listed).
+        """
+        sweeps = self.sweeps()
+        matches = [s for s in sweeps if s["name"] == ref] or [
+            s for s in sweeps if s["id"].startswith(ref)
+        ]
+        if len(matches) > 1:
+            listed = ", ".join(f"{s['id'][:12]} ({s['name']})" for s in matches)
+            raise UsageError(f"sweep {ref!r}: ambiguous, matches {listed}")
+        return matches[0] if matches else None
 
     def size_bytes(self, run_id: str) -> int:
         return sum(p.stat().st_size for p in self.run_dir(run_id).rglob("*") if p.is_file())

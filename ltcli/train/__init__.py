@@ -3,7 +3,7 @@
 group of cells through the `engine` (the jitted masked training program), `checkpoints`
 saves and resumes a group mid-level, `checks` asserts the invariants at run time,
 `grouping` picks vmap, serial or host loop; `executor_ray` and `claims` spread cells over a
-Ray cluster.
+Ray cluster; `sweep` runs every point of a sweep through `launch`, each its own run.
 
 May import storage, experiment, models, data, science and core; never results or cli.
 """

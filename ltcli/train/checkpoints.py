@@ -9,6 +9,7 @@ what they started from.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,17 @@ def _leaf_names(group: Any) -> tuple[list[str], Any, list[Any]]:
 
 
 def save(
-    path: Path, cells: list[CellKey], group: Group, step: int, curves: np.ndarray, inputs: str
+    path: Path,
+    cells: list[CellKey],
+    group: Group,
+    step: int,
+    curves: np.ndarray,
+    inputs: str,
+    notes: dict[str, Any] | None = None,
 ) -> None:
     """Saves the group's state at iteration `step` with its curves so far, the cells it
-    holds and the fingerprint of their `inputs`."""
+    holds, the fingerprint of their `inputs` and `notes` (JSON: what the loop recorded on
+    the way, such as where spawned copies branched)."""
     names, _, leaves = _leaf_names(jax.device_get(group))
     arrays = {n: np.asarray(x) for n, x in zip(names, leaves, strict=True)}
     arrays.update(
@@ -60,14 +68,16 @@ def save(
         curves=curves,
         cells=np.asarray([str(c.relpath) for c in cells]),
         inputs=np.asarray(inputs),
+        notes=np.asarray(json.dumps(notes or {})),
     )
     atomic.write_npz(path, arrays)
 
 
 def load(
     path: Path, cells: list[CellKey], like: Group, inputs: str, note: Callable[[str], None]
-) -> tuple[Group, int, np.ndarray] | None:
-    """The saved state of this group, or None to start the level afresh.
+) -> tuple[Group, int, np.ndarray, dict[str, Any]] | None:
+    """The saved state of this group (state, step, curves, notes), or None to start the
+    level afresh.
 
     A checkpoint is used only if it holds these cells, every leaf of `like` under its path
     with its shape and dtype, was saved from these masks and start points (the `inputs`
@@ -92,7 +102,9 @@ def load(
         note(f"note: discarded the checkpoint {path}: {why}; the level starts over")
         path.unlink(missing_ok=True)
         return None
-    return jax.tree.map(jax.numpy.asarray, restored), int(stored["step"]), stored["curves"]
+    notes = json.loads(str(stored["notes"])) if "notes" in stored else {}
+    group = jax.tree.map(jax.numpy.asarray, restored)
+    return group, int(stored["step"]), stored["curves"], notes
 
 
 def _stale(stored: dict[str, Any], cells: list[CellKey], like: Group, inputs: str) -> str | None:

@@ -16,10 +16,13 @@ from ltcli.experiment.member import CONTROL_KINDS, SPAWN, CellKey
 
 
 class Keys:
-    """The keys of one run (seed `seed`, id `run_id`), each derived once."""
+    """The keys of one run (seed `seed`, id `run_id`), each derived once; the examples SNIP
+    and GraSP score on are drawn by `scoring_id` (the id without the scoring mode, so both
+    modes score the same examples)."""
 
-    def __init__(self, seed: int, run_id: str):
+    def __init__(self, seed: int, run_id: str, scoring_id: str | None = None):
         self.seed, self.run_id = seed, run_id
+        self.scoring_id = scoring_id or run_id
         self._keys: dict[tuple[int, int], jax.Array] = {}
 
     def stream(self, stream: int, replicate: int) -> jax.Array:
@@ -53,4 +56,4 @@ class Keys:
 
     def scored_examples(self, replicate: int) -> np.random.Generator:
         """The generator of the training examples SNIP and GraSP score a replicate on."""
-        return np.random.default_rng([int(self.run_id[:16], 16), replicate, 4])
+        return np.random.default_rng([int(self.scoring_id[:16], 16), replicate, 4])

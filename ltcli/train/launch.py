@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ltcli.core import paths
 from ltcli.core.errors import UsageError
+from ltcli.data import DataSource
+from ltcli.experiment.descriptor import Descriptor
 from ltcli.experiment.plan import Progress, plan_of, prepare
 from ltcli.experiment.spec import Spec
 from ltcli.storage.store import Store
@@ -30,6 +32,7 @@ def run(
     executor: str = "local",
     address: str | None = None,
     progress_every: float = 60.0,
+    prepared: tuple[Descriptor, DataSource] | None = None,
 ) -> str:
     """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id.
 
@@ -38,7 +41,8 @@ def run(
     ``run.deterministic``, every cell trains as the same one-cell program whatever its group
     (`ltcli.train.engine.Engine`), and XLA's GPU kernels are asked to be deterministic. With
     ``executor="ray"`` the cells train as tasks on the Ray cluster at `address`
-    (`ltcli.train.executor_ray`).
+    (`ltcli.train.executor_ray`). `prepared` is what `prepare` gave for `spec`, for a caller
+    that needed the run id first (the local executor then does not locate the data again).
     """
     if executor == "ray":
         from ltcli.train import executor_ray
@@ -57,7 +61,7 @@ def run(
             "--grouping vmap: a deterministic run trains each cell as its own program "
             "(serial or host); drop --grouping or --deterministic"
         )
-    desc, source = prepare(spec, data_dir)
+    desc, source = prepared or prepare(spec, data_dir)
     plan = plan_of(spec, desc, source)
     store.save_run(desc, spec.experiment, name)
     with store.lock(desc.run_id):

@@ -51,9 +51,12 @@ def label(cell: CellKey, run_id: str) -> str:
 def branch(group: Group, copy: int, ticket: int, key: jax.Array, what: str) -> Group:
     """`group` with row `copy` set to row `ticket`'s whole state (weights, batch norm,
     optimizer state) and its data order switched to `key`: a spawned copy leaves its
-    ticket at k bit for bit, checked here as the stability copies' starts are."""
+    ticket at k bit for bit, checked here as the stability copies' starts are. (Its row
+    follows the ticket from θ0 until then; only what it trains from k on is its own.)"""
     state = group._replace(data_key=None)
     state = jax.tree.map(lambda x: x.at[copy].set(x[ticket]), state)
+    # The copy's first own step records its batch (its own data order at position k).
+    state = state._replace(first_batch=state.first_batch.at[copy].set(-1))
     for a, b in zip(
         jax.tree.leaves((state.params, state.batch_stats, state.opt_state)),
         jax.tree.leaves((group.params, group.batch_stats, group.opt_state)),
@@ -109,6 +112,7 @@ class LevelTrainer:
         self.checkpoint_seconds = checkpoint_seconds
         self.spawn: tuple[int, ...] = ()
         self.barriers = False
+        self._branched: dict[int, dict[str, Any]] = {}
 
     def train(self, level: int, cells: list[CellKey]) -> None:
         """Trains `cells` as one group, checks every invariant, then stores them. A spawned
@@ -144,12 +148,13 @@ class LevelTrainer:
             "devices": engine.devices,
         }
         for i, cell in enumerate(cells[:stored]):
+            start = self._branched.get(i, {"digest": digests[i], "step": int(steps[i])})
             facts = {
                 **recorded,
                 # What the training loop itself started from and consumed:
-                "start_digest": digests[i],
-                "schedule_step": int(steps[i]),
-                "first_learning_rate": float(learning_rate(self.run.cfg)(int(steps[i]))),
+                "start_digest": start["digest"],
+                "schedule_step": start["step"],
+                "first_learning_rate": float(learning_rate(self.run.cfg)(start["step"])),
                 "first_batch": np.asarray(rows[i].first_batch).tolist(),
                 "collapsed": collapsed_layers(inputs[i][1]),
                 **self.starts.scored(cell),
@@ -201,7 +206,8 @@ class LevelTrainer:
     ) -> tuple[Engine, Callable[[], Group]]:
         """The engine that trains this group (its grouping picked), and how to start it."""
         keys = [self.keys.data(c) for c in cells]
-        schedule = [self.starts.schedule_step(c) for c in cells]
+        # A spawned copy's row follows its ticket from step 0 until it branches at k.
+        schedule = [0 if c.member.kind == SPAWN else self.starts.schedule_step(c) for c in cells]
 
         def fresh_group() -> Group:
             return self.run.engine.start(
@@ -262,9 +268,10 @@ class LevelTrainer:
         where = run.store.checkpoint_path(run.run_id, checkpoints.name(cells))
         fingerprint = checkpoints.fingerprint(inputs)
         step, curves = run.start_step(level), np.zeros((len(cells), 0, len(METRICS)), np.float32)
+        branched: dict[str, Any] = {}  # a spawned copy's start, recorded as it branches
         restored = checkpoints.load(where, cells, group, fingerprint, self.progress.note)
         if restored is not None:
-            group, step, curves = restored
+            group, step, curves, branched = restored
         self.progress.level(level, cells, cfg.iterations, step)
         last_save, stride = time.monotonic(), engine.segment_evals * cfg.eval_every
         switches = [(i, s) for i, c in enumerate(cells) if (s := self.keys.switch(c))]
@@ -273,16 +280,20 @@ class LevelTrainer:
                 if step == at:  # a spawned copy branches off its ticket here
                     ticket = cells.index(CellKey(cells[i].replicate, 0))
                     group = branch(group, i, ticket, key, labels[i])
+                    row = jax.device_get(jax.tree.map(lambda x, i=i: x[i], group))
+                    count = int(schedule_steps(row.opt_state)[0])
+                    branched[str(i)] = {"digest": checks.digest(row.params), "step": count}
             group, metrics = engine.segment(
                 group, step, engine.segment_evals, run.data, self._capture(level)
             )
             curves = np.concatenate([curves, np.asarray(metrics)[: len(cells)]], axis=1)
             step += stride
             if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
-                checkpoints.save(where, cells, group, step, curves, fingerprint)
+                checkpoints.save(where, cells, group, step, curves, fingerprint, branched)
                 last_save = time.monotonic()
             self.progress.advance(stride)
         self.progress.finish()
+        self._branched = {int(i): b for i, b in branched.items()}
         return group, curves
 
     def _grouped_engine(self, cells: int, fresh_group: Callable[[], Group]) -> Engine:
@@ -305,6 +316,8 @@ class LevelTrainer:
         weights = None
         if cell.member.is_ticket or cell.member.kind in PAIRED_KINDS:  # copies keep theirs
             weights = {"params": row.params, "batch_stats": row.batch_stats}
-        start = run.start_step(level)
-        metrics = cell_metrics(cell, mask, curve, start, run.cfg.eval_every, facts)
+        start, every = run.start_step(level), run.cfg.eval_every
+        if cell.member.kind == SPAWN:  # its own training starts where it branched
+            start, curve = cell.member.index, curve[(cell.member.index - start) // every :]
+        metrics = cell_metrics(cell, mask, curve, start, every, facts)
         view.write_cell(cell, mask, metrics, weights)

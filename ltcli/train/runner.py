@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ltcli import data
-from ltcli.experiment.descriptor import Descriptor
+from ltcli.experiment.descriptor import Descriptor, id_at_neutral
 from ltcli.experiment.plan import Plan, Progress
 from ltcli.storage.store import CellKey, Store
 from ltcli.train.context import RunContext, local_devices, strategy
@@ -51,7 +51,8 @@ class Runner:
         devices: int = 0,
     ):
         self.context = RunContext(store, desc, source, grouping, deterministic, devices)
-        keys = Keys(desc["train.seed"], desc.run_id)
+        scoring_id = id_at_neutral(desc.full, "prune.score_mode")
+        keys = Keys(desc["train.seed"], desc.run_id, scoring_id)
         self.starts = Starts(self.context, keys)
         self.progress = progress or Progress()
         self.trainer = LevelTrainer(
