@@ -92,6 +92,32 @@ def cell_metrics(
     }
 
 
+def check_start(
+    group: Group, labels: list[str], inputs: list[Inputs]
+) -> tuple[list[str], np.ndarray]:
+    """Checks that the engine starts from each starting point under its mask; returns
+    the digests of the start weights and the schedule steps the optimizer starts at."""
+    digests = []
+    for what, row, (_, mask, point) in zip(
+        labels, unstack(group, len(labels)), inputs, strict=True
+    ):
+        checks.rewound(row.params, point["params"], mask, what)
+        checks.rewound(row.batch_stats, point["batch_stats"], None, what)
+        digests.append(checks.digest(row.params))
+    return digests, schedule_steps(group.opt_state)
+
+
+def check_trained(group: Group, labels: list[str], inputs: list[Inputs]) -> None:
+    """Pruned weights and their optimizer state are still exactly zero."""
+    bad = np.asarray(checks.pruned_nonzero(group.params, group.opt_state, group.mask))
+    if bad.any():  # the host checks name the layer (and raise)
+        rows = unstack(group, len(labels))
+        for what, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
+            checks.pruned_are_zero(row.params, mask, f"{what} trained weights")
+            checks.optimizer_state_masked(row.opt_state, row.params, mask, what)
+        raise InvariantError(f"{labels[int(bad.argmax())]}: pruned weights revived")
+
+
 class LevelTrainer:
     """Trains groups of one run's cells and stores them.
 
@@ -130,11 +156,11 @@ class LevelTrainer:
         self._check_inputs(cells, labels, inputs)
         engine, fresh_group = self._engine_for(level, cells, inputs)
         group = fresh_group()
-        digests, steps = self._check_start(group, labels, inputs)
+        digests, steps = check_start(group, labels, inputs)
         started = time.perf_counter()
         group, curves = self._train_group(level, cells, labels, engine, group, inputs)
         wall = (time.perf_counter() - started) / len(cells)
-        self._check_trained(group, labels, inputs)
+        check_trained(group, labels, inputs)
         rows = unstack(group._replace(opt_state=None), len(cells))
         paths = instabilities(engine, cells, rows, [m for _, m, _ in inputs], self.run)
         barriers = self._barriers(engine, cells[:stored], rows[:stored])
@@ -228,30 +254,6 @@ class LevelTrainer:
     def _capture(self, level: int) -> int:
         """The iteration whose weights level 0 keeps as θk (0: none)."""
         return self.run.desc["prune.rewind_iter"] if level == 0 else 0
-
-    def _check_start(
-        self, group: Group, labels: list[str], inputs: list[Inputs]
-    ) -> tuple[list[str], np.ndarray]:
-        """Checks that the engine starts from each starting point under its mask; returns
-        the digests of the start weights and the schedule steps the optimizer starts at."""
-        digests = []
-        for what, row, (_, mask, point) in zip(
-            labels, unstack(group, len(labels)), inputs, strict=True
-        ):
-            checks.rewound(row.params, point["params"], mask, what)
-            checks.rewound(row.batch_stats, point["batch_stats"], None, what)
-            digests.append(checks.digest(row.params))
-        return digests, schedule_steps(group.opt_state)
-
-    def _check_trained(self, group: Group, labels: list[str], inputs: list[Inputs]) -> None:
-        """Pruned weights and their optimizer state are still exactly zero."""
-        bad = np.asarray(checks.pruned_nonzero(group.params, group.opt_state, group.mask))
-        if bad.any():  # the host checks name the layer (and raise)
-            rows = unstack(group, len(labels))
-            for what, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
-                checks.pruned_are_zero(row.params, mask, f"{what} trained weights")
-                checks.optimizer_state_masked(row.opt_state, row.params, mask, what)
-            raise InvariantError(f"{labels[int(bad.argmax())]}: pruned weights revived")
 
     def _train_group(
         self,
