@@ -98,5 +98,5 @@ def run_sweep(
     if outputs.tensorboard:
         tensorboard.require("--log tensorboard")
     done = sweeping.run_sweep(spec, axes, store, **options)
-    outputs.finish(store, [run_id for _, run_id in done.points])
+    outputs.finish(store, done.run_ids)
     return done

@@ -50,6 +50,15 @@ def path(
     )
 
 
+def _paths(
+    engine: Engine, pairs: list[tuple[CellKey, dict, dict, Mask]], run: RunContext
+) -> dict[CellKey, dict[str, Any]]:
+    """`path` from `a` to `b` under `mask` for each ``(cell, a, b, mask)`` of `pairs`, on one
+    batch-norm sample (drawn only when there is a pair)."""
+    bn_x = bn_inputs(run.data) if pairs else None
+    return {cell: path(engine, a, b, mask, run.data, bn_x=bn_x) for cell, a, b, mask in pairs}
+
+
 def level_barriers(
     engine: Engine, cells: list[CellKey], rows: list[Group], run: RunContext
 ) -> dict[CellKey, dict[str, Any]]:
@@ -57,18 +66,14 @@ def level_barriers(
     its error barrier (Paul et al., ICLR 2023: successive IMP solutions are linearly
     connected exactly when they are matching). The path lies in the level before's sparsity
     pattern (its mask contains this level's), so it is evaluated under that mask."""
-    out, bn_x = {}, None
+    pairs = []
     for cell, row in zip(cells, rows, strict=True):
-        if not cell.member.is_ticket or cell.level == 0:
-            continue
-        before = CellKey(cell.replicate, cell.level - 1)
-        template = row.params
-        mask = run.view.read_mask(before, template)
-        bn_x = bn_inputs(run.data) if bn_x is None else bn_x
-        trained = {"params": row.params, "batch_stats": row.batch_stats}
-        found = path(engine, run.view.read_trained(before), trained, mask, run.data, bn_x=bn_x)
-        out[cell] = {"from_level": before.level, **found}
-    return out
+        if cell.member.is_ticket and cell.level > 0:
+            before = CellKey(cell.replicate, cell.level - 1)
+            trained = {"params": row.params, "batch_stats": row.batch_stats}
+            mask = run.view.read_mask(before, row.params)
+            pairs.append((cell, run.view.read_trained(before), trained, mask))
+    return {c: {"from_level": c.level - 1, **p} for c, p in _paths(engine, pairs, run).items()}
 
 
 def instabilities(
@@ -80,13 +85,10 @@ def instabilities(
         cell: {"params": row.params, "batch_stats": row.batch_stats}
         for cell, row in zip(cells, rows, strict=True)
     }
-    out = {}
-    bn_x = None
+    pairs = []
     for cell, mask in zip(cells, masks, strict=True):
         if cell.member.kind in PAIRED_KINDS:
             ticket = CellKey(cell.replicate, cell.level)
             partner = trained.get(ticket) or run.view.read_trained(ticket)
-            bn_x = bn_inputs(run.data) if bn_x is None else bn_x
-            found = path(engine, partner, trained[cell], mask, run.data, bn_x=bn_x)
-            out[cell] = {"partner": "ticket", **found}
-    return out
+            pairs.append((cell, partner, trained[cell], mask))
+    return {c: {"partner": "ticket", **p} for c, p in _paths(engine, pairs, run).items()}

@@ -138,7 +138,6 @@ class LevelTrainer:
         self.checkpoint_seconds = checkpoint_seconds
         self.spawn: tuple[int, ...] = ()
         self.barriers = False
-        self._branched: dict[int, dict[str, Any]] = {}
 
     def train(self, level: int, cells: list[CellKey]) -> None:
         """Trains `cells` as one group, checks every invariant, then stores them. A spawned
@@ -158,7 +157,7 @@ class LevelTrainer:
         group = fresh_group()
         digests, steps = check_start(group, labels, inputs)
         started = time.perf_counter()
-        group, curves = self._train_group(level, cells, labels, engine, group, inputs)
+        group, curves, branched = self._train_group(level, cells, labels, engine, group, inputs)
         wall = (time.perf_counter() - started) / len(cells)
         check_trained(group, labels, inputs)
         rows = unstack(group._replace(opt_state=None), len(cells))
@@ -174,7 +173,7 @@ class LevelTrainer:
             "devices": engine.devices,
         }
         for i, cell in enumerate(cells[:stored]):
-            start = self._branched.get(i, {"digest": digests[i], "step": int(steps[i])})
+            start = branched.get(i, {"digest": digests[i], "step": int(steps[i])})
             facts = {
                 **recorded,
                 # What the training loop itself started from and consumed:
@@ -263,9 +262,14 @@ class LevelTrainer:
         engine: Engine,
         group: Group,
         inputs: list[Inputs],
-    ) -> tuple[Group, np.ndarray]:
+    ) -> tuple[Group, np.ndarray, dict[int, dict[str, Any]]]:
         """Trains `group` from its level's start to T, resuming from and saving checkpoints
-        on the way, branching spawned copies off their ticket at their spawn points."""
+        on the way, branching spawned copies off their ticket at their spawn points.
+
+        Returns:
+          The trained group, its curves, and where each spawned copy (by row) started: the
+          digest of its weights and its schedule step just after it branched.
+        """
         cfg, run = self.run.cfg, self.run
         where = run.store.checkpoint_path(run.run_id, checkpoints.name(cells))
         fingerprint = checkpoints.fingerprint(inputs)
@@ -295,8 +299,7 @@ class LevelTrainer:
                 last_save = time.monotonic()
             self.progress.advance(stride)
         self.progress.finish()
-        self._branched = {int(i): b for i, b in branched.items()}
-        return group, curves
+        return group, curves, {int(i): b for i, b in branched.items()}
 
     def _grouped_engine(self, cells: int, fresh_group: Callable[[], Group]) -> Engine:
         """The engine with the run's grouping; ``auto`` picks it (`ltcli.train.grouping`)."""

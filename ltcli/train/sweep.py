@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from ltcli.core.errors import LtError, UsageError
+from ltcli.data import DataSource
 from ltcli.experiment import sweep
+from ltcli.experiment.descriptor import Descriptor
 from ltcli.experiment.plan import Progress, plan_of, prepare
 from ltcli.experiment.spec import Spec
 from ltcli.storage.store import Store
@@ -38,28 +40,29 @@ class SweepRun:
 
 def resolve(
     base: Spec, axes: Sequence[sweep.Axis], data_dir: Path | None = None
-) -> list[tuple[sweep.Point, str]]:
-    """Every point of the sweep with the run id it resolves to; writes nothing.
+) -> list[tuple[sweep.Point, tuple[Descriptor, DataSource]]]:
+    """Every point of the sweep with what it resolves to (`prepare`: its descriptor and data
+    source, which its run then reuses); writes nothing.
 
     Raises:
       UsageError: a point fails a check that needs the data or other fields (its label
         leads the message), or two points are the same run (a swept field that does not
         enter the run id there).
     """
-    resolved: list[tuple[sweep.Point, str]] = []
+    resolved: list[tuple[sweep.Point, tuple[Descriptor, DataSource]]] = []
     for point in sweep.expand(base, axes):
         try:
             desc, source = prepare(point.spec, data_dir)
             plan_of(point.spec, desc, source)
         except UsageError as err:
             raise UsageError(f"--sweep point {point.label}: {err}") from err
-        for other, run_id in resolved:
-            if run_id == desc.run_id:
+        for other, (other_desc, _) in resolved:
+            if other_desc.run_id == desc.run_id:
                 raise UsageError(
                     f"--sweep points {other.label} and {point.label} are the same run "
-                    f"({run_id[:12]}): a swept field does not change it there"
+                    f"({desc.run_id[:12]}): a swept field does not change it there"
                 )
-        resolved.append((point, desc.run_id))
+        resolved.append((point, (desc, source)))
     return resolved
 
 
@@ -90,14 +93,22 @@ def run_sweep(
       options: the rest of `ltcli.train.launch.run`'s keywords (grouping, executor, ...).
     """
     resolved = resolve(base, axes, data_dir)
-    identity = sweep.sweep_id(axes, [run_id for _, run_id in resolved])
+    identity = sweep.sweep_id(axes, [desc.run_id for _, (desc, _) in resolved])
     name = name or sweep.default_name(base.experiment, axes)
     points, diverged = [], []
-    for point, run_id in resolved:
+    for point, prepared in resolved:
+        run_id = prepared[0].run_id
         if progress is not None:
             progress.note(f"sweep {name}: point {point.index + 1}/{len(resolved)}: {point.label}")
         try:
-            launch.run(point.spec, store, data_dir=data_dir, progress=progress, **options)
+            launch.run(
+                point.spec,
+                store,
+                data_dir=data_dir,
+                progress=progress,
+                prepared=prepared,
+                **options,
+            )
         except LtError as err:
             from ltcli.train.starts import DivergedError  # loaded by now if it diverged
 
