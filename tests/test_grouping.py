@@ -41,3 +41,34 @@ def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
     assert measured == [("vmap", grouping.PROBE_STEPS), ("serial", grouping.PROBE_STEPS)]
     assert grouping.choose(key, engine, fresh, data) == "serial"
     assert len(measured) == 2  # remembered, not measured again
+
+
+def test_transformers_measure_the_host_loop_too(monkeypatch):
+    """A transformer on one device is timed as vmap, serial and host, and the fastest wins;
+    convolutional and dense networks are never timed in the host loop."""
+    assert grouping.candidates(("attn", "mlp"), 1) == ("vmap", "serial", "host")
+    assert grouping.candidates(("attn", "mlp"), 4) == ("vmap", "serial")
+    assert grouping.candidates(("fc", "output"), 1) == ("vmap", "serial")
+    engine = Engine(MLP(hidden=(8,), num_classes=3), TrainConfig("adam", 1e-3, 4, 40, 20))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (60, 4, 4, 1), dtype=np.uint8)
+    y = rng.integers(0, 3, 60).astype(np.int32)
+    data = to_device(Arrays(x[:50], y[:50], x[50:], y[50:]), validation=10)
+    params, stats = engine.init(jax.random.PRNGKey(0), (4, 4, 1))
+    mask = pruning.dense_mask(params)
+
+    def fresh():
+        keys = [jax.random.PRNGKey(1), jax.random.PRNGKey(2)]
+        return engine.start([params] * 2, [stats] * 2, [mask] * 2, keys)
+
+    timed: list[str] = []
+
+    def fake(probe, group, data):
+        timed.append(probe.grouping)
+        return {"vmap": 2.0, "serial": 3.0, "host": 1.0}[probe.grouping]
+
+    monkeypatch.setattr(grouping, "seconds_per_period", fake)
+    key = grouping.machine_key("tiny-transformer", engine, 2, (8,))
+    groupings = grouping.candidates(("attn", "mlp"), 1)
+    assert grouping.choose(key, engine, fresh, data, groupings) == "host"
+    assert timed == ["vmap", "serial", "host"]

@@ -65,6 +65,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "retrain": "prune.retrain",
         "spawn": "run.spawn",
         "log": "run.log",
+        "pattern": "prune.pattern",
     }
     return {keys[flag]: value for flag, value in flags.items()}
 
@@ -133,6 +134,14 @@ JSON_OPTION = click.option(
     help="What to prune by: magnitude of the trained weights (IMP; the default), or a score "
     "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. 2021), "
     "pruning θ0 (θk with --rewind-iter) once to each --one-shot target.",
+)
+@click.option(
+    "--pattern",
+    metavar="N:M",
+    help="Structured N:M sparsity, like 2:4: keep N of every M consecutive weights along "
+    "each kernel's input axis. IMP reaches it one weight per group a round (3:4, then 2:4; "
+    "--rounds at most M - N); --one-shot 100*N/M and at-init methods prune to it at once. "
+    "Default: unstructured.",
 )
 @click.option(
     "--score-mode",

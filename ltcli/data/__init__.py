@@ -3,6 +3,10 @@
 Plain names (``mnist``) are looked up in `DATASETS`; ``kind:ARG`` names (``folder:PATH``)
 in `PREFIXED`. Both registries are plain dicts whose errors list the valid names.
 
+Image data sets load `Arrays`; text data sets (``text:PATH``, ``python-stdlib``, the names in
+`TEXT`) have ``DataSource.text`` set and load `TextArrays`, a token stream whose unit is
+`locate`'s `tokens` (``bytes`` or ``chars``).
+
 The package may import core only (errors, atomic writes, lt's folders, the progress meter):
 a data set knows nothing of runs, models or training.
 """
@@ -13,35 +17,61 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ltcli.core.errors import UsageError
-from ltcli.data import cifar, folder, idx, tfds_source
-from ltcli.data.base import Arrays, DataSource
+from ltcli.data import cifar, folder, idx, text, tfds_source
+from ltcli.data.base import Arrays, DataSource, TextArrays
 
 Locator = Callable[[str, Path | None], DataSource]
+"""Called with (name or ARG, data_dir); the locators of `TEXT` also take ``tokens=``."""
+
+
+def _python_stdlib(name: str, data_dir: Path | None, tokens: str = "bytes") -> DataSource:
+    del name, data_dir
+    return text.stdlib(tokens)
+
 
 DATASETS: dict[str, Locator] = {
     "mnist": idx.locate,
     "fashion-mnist": idx.locate,
     "cifar10": cifar.locate,
+    "python-stdlib": _python_stdlib,
 }
 PREFIXED: dict[str, Locator] = {
     "folder": folder.locate,
     "tfds": tfds_source.locate,
+    "text": text.locate,
 }
+TEXT = frozenset({"python-stdlib", "text"})
+"""The keys of `DATASETS` and `PREFIXED` whose locators read text and take ``tokens=``."""
 
-__all__ = ["DATASETS", "PREFIXED", "Arrays", "DataSource", "locate"]
+__all__ = ["DATASETS", "PREFIXED", "TEXT", "Arrays", "DataSource", "TextArrays", "locate"]
 
 
-def locate(name: str, data_dir: Path | None = None) -> DataSource:
+def locate(name: str, data_dir: Path | None = None, tokens: str = "bytes") -> DataSource:
     """Finds data set `name`, searching `data_dir`, ``$LT_DATA_DIR``, its system location and
-    lt's data cache.
+    lt's data cache (a relative ``text:PATH``: `data_dir`, then the working directory).
+
+    Args:
+      tokens: the token unit of a text data set, ``bytes`` or ``chars``; image data sets
+        take only the default.
 
     Raises:
-      UsageError: an unknown name, or the files are missing or malformed (never a download).
+      UsageError: an unknown name, `tokens` other than ``bytes`` for an image data set, or the
+        files are missing or malformed (never a download).
     """
     kind, sep, arg = name.partition(":")
     if sep and kind in PREFIXED:
-        return PREFIXED[kind](arg, data_dir)
-    if name in DATASETS:
-        return DATASETS[name](name, data_dir)
-    known = sorted(DATASETS) + [f"{k}:..." for k in sorted(PREFIXED)]
-    raise UsageError(f"data.dataset: unknown data set {name!r}; known: {', '.join(known)}")
+        key, locator, arg = kind, PREFIXED[kind], arg
+    elif name in DATASETS:
+        key, locator, arg = name, DATASETS[name], name
+    else:
+        known = sorted(DATASETS) + [f"{k}:..." for k in sorted(PREFIXED)]
+        raise UsageError(f"data.dataset: unknown data set {name!r}; known: {', '.join(known)}")
+    if key in TEXT:
+        return locator(arg, data_dir, tokens=tokens)  # type: ignore[call-arg]
+    if tokens != "bytes":
+        raise UsageError(
+            f"data.tokens: only text data sets have tokens; {name} is an image data set "
+            f"(leave data.tokens unset, or use a text data set: "
+            f"{', '.join(sorted(k if k in DATASETS else f'{k}:PATH' for k in TEXT))})"
+        )
+    return locator(arg, data_dir)

@@ -1,4 +1,5 @@
-"""What every data set reader returns: a `DataSource` (found, identified) that loads `Arrays`."""
+"""What every data set reader returns: a `DataSource` (found, identified) that loads `Arrays`
+(images) or `TextArrays` (a token stream, for a language model)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,22 @@ class Arrays(NamedTuple):
     y_test: np.ndarray
 
 
+class TextArrays(NamedTuple):
+    """A text data set in memory: three consecutive pieces of one token stream.
+
+    Attributes:
+      train, validation, test: 1-D token ids, in corpus order (uint8 for bytes, int32 for
+        characters).
+      bytes_per_token: UTF-8 bytes per token of the validation and the test split, to turn a
+        loss per token into bits per byte (1.0 for bytes).
+    """
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    bytes_per_token: tuple[float, float]
+
+
 @dataclasses.dataclass(frozen=True)
 class DataSource:
     """A data set that was found on disk, identified by its content, not yet loaded.
@@ -29,22 +46,25 @@ class DataSource:
     Attributes:
       name: the name the spec used (``mnist``, ``folder:/data/pets``).
       content_id: sha256 of the decoded content, the same wherever the files lie.
-      train_size: examples in the training split, before the validation hold-out.
-      image_shape: (H, W, C) of one image.
-      num_classes: number of labels.
+      train_size: examples in the training split, before the validation hold-out (text:
+        tokens in the train split).
+      image_shape: (H, W, C) of one image; () for text.
+      num_classes: number of labels (text: the vocabulary size).
       origin: where the files were found, for messages.
       loader: reads the arrays.
+      text: a text data set, whose `load` returns `TextArrays`.
     """
 
     name: str
     content_id: str
     train_size: int
-    image_shape: tuple[int, int, int]
+    image_shape: tuple[int, ...]
     num_classes: int
     origin: str
-    loader: Callable[[], Arrays] = dataclasses.field(repr=False, compare=False)
+    loader: Callable[[], Arrays | TextArrays] = dataclasses.field(repr=False, compare=False)
+    text: bool = False
 
-    def load(self) -> Arrays:
+    def load(self) -> Arrays | TextArrays:
         return self.loader()
 
 

@@ -157,6 +157,8 @@ def _rates(spec: Spec, kinds: tuple[str, ...]) -> dict[str, float]:
         "fc": rate,
         "conv": spec["prune.conv_rate"] or rate,
         "output": spec["prune.output_rate"] or rate / 2,
+        "attn": spec["prune.attn_rate"] or rate,
+        "mlp": spec["prune.mlp_rate"] or rate,
     }
     return {kind: defaults[kind] for kind in kinds}
 
@@ -205,6 +207,102 @@ def _check_one_shot_reachable(
     )
 
 
+ARCH_FIELDS = ("depth", "width", "heads", "mlp_ratio", "patch_size", "context", "pool", "tied")
+"""The ``model.*`` architecture fields; a model takes those its `ModelDef.arch` lists."""
+
+
+def _architecture(spec: Spec, model_name: str, source: DataSource) -> dict[str, Any]:
+    """The model's architecture options, defaults filled in (all enter the run id: only
+    the transformers have any), checked against the model and the data's kind."""
+    model = models.get(model_name)
+    given = {name: spec[f"model.{name}"] for name in ARCH_FIELDS}
+    taken = [k for k, _ in model.arch]
+    for name, value in given.items():
+        _check(
+            value is None or name in taken,
+            f"model.{name}: {model_name} takes no {name} (its architecture fields: "
+            f"{', '.join(f'model.{k}' for k in taken) or 'none'})",
+        )
+    arch = model.architecture(given)
+    if model.tokens != source.text:
+        reads = "text (text:PATH, python-stdlib)" if model.tokens else "images"
+        raise UsageError(f"data.dataset: {model_name} reads {reads}; {source.name} is not")
+    if "heads" in arch:
+        _check(
+            arch["width"] % arch["heads"] == 0,
+            f"model.heads: must divide model.width ({arch['width']}); got {arch['heads']}",
+        )
+    if "patch_size" in arch:
+        side = source.image_shape[0]
+        _check(
+            side % arch["patch_size"] == 0 and source.image_shape[1] % arch["patch_size"] == 0,
+            f"model.patch_size: must divide the {source.image_shape[0]}x"
+            f"{source.image_shape[1]} images of {source.name}; got {arch['patch_size']}",
+        )
+    return arch
+
+
+def _train_examples(spec: Spec, source: DataSource, context: int) -> int:
+    """Training examples after the validation hold-out: images, or for text the train
+    split's tokens in windows of `context` (what an epoch covers; validation and test are
+    their own splits)."""
+    validation = spec["data.validation"]
+    if source.text:
+        windows = source.train_size // context
+        _check(
+            source.train_size // 18 > context,  # the validation and test splits are 5%
+            f"model.context: {context} is too long for {source.name}: its validation and "
+            f"test splits (5% each, about {source.train_size // 18} tokens) must hold a "
+            "window of context + 1 tokens",
+        )
+        return windows
+    train_size = source.train_size - validation
+    _check(
+        train_size > 0,
+        f"data.validation: must be below the {source.train_size} "
+        f"training examples of {source.name} (got {validation})",
+    )
+    return train_size
+
+
+def _check_pattern(
+    spec: Spec,
+    pattern: tuple[int, int],
+    targets: list[float],
+    model_name: str,
+    source: DataSource,
+    arch: dict[str, Any],
+    exclude: list[str],
+) -> None:
+    """N:M holds in layer-wise groups, every pruned layer's input a multiple of M, and a
+    one-shot schedule prunes straight to N/M."""
+    n, m = pattern
+    _check(
+        spec["prune.strategy"] == "layerwise",
+        f"prune.strategy: prune.pattern {n}:{m} keeps {n} of every {m} weights in each "
+        'layer; a global ranking cannot change that: use "layerwise"',
+    )
+    density = 100 * n / m
+    _check(
+        not targets or targets == [density],
+        f"prune.one_shot: with prune.pattern {n}:{m} the one target is {density:g} (percent "
+        f"of weights remaining); got {', '.join(f'{t:g}' for t in targets)}",
+    )
+    params = models.abstract_variables(model_name, source.image_shape, source.num_classes, arch)
+    try:
+        pruning.check_pattern(params["params"], exclude, pattern)
+    except ValueError as err:
+        raise UsageError(f"prune.pattern: {err}; exclude it with prune.exclude") from err
+
+
+def _check_recipe(spec: Spec, drops: list[int]) -> None:
+    """Training-recipe fields that only mean something together."""
+    _check(
+        spec["train.schedule"] != "cosine" or not drops,
+        "train.lr_drops: a cosine schedule has no drops; use one or the other",
+    )
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise UsageError(message)
@@ -223,16 +321,11 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         model.has_dropout or not spec["model.dropout"],
         f"model.dropout: {model_name} has no dropout; got dropout={spec['model.dropout']}",
     )
-    validation = spec["data.validation"]
-    train_size = source.train_size - validation
-    _check(
-        train_size > 0,
-        f"data.validation: must be below the {source.train_size} "
-        f"training examples of {source.name} (got {validation})",
-    )
+    arch = _architecture(spec, model_name, source)
+    train_size = _train_examples(spec, source, arch.get("context", 0))
     batch = spec["train.batch_size"]
     _check(
-        batch <= train_size,
+        source.text or batch <= train_size,
         f"train.batch_size: must be at most the {train_size} training examples (got {batch})",
     )
 
@@ -273,14 +366,23 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         method, spec["prune.retrain"], combinations.schedule_of(tuple(targets))
     )
     _check(refused is None, refused or "")
-    _check(
-        method == "magnitude" or spec["prune.strategy"] == "global",
-        f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
-    )
+    pattern = pruning.parse_pattern(spec["prune.pattern"])
+    if pattern:
+        _check_pattern(spec, pattern, targets, model_name, source, arch, exclude)
+    else:
+        _check(
+            method == "magnitude" or spec["prune.strategy"] == "global",
+            f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
+        )
+    _check_recipe(spec, drops)
 
     full = _described(spec, its)
     full["data"].update(dataset=source.name, content=source.content_id)
-    full["model"]["name"] = model_name
+    for name in ARCH_FIELDS:  # only the transformers have an architecture to record
+        full["model"].pop(name)
+    full["model"].update(name=model_name, **arch)
+    if not source.text:
+        del full["data"]["tokens"]  # images have no tokens: not in the id
     full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
     if not drops:
         del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
@@ -290,6 +392,9 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         del full["prune"]["score_mode"]
     one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
     full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
+    if pattern:
+        # N:M fixes every level's counts per group: no rate or strategy changes a result
+        del full["prune"]["rates"], full["prune"]["strategy"]
     full["schema"] = schema_of(full)
     return Descriptor(full, hashed_form(full))
 

@@ -16,6 +16,7 @@ from ltcli.experiment import combinations, descriptor
 from ltcli.experiment.descriptor import Descriptor
 from ltcli.experiment.member import CellKey, level_members, parse_controls
 from ltcli.experiment.spec import Spec
+from ltcli.science.pruning import parse_pattern
 
 
 class FinishedCells(Protocol):
@@ -103,7 +104,7 @@ class Plan:
 
 def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
     """Locates the data and resolves the descriptor."""
-    source = data.locate(spec["data.dataset"], data_dir)
+    source = data.locate(spec["data.dataset"], data_dir, tokens=spec["data.tokens"])
     return descriptor.resolve(spec, source), source
 
 
@@ -115,7 +116,10 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
       UsageError: a spawn point that is not a multiple of the evaluation period below T, or
         an ``invert`` control without pruning at initialization.
     """
-    train_size = source.train_size - desc["data.validation"]
+    if source.text:  # an epoch of text: the training split in windows of the context
+        train_size = source.train_size // desc["model.context"]
+    else:
+        train_size = source.train_size - desc["data.validation"]
     batch, every, end = desc["train.batch_size"], desc["train.eval_every"], desc["train.iterations"]
     spawn = sorted({d.iterations(train_size, batch) for d in spec["run.spawn"]})
     bad = [k for k in spawn if k >= end or k % every]
@@ -130,4 +134,11 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
             raise UsageError(refused)
     targets = descriptor.one_shot_targets(desc.full)
     rounds = len(targets) if targets else spec["run.rounds"]
+    pattern = parse_pattern(spec["prune.pattern"])
+    if pattern and rounds > pattern[1] - pattern[0]:
+        n, m = pattern
+        raise UsageError(
+            f"run.rounds: IMP reaches {n}:{m} in {m - n} rounds of one weight per group of "
+            f"{m}; {rounds} would prune past it"
+        )
     return Plan(rounds, spec["run.replicates"], controls, tuple(spawn), spec["run.barriers"])

@@ -20,6 +20,7 @@ from typing import Any
 
 from ltcli.core.errors import UsageError
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
+from ltcli.science import pruning
 from ltcli.science.methods import PRUNING_METHODS, SCORE_MODES
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
@@ -93,6 +94,14 @@ def _between(lo: float, hi: float) -> Callable[[Any], bool]:
     return lambda v: lo < v < hi
 
 
+def _pattern_ok(value: str) -> bool:
+    try:
+        pruning.parse_pattern(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _controls_ok(value: str) -> bool:
     try:
         parse_controls(value)
@@ -106,9 +115,20 @@ FIELDS: dict[str, Field] = {
         "str", None, "mnist, fashion-mnist, cifar10, folder:PATH or tfds:NAME", bool
     ),
     "data.validation": Field("int", 5000, "an integer >= 1", lambda v: v >= 1),
+    "data.tokens": Field(
+        "str", "bytes", "bytes or chars", lambda v: v in ("bytes", "chars"), "bytes"
+    ),
     "model.name": Field("str", None, "a model name (see `lt run --help`)", bool),
     "model.dropout": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
-    "train.optimizer": Field("str", "adam", "adam or sgd", lambda v: v in ("adam", "sgd")),
+    **{
+        f"model.{name}": Field("int", None, "an integer >= 1", lambda v: v >= 1, None)
+        for name in ("depth", "width", "heads", "mlp_ratio", "patch_size", "context")
+    },
+    "model.pool": Field("str", None, "cls or mean", lambda v: v in ("cls", "mean"), None),
+    "model.tied": Field("bool", None, "true or false", neutral=None),
+    "train.optimizer": Field(
+        "str", "adam", "adam, adamw or sgd", lambda v: v in ("adam", "adamw", "sgd")
+    ),
     "train.lr": Field("float", 1.2e-3, "a number > 0", lambda v: v > 0),
     "train.momentum": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
     "train.weight_decay": Field("float", 0.0, "a number >= 0", lambda v: v >= 0, 0.0),
@@ -125,6 +145,11 @@ FIELDS: dict[str, Field] = {
     ),
     "train.lr_drop_factor": Field("float", 0.1, "a number in (0, 1]", lambda v: 0 < v <= 1),
     "train.augment": Field("bool", False, "true or false", neutral=False),
+    "train.schedule": Field(
+        "str", "step", "step or cosine", lambda v: v in ("step", "cosine"), "step"
+    ),
+    "train.clip_norm": Field("float", 0.0, "a number >= 0 (0: off)", lambda v: v >= 0, 0.0),
+    "train.label_smoothing": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
     "train.seed": Field("int", 0, "an integer >= 0", lambda v: v >= 0),
     "prune.strategy": Field(
         "str", "layerwise", "layerwise or global", lambda v: v in ("layerwise", "global")
@@ -135,6 +160,17 @@ FIELDS: dict[str, Field] = {
     ),
     "prune.output_rate": Field(
         "float", None, "a fraction in (0, 1)", _between(0, 1), described=False
+    ),
+    "prune.attn_rate": Field(
+        "float", None, "a fraction in (0, 1)", _between(0, 1), described=False
+    ),
+    "prune.mlp_rate": Field("float", None, "a fraction in (0, 1)", _between(0, 1), described=False),
+    "prune.pattern": Field(
+        "str",
+        "unstructured",
+        'unstructured or N:M like "2:4" (0 < N < M)',
+        _pattern_ok,
+        "unstructured",
     ),
     "prune.exclude": Field(
         "strs", (), 'a list of layer names or patterns like ["fc*"]', neutral=[]

@@ -7,7 +7,7 @@ Cell rows have the columns `RUN_COLUMNS` and `CELL_COLUMNS`, then ``remaining_<l
 a prunable layer (``collapsed``, a boolean: the network outputs a constant; `lt show` keeps
 such cells in its means and counts them) and which (``collapsed_layers``, the layer names
 joined by ``;`` such as ``fc1/kernel;fc2/kernel``, empty or null where none), then
-`SUMMARY_COLUMNS`, then `TRAINING_COLUMNS`:
+`SUMMARY_COLUMNS` (and `TEXT_COLUMNS` for language models), then `TRAINING_COLUMNS`:
 whether the cell diverged (its loss became NaN or inf; `lt show` leaves such cells out of its
 means, and a reader of the export should too), and how its group trained (cells trained
 differently agree to float rounding only). Curve rows have `CURVE_COLUMNS`. Accuracies are
@@ -40,6 +40,9 @@ SUMMARY_COLUMNS = (
     "iterations",
     "wall_seconds",
 )
+TEXT_COLUMNS = ("min_val_bpb", "early_stop_test_bpb", "final_test_bpb")
+"""Bits per byte of a language model's cells (text data sets), after `SUMMARY_COLUMNS` when
+an exported cell has them."""
 TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
 INSTABILITY_COLUMNS = ("spawn_iteration", "instability", "level_barrier")
 """A stability or spawned copy's spawn point (dense copies) and its instability against its
@@ -105,13 +108,14 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     layers = list(dict.fromkeys(layer for _, m in cells for layer in m["layers"]))
     columns = [*RUN_COLUMNS, *CELL_COLUMNS, *map(layer_column, layers), *MASK_COLUMNS]
     columns += SUMMARY_COLUMNS
-    columns += [*TRAINING_COLUMNS, *INSTABILITY_COLUMNS]
+    text = TEXT_COLUMNS if any(TEXT_COLUMNS[0] in m for _, m in cells) else ()
+    columns += [*text, *TRAINING_COLUMNS, *INSTABILITY_COLUMNS]
     runs = {run_id: _run_fields(store, run_id) for run_id in run_ids}
     rows = []
     for run_id, metrics in cells:
         row = dict.fromkeys(columns)
         row.update(runs[run_id])
-        row.update({c: metrics[c] for c in CELL_COLUMNS + SUMMARY_COLUMNS if c in metrics})
+        row.update({c: metrics[c] for c in CELL_COLUMNS + SUMMARY_COLUMNS + text if c in metrics})
         row["start_iteration"] = metrics.get("start_iteration", 0)  # older cells: all from 0
         for layer, (kept, total) in metrics["layers"].items():
             row[layer_column(layer)] = 100.0 * kept / total

@@ -28,6 +28,8 @@ from ltcli.experiment.descriptor import outdated
 from ltcli.storage.store import Store
 
 SUMMARY_FIELDS = ("early_stop_iter", "early_stop_test_acc", "final_test_acc")
+BPB_FIELD = "early_stop_test_bpb"
+"""A language model's test bits per byte at early stopping, summarized beside the others."""
 DIVERGED_NOTE = "diverged: cells whose loss became NaN or inf; not in the means"
 """The legend under a table that shows diverged cells."""
 COLLAPSED_NOTE = (
@@ -117,6 +119,8 @@ def summarize_cells(group: list[dict[str, Any]]) -> dict[str, Stat]:
         copies = [c for c in kept if "instability" in c]
         values = [c["instability"]["instability"] for c in copies]
         stats["instability"] = Stat.of(values, diverged, sum(map(is_collapsed, copies)))
+    if any(BPB_FIELD in c for c in group):
+        stats[BPB_FIELD] = Stat.of([c[BPB_FIELD] for c in kept], diverged, collapsed)
     return stats
 
 
@@ -189,13 +193,17 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
     ticket how many cells the means cover (``n``), early-stop iteration, test accuracy there
     and at the end (mean ± std over replicates); for each control kind its ``n``,
     early-stop iteration and test accuracy there, and for stability and spawned copies their
-    instability (points of test error). Diverged and collapsed cells are counted in ``n``
-    and explained by legend lines under the table."""
+    instability (points of test error); for a language model, test bits per byte at early
+    stopping too. Diverged and collapsed cells are counted in ``n`` and explained by legend
+    lines under the table."""
     controls = sorted({k for row in summary for k in row["members"] if k != "ticket"})
     paired = {k for row in summary for k, s in row["members"].items() if "instability" in s}
+    text = any(BPB_FIELD in s for row in summary for s in row["members"].values())
     headers = ["level", "remaining %", "n", "early-stop it", "test acc @ES %", "final test acc %"]
+    headers += ["test bpb @ES"] if text else []
     for kind in controls:
         headers += [f"{kind} n", f"{kind} early-stop it", f"{kind} acc @ES %"]
+        headers += [f"{kind} bpb @ES"] if text else []
         headers += [f"{kind} instability pts"] if kind in paired else []
     lines, stats = [], []
     for row in summary:
@@ -208,6 +216,7 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
             format_stat(ticket.get("early_stop_test_acc"), 100),
             format_stat(ticket.get("final_test_acc"), 100),
         ]
+        cells += [format_stat(ticket.get(BPB_FIELD), digits=3)] if text else []
         stats.append(ticket.get("early_stop_iter"))
         for kind in controls:
             control = row["members"].get(kind, {})
@@ -216,6 +225,7 @@ def levels_table(summary: list[dict[str, Any]]) -> str:
                 format_stat(control.get("early_stop_iter"), digits=0),
                 format_stat(control.get("early_stop_test_acc"), 100),
             ]
+            cells += [format_stat(control.get(BPB_FIELD), digits=3)] if text else []
             if kind in paired:
                 cells.append(format_stat(control.get("instability"), 100))
             stats.append(control.get("early_stop_iter"))

@@ -32,6 +32,7 @@ from ltcli import data
 from ltcli.core import atomic
 from ltcli.core.base import Mask
 from ltcli.core.errors import LtError, UsageError
+from ltcli.experiment import descriptor
 from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
 
@@ -86,9 +87,15 @@ def _flat(tree: Any) -> list[tuple[str, np.ndarray]]:
 # -- sizes -------------------------------------------------------------------------------------
 
 
-def output_positions(model_name: str, image_shape: tuple[int, ...], num_classes: int) -> dict:
+def output_positions(
+    model_name: str,
+    image_shape: tuple[int, ...],
+    num_classes: int,
+    arch: dict[str, Any] | None = None,
+) -> dict:
     """``{kernel name: spatial output positions}`` of every Dense and Conv layer of a model
-    (1 for a Dense layer, H_out * W_out for a convolution), for one image.
+    (1 for a Dense layer, H_out * W_out for a convolution, T for a transformer's Dense over
+    T tokens), for one input.
 
     The model's forward pass is traced with `jax.eval_shape` (nothing is computed) and Flax's
     ``capture_intermediates`` records the output shape of each ``nn.Dense`` and ``nn.Conv``
@@ -99,9 +106,11 @@ def output_positions(model_name: str, image_shape: tuple[int, ...], num_classes:
 
     from ltcli import models
 
-    model = models.create(model_name, num_classes)
-    variables = models.abstract_variables(model_name, image_shape, num_classes)
-    x = jax.ShapeDtypeStruct((1, *image_shape), np.float32)
+    model = models.create(model_name, num_classes, arch=arch)
+    variables = models.abstract_variables(model_name, image_shape, num_classes, arch)
+    x = jax.ShapeDtypeStruct(
+        (1, *models.get(model_name).input_shape(image_shape, arch)), np.float32
+    )
 
     def is_layer(module: nn.Module, method: str) -> bool:
         return isinstance(module, nn.Dense | nn.Conv) and method == "__call__"
@@ -204,7 +213,7 @@ def _locate_data(full: dict[str, Any], data_dir: Path | None) -> data.DataSource
     """
     name = full["data"]["dataset"]
     try:
-        source = data.locate(name, data_dir)
+        source = data.locate(name, data_dir, tokens=full["data"].get("tokens", "bytes"))
     except UsageError as err:
         raise UsageError(
             f"{err} (lt ticket needs the run's data set for its image size; --data-dir)"
@@ -253,7 +262,9 @@ def build(
     mask = pruning.unflatten({name: m > 0 for name, m in _flat(stored)})
     weights = store.read_trained(run_id, cell) if trained else None
     metrics = store.read_metrics(run_id, cell)
-    positions = output_positions(full["model"]["name"], source.image_shape, source.num_classes)
+    arch = {k: v for k, v in full["model"].items() if k in descriptor.ARCH_FIELDS}
+    model_name, classes = full["model"]["name"], source.num_classes
+    positions = output_positions(model_name, source.image_shape, classes, arch)
     metadata = describe(full, run_id, cell, rewind_iter, source, mask, positions, metrics, trained)
     return Ticket(mask, rewind, weights, metadata)
 

@@ -7,12 +7,24 @@ Rounding rule (every strategy): a pruning step at rate ``p`` over ``s`` survivin
 removes ``round(p * s)`` of them (Python's round, half to even) and keeps the rest, so a
 layer of ``n`` weights pruned ``k`` times keeps ``kept_count(n, p, k)``. The weights removed
 are the survivors of smallest ``|w|``; ties are broken by position (the earlier goes first).
+
+N:M patterns (``prune.pattern = "N:M"``, `parse_pattern`): in every group of M consecutive
+weights along a kernel's INPUT axis (axis -2: axis 0 of a Dense kernel ``(in, out)``, the
+input-channel axis of a conv kernel ``(kh, kw, cin, cout)``), for each fixed position of the
+other axes, keep the N of largest score: the fine-grained structured sparsity of Mishra et
+al. 2021, "Accelerating Sparse Deep Neural Networks" (NVIDIA's 2:4 on Ampere sparse tensor
+cores, which groups along the reduction dimension, a GEMM's K = a layer's inputs), and of
+Zhou et al. 2021, "Learning N:M Fine-grained Structured Sparse Neural Networks From
+Scratch" (ICLR 2021). Counts are then fixed per group, not by a rate: a layer of ``s``
+weights keeps ``s * keep / M``; IMP removes one weight per group per level (`Strategy`).
+Ties within a group go to the earlier position along the input axis (`keep_per_group`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -21,14 +33,26 @@ import numpy as np
 from ltcli.core.base import Mask, Params
 
 SEP = "/"
-_KIND_PREFIXES = (("shortcut", "conv"), ("conv", "conv"), ("fc", "fc"), ("out", "output"))
+_KIND_PREFIXES = (
+    ("shortcut", "conv"),
+    ("conv", "conv"),
+    ("fc", "fc"),
+    ("out", "output"),
+    ("attn", "attn"),
+    ("mlp", "mlp"),
+)
+KINDS = ("conv", "fc", "output", "attn", "mlp")
+"""Every prunable layer kind, in the order rates and counts list them."""
 
 
 def layer_kind(name: str) -> str | None:
     """The prunable kind of the parameter at `name` (``"fc1/kernel"``), or None.
 
     Only kernels are prunable; their kind comes from the name of the layer holding them:
-    ``conv*`` and ``shortcut*`` are ``conv``, ``fc*`` is ``fc``, ``out`` is ``output``.
+    ``conv*`` and ``shortcut*`` are ``conv``, ``fc*`` is ``fc``, ``out`` is ``output``;
+    in transformers ``attn_q``, ``attn_k``, ``attn_v`` and ``attn_out`` are ``attn`` and
+    ``mlp_fc1``, ``mlp_fc2`` are ``mlp``. Embeddings, LayerNorm and the transformers' output
+    ``head`` match no prefix and are never pruned.
     """
     parts = name.split(SEP)
     if parts[-1] != "kernel" or len(parts) < 2:
@@ -152,6 +176,124 @@ def keep_pooled(scores: Mapping[str, np.ndarray], mask: Mask, keep: int) -> Mask
     return unflatten(out)
 
 
+Pattern = tuple[int, int]
+"""An N:M pattern as ``(n, m)``: keep N of every M consecutive weights along the input axis."""
+
+UNSTRUCTURED = "unstructured"
+
+
+def parse_pattern(text: str) -> Pattern | None:
+    """``prune.pattern`` as `Strategy` and the scoring functions take it: None for
+    ``"unstructured"``, ``(n, m)`` for ``"N:M"`` (``"2:4"``) with integers ``0 < N < M``.
+
+    Mishra et al. 2021 (NVIDIA's 2:4) and Zhou et al. 2021 (N:M fine-grained sparsity);
+    see the module docstring for the grouped axis.
+
+    Raises:
+      ValueError: anything else (``"4:4"``, ``"0:4"``, ``"2/4"``, ``" 2:4"``).
+    """
+    if text == UNSTRUCTURED:
+        return None
+    match = re.fullmatch(r"([0-9]+):([0-9]+)", text)
+    if match:
+        n, m = int(match[1]), int(match[2])
+        if 0 < n < m:
+            return n, m
+    raise ValueError(
+        f"pattern must be {UNSTRUCTURED!r} or 'N:M' with integers 0 < N < M (like '2:4'), "
+        f"got {text!r}"
+    )
+
+
+def _check_pair(pattern: Pattern) -> tuple[int, int]:
+    """`pattern` as two ints ``0 < n < m``, or ValueError."""
+    n, m = pattern
+    if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m):
+        raise ValueError(f"an N:M pattern needs integers 0 < N < M, got {pattern!r}")
+    return n, m
+
+
+def _groups(a: np.ndarray, m: int) -> np.ndarray:
+    """`a` (a kernel, input axis -2) as rows of `m` consecutive weights along the input axis,
+    one row per group: shape ``(groups, m)``, in order along the input axis within a row."""
+    if a.ndim < 2 or a.shape[-2] % m:
+        raise ValueError(f"a kernel of shape {a.shape} has no input axis divisible by {m}")
+    return np.moveaxis(a, -2, -1).reshape(-1, m)
+
+
+def _ungroup(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The inverse of `_groups` for a kernel of `shape`."""
+    moved = (*shape[:-2], shape[-1], shape[-2])
+    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, -2))
+
+
+def check_pattern(params: Params, exclude: Sequence[str], pattern: Pattern | None) -> None:
+    """Checks that every layer `prunable_layers(params, exclude)` prunes can hold `pattern`:
+    its input size (axis -2, see the module docstring) is a multiple of M. `params` may hold
+    any leaves with a ``.shape``. No pattern (None): nothing to check.
+
+    Raises:
+      ValueError: naming the first layer that cannot (exclude it, or choose another M).
+    """
+    if pattern is None:
+        return
+    n, m = _check_pair(pattern)
+    flat = leaves(params)
+    for name in prunable_layers(params, exclude):
+        shape = tuple(flat[name].shape)
+        if len(shape) < 2 or shape[-2] % m:
+            size = shape[-2] if len(shape) >= 2 else None
+            raise ValueError(
+                f"{name} (shape {shape}) has input size {size}, not a multiple of {m}: it "
+                f"cannot hold the {n}:{m} pattern (exclude it with prune.exclude)"
+            )
+
+
+def keep_per_group(scores: np.ndarray, mask: np.ndarray, keep: int, m: int) -> np.ndarray:
+    """A 0/1 float32 mask shaped like `mask` keeping, in every group of `m` consecutive
+    weights along the input axis (axis -2; Mishra et al. 2021, Zhou et al. 2021), the `keep`
+    survivors of `mask` of highest score. Only survivors can be kept, so the result lies
+    inside `mask`; ties go to the earlier position in the group.
+
+    open_lth has no N:M pruning; compared with jaxpruner's
+    ``mask_calculator.topk_n_by_m_mask_calculator``, which groups along an axis it is told
+    and keeps the later position on ties. lt groups along the reduction axis of ``x @ W``
+    (what sparse tensor cores accelerate) and keeps the earlier, its rule everywhere else.
+
+    Raises:
+      ValueError: the input axis is not a multiple of `m`, a survivor's score is NaN, or a
+        group has fewer than `keep` survivors.
+    """
+    mask = np.asarray(mask)
+    s = _groups(np.asarray(scores, np.float64).reshape(mask.shape), m)
+    alive = _groups(mask, m) > 0
+    if not 0 <= keep <= m:
+        raise ValueError(f"cannot keep {keep} of every {m}")
+    if np.any(alive.sum(1) < keep):
+        raise ValueError(f"a group of {m} has fewer than {keep} survivors to keep")
+    if np.any(np.isnan(s[alive])):
+        raise ValueError("a survivor's score is NaN")
+    # Survivors first, then highest score, then earliest position (lexsort is stable).
+    order = np.lexsort((-np.where(alive, s, 0.0), ~alive), axis=-1)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(m), order.shape), axis=-1)
+    return _ungroup((ranks < keep).astype(np.float32), mask.shape)
+
+
+def holds_pattern(mask: Mask, names: Iterable[str], keep: int, m: int) -> bool:
+    """Whether every group of `m` along the input axis of each layer `names` of `mask`
+    holds exactly `keep` survivors (False too for a layer whose input size is not a
+    multiple of `m`)."""
+    flat = flatten(mask)
+    for name in names:
+        layer = flat[name]
+        if layer.ndim < 2 or layer.shape[-2] % m:
+            return False
+        if not np.all((_groups(layer, m) > 0).sum(1) == keep):
+            return False
+    return True
+
+
 def _one_shot_fractions(
     sizes: Mapping[str, int], rates: Mapping[str, float], kinds: Mapping[str, str], target: float
 ) -> dict[str, float]:
@@ -183,12 +325,59 @@ class Strategy:
       exclude: layer name patterns never pruned.
       one_shot: one-shot targets: level i prunes the dense level's network straight to
         ``one_shot[i - 1]`` percent of weights remaining (empty: iterative pruning).
+      pattern: an N:M pattern ``(n, m)`` (`parse_pattern`), or None: unstructured. With a
+        pattern (layer-wise only) counts are fixed per group of M along each kernel's input
+        axis (Mishra et al. 2021; Zhou et al. 2021; the module docstring), not by the
+        rates: IMP level ``l`` keeps ``M - l`` per group, ranked by the trained |w| among
+        the previous mask's survivors, up to level ``M - N`` (more rounds are refused);
+        one-shot has exactly one level, which keeps N per group of the dense level's
+        network (its percent is not read: the pattern fixes the count).
+
+    Raises:
+      ValueError: a pattern that is not ``0 < N < M``, with a global strategy, or with
+        more than one one-shot level.
     """
 
     kind: str
     rates: Mapping[str, float]
     exclude: tuple[str, ...] = ()
     one_shot: tuple[float, ...] = ()
+    pattern: Pattern | None = None
+
+    def __post_init__(self) -> None:
+        if self.pattern is None:
+            return
+        _check_pair(self.pattern)
+        if self.kind == "global":
+            raise ValueError("an N:M pattern is layer-wise: it fixes the count of every group")
+        if len(self.one_shot) > 1:
+            raise ValueError(
+                f"one-shot with an N:M pattern has exactly one level, got {len(self.one_shot)} "
+                "targets"
+            )
+
+    def group_keep(self, level: int) -> int | None:
+        """Weights each group of M keeps at `level` with a pattern (None without): M at
+        level 0; ``M - level`` in IMP; N at one-shot's level 1.
+
+        Raises:
+          ValueError: a level past the pattern (IMP: more rounds than N:M allows).
+        """
+        if self.pattern is None:
+            return None
+        n, m = self.pattern
+        if level == 0:
+            return m
+        if self.one_shot:
+            if level != 1:
+                raise ValueError(f"one-shot with the {n}:{m} pattern has one level, not {level}")
+            return n
+        if not 0 < level <= m - n:
+            raise ValueError(
+                f"level {level}: more rounds than N:M allows ({n}:{m} is reached at level "
+                f"{m - n}, one weight per group of {m} per round)"
+            )
+        return m - level
 
     def targets(self, params: Params) -> dict[str, str]:
         """``{name: kind}`` of the layers this strategy prunes."""
@@ -240,9 +429,25 @@ class Strategy:
 
     def prune(self, params: Params, mask: Mask, level: int = 1) -> Mask:
         """Level `level`'s mask from trained `params` and `mask`: one IMP step from the level
-        before, or a one-shot level's target from the dense level."""
+        before, or a one-shot level's target from the dense level.
+
+        With a pattern, each pruned layer keeps `group_keep(level)` of every group: the
+        survivors of `mask` of largest trained |w| (`keep_per_group`).
+
+        Raises:
+          ValueError: (with a pattern) a layer that cannot hold it (`check_pattern`), or a
+            level past it (`group_keep`).
+        """
         kinds = self.targets(params)
         flat_m = flatten(mask)
+        if self.pattern is not None:
+            check_pattern(params, self.exclude, self.pattern)
+            keep, m = self.group_keep(level), self.pattern[1]
+            flat_p = flatten(params)
+            out = dict(flat_m)
+            for name in kinds:
+                out[name] = keep_per_group(np.abs(flat_p[name]), flat_m[name], keep, m)
+            return unflatten(out)
         survivors = {name: int(flat_m[name].sum()) for name in kinds}
         keep = self.step(survivors, kinds, self.excluded_weights(params), self.target(level))
         if self.kind == "global":
@@ -251,8 +456,18 @@ class Strategy:
 
     def expected_counts(self, params: Params, level: int) -> dict[str, int]:
         """Survivors at `level` of a network shaped like `params`: per layer, or the total
-        under ``"*"`` for a global strategy."""
+        under ``"*"`` for a global strategy. With a pattern, ``size * group_keep(level) /
+        M`` per layer (`holds_pattern` checks the groups themselves).
+
+        Raises:
+          ValueError: (with a pattern) as `prune`.
+        """
         kinds = self.targets(params)
+        if self.pattern is not None:
+            check_pattern(params, self.exclude, self.pattern)
+            keep, m = self.group_keep(level), self.pattern[1]
+            flat = leaves(params)
+            return {name: int(np.prod(flat[name].shape)) * keep // m for name in kinds}
         survivors = {
             name: int(np.size(leaf)) for name, leaf in flatten(params).items() if name in kinds
         }
@@ -272,8 +487,21 @@ class Strategy:
         return {"*": sum(counted.values())} if self.kind == "global" else counted
 
 
-def random_like(mask: Mask, rng: np.random.Generator) -> Mask:
-    """A random mask with the same number of survivors as `mask` in every prunable layer."""
+def random_like(mask: Mask, rng: np.random.Generator, pattern: Pattern | None = None) -> Mask:
+    """A random mask with the same number of survivors as `mask` in every prunable layer.
+
+    With a pattern ``(n, m)``, the same number of survivors as `mask` in EVERY GROUP of `m`
+    along each prunable kernel's input axis (Mishra et al. 2021; Zhou et al. 2021), at
+    uniformly random positions within the group, so the random control keeps the N:M
+    structure. Fully dense layers (excluded ones) stay dense; without a pattern the draws
+    are exactly those of before patterns existed.
+
+    Raises:
+      ValueError: (with a pattern) a layer that is not fully dense and whose input size
+        is not a multiple of `m`.
+    """
+    if pattern is not None:
+        return _random_groups(mask, rng, _check_pair(pattern)[1])
     flat_m = flatten(mask)
     out = dict(flat_m)
     for name in flat_m:
@@ -284,6 +512,22 @@ def random_like(mask: Mask, rng: np.random.Generator) -> Mask:
         fresh = np.zeros(m.size, np.float32)
         fresh[rng.permutation(m.size)[:keep]] = 1.0
         out[name] = fresh.reshape(m.shape)
+    return unflatten(out)
+
+
+def _random_groups(mask: Mask, rng: np.random.Generator, m: int) -> Mask:
+    """`random_like` with a pattern: each group's survivors at random positions in it."""
+    flat_m = flatten(mask)
+    out = dict(flat_m)
+    for name, layer in flat_m.items():
+        if layer_kind(name) is None or np.all(layer > 0):
+            continue
+        if layer.ndim < 2 or layer.shape[-2] % m:
+            raise ValueError(f"{name} (shape {layer.shape}) cannot hold groups of {m}")
+        rows = _groups(layer, m)
+        keep = (rows > 0).sum(1, keepdims=True)
+        ranks = np.argsort(np.argsort(rng.random(rows.shape), axis=1), axis=1)
+        out[name] = _ungroup((ranks < keep).astype(np.float32), layer.shape)
     return unflatten(out)
 
 

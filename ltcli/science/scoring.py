@@ -23,6 +23,16 @@ Choices the papers leave open, and what this module does (details in each docstr
   target, exactly as ``pruning.Strategy``'s one-shot global branch: a target of ``P``
   percent keeps ``round(P / 100 * (pruned + excluded)) - excluded`` weights of the pruned
   layers. Ties are broken by position (the earlier weight is kept), as in ``pruning``.
+- N:M patterns (``pattern=(n, m)``, ``prune.pattern``; ``pruning.parse_pattern``): instead
+  of the global ranking, each pruned layer keeps the N highest-scored weights of every
+  group of M consecutive weights along its input axis (axis -2; Mishra et al. 2021,
+  "Accelerating Sparse Deep Neural Networks", NVIDIA's 2:4; Zhou et al. 2021, N:M
+  fine-grained sparsity), at once (``pruning.keep_per_group``; ties to the earlier
+  position in the group). The pattern fixes every count, so a target percent is not read.
+  SynFlow scores once on the dense network (its iterative schedule exists to approach a
+  global count gradually; N:M fixes the count per group, so there is nothing to iterate
+  towards), the inversion keeps the lowest N per group and the shuffle permutes within
+  each group.
 - Scoring data (SNIP, GraSP): the caller's batch, already normalized as
   ``Engine.train_inputs`` does (no augmentation). The recommended batch is 10 examples per
   class, drawn by `balanced_indices`: GraSP's configurations use ``samples_per_class=10``
@@ -522,12 +532,40 @@ def _global_keep(
     return pruning.keep_pooled(pooled, mask, keep)
 
 
+def _pattern_keep(
+    scores: Params,
+    params: Params,
+    exclude: Sequence[str],
+    pattern: pruning.Pattern,
+    lowest: bool = False,
+) -> Mask:
+    """A mask shaped like `params` keeping, in every pruned layer, the N highest- (or
+    lowest-) scored of every group of M along the input axis (``pruning.keep_per_group``,
+    Mishra et al. 2021, Zhou et al. 2021); other leaves stay dense.
+
+    Raises:
+      ValueError: a pruned layer cannot hold the pattern (``pruning.check_pattern``).
+      FloatingPointError: a score of a pruned layer is not finite.
+    """
+    pruning.check_pattern(params, exclude, pattern)
+    n, m = pattern
+    flat_s = pruning.flatten(scores)
+    out = pruning.flatten(pruning.dense_mask(_shapes(params)))
+    for name in pruning.prunable_layers(params, exclude):
+        s = flat_s[name].astype(np.float64)
+        if not np.all(np.isfinite(s)):
+            raise FloatingPointError(f"scores of {name} are not all finite")
+        out[name] = pruning.keep_per_group(-s if lowest else s, out[name], n, m)
+    return pruning.unflatten(out)
+
+
 def prune_once(
     scores: Params,
     params: Params,
-    target_percent: float,
+    target_percent: float | None,
     exclude: Sequence[str] = (),
     lowest: bool = False,
+    pattern: pruning.Pattern | None = None,
 ) -> Mask:
     """A mask keeping the `keep_count` highest-scored weights, ranked globally over the
     prunable kernels not matched by `exclude` (``pruning.prunable_layers``).
@@ -542,10 +580,18 @@ def prune_once(
         included (the paper's Pm).
       exclude: layer patterns never pruned (``pruning.prunable_names``).
       lowest: keep the LOWEST scores instead (the 2021 paper's inversion).
+      pattern: an N:M pattern ``(n, m)``: each pruned layer keeps the N highest- (or
+        lowest-) scored of every group of M along its input axis instead (the module
+        docstring); `target_percent` is then not read (it may be None).
 
     Returns:
       A float32 0/1 numpy mask pytree shaped like `params`.
+
+    Raises:
+      ValueError: (with a pattern) a pruned layer that cannot hold it.
     """
+    if pattern is not None:
+        return _pattern_keep(scores, params, exclude, pattern, lowest)
     names = list(pruning.prunable_layers(params, exclude))
     keep = keep_count(params, target_percent, exclude)
     return _global_keep(scores, pruning.dense_mask(_shapes(params)), keep, names, lowest)
@@ -601,12 +647,13 @@ def synflow_schedule(target_percent: float, rounds: int = SYNFLOW_ROUNDS) -> lis
 def synflow_mask(
     model: nn.Module,
     variables: Mapping,
-    target_percent: float,
+    target_percent: float | None,
     image_shape: Sequence[int],
     exclude: Sequence[str] = (),
     rounds: int = SYNFLOW_ROUNDS,
     invert: bool = False,
     x64: bool = True,
+    pattern: pruning.Pattern | None = None,
 ) -> Mask:
     """Iterative SynFlow: `rounds` rounds of scoring the masked network (`synflow`) and
     keeping the highest-scored survivors, globally, down the exponential schedule
@@ -628,14 +675,25 @@ def synflow_mask(
       rounds: pruning rounds (the paper: 100).
       invert: keep the LOWEST-scored survivors in every round (the reference's
         ``invert`` flag applies to every round's scores too).
+      pattern: an N:M pattern ``(n, m)``: ONE round instead, scored on the dense network,
+        keeping the N highest- (with `invert`, lowest-) scored of every group of M along
+        each pruned kernel's input axis (Mishra et al. 2021; Zhou et al. 2021). The
+        iterative schedule exists to approach a global count gradually, re-scoring as the
+        pool shrinks; N:M fixes the count of every group, so it is reached at once, and
+        `target_percent` and `rounds` are not read.
 
     Returns:
       A float32 0/1 numpy mask pytree shaped like the parameters.
 
     Raises:
       FloatingPointError: a survivor's score overflowed in some round.
+      ValueError: (with a pattern) a pruned layer that cannot hold it.
     """
     params, _ = _split(variables)
+    if pattern is not None:
+        pruning.check_pattern(params, exclude, pattern)  # before the device work
+        scores = synflow(model, variables, image_shape, x64=x64)
+        return _pattern_keep(scores, params, exclude, pattern, lowest=invert)
     names = tuple(pruning.prunable_layers(params, exclude))
     keeps = [keep_count(params, p, exclude) for p in synflow_schedule(target_percent, rounds)]
     with _x64(x64):
@@ -664,7 +722,7 @@ def masks_at_init(
     method: str,
     model: nn.Module,
     variables: Mapping,
-    targets: Sequence[float],
+    targets: Sequence[float | None],
     *,
     image_shape: Sequence[int],
     exclude: Sequence[str] = (),
@@ -674,6 +732,7 @@ def masks_at_init(
     invert: bool = False,
     rounds: int = SYNFLOW_ROUNDS,
     mode: str = "eval",
+    pattern: pruning.Pattern | None = None,
 ) -> list[Mask]:
     """The masks `method` prunes `variables` to, one per percent in `targets`.
 
@@ -682,11 +741,26 @@ def masks_at_init(
     are kept (same counts). `mode` is SNIP's and GraSP's forward pass (``"eval"``, the
     default, or ``"train"``: a run's ``prune.score_mode``); the other methods ignore it.
 
+    With a `pattern` ``(n, m)`` (``pruning.parse_pattern``), every method scores once and
+    each pruned layer keeps the N highest-scored (with `invert`, lowest-scored) of every
+    group of M along its input axis, at once (Mishra et al. 2021; Zhou et al. 2021; the
+    module docstring); SynFlow too scores one round on the dense network. The pattern
+    fixes the counts, so each entry of `targets` gives the same mask (their values are not
+    read and may be None).
+
     Raises:
-      ValueError: an unknown method or mode (and `score`'s errors).
+      ValueError: an unknown method or mode, a pruned layer that cannot hold `pattern`
+        (``pruning.check_pattern``, checked before scoring), and `score`'s errors.
     """
     _check_method(method)
     _is_train(mode)
+    if pattern is not None:
+        pruning.check_pattern(_plain(variables["params"]), exclude, pattern)
+    if method == "synflow" and pattern is not None:
+        mask = synflow_mask(
+            model, variables, None, image_shape, exclude, invert=invert, pattern=pattern
+        )
+        return [mask for _ in targets]
     if method == "synflow":
         return [
             synflow_mask(model, variables, t, image_shape, exclude, rounds, invert) for t in targets
@@ -696,24 +770,31 @@ def masks_at_init(
     )
     scores = jax.device_get(scores)
     params = variables["params"]
-    return [prune_once(scores, params, t, exclude, lowest=invert) for t in targets]
+    return [prune_once(scores, params, t, exclude, lowest=invert, pattern=pattern) for t in targets]
 
 
 # -- ablations ------------------------------------------------------------------------------------
 
 
-def shuffle(mask: Mask, rng: np.random.Generator) -> Mask:
+def shuffle(mask: Mask, rng: np.random.Generator, pattern: pruning.Pattern | None = None) -> Mask:
     """Each prunable layer's mask randomly permuted within the layer: the same count per
     layer at new positions (the 2021 paper's "random shuffling" ablation; Synaptic-Flow's
     ``Pruner.shuffle``). Excluded layers are all ones, so they stay dense.
 
     A uniform random permutation of a 0/1 layer is a uniform random choice of its kept
-    positions, which is ``pruning.random_like``; this is that function.
+    positions, which is ``pruning.random_like``; this is that function. With a `pattern`
+    ``(n, m)``, survivors are permuted within each group of M along the input axis
+    instead, so every group keeps its count (N) and the mask keeps the N:M structure.
     """
-    return pruning.random_like(mask, rng)
+    return pruning.random_like(mask, rng, pattern)
 
 
-def invert(scores: Params, mask: Mask, exclude: Sequence[str] = ()) -> Mask:
+def invert(
+    scores: Params,
+    mask: Mask,
+    exclude: Sequence[str] = (),
+    pattern: pruning.Pattern | None = None,
+) -> Mask:
     """The inversion ablation: keep as many weights as `mask` keeps in its pruned layers,
     but the LOWEST-scored ones, ranked globally as `prune_once` ranks (the 2021 paper
     inverts the scores: "prune the most important weights"; Synaptic-Flow's
@@ -729,7 +810,16 @@ def invert(scores: Params, mask: Mask, exclude: Sequence[str] = ()) -> Mask:
         ``w ⊙ Hg`` is GraSP's highest own score).
       mask: the mask to invert (sets the count).
       exclude: the exclusions `mask` was made with.
+      pattern: the N:M pattern `mask` was made with: each pruned layer then keeps the N
+        LOWEST-scored of every group of M along its input axis, among all the layer's
+        weights (`prune_once` with ``lowest=True`` and the pattern); counts per group, and
+        so per layer, are unchanged.
+
+    Raises:
+      ValueError: (with a pattern) a pruned layer that cannot hold it.
     """
+    if pattern is not None:
+        return _pattern_keep(scores, _shapes(mask), exclude, pattern, lowest=True)
     names = list(pruning.prunable_layers(mask, exclude))
     flat = pruning.flatten(mask)
     keep = int(sum(flat[n].sum() for n in names))

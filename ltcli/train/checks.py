@@ -79,6 +79,18 @@ def counts(actual: Mapping[str, int], expected: Mapping[str, int], what: str) ->
             )
 
 
+def pattern(strategy: pruning.Strategy, params: Params, mask: Mask, level: int, what: str) -> None:
+    """Every group of M weights of each pruned layer keeps exactly what an N:M strategy
+    keeps at `level` (`pruning.Strategy.group_keep`)."""
+    n_m = strategy.pattern
+    assert n_m is not None
+    keep = strategy.group_keep(level)
+    if not pruning.holds_pattern(mask, list(strategy.targets(params)), keep, n_m[1]):
+        raise InvariantError(
+            f"{what}: does not keep exactly {keep} of every {n_m[1]} weights of each group"
+        )
+
+
 def digest(tree: Any, into: Any = None) -> str:
     """sha256 (hex) of a pytree's leaves, leaf by leaf in path order, names and bytes: what
     a cell records of the weights it started from. With `into` (a hashlib object), the

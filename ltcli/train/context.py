@@ -10,11 +10,11 @@ from typing import Any
 import jax
 
 from ltcli import data, models
-from ltcli.experiment.descriptor import Descriptor, one_shot_targets
+from ltcli.experiment.descriptor import ARCH_FIELDS, Descriptor, one_shot_targets
 from ltcli.science import pruning
 from ltcli.storage.store import Store
 from ltcli.storage.writer import RunStore
-from ltcli.train.engine import DeviceData, Engine, TrainConfig, to_device
+from ltcli.train.engine import DeviceData, Engine, TrainConfig, to_device, to_device_text
 from ltcli.train.grouping import needs_host_loop
 
 SEGMENT_ITERATIONS = 1000
@@ -33,10 +33,18 @@ def local_devices(requested: int, grouping: str, model_name: str) -> int:
 
 
 def strategy(full: dict[str, Any]) -> pruning.Strategy:
-    """The pruning strategy of a descriptor's full form (one-shot targets largest first)."""
+    """The pruning strategy of a descriptor's full form (one-shot targets largest first;
+    an N:M pattern prunes layer by layer, its rates unused)."""
     prune = full["prune"]
     targets = one_shot_targets(full)
-    return pruning.Strategy(prune["strategy"], prune["rates"], tuple(prune["exclude"]), targets)
+    pattern = pruning.parse_pattern(prune.get("pattern", pruning.UNSTRUCTURED))
+    kind, rates = prune.get("strategy", "layerwise"), prune.get("rates", {})
+    return pruning.Strategy(kind, rates, tuple(prune["exclude"]), targets, pattern)
+
+
+def architecture(full: dict[str, Any]) -> dict[str, Any]:
+    """A descriptor's model architecture options (``model.depth`` ...; none for CNNs)."""
+    return {k: v for k, v in full["model"].items() if k in ARCH_FIELDS}
 
 
 class RunContext:
@@ -64,7 +72,13 @@ class RunContext:
         self.view = RunStore(store, desc.run_id)
         self.cfg = TrainConfig.of(desc.full["train"])
         self.strategy = strategy(desc.full)
-        self.model = models.create(desc["model.name"], source.num_classes, desc["model.dropout"])
+        self.arch = architecture(desc.full)
+        self.model = models.create(
+            desc["model.name"], source.num_classes, desc["model.dropout"], self.arch
+        )
+        self.context = self.arch.get("context", 0) if source.text else 0
+        self.input_shape = models.get(desc["model.name"]).input_shape(source.image_shape, self.arch)
+        self.bytes_per_token: tuple[float, float] | None = None
         self.devices = local_devices(devices, grouping, desc["model.name"])
         self._engine: Engine | None = None
         self._data: DeviceData | None = None
@@ -84,7 +98,13 @@ class RunContext:
         if self._engine is None:
             segment = self.segment_evals((self.start_step(1),))
             self._engine = Engine(
-                self.model, self.cfg, "vmap", segment, self.deterministic, self.devices
+                self.model,
+                self.cfg,
+                "vmap",
+                segment,
+                self.deterministic,
+                self.devices,
+                self.context,
             )
         return self._engine
 
@@ -102,6 +122,11 @@ class RunContext:
     def data(self) -> DeviceData:
         """The data set on the device (every device of the mesh), loaded on first use."""
         if self._data is None:
-            arrays = to_device(self.source.load(), self.desc["data.validation"])
+            loaded = self.source.load()
+            if self.context:
+                self.bytes_per_token = loaded.bytes_per_token
+                arrays = to_device_text(loaded, self.desc["data.validation"], self.context)
+            else:
+                arrays = to_device(loaded, self.desc["data.validation"])
             self._data = self.engine.place_data(arrays)
         return self._data

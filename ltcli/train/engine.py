@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltcli.core.base import Mask, Params
-from ltcli.data import Arrays
+from ltcli.data import Arrays, TextArrays
 
 EVAL_BATCH = 1000
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
@@ -50,6 +50,9 @@ class TrainConfig:
     lr_drops: tuple[int, ...] = ()
     lr_drop_factor: float = 0.1
     augment: bool = False
+    schedule: str = "step"
+    clip_norm: float = 0.0
+    label_smoothing: float = 0.0
 
     @classmethod
     def of(cls, train: dict[str, Any]) -> TrainConfig:
@@ -62,27 +65,47 @@ class TrainConfig:
 
 def learning_rate(cfg: TrainConfig) -> optax.Schedule:
     """Linear warmup from 0 over `cfg.warmup` steps, then `cfg.lr` times the drop factor
-    once per drop boundary passed."""
-    boundaries = {step: cfg.lr_drop_factor for step in cfg.lr_drops}
-    decay = optax.piecewise_constant_schedule(cfg.lr, boundaries)
+    once per drop boundary passed, or (``schedule = "cosine"``) a cosine decay from `cfg.lr`
+    to 0 at T (Loshchilov & Hutter 2017, without restarts; the ViT and GPT recipes)."""
+    if cfg.schedule == "cosine":  # `decay` reads the run's iteration, the cosine its own
+        cosine = optax.cosine_decay_schedule(cfg.lr, max(cfg.iterations - cfg.warmup, 1))
+
+        def decay(t: jax.Array) -> jax.Array:
+            return cosine(t - cfg.warmup)
+    else:
+        boundaries = {step: cfg.lr_drop_factor for step in cfg.lr_drops}
+        decay = optax.piecewise_constant_schedule(cfg.lr, boundaries)
     if not cfg.warmup:
         return decay
     warm = optax.linear_schedule(0.0, cfg.lr, cfg.warmup)
     return optax.join_schedules([warm, lambda t: decay(t + cfg.warmup)], [cfg.warmup])
 
 
+def _matrices(params: Params) -> Any:
+    """True for the leaves AdamW decays: kernels and embeddings, not biases or LayerNorm
+    (GPT-2's and nanoGPT's rule: parameters of two or more dimensions)."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients.
+    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients,
+    or AdamW with decoupled weight decay (Loshchilov & Hutter 2019; optax's form, decay
+    scaled by the learning rate as in PyTorch) of `_matrices`. With `cfg.clip_norm`, the
+    (masked) gradients are first clipped to that global norm (Pascanu et al. 2013).
 
     The schedule reads its own step counter (`optax.ScaleByScheduleState`), which
     `Engine.start` sets to the iteration a cell starts at (`at_step`)."""
     schedule = learning_rate(cfg)
-    if cfg.optimizer == "adam":
+    if cfg.optimizer == "adamw":
+        base = optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_matrices)
+    elif cfg.optimizer == "adam":
         base = optax.adam(schedule)
     else:
         base = optax.sgd(schedule, momentum=cfg.momentum or None)
-    if cfg.weight_decay:
-        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
+    if cfg.weight_decay and cfg.optimizer != "adamw":
+        base = optax.chain(optax.add_decayed_weights(cfg.weight_decay), base)
+    if cfg.clip_norm:
+        return optax.chain(optax.clip_by_global_norm(cfg.clip_norm), base)
     return base
 
 
@@ -121,7 +144,12 @@ def at_step(opt_state: Any, step: jax.Array) -> Any:
 
 class DeviceData(NamedTuple):
     """A data set on the device. Eval sets are padded to whole batches; `*_w` marks the real
-    examples with 1."""
+    examples with 1.
+
+    Text (`to_device_text`): `x_train` is the training split's token stream, `x_val` and
+    `x_test` are batches of windows of context + 1 tokens (input and next-token targets),
+    the labels are unused zeros and `mean`, `std` are 0 and 1.
+    """
 
     x_train: jax.Array
     y_train: jax.Array
@@ -148,6 +176,45 @@ def _batched(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         y.reshape(batches, size),
         w.reshape(batches, size),
     )
+
+
+EVAL_TOKENS = 32768
+"""Tokens per evaluation batch of a text data set (windows of the context length)."""
+
+
+def text_windows(tokens: np.ndarray, count: int, context: int) -> np.ndarray:
+    """The first `count` (at most) windows of ``context + 1`` tokens of a split, one every
+    `context` tokens: the inputs and next-token targets evaluation reads."""
+    available = (len(tokens) - 1) // context
+    if available < 1:
+        raise ValueError(f"a split of {len(tokens)} tokens holds no window of {context + 1}")
+    starts = np.arange(min(count, available)) * context
+    return tokens[starts[:, None] + np.arange(context + 1)]
+
+
+def to_device_text(arrays: TextArrays, windows: int, context: int) -> DeviceData:
+    """A text data set on the device: the training stream, and up to `windows` windows of
+    the validation and test splits (`text_windows`) in batches of about `EVAL_TOKENS`."""
+    size = max(1, min(windows, EVAL_TOKENS // context))
+
+    def batched(split: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = text_windows(split, windows, context).astype(np.int32)
+        n = len(x)
+        pad = -n % min(size, n)
+        w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
+        x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+        b = len(w) // min(size, n)
+        return x.reshape(b, -1, context + 1), np.zeros((b, len(w) // b), np.int32), w.reshape(b, -1)
+
+    host = (
+        arrays.train.astype(np.int32),
+        np.zeros(0, np.int32),
+        *batched(arrays.validation),
+        *batched(arrays.test),
+        np.zeros((), np.float32),
+        np.ones((), np.float32),
+    )
+    return DeviceData(*(jax.device_put(a) for a in host))
 
 
 def split_validation(arrays: Arrays, validation: int) -> tuple[Arrays, np.ndarray, np.ndarray]:
@@ -221,6 +288,17 @@ def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: i
     return window.reshape(steps, batch)
 
 
+def window_starts(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: int) -> jax.Array:
+    """Start positions of the text windows of the `steps` batches from iteration `step0`,
+    shape (steps, batch): batch ``t`` is `batch` positions in [0, n) drawn uniformly with
+    replacement by ``fold_in(key, t)`` (as nanoGPT draws random windows), so it is a pure
+    function of the data-order stream and t, and a resumed cell draws what it would have."""
+    steps_t = step0 + jnp.arange(steps)
+    return jax.vmap(lambda t: jax.random.randint(jax.random.fold_in(key, t), (batch,), 0, n))(
+        steps_t
+    )
+
+
 def augment(images: jax.Array, key: jax.Array) -> jax.Array:
     """Random horizontal flips and 4-pixel pad-and-crop, one draw per image.
 
@@ -261,6 +339,9 @@ class Engine:
       devices: the local devices a group is sharded over along its cell axis (`start` pads
         it to a multiple with copies of its last cell, which `unstack` never returns); each
         device trains its share with the grouping, as one device trains a whole group.
+      context: 0 for images; for a language model on text (`to_device_text`), its context
+        length: an example is then a window of context + 1 tokens of the training stream,
+        which the model reads and predicts shifted by one.
     """
 
     model: nn.Module
@@ -269,6 +350,7 @@ class Engine:
     segment_evals: int = 10
     deterministic: bool = False
     devices: int = 1
+    context: int = 0
 
     def mesh(self) -> Mesh:
         """The first `devices` local devices along one axis, ``cells``."""
@@ -299,8 +381,10 @@ class Engine:
 
     @partial(jax.jit, static_argnums=(0, 2))  # eager init would dispatch op by op
     def init(self, key: jax.Array, image_shape: tuple[int, ...]) -> tuple[Params, Any]:
-        """Fresh parameters and batch-norm statistics (empty dict if none) from `key`."""
-        dummy = jnp.zeros((1, *image_shape), jnp.float32)
+        """Fresh parameters and batch-norm statistics (empty dict if none) from `key`; a
+        language model ignores `image_shape` and reads `context` tokens."""
+        shape = (self.context,) if self.context else image_shape
+        dummy = jnp.zeros((1, *shape), jnp.float32)
         variables = self.model.init({"params": key, "dropout": key}, dummy, train=False)
         return variables["params"], variables.get("batch_stats", {})
 
@@ -352,6 +436,10 @@ class Engine:
         else:
             logits = self.model.apply(variables, x, train=True, rngs={"dropout": key})
             new_stats = batch_stats
+        if self.cfg.label_smoothing:  # Szegedy et al. 2016; evaluation keeps the plain loss
+            targets = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
+            smoothed = optax.smooth_labels(targets, self.cfg.label_smoothing)
+            return optax.softmax_cross_entropy(logits, smoothed).mean(), new_stats
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
         return loss, new_stats
 
@@ -364,10 +452,15 @@ class Engine:
     def _evaluate(self, params, batch_stats, data: DeviceData, x, y, w):
         def one(batch):
             xb, yb, wb = batch
-            xb = (xb.astype(jnp.float32) - data.mean) / data.std
+            if self.context:  # windows: mean next-token loss and accuracy of each
+                xb, yb = xb[:, :-1], xb[:, 1:]
+            else:
+                xb = (xb.astype(jnp.float32) - data.mean) / data.std
             logits = self.model.apply(_variables(params, batch_stats), xb, train=False)
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
             correct = (jnp.argmax(logits, -1) == yb).astype(jnp.float32)
+            if self.context:
+                loss, correct = loss.mean(-1), correct.mean(-1)
             return jnp.sum(jnp.where(wb > 0, loss, 0.0)), jnp.sum(correct * wb)
 
         losses, corrects = jax.lax.map(one, (x, y, w))
@@ -381,14 +474,30 @@ class Engine:
             x = augment(x, jax.random.fold_in(step_key, 1))
         return (x.astype(jnp.float32) - data.mean) / data.std
 
+    def train_batch(
+        self, data: DeviceData, ids: jax.Array, step_key: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        """Inputs and labels of training examples `ids`: images (`train_inputs`) and their
+        labels, or for text the windows starting at `ids` and their next tokens."""
+        if self.context:
+            windows = data.x_train[ids[:, None] + jnp.arange(self.context + 1)]
+            return windows[:, :-1], windows[:, 1:]
+        return self.train_inputs(data, ids, step_key), data.y_train[ids]
+
+    def examples(self, data: DeviceData) -> int:
+        """Training examples to draw from: images, or the start positions of text windows."""
+        if self.context:
+            return data.x_train.shape[0] - self.context
+        return data.y_train.shape[0]
+
     def _step(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
         """One masked optimizer step of one (unstacked) cell on the examples `ids`."""
         # The cell's key has two independent streams: data order (0, per epoch, see
         # `batch_indices`) and per-step randomness (1: dropout, augmentation).
         step_key = jax.random.fold_in(jax.random.fold_in(cell.data_key, 1), t)
-        x = self.train_inputs(data, ids, step_key)
+        x, y = self.train_batch(data, ids, step_key)
         grad_fn = jax.grad(self._loss, has_aux=True)
-        grads, stats = grad_fn(cell.params, cell.batch_stats, x, data.y_train[ids], step_key)
+        grads, stats = grad_fn(cell.params, cell.batch_stats, x, y, step_key)
         grads = jax.tree.map(jnp.multiply, grads, cell.mask)
         updates, opt_state = self.tx.update(grads, cell.opt_state, cell.params)
         params = jax.tree.map(jnp.multiply, optax.apply_updates(cell.params, updates), cell.mask)
@@ -416,12 +525,12 @@ class Engine:
         return cell, jnp.stack([*val, *test])
 
     def _indices(self, cell: Group, step0: jax.Array, data: DeviceData, evals: int) -> jax.Array:
-        """The batches of `evals` periods from `step0`: one table, a few permutations."""
+        """The batches of `evals` periods from `step0`: one table, a few permutations (text:
+        `window_starts`)."""
         cfg = self.cfg
         order_key = jax.random.fold_in(cell.data_key, 0)
-        ids = batch_indices(
-            order_key, step0, evals * cfg.eval_every, cfg.batch_size, data.y_train.shape[0]
-        )
+        draw = window_starts if self.context else batch_indices
+        ids = draw(order_key, step0, evals * cfg.eval_every, cfg.batch_size, self.examples(data))
         return ids.reshape(evals, cfg.eval_every, cfg.batch_size)
 
     def _cell_segment(
@@ -545,13 +654,19 @@ def unstack(tree: Any, count: int) -> list[Any]:
     return [jax.tree.map(lambda x, i=i: np.asarray(x[i]), host) for i in range(count)]
 
 
-def summarize(metrics: np.ndarray, eval_every: int, start: int = 0) -> dict[str, float | int]:
+def summarize(
+    metrics: np.ndarray,
+    eval_every: int,
+    start: int = 0,
+    bytes_per_token: tuple[float, float] | None = None,
+) -> dict[str, float | int]:
     """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS)
     of a cell that trained from iteration `start`: iterations are on the run's 0..T axis.
 
     Early stopping is the evaluation of minimum validation loss (the first one on ties);
     evaluations whose loss is not finite (a diverged cell) never count as the minimum, and
-    `diverged` says whether any occurred.
+    `diverged` says whether any occurred. A text data set's `bytes_per_token` (validation,
+    test) adds bits per byte: the loss in bits divided by the UTF-8 bytes a token spans.
     """
     curve = np.asarray(metrics, np.float64)
     finite = np.isfinite(curve[:, 0])
@@ -566,4 +681,17 @@ def summarize(metrics: np.ndarray, eval_every: int, start: int = 0) -> dict[str,
         "start_iteration": start,
         "iterations": start + len(curve) * eval_every,
         "diverged": bool(not np.isfinite(curve).all()),
+        **(bits_per_byte(curve, best, bytes_per_token) if bytes_per_token else {}),
+    }
+
+
+def bits_per_byte(
+    curve: np.ndarray, best: int, bytes_per_token: tuple[float, float]
+) -> dict[str, float]:
+    """Validation and test bits per byte at early stopping and test's at the end."""
+    val, test = (math.log(2) * b for b in bytes_per_token)
+    return {
+        "min_val_bpb": float(curve[best, 0] / val),
+        "early_stop_test_bpb": float(curve[best, 2] / test),
+        "final_test_bpb": float(curve[-1, 2] / test),
     }

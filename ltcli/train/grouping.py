@@ -24,8 +24,9 @@ from ltcli.core import atomic, paths
 from ltcli.train.engine import DeviceData, Engine, Group
 
 GROUPINGS = ("vmap", "serial")
-"""The groupings `choose` measures; ``host`` (see `ltcli.train.engine.Engine`) is never measured:
-on a CPU it is the only sane one for convolutional networks, and elsewhere the slowest."""
+"""The groupings `choose` measures; ``host`` (see `ltcli.train.engine.Engine`) is measured too
+for transformers on one device (`candidates`): for convolutional networks on a CPU it is the
+only sane one, and for dense ones elsewhere the slowest."""
 PROBE_STEPS = 10
 
 
@@ -60,23 +61,37 @@ def seconds_per_period(engine: Engine, group: Group, data: DeviceData) -> float:
     return time.perf_counter() - started
 
 
-def choose(key: str, engine: Engine, fresh_group: Callable[[], Group], data: DeviceData) -> str:
-    """The faster grouping for `key`, measured once and then read from the cache.
+def candidates(kinds: tuple[str, ...], devices: int) -> tuple[str, ...]:
+    """The groupings measured for a model with these layer kinds: `GROUPINGS`, and ``host``
+    for a transformer (attention) on one device, whose many small matrix products inside a
+    loop body may run slower than dispatched one step at a time, as convolutions do."""
+    return GROUPINGS + (("host",) if "attn" in kinds and devices == 1 else ())
+
+
+def choose(
+    key: str,
+    engine: Engine,
+    fresh_group: Callable[[], Group],
+    data: DeviceData,
+    groupings: tuple[str, ...] = GROUPINGS,
+) -> str:
+    """The fastest of `groupings` for `key`, measured once and then read from the cache.
 
     Args:
       key: see `machine_key`.
       engine: the engine the level will train with (its grouping is ignored).
       fresh_group: builds a group like the level's (called once per grouping).
       data: the data set on the device.
+      groupings: the candidates (`candidates`).
     """
     known = _known()
     if key not in known:
         # Short periods: the comparison needs a few steps and one evaluation, not a full one.
         cfg = dataclasses.replace(engine.cfg, eval_every=min(engine.cfg.eval_every, PROBE_STEPS))
         timings = {}
-        for grouping in GROUPINGS:
+        for grouping in groupings:
             try:
-                probe = Engine(engine.model, cfg, grouping, 1, devices=engine.devices)
+                probe = dataclasses.replace(engine, cfg=cfg, grouping=grouping, segment_evals=1)
                 timings[grouping] = seconds_per_period(probe, fresh_group(), data)
             except jax.errors.JaxRuntimeError:  # out of memory, say: the other one it is
                 timings[grouping] = float("inf")
@@ -104,7 +119,9 @@ def pick(
         return "serial"
     if cells == 1:
         return engine.grouping
-    return choose(machine_key(model_name, engine, cells, image_shape), engine, fresh_group, data)
+    key = machine_key(model_name, engine, cells, image_shape)
+    groupings = candidates(models.get(model_name).kinds, engine.devices)
+    return choose(key, engine, fresh_group, data, groupings)
 
 
 def _known() -> dict:

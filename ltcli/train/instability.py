@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -36,7 +37,10 @@ def path(
     bn_x: Any = None,
 ) -> dict[str, Any]:
     """Test loss and error from network `a` to network `b` under `mask` (see
-    `ltcli.science.interpolation.path`); `bn_x` defaults to `bn_inputs(data)`."""
+    `ltcli.science.interpolation.path`); `bn_x` defaults to `bn_inputs(data)` for a network
+    with batch norm (the others, transformers on text among them, need no sample)."""
+    if bn_x is None and jax.tree.leaves(a["batch_stats"]):
+        bn_x = bn_inputs(data)
     return interpolation.path(
         engine.evaluate_test,
         engine.model,
@@ -44,7 +48,7 @@ def path(
         b,
         mask,
         data,
-        bn_inputs(data) if bn_x is None else bn_x,
+        bn_x,
         bn_momentum=BN_MOMENTUM,
         points=points,
     )
@@ -55,7 +59,8 @@ def _paths(
 ) -> dict[CellKey, dict[str, Any]]:
     """`path` from `a` to `b` under `mask` for each ``(cell, a, b, mask)`` of `pairs`, on one
     batch-norm sample (drawn only when there is a pair)."""
-    bn_x = bn_inputs(run.data) if pairs else None
+    has_stats = any(jax.tree.leaves(a["batch_stats"]) for _, a, _, _ in pairs)
+    bn_x = bn_inputs(run.data) if has_stats else None
     return {cell: path(engine, a, b, mask, run.data, bn_x=bn_x) for cell, a, b, mask in pairs}
 
 

@@ -73,10 +73,16 @@ def collapsed_layers(mask: Any) -> list[str]:
 
 
 def cell_metrics(
-    cell: CellKey, mask: Any, curve: np.ndarray, start: int, every: int, facts: dict[str, Any]
+    cell: CellKey,
+    mask: Any,
+    curve: np.ndarray,
+    start: int,
+    every: int,
+    facts: dict[str, Any],
+    bytes_per_token: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """A trained cell's ``metrics.json``: its sparsity, its curve on the run's 0..T axis, the
-    paper's summary of it, and `facts` of how it trained."""
+    paper's summary of it (with bits per byte on text), and `facts` of how it trained."""
     return {
         "replicate": cell.replicate,
         "level": cell.level,
@@ -87,7 +93,7 @@ def cell_metrics(
             "iteration": [start + (i + 1) * every for i in range(len(curve))],
             **{name: curve[:, j].tolist() for j, name in enumerate(METRICS)},
         },
-        **summarize(curve, every, start),
+        **summarize(curve, every, start, bytes_per_token),
         **facts,
     }
 
@@ -211,8 +217,11 @@ class LevelTrainer:
         ticket whose mask empties a layer is warned about (layer collapse)."""
         by_cell = dict(zip(cells, inputs, strict=True))
         for cell, what, (start, mask, _) in zip(cells, labels, inputs, strict=True):
-            expected = self.run.strategy.expected_counts(start["params"], cell.level)
-            checks.counts(self.run.strategy.actual_counts(start["params"], mask), expected, what)
+            strategy = self.run.strategy
+            expected = strategy.expected_counts(start["params"], cell.level)
+            checks.counts(strategy.actual_counts(start["params"], mask), expected, what)
+            if strategy.pattern:
+                checks.pattern(strategy, start["params"], mask, cell.level, what)
             if cell.member.kind in PAIRED_KINDS:  # same weights, same mask; other data order
                 ticket = CellKey(cell.replicate, cell.level)
                 ticket_start, ticket_mask, _ = by_cell.get(ticket) or self.starts.cell_inputs(
@@ -306,7 +315,7 @@ class LevelTrainer:
         run = self.run
         choice = run.grouping
         if choice == "auto":
-            model_name, shape = run.desc["model.name"], run.source.image_shape
+            model_name, shape = run.desc["model.name"], run.input_shape
             choice = pick_grouping(model_name, run.engine, cells, shape, fresh_group, run.data)
         return dataclasses.replace(run.engine, grouping=choice)
 
@@ -324,5 +333,5 @@ class LevelTrainer:
         start, every = run.start_step(level), run.cfg.eval_every
         if cell.member.kind == SPAWN:  # its own training starts where it branched
             start, curve = cell.member.index, curve[(cell.member.index - start) // every :]
-        metrics = cell_metrics(cell, mask, curve, start, every, facts)
+        metrics = cell_metrics(cell, mask, curve, start, every, facts, run.bytes_per_token)
         view.write_cell(cell, mask, metrics, weights)

@@ -81,7 +81,7 @@ class Starts:
 
     def fresh(self, key: jax.Array) -> dict[str, Any]:
         """A new initialization (params and batch-norm state) from `key`."""
-        params, stats = self.run.engine.init(key, self.run.source.image_shape)
+        params, stats = self.run.engine.init(key, self.run.input_shape)
         return jax.device_get({"params": params, "batch_stats": stats})
 
     def init_point(self, replicate: int) -> dict[str, Any]:
@@ -144,11 +144,17 @@ class Starts:
 
     def score_examples(self, replicate: int) -> np.ndarray | None:
         """The training examples SNIP and GraSP score a replicate's network on: 10 per class
-        (`scoring.balanced_indices`), drawn per replicate; None for data-free methods."""
+        (`scoring.balanced_indices`), drawn per replicate; None for data-free methods. Text
+        has no classes: one training batch of windows, their starts drawn without
+        replacement."""
         if not scoring.needs_data(self.run.desc["prune.method"]):
             return None
+        rng = self.keys.scored_examples(replicate)
+        if self.run.context:
+            n = self.run.engine.examples(self.run.data)
+            return np.sort(rng.choice(n, size=min(self.run.cfg.batch_size, n), replace=False))
         labels = np.asarray(self.run.data.y_train)
-        return scoring.balanced_indices(labels, self.keys.scored_examples(replicate))
+        return scoring.balanced_indices(labels, rng)
 
     def at_init_mask(self, replicate: int, level: int, invert: bool = False) -> Any:
         """The mask that the run's pruning-at-initialization method gives the network
@@ -158,7 +164,9 @@ class Starts:
         training normalizes them, without augmentation."""
         run, x, y = self.run, None, None
         ids = self.score_examples(replicate)
-        if ids is not None:
+        if ids is not None and run.context:
+            x, y = run.engine.train_batch(run.data, jnp.asarray(ids), None)
+        elif ids is not None:
             x = (run.data.x_train[ids].astype(jnp.float32) - run.data.mean) / run.data.std
             y = run.data.y_train[ids]
         (mask,) = scoring.masks_at_init(
@@ -166,13 +174,14 @@ class Starts:
             run.model,
             self.rewind_point(replicate, level),
             [run.strategy.target(level)],
-            image_shape=run.source.image_shape,
+            image_shape=run.input_shape,
             exclude=run.strategy.exclude,
             batch_x=x,
             batch_y=y,
             key=self.keys.stream(4, replicate),
             invert=invert,
             mode=run.desc.get("prune.score_mode", "train"),
+            pattern=run.strategy.pattern,
         )
         return mask
 
@@ -181,7 +190,7 @@ class Starts:
         sources = self.sources(cell)
         mask = self.ticket_mask(cell.replicate, cell.level)
         if sources.mask == "random":
-            mask = pruning.random_like(mask, self.keys.control(cell))
+            mask = pruning.random_like(mask, self.keys.control(cell), self.run.strategy.pattern)
         elif sources.mask == "inverted":
             mask = self.at_init_mask(cell.replicate, cell.level, invert=True)
         point = self._weights(cell, sources.weights)

@@ -1,0 +1,81 @@
+"""The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words").
+
+The image is cut into ``patch_size`` squares, each projected to ``width`` by the
+convolution ``patch_embed`` (kernel and stride ``patch_size``); a learned position
+embedding ``pos_embed`` is added, and with ``pool="cls"`` a learned class token ``cls`` is
+prepended. Then ``depth`` pre-LayerNorm blocks ``block0``, ``block1``, ...
+(`ltcli.models.transformer.Block`), the LayerNorm ``ln_f``, and the classifier ``head``
+reading the class token (``pool="cls"``) or the mean of the tokens (``pool="mean"``).
+
+Initialization follows the paper's reference code (``vit_jax``, ``big_vision``): dense
+kernels Xavier-uniform, MLP biases normal with standard deviation 1e-6 and attention biases
+zero (as Flax's attention there), position embedding normal with standard deviation 0.02,
+class token zero, and the head's kernel and bias zero, so every class starts at logit 0.
+``patch_embed`` keeps Flax's default (LeCun normal, zero bias), as the reference does.
+open_lth has no transformer; compared with big_vision's ``models/vit.py``.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ltcli.models.transformer import XAVIER, ZEROS, Block
+
+POOLS = ("cls", "mean")
+
+
+class ViT(nn.Module):
+    """A Vision Transformer on float32 NHWC images; returns logits ``(batch, num_classes)``.
+
+    Attributes:
+      num_classes: the number of labels.
+      dropout: the rate after the embedding and in every block (when training).
+      depth: the number of blocks.
+      width: the token width; must be divisible by `heads`.
+      heads: attention heads per block.
+      mlp_ratio: each block's MLP hidden width over `width`.
+      patch_size: the side of a patch; must divide the image's sides.
+      pool: ``"cls"`` (a class token) or ``"mean"`` (the tokens' average).
+    """
+
+    num_classes: int
+    dropout: float = 0.0
+    depth: int = 6
+    width: int = 192
+    heads: int = 3
+    mlp_ratio: int = 4
+    patch_size: int = 4
+    pool: str = "cls"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        batch, height, side, _ = x.shape
+        p = self.patch_size
+        if height % p or side % p:
+            raise ValueError(f"image {height}x{side} is not divisible by patch_size {p}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.pool not in POOLS:
+            raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {self.pool!r}")
+        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed")(x)
+        x = x.reshape(batch, -1, self.width)
+        if self.pool == "cls":
+            cls = self.param("cls", ZEROS, (1, 1, self.width))
+            x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)), x], axis=1)
+        pos = self.param("pos_embed", nn.initializers.normal(0.02), (1, *x.shape[1:]))
+        x = nn.Dropout(self.dropout, deterministic=not train)(x + pos)
+        for i in range(self.depth):
+            x = Block(
+                self.heads,
+                self.mlp_ratio,
+                self.dropout,
+                kernel_init=XAVIER,
+                attn_bias_init=ZEROS,
+                mlp_bias_init=nn.initializers.normal(1e-6),
+                name=f"block{i}",
+            )(x, train)
+        x = nn.LayerNorm(epsilon=1e-6, name="ln_f")(x)
+        x = x[:, 0] if self.pool == "cls" else x.mean(axis=1)
+        return nn.Dense(self.num_classes, kernel_init=ZEROS, name="head")(x)
