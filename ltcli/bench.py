@@ -4,7 +4,7 @@ Prints one table (figure, lt's value, target, met?) and writes it to ``results/b
 Models train on synthetic data of the real shapes (speed does not depend on pixel values),
 so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
 skipped without it. Run as
-``python -m ltcli.bench [--quick] [--only lenet|deterministic|levels|conv|smoke]``.
+``python -m ltcli.bench [--quick] [--only lenet|deterministic|levels|conv|smoke|stream|resnet50]``.
 """
 
 from __future__ import annotations
@@ -344,6 +344,78 @@ def smoke_rows() -> list[Row]:
     ]
 
 
+def _jpeg_folder(root: Path, count: int) -> Path:
+    """An ImageNet-layout folder of `count` JPEGs of ImageNet's typical size (about 500x375,
+    quality 90), 2 classes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", count), ("val", 2)):
+        for c in range(2):
+            folder = root / split / f"n{c:08d}"
+            folder.mkdir(parents=True)
+            for i in range(n // 2):
+                h, w = int(rng.integers(330, 420)), int(rng.integers(450, 550))
+                smooth = rng.integers(0, 255, (h // 8 + 1, w // 8 + 1, 3)).astype(np.uint8)
+                pixels = np.kron(smooth, np.ones((8, 8, 1), np.uint8))[:h, :w]
+                Image.fromarray(pixels).save(folder / f"{i}.JPEG", quality=90)
+    return root
+
+
+def stream_rows(quick: bool) -> list[Row]:
+    """Images/s of lt's streaming loader (decode, random-resized crop to 224 and flip, in
+    grain worker processes) by worker count, against the floor: a plain PIL loop over the
+    same files doing the same work in one process."""
+    from ltcli.data import imagenet
+    from ltcli.data import stream as host
+
+    count = 256 if quick else 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("LT_CACHE_DIR", str(Path(tmp) / "cache"))
+        root = _jpeg_folder(Path(tmp) / "imagenet", count)
+        splits = imagenet.locate(str(root), None).streamed()
+        transform = splits.train_transform
+        started = time.perf_counter()
+        for i in range(len(splits.train)):
+            image, _ = splits.train[i]
+            transform(image, np.random.default_rng(i))
+        rows = [
+            Row(
+                "JPEG decode + crop, plain PIL loop",
+                count / (time.perf_counter() - started),
+                "images/s",
+            )
+        ]
+        batch = 32
+        ids = np.arange(count - count % batch).reshape(-1, batch)
+        records = np.stack([ids, ids], -1)
+        for workers in (0, 1, 2, 4):
+            read = host.batches(splits.train, records, (224, 224, 3), workers, transform, True)
+            next(read)  # the workers are up: what follows is the steady state
+            started = time.perf_counter()
+            images = sum(len(x) for x, _ in read)
+            rate = images / (time.perf_counter() - started)
+            rows.append(Row(f"lt streaming, {workers} workers", rate, "images/s"))
+    return rows
+
+
+def resnet50_rows(quick: bool) -> list[Row]:
+    """ResNet-50 training images/s at batch 256 on 224x224 images already on the device,
+    fp32 and bf16 (one cell, synthetic data): on a GPU only (seconds a step on a CPU)."""
+    if jax.default_backend() != "gpu":
+        click.echo("resnet50 rows: skipped (no GPU)", err=True)
+        return []
+    data = to_device(synthetic((224, 224, 3), 2560, 10), 10)
+    rows = []
+    for precision in ("fp32", "bf16"):
+        cfg = TrainConfig(
+            "sgd", 0.1, 256, 100000, 10 if quick else 50, momentum=0.9, precision=precision
+        )
+        _, rate = throughput("resnet50", cfg, data, (224, 224, 3), 1, "vmap", 1, repeats=1)
+        rows.append(Row(f"resnet50 training, batch 256, {precision}", rate * 256, "images/s"))
+    return rows
+
+
 def _number(value: float | None) -> str:
     """Three significant digits, thousands separated: 18,000, 535, 2.41, 0.0412."""
     if value is None:
@@ -357,6 +429,8 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "levels": level_rows,
     "conv": conv_rows,
     "smoke": lambda quick: smoke_rows(),
+    "stream": stream_rows,
+    "resnet50": resnet50_rows,
 }
 
 

@@ -36,7 +36,7 @@ def invoke(*args: str):
         (["--eval-every", "70"], "train.eval_every"),
         (["--controls", "reinit3"], "run.controls"),
         (["--set", "model.name=lenet5"], "model.name"),
-        (["--set", "data.dataset=imagenet"], "data.dataset"),
+        (["--set", "data.dataset=imagenet21k"], "data.dataset"),
         (["--set", "train.lrate=0.1"], "train.lrate"),
         (["--set", "train.batch_size=abc"], "train.batch_size"),
         (["--set", "nonsense"], "--set nonsense"),

@@ -54,3 +54,34 @@ def test_the_ray_executor_without_ray_says_how_to_install_it(tmp_path, real_data
     assert result.exit_code == 2
     assert "pip install 'lt[ray]'" in result.stderr
     assert not store.exists()
+
+
+def test_one_cell_with_its_batch_over_four_devices_matches_one_device(
+    write_spec, tmp_path, real_data
+):
+    """--parallel batch: each cell's batch split over 4 devices gives the one-device cells up
+    to the order of float additions (README: One cell over all local devices)."""
+    import numpy as np
+
+    from ltcli.science import pruning
+
+    path = write_spec(train={"iterations": "200it"}, run={"rounds": 1, "replicates": 1})
+    four, one = tmp_path / "four", tmp_path / "one"
+    lt_run(path, four, real_data[1], "--parallel", "batch")
+    lt_run(path, one, real_data[1], "--devices", "1")
+    (run_id,) = Store(four).run_ids()
+    cells = list(Store(four).finished_cells(run_id))
+    assert cells == list(Store(one).finished_cells(run_id)) and len(cells) == 2
+    template = Store(one).load_weights(Store(one).init_path(run_id, 0))["params"]
+    for cell in cells:
+        stores = Store(four), Store(one)
+        ma, mb = (s.read_metrics(run_id, cell) for s in stores)
+        assert (ma["devices"], ma["parallel"]) == (4, "batch")
+        assert (mb["devices"], mb["parallel"]) == (1, "cells")
+        masks = [pruning.flatten(s.read_mask(run_id, cell, template)) for s in stores]
+        agree = sum(int((masks[0][n] == masks[1][n]).sum()) for n in masks[0])
+        assert agree / sum(m.size for m in masks[0].values()) >= 0.999
+        wa, wb = (pruning.flatten(s.read_trained(run_id, cell)["params"]) for s in stores)
+        for name in wa:
+            np.testing.assert_allclose(wa[name], wb[name], atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(ma["curve"]["val_loss"], mb["curve"]["val_loss"], rtol=1e-4)

@@ -12,7 +12,8 @@ from ltcli.train import grouping
 from ltcli.train.engine import Engine, TrainConfig, to_device
 
 
-def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
+def _two_cells():
+    """A tiny MLP engine, its data, and a function giving a fresh group of two cells."""
     engine = Engine(MLP(hidden=(8,), num_classes=3), TrainConfig("adam", 1e-3, 4, 40, 20))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (60, 4, 4, 1), dtype=np.uint8)
@@ -22,9 +23,14 @@ def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
     mask = pruning.dense_mask(params)
 
     def fresh():
-        return engine.start(
-            [params] * 2, [stats] * 2, [mask] * 2, [jax.random.PRNGKey(1), jax.random.PRNGKey(2)]
-        )
+        keys = [jax.random.PRNGKey(1), jax.random.PRNGKey(2)]
+        return engine.start([params] * 2, [stats] * 2, [mask] * 2, keys)
+
+    return engine, data, fresh
+
+
+def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
+    engine, data, fresh = _two_cells()
 
     measured: list[tuple[str, int]] = []
     real = grouping.seconds_per_period
@@ -49,18 +55,7 @@ def test_transformers_measure_the_host_loop_too(monkeypatch):
     assert grouping.candidates(("attn", "mlp"), 1) == ("vmap", "serial", "host")
     assert grouping.candidates(("attn", "mlp"), 4) == ("vmap", "serial")
     assert grouping.candidates(("fc", "output"), 1) == ("vmap", "serial")
-    engine = Engine(MLP(hidden=(8,), num_classes=3), TrainConfig("adam", 1e-3, 4, 40, 20))
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (60, 4, 4, 1), dtype=np.uint8)
-    y = rng.integers(0, 3, 60).astype(np.int32)
-    data = to_device(Arrays(x[:50], y[:50], x[50:], y[50:]), validation=10)
-    params, stats = engine.init(jax.random.PRNGKey(0), (4, 4, 1))
-    mask = pruning.dense_mask(params)
-
-    def fresh():
-        keys = [jax.random.PRNGKey(1), jax.random.PRNGKey(2)]
-        return engine.start([params] * 2, [stats] * 2, [mask] * 2, keys)
-
+    engine, data, fresh = _two_cells()
     timed: list[str] = []
 
     def fake(probe, group, data):

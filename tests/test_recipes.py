@@ -83,3 +83,14 @@ def test_label_smoothing_changes_the_training_loss_only():
     assert float(loss) == pytest.approx(float(-(target * log_p).sum()), rel=1e-6)
     plain_loss, _ = plain._loss(params, {}, x, y, jax.random.PRNGKey(0))
     assert float(plain_loss) == pytest.approx(float(-log_p[0]), rel=1e-6)
+
+
+def test_evaluation_reports_the_plain_loss_under_label_smoothing():
+    logits = jnp.asarray([2.0, 0.0, -1.0])
+    params = {"logits": logits}
+    smooth = engine.Engine(_Logits(), cfg(label_smoothing=0.3))
+    x, y, w = jnp.zeros((1, 2, 1)), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2))
+    data = engine.DeviceData(*(jnp.zeros(0),) * 8, jnp.zeros(()), jnp.ones(()))
+    loss, accuracy = smooth._evaluate(params, {}, data, x, y, w)
+    assert float(loss) == pytest.approx(float(-jax.nn.log_softmax(logits)[0]), rel=1e-6)
+    assert float(accuracy) == 1.0

@@ -181,6 +181,8 @@ def test_text_windows_read_inputs_and_next_tokens(corpus):
         ({"model": {**TINY_GPT, "patch_size": 4}}, "patch_size"),
         ({"model": {"name": "vit"}}, "data.dataset"),
         ({"train": {**_train(), "lr_drops": ["20it"]}}, "train.lr_drops"),
+        ({"prune": {"rate": 0.5, "retrain": "finetune"}}, "prune.retrain"),  # cosine ends at 0
+        ({"train": {**_train(), "augment": True}}, "train.augment"),
     ],
 )
 def test_combinations_that_mean_nothing_are_refused(corpus, fields, names):
@@ -240,3 +242,40 @@ def test_a_gpt_takes_pruning_at_initialization_and_its_ablations(corpus, tmp_pat
         assert metrics["percent_remaining"] == pytest.approx(30.0, abs=0.1)
         assert np.isfinite(metrics["min_val_loss"])
     assert len(cells["ticket"]["scored_on"]) == 8  # one training batch of windows
+
+
+@pytest.mark.parametrize(
+    "overrides,names",
+    [
+        ({"data.placement": "stream"}, "data.placement"),
+        ({"run.parallel": "batch", "run.deterministic": True}, "--parallel batch"),
+    ],
+)
+def test_ways_of_training_that_cannot_hold_are_refused_before_anything_is_written(
+    corpus, tmp_path, overrides, names
+):
+    store = tmp_path / "store"
+    with pytest.raises(UsageError, match=re.escape(names)):
+        launch.run(spec.apply_overrides(gpt_spec(corpus), overrides), Store(store))
+    assert not list(store.rglob("*.json"))
+
+
+def test_n_m_patterns_are_one_run_however_written(corpus):
+    a, _ = launch.prepare(gpt_spec(corpus, pattern="2:4"))
+    b, _ = launch.prepare(gpt_spec(corpus, pattern="02:004"))
+    assert a.run_id == b.run_id and a["prune.pattern"] == "2:4"
+
+
+def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
+    """Chars of 1 and 3 UTF-8 bytes: only the targets of the evaluated windows count."""
+    from ltcli.data.base import TextArrays
+
+    widths = np.asarray([1, 3])
+    validation = np.asarray([0, 0, 0, 1, 1, 1, 1, 1, 1])  # windows of 2+1 from 0 and 2
+    test = np.asarray([1, 1, 1, 0, 0, 0, 0])
+    arrays = TextArrays(np.zeros(4, np.int32), validation, test, (0.0, 0.0), widths)
+    val, tst = engine.evaluated_bytes_per_token(arrays, windows=2, context=2)
+    # validation targets: [0, 0] and [1, 1] -> (1 + 1 + 3 + 3) / 4; test: [1, 1], [0, 0]
+    assert (val, tst) == (2.0, 2.0)
+    val, tst = engine.evaluated_bytes_per_token(arrays, windows=1, context=2)
+    assert (val, tst) == (1.0, 3.0)

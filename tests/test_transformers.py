@@ -102,7 +102,7 @@ def test_vit_rejects_bad_shapes():
 def test_vit_parameter_layout():
     params = init(vit("cls"), IMAGES)["params"]
     shapes = {k: v.shape for k, v in flat(params).items()}
-    assert shapes["patch_embed/kernel"] == (4, 4, 3, WIDTH)
+    assert shapes["patch_embed/kernel"] == (4 * 4 * 3, WIDTH)
     assert shapes["cls"] == (1, 1, WIDTH)
     assert shapes["pos_embed"] == (1, 1 + 4, WIDTH)  # the class token and 2x2 patches
     assert shapes["head/kernel"] == (WIDTH, CLASSES)
@@ -312,3 +312,25 @@ def test_dropout(name):
     np.testing.assert_array_equal(run(dropped, False, 1), run(dropped, False, 2))
     np.testing.assert_allclose(run(dropped, False, 1), run(plain, False, 1), rtol=1e-6)
     np.testing.assert_array_equal(run(plain, True, 1), run(plain, True, 2))
+
+
+def test_the_patch_embedding_is_the_papers_strided_convolution():
+    """The dense layer over flattened patches computes the convolution of kernel and stride
+    patch_size whose kernel is its matrix reshaped (rows, columns, channels)."""
+    import flax.linen as nn
+
+    vit = ViT(num_classes=3, depth=1, width=8, heads=2, patch_size=4, pool="mean")
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+    params = vit.init(jax.random.PRNGKey(0), x)["params"]
+    dense = params["patch_embed"]
+    conv = nn.Conv(8, (4, 4), strides=(4, 4), padding="VALID")
+    conv_params = {"kernel": dense["kernel"].reshape(4, 4, 3, 8), "bias": dense["bias"]}
+    expected = conv.apply({"params": conv_params}, x).reshape(2, 4, 8)
+    patches = x.reshape(2, 2, 4, 2, 4, 3).transpose(0, 1, 3, 2, 4, 5).reshape(2, 4, 48)
+    got = patches @ dense["kernel"] + dense["bias"]
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    _, state = vit.apply(
+        {"params": params}, x, capture_intermediates=True, mutable=["intermediates"]
+    )
+    (captured,) = state["intermediates"]["patch_embed"]["__call__"]
+    np.testing.assert_allclose(captured, expected, rtol=1e-5, atol=1e-5)

@@ -66,6 +66,7 @@ def _overrides(**flags: Any) -> dict[str, Any]:
         "spawn": "run.spawn",
         "log": "run.log",
         "pattern": "prune.pattern",
+        "parallel": "run.parallel",
     }
     return {keys[flag]: value for flag, value in flags.items()}
 
@@ -167,6 +168,14 @@ JSON_OPTION = click.option(
     "A cell's numbers do not depend on N (bit for bit with --deterministic).",
 )
 @click.option(
+    "--parallel",
+    type=click.Choice(["cells", "batch", "auto"]),
+    help="How a group of cells uses the local devices: cells (split among them), batch "
+    "(every cell on all, each device computing a share of its batch; batch norm over the "
+    "whole batch), or auto (the default: batch when a group has fewer cells than devices). "
+    "The numbers agree to float rounding. Not part of the run id.",
+)
+@click.option(
     "--controls-at",
     type=click.Choice(["level", "end"]),
     help="When controls train: with their level (default), or after every ticket, in groups "
@@ -233,6 +242,15 @@ JSON_OPTION = click.option(
     "line this often.",
 )
 @click.option(
+    "--checkpoint-every",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Save a training group's state at most this often, between jitted calls, so that "
+    "a killed run resumes mid-level (0: after every call).",
+)
+@click.option(
     "--executor",
     type=click.Choice(["local", "ray"]),
     default="local",
@@ -283,6 +301,7 @@ def run(
     data_dir: Path | None,
     grouping: str,
     progress_every: float,
+    checkpoint_every: float,
     executor: str,
     address: str | None,
     as_json: bool,
@@ -311,6 +330,7 @@ def run(
     )
     progress = CliProgress(loaded["run.rounds"], progress_every)
     where = dict(data_dir=data_dir, name=name, progress=progress, grouping=grouping)
+    where.update(checkpoint_seconds=checkpoint_every)
     where.update(executor=executor, address=address, progress_every=progress_every)
     if sweeps:
         fixed = {spec.parse_assignment(s)[0] for s in settings}

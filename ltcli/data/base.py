@@ -7,7 +7,7 @@ import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -29,14 +29,51 @@ class TextArrays(NamedTuple):
     Attributes:
       train, validation, test: 1-D token ids, in corpus order (uint8 for bytes, int32 for
         characters).
-      bytes_per_token: UTF-8 bytes per token of the validation and the test split, to turn a
-        loss per token into bits per byte (1.0 for bytes).
+      bytes_per_token: UTF-8 bytes per token of the whole validation and test split (1.0 for
+        bytes).
+      widths: UTF-8 bytes of each token id, to turn a loss per token over the tokens
+        evaluation reads into bits per byte.
     """
 
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
     bytes_per_token: tuple[float, float]
+    widths: np.ndarray
+
+
+class Examples(Protocol):
+    """One split of a streamed data set, read from disk one example at a time. Picklable (it
+    holds paths and labels, no open files), so worker processes can read it."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        """The image as decoded (uint8, (H, W, 3), its own size) and its label."""
+        ...
+
+
+class StreamSplits(NamedTuple):
+    """A data set read from disk as it trains (`DataSource.streamed`), and its preprocessing.
+
+    Attributes:
+      train, test: the splits (`Examples`); the validation hold-out comes from `train`.
+      train_transform: (image, rng) -> the uint8 (size, size, 3) image the model trains on,
+        its randomness (crop, flip) drawn from `rng` only.
+      eval_transform: image -> the uint8 (size, size, 3) image the model is evaluated on.
+      mean, std: float32 (3,) per-channel values in pixel units (0..255) that inputs are
+        normalized with: ``(image - mean) / std``.
+
+    The transforms, mean and std are None for a data set that loads as arrays, wrapped as
+    examples (its images are augmented and normalized as when they live on the device).
+    """
+
+    train: Examples
+    test: Examples
+    train_transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None
+    eval_transform: Callable[[np.ndarray], np.ndarray] | None
+    mean: np.ndarray | None
+    std: np.ndarray | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +90,9 @@ class DataSource:
       origin: where the files were found, for messages.
       loader: reads the arrays.
       text: a text data set, whose `load` returns `TextArrays`.
+      streamed: for a data set too large for memory (``imagenet``), returns its splits as
+        `StreamSplits`, read from disk example by example; its `load` then raises. None for
+        the data sets that load as arrays.
     """
 
     name: str
@@ -63,6 +103,9 @@ class DataSource:
     origin: str
     loader: Callable[[], Arrays | TextArrays] = dataclasses.field(repr=False, compare=False)
     text: bool = False
+    streamed: Callable[[], StreamSplits] | None = dataclasses.field(
+        default=None, repr=False, compare=False
+    )
 
     def load(self) -> Arrays | TextArrays:
         return self.loader()

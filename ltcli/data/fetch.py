@@ -29,6 +29,7 @@ from ltcli import data
 from ltcli.core import paths
 from ltcli.core.errors import LtError, UsageError
 from ltcli.core.meter import Meter
+from ltcli.data import imagenet
 
 _IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_TEST = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -66,6 +67,12 @@ FILES: dict[str, tuple[str, ...]] = {
     "cifar10": ("cifar-10-python.tar.gz",),
 }
 """The files ``lt data fetch`` downloads, as named on the mirrors."""
+
+BY_HAND: dict[str, str] = {
+    "imagenet": "lt cannot download it: put train/<wnid>/ and val/<wnid>/ in DIR/imagenet/ "
+    "(DIR: --data-dir or $LT_DATA_DIR), or name the folder as imagenet:PATH",
+}
+"""Data sets lt cannot download, and where ``lt data ls`` says to put them."""
 
 MIRRORS: dict[str, tuple[str, ...]] = {
     "mnist": (
@@ -308,7 +315,10 @@ class Listing:
       content_id: the id its DataSource gives; None when not found.
       verified: whether the files found match the known checksums; None when none are known
         for that form (or it was not found).
-      problem: why files that are there could not be used; None when there are none.
+      problem: why files that are there could not be used (with ``verify``: the images that
+        do not decode, named); None when there are none.
+      note: more on a data set found (``imagenet``: whether its content id came from the
+        cache or was computed now); None for the others.
     """
 
     name: str
@@ -316,6 +326,7 @@ class Listing:
     content_id: str | None
     verified: bool | None
     problem: str | None = None
+    note: str | None = None
 
 
 def _verify_origin(name: str, origin: Path) -> bool | None:
@@ -328,8 +339,25 @@ def _verify_origin(name: str, origin: Path) -> bool | None:
     return all(_verified(name, f, f.name) for f in checked)
 
 
-def list_datasets(data_dir: Path | None = None) -> list[Listing]:
-    """Locates every named data set lt knows and checks it against the known checksums."""
+def _decode_all(source: data.DataSource) -> tuple[str | None, str | None]:
+    """Decodes every image of a streamed data set once: (its problems or None, a note)."""
+    if source.streamed is None:
+        return None, None
+    splits = source.streamed()
+    total = len(splits.train) + len(splits.test)
+    problems = imagenet.verify(splits)
+    if problems:
+        return imagenet.problems_message(source.origin, problems, total), None
+    return None, f"all {total} images decode"
+
+
+def list_datasets(data_dir: Path | None = None, verify: bool = False) -> list[Listing]:
+    """Locates every named data set lt knows and checks it against the known checksums.
+
+    Args:
+      verify: also decode every image of each data set found that streams from disk
+        (``imagenet``), once; those that fail are named in `Listing.problem`.
+    """
     listings = []
     for name in data.DATASETS:
         try:
@@ -339,5 +367,9 @@ def list_datasets(data_dir: Path | None = None) -> list[Listing]:
             listings.append(Listing(name, None, None, None, None if missing else str(err)))
             continue
         verified = _verify_origin(name, Path(source.origin))
-        listings.append(Listing(name, source.origin, source.content_id, verified))
+        problem, note = None, imagenet.describe(source)
+        if verify:
+            problem, decoded = _decode_all(source)
+            note = "; ".join(n for n in (note, decoded) if n) or None
+        listings.append(Listing(name, source.origin, source.content_id, verified, problem, note))
     return listings

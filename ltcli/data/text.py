@@ -184,6 +184,7 @@ def _source(name: str, root: Path, rels: list[str], origin: str, tokens: str) ->
             validation.copy(),
             test.copy(),
             (bytes_per_token(validation), bytes_per_token(test)),
+            np.ones(256, np.int64) if widths is None else widths.astype(np.int64),
         )
 
     return base.DataSource(

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ltcli import models
+from ltcli import data, models
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
 from ltcli.experiment import combinations
@@ -163,13 +163,18 @@ def _rates(spec: Spec, kinds: tuple[str, ...]) -> dict[str, float]:
     return {kind: defaults[kind] for kind in kinds}
 
 
-def _checked_exclude(spec: Spec, model_name: str) -> list[str]:
+def _checked_exclude(
+    spec: Spec, model_name: str, source: DataSource, arch: dict[str, Any]
+) -> list[str]:
     """The exclusion patterns, sorted, each checked to match a prunable layer of the model,
     and at least one prunable layer left to prune."""
     patterns = sorted(set(spec["prune.exclude"]))
     if not patterns:
         return []
     kernels = models.get(model_name).kernels
+    if arch:  # a transformer's layers depend on its depth: trace the one the spec builds
+        traced = models.abstract_variables(model_name, source.image_shape, source.num_classes, arch)
+        kernels = tuple(pruning.leaves(traced["params"]))
     every = pruning.prunable_names(kernels)
     for pattern in patterns:
         _check(
@@ -185,12 +190,16 @@ def _checked_exclude(spec: Spec, model_name: str) -> list[str]:
 
 
 def _check_one_shot_reachable(
-    percent: float, model_name: str, source: DataSource, exclude: list[str]
+    percent: float,
+    model_name: str,
+    source: DataSource,
+    exclude: list[str],
+    arch: dict[str, Any],
 ) -> None:
     """One-shot keeps `percent` of all prunable weights, the excluded layers' included: it
     must leave at least one weight to the layers it prunes. (Shapes come from
     `models.abstract_variables`, which traces the model without computing anything.)"""
-    params = models.abstract_variables(model_name, source.image_shape, source.num_classes)
+    params = models.abstract_variables(model_name, source.image_shape, source.num_classes, arch)
     sizes = {
         name: math.prod(leaf.shape)
         for name, leaf in pruning.leaves(params["params"]).items()
@@ -295,11 +304,29 @@ def _check_pattern(
         raise UsageError(f"prune.pattern: {err}; exclude it with prune.exclude") from err
 
 
+def _check_augmentation(spec: Spec, source: DataSource) -> None:
+    """``train.augment`` (flips and 4-pixel crops of fixed-size images, on the device) means
+    nothing for text, and ImageNet brings its own (random-resized crops and flips)."""
+    if not spec["train.augment"]:
+        return
+    _check(not source.text, f"train.augment: {source.name} is text; there is nothing to flip")
+    _check(
+        spec["data.dataset"].partition(":")[0] not in data.SIZED,
+        f"train.augment: {source.name} is always augmented as its papers train it (random-"
+        "resized crops and flips, on the host); leave train.augment unset",
+    )
+
+
 def _check_recipe(spec: Spec, drops: list[int]) -> None:
     """Training-recipe fields that only mean something together."""
     _check(
         spec["train.schedule"] != "cosine" or not drops,
         "train.lr_drops: a cosine schedule has no drops; use one or the other",
+    )
+    _check(
+        spec["train.schedule"] != "cosine" or spec["prune.retrain"] != "finetune",
+        "prune.retrain: finetune trains at the schedule's final learning rate, which a cosine "
+        'schedule ends at 0: nothing would train; use "lr-rewind" or a step schedule',
     )
 
 
@@ -322,6 +349,7 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         f"model.dropout: {model_name} has no dropout; got dropout={spec['model.dropout']}",
     )
     arch = _architecture(spec, model_name, source)
+    _check_augmentation(spec, source)
     train_size = _train_examples(spec, source, arch.get("context", 0))
     batch = spec["train.batch_size"]
     _check(
@@ -357,10 +385,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         f"train.lr_drops: a drop at T ({iterations}) would make prune.retrain finetune train "
         "at a learning rate that no step of a full training used; drop it, or move it below T",
     )
-    exclude = _checked_exclude(spec, model_name)
+    exclude = _checked_exclude(spec, model_name, source, arch)
     targets = sorted(spec["prune.one_shot"] or (), reverse=True)
     if targets and exclude:
-        _check_one_shot_reachable(targets[-1], model_name, source, exclude)
+        _check_one_shot_reachable(targets[-1], model_name, source, exclude, arch)
     method = spec["prune.method"]
     refused = combinations.refusal(
         method, spec["prune.retrain"], combinations.schedule_of(tuple(targets))
@@ -383,6 +411,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     full["model"].update(name=model_name, **arch)
     if not source.text:
         del full["data"]["tokens"]  # images have no tokens: not in the id
+    if spec["data.dataset"].partition(":")[0] in data.SIZED:  # the size it was resized to
+        full["data"]["image_size"] = source.image_shape[0]
+    else:
+        del full["data"]["image_size"]
     full["train"].update(iterations=iterations, eval_every=eval_every, lr_drops=drops)
     if not drops:
         del full["train"]["lr_drop_factor"]  # meaningless without drops: not in the id
@@ -395,6 +427,7 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     if pattern:
         # N:M fixes every level's counts per group: no rate or strategy changes a result
         del full["prune"]["rates"], full["prune"]["strategy"]
+        full["prune"]["pattern"] = f"{pattern[0]}:{pattern[1]}"  # "02:4" is "2:4"
     full["schema"] = schema_of(full)
     return Descriptor(full, hashed_form(full))
 

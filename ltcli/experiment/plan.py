@@ -104,7 +104,12 @@ class Plan:
 
 def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
     """Locates the data and resolves the descriptor."""
-    source = data.locate(spec["data.dataset"], data_dir, tokens=spec["data.tokens"])
+    source = data.locate(
+        spec["data.dataset"],
+        data_dir,
+        tokens=spec["data.tokens"],
+        image_size=spec["data.image_size"],
+    )
     return descriptor.resolve(spec, source), source
 
 

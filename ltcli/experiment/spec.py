@@ -112,9 +112,28 @@ def _controls_ok(value: str) -> bool:
 
 FIELDS: dict[str, Field] = {
     "data.dataset": Field(
-        "str", None, "mnist, fashion-mnist, cifar10, folder:PATH or tfds:NAME", bool
+        "str",
+        None,
+        "mnist, fashion-mnist, cifar10, imagenet, folder:PATH, imagenet:PATH, tfds:NAME, "
+        "text:PATH or python-stdlib",
+        bool,
     ),
     "data.validation": Field("int", 5000, "an integer >= 1", lambda v: v >= 1),
+    "data.placement": Field(
+        "str",
+        "auto",
+        "auto, device or stream",
+        lambda v: v in ("auto", "device", "stream"),
+        described=False,  # where the data lives changes no number: never in the run id
+    ),
+    "data.workers": Field(
+        "int",
+        -1,
+        "an integer >= -1 (-1: chosen by the core count; 0: read in this process)",
+        lambda v: v >= -1,
+        described=False,  # how streamed data is read changes no number: never in the run id
+    ),
+    "data.image_size": Field("int", None, "an integer >= 8", lambda v: v >= 8, None),
     "data.tokens": Field(
         "str", "bytes", "bytes or chars", lambda v: v in ("bytes", "chars"), "bytes"
     ),
@@ -149,6 +168,9 @@ FIELDS: dict[str, Field] = {
         "str", "step", "step or cosine", lambda v: v in ("step", "cosine"), "step"
     ),
     "train.clip_norm": Field("float", 0.0, "a number >= 0 (0: off)", lambda v: v >= 0, 0.0),
+    "train.precision": Field(
+        "str", "fp32", "fp32 or bf16", lambda v: v in ("fp32", "bf16"), "fp32"
+    ),
     "train.label_smoothing": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
     "train.seed": Field("int", 0, "an integer >= 0", lambda v: v >= 0),
     "prune.strategy": Field(
@@ -212,6 +234,9 @@ FIELDS: dict[str, Field] = {
     "run.barriers": Field("bool", False, "true or false"),
     "run.controls_at": Field("str", "level", "level or end", lambda v: v in ("level", "end")),
     "run.devices": Field("int", 0, "an integer >= 0 (0: every local device)", lambda v: v >= 0),
+    "run.parallel": Field(
+        "str", "auto", "cells, batch or auto", lambda v: v in ("cells", "batch", "auto")
+    ),
     "run.spawn": Field(
         "durations",
         (),

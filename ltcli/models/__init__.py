@@ -105,6 +105,18 @@ _RESNET20_BLOCKS = tuple(
 )
 
 
+def _bottleneck_blocks(stages: tuple[int, ...]) -> tuple[str, ...]:
+    """The prunable layers of `ltcli.models.imagenet_resnet`'s bottleneck blocks: three
+    convolutions each, and a projection ``shortcut`` in the first block of every stage."""
+    return tuple(
+        f"stage{stage}_block{block}{pruning.SEP}{layer}"
+        for stage, blocks in enumerate(stages, start=1)
+        for block in range(blocks)
+        for layer in ("conv1", "conv2", "conv3", "shortcut")
+        if layer != "shortcut" or block == 0
+    )
+
+
 def _transformer_kernels(depth: int) -> tuple[str, ...]:
     """The prunable kernels of `depth` blocks (`ltcli.models.transformer.Block`)."""
     layers = ("attn_q", "attn_k", "attn_v", "attn_out", "mlp_fc1", "mlp_fc2")
@@ -130,6 +142,13 @@ MODELS: dict[str, ModelDef] = {
         has_dropout=False,
         has_batch_norm=True,
         note="resnet18 is the paper's name for this 20-layer CIFAR ResNet; using resnet20",
+    ),
+    "resnet50": ModelDef(
+        "ltcli.models.imagenet_resnet:ImageNetResNet",
+        _kernels("conv1", *_bottleneck_blocks((3, 4, 6, 3)), "out"),
+        has_dropout=False,
+        has_batch_norm=True,
+        note="ResNet-50 v1.5 for ImageNet (torchvision's, as open_lth's imagenet_resnet_50)",
     ),
     "vit": ModelDef(
         "ltcli.models.vit:ViT",

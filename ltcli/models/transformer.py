@@ -70,7 +70,8 @@ class SelfAttention(nn.Module):
         q = split(dense("attn_q", self.kernel_init)(x))
         k = split(dense("attn_k", self.kernel_init)(x))
         v = split(dense("attn_v", self.kernel_init)(x))
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / math.sqrt(head_dim)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        scores = scores / math.sqrt(head_dim)
         if self.causal:
             causal = jnp.tril(jnp.ones((time, time), bool))
             mask = causal if mask is None else jnp.logical_and(mask, causal)

@@ -1,7 +1,8 @@
 """The Vision Transformer (Dosovitskiy et al., 2021, "An Image is Worth 16x16 Words").
 
 The image is cut into ``patch_size`` squares, each projected to ``width`` by the
-convolution ``patch_embed`` (kernel and stride ``patch_size``); a learned position
+dense layer ``patch_embed`` (the paper's convolution of kernel and stride ``patch_size``,
+as a matrix over flattened patches); a learned position
 embedding ``pos_embed`` is added, and with ``pool="cls"`` a learned class token ``cls`` is
 prepended. Then ``depth`` pre-LayerNorm blocks ``block0``, ``block1``, ...
 (`ltcli.models.transformer.Block`), the LayerNorm ``ln_f``, and the classifier ``head``
@@ -59,8 +60,11 @@ class ViT(nn.Module):
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.pool not in POOLS:
             raise ValueError(f"pool must be one of {', '.join(POOLS)}; got {self.pool!r}")
-        x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID", name="patch_embed")(x)
-        x = x.reshape(batch, -1, self.width)
+        # Patches flattened (row, column, channel) through one dense layer: the strided
+        # convolution of the paper, written so that XLA:CPU runs no convolution in a loop.
+        channels = x.shape[-1]
+        x = x.reshape(batch, height // p, p, side // p, p, channels).transpose(0, 1, 3, 2, 4, 5)
+        x = nn.Dense(self.width, name="patch_embed")(x.reshape(batch, -1, p * p * channels))
         if self.pool == "cls":
             cls = self.param("cls", ZEROS, (1, 1, self.width))
             x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.width)), x], axis=1)

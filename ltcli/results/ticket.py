@@ -213,7 +213,8 @@ def _locate_data(full: dict[str, Any], data_dir: Path | None) -> data.DataSource
     """
     name = full["data"]["dataset"]
     try:
-        source = data.locate(name, data_dir, tokens=full["data"].get("tokens", "bytes"))
+        tokens, size = full["data"].get("tokens", "bytes"), full["data"].get("image_size")
+        source = data.locate(name, data_dir, tokens=tokens, image_size=size)
     except UsageError as err:
         raise UsageError(
             f"{err} (lt ticket needs the run's data set for its image size; --data-dir)"

@@ -134,6 +134,30 @@ def path(
         points,
         bn_momentum,
     )
+    return summarize_path(np.asarray(alphas), np.asarray(metrics))
+
+
+@partial(jax.jit, static_argnums=(0, 7))
+def network_at(
+    model: nn.Module,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    mask: Mask,
+    alpha: jax.Array,
+    bn_x: Any,
+    bn_momentum: float,
+    has_stats: bool,
+) -> tuple[Params, Any]:
+    """The network at `alpha` on the path `path` evaluates (its batch-norm statistics
+    recomputed on `bn_x`), for a caller that evaluates each point itself (streamed data)."""
+    params = interpolate(a["params"], b["params"], mask, alpha)
+    if not has_stats:
+        return params, a["batch_stats"]
+    return params, _batch_statistics(model, params, a["batch_stats"], bn_x, bn_momentum)
+
+
+def summarize_path(alphas: np.ndarray, metrics: np.ndarray) -> dict[str, Any]:
+    """`path`'s result from the test (loss, accuracy) at each of `alphas`."""
     metrics = np.asarray(metrics, np.float64)
     error = 1.0 - metrics[:, 1]
     return {

@@ -5,6 +5,7 @@ data and compiles nothing)."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import jax
@@ -12,9 +13,17 @@ import jax
 from ltcli import data, models
 from ltcli.experiment.descriptor import ARCH_FIELDS, Descriptor, one_shot_targets
 from ltcli.science import pruning
+from ltcli.science.methods import DATA_METHODS
 from ltcli.storage.store import Store
 from ltcli.storage.writer import RunStore
-from ltcli.train.engine import DeviceData, Engine, TrainConfig, to_device, to_device_text
+from ltcli.train.engine import (
+    DeviceData,
+    Engine,
+    TrainConfig,
+    evaluated_bytes_per_token,
+    to_device,
+    to_device_text,
+)
 from ltcli.train.grouping import needs_host_loop
 
 SEGMENT_ITERATIONS = 1000
@@ -47,6 +56,54 @@ def architecture(full: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in full["model"].items() if k in ARCH_FIELDS}
 
 
+def streams(source: data.DataSource, placement: str) -> bool:
+    """Whether a data set's training data streams from the host (`ltcli.train.streaming`):
+    ``data.placement``, or with ``auto`` a data set that only streams (ImageNet) or whose
+    images would take more than half of the device's memory."""
+    if placement != "auto":
+        return placement == "stream"
+    if source.streamed is not None:
+        return True
+    stats = jax.local_devices()[0].memory_stats() or {}
+    size = source.train_size * math.prod(source.image_shape)
+    return "bytes_limit" in stats and size > stats["bytes_limit"] / 2
+
+
+def execution_refusal(
+    desc: Descriptor,
+    source: data.DataSource,
+    *,
+    placement: str,
+    parallel: str,
+    devices: int,
+    grouping: str,
+    deterministic: bool,
+) -> str | None:
+    """Why a run cannot train this way (checked before anything is written), or None."""
+    if streams(source, placement):
+        if source.text:
+            return "data.placement: text lives on the device (it is small); leave it auto"
+        if desc["prune.method"] in DATA_METHODS:
+            return (
+                f"prune.method: {desc['prune.method']} scores one batch of 10 examples per "
+                "class, which lt reads only from data on the device; streamed data sets "
+                "take magnitude, synflow, magnitude-init or random"
+            )
+    if parallel == "batch":
+        if deterministic:
+            return (
+                "--parallel batch: a deterministic cell trains the same one-device program "
+                "in any group; splitting its batch over devices changes its additions"
+            )
+        count = local_devices(devices, grouping, desc["model.name"])
+        if desc["train.batch_size"] % count:
+            return (
+                f"--parallel batch: train.batch_size ({desc['train.batch_size']}) must "
+                f"divide evenly over the {count} devices (--devices)"
+            )
+    return None
+
+
 class RunContext:
     """One run's store, descriptor, data source, model and training configuration.
 
@@ -66,6 +123,9 @@ class RunContext:
         grouping: str = "auto",
         deterministic: bool = False,
         devices: int = 0,
+        parallel: str = "auto",
+        placement: str = "auto",
+        workers: int = -1,
     ):
         self.store, self.desc, self.source = store, desc, source
         self.grouping, self.deterministic = grouping, deterministic
@@ -80,6 +140,9 @@ class RunContext:
         self.input_shape = models.get(desc["model.name"]).input_shape(source.image_shape, self.arch)
         self.bytes_per_token: tuple[float, float] | None = None
         self.devices = local_devices(devices, grouping, desc["model.name"])
+        self.parallel = parallel
+        self.placement = placement
+        self.workers = workers
         self._engine: Engine | None = None
         self._data: DeviceData | None = None
 
@@ -108,6 +171,32 @@ class RunContext:
             )
         return self._engine
 
+    def reading_workers(self) -> int:
+        """Processes that decode streamed data (``data.workers``; -1: none for arrays
+        already in memory or on 4 cores or fewer, where grain's reading threads in this
+        process were fastest, `make bench`; else half the cores, at most 8)."""
+        if self.workers >= 0:
+            return self.workers
+        cores = os.cpu_count() or 1
+        if self.source.streamed is None or cores <= 4:
+            return 0
+        return min(8, cores // 2)
+
+    def streams(self) -> bool:
+        """Whether the training data streams from the host (`streams`)."""
+        return streams(self.source, self.placement)
+
+    def parallel_for(self, cells: int) -> str:
+        """How a group of `cells` cells uses the devices: ``cells`` (split among them) or
+        ``batch`` (each cell's batch split over all); ``auto`` splits batches when there are
+        fewer cells than devices and the batch divides evenly, so no device idles."""
+        if self.parallel != "auto":
+            return self.parallel
+        if self.deterministic:  # a cell's numbers must not depend on its group's size
+            return "cells"
+        even = self.cfg.batch_size % self.devices == 0
+        return "batch" if self.devices > 1 and cells < self.devices and even else "cells"
+
     def segment_evals(self, boundaries: tuple[int, ...]) -> int:
         """Evaluation periods per jitted call: at most `SEGMENT_ITERATIONS` iterations, and a
         divisor of every stretch between T and the iterations in `boundaries` (a level's
@@ -121,10 +210,18 @@ class RunContext:
     @property
     def data(self) -> DeviceData:
         """The data set on the device (every device of the mesh), loaded on first use."""
+        if self._data is None and self.streams():
+            from ltcli.train import streaming
+
+            self._data = streaming.put(
+                self.source, self.desc["data.validation"], self.reading_workers()
+            )
         if self._data is None:
             loaded = self.source.load()
             if self.context:
-                self.bytes_per_token = loaded.bytes_per_token
+                self.bytes_per_token = evaluated_bytes_per_token(
+                    loaded, self.desc["data.validation"], self.context
+                )
                 arrays = to_device_text(loaded, self.desc["data.validation"], self.context)
             else:
                 arrays = to_device(loaded, self.desc["data.validation"])

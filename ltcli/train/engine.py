@@ -53,6 +53,7 @@ class TrainConfig:
     schedule: str = "step"
     clip_norm: float = 0.0
     label_smoothing: float = 0.0
+    precision: str = "fp32"
 
     @classmethod
     def of(cls, train: dict[str, Any]) -> TrainConfig:
@@ -192,6 +193,18 @@ def text_windows(tokens: np.ndarray, count: int, context: int) -> np.ndarray:
     return tokens[starts[:, None] + np.arange(context + 1)]
 
 
+def evaluated_bytes_per_token(
+    arrays: TextArrays, windows: int, context: int
+) -> tuple[float, float]:
+    """UTF-8 bytes per token of the targets evaluation scores in the validation and test
+    splits (the tokens after the first of each of their `text_windows`): what turns their
+    mean loss per token into bits per byte."""
+    return tuple(
+        float(arrays.widths[text_windows(split, windows, context)[:, 1:]].mean())
+        for split in (arrays.validation, arrays.test)
+    )
+
+
 def to_device_text(arrays: TextArrays, windows: int, context: int) -> DeviceData:
     """A text data set on the device: the training stream, and up to `windows` windows of
     the validation and test splits (`text_windows`) in batches of about `EVAL_TOKENS`."""
@@ -217,14 +230,27 @@ def to_device_text(arrays: TextArrays, windows: int, context: int) -> DeviceData
     return DeviceData(*(jax.device_put(a) for a in host))
 
 
+def validation_split(n: int, validation: int) -> tuple[np.ndarray, np.ndarray]:
+    """(held-out, training) indices of `n` training examples: `validation` of them chosen
+    by a fixed permutation (seed 0), the rest in their order."""
+    order = np.random.default_rng(0).permutation(n)
+    return order[:validation], np.sort(order[validation:])
+
+
+def pixel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation (float32) of uint8 images, the
+    normalization of every data set lt keeps whole."""
+    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
+    return pixels.mean(0).astype(np.float32), (pixels.std(0) + 1e-8).astype(np.float32)
+
+
 def split_validation(arrays: Arrays, validation: int) -> tuple[Arrays, np.ndarray, np.ndarray]:
     """Holds `validation` training examples out, chosen by a fixed permutation (seed 0).
 
     Returns:
       The arrays with the training split reduced, and the held-out images and labels.
     """
-    order = np.random.default_rng(0).permutation(len(arrays.y_train))
-    val, train = order[:validation], np.sort(order[validation:])
+    val, train = validation_split(len(arrays.y_train), validation)
     reduced = arrays._replace(x_train=arrays.x_train[train], y_train=arrays.y_train[train])
     return reduced, arrays.x_train[val], arrays.y_train[val]
 
@@ -236,16 +262,15 @@ def to_device(arrays: Arrays, validation: int) -> DeviceData:
     per-channel mean and standard deviation.
     """
     arrays, x_val, y_val = split_validation(arrays, validation)
-    pixels = arrays.x_train.reshape(-1, arrays.x_train.shape[-1]).astype(np.float64)
-    mean, std = pixels.mean(0), pixels.std(0) + 1e-8
+    mean, std = pixel_stats(arrays.x_train)
     val, test = _batched(x_val, y_val), _batched(arrays.x_test, arrays.y_test)
     host = (
         arrays.x_train,
         arrays.y_train,
         *val,
         *test,
-        mean.astype(np.float32),
-        std.astype(np.float32),
+        mean,
+        std,
     )
     return DeviceData(*(jax.device_put(a) for a in host))
 
@@ -288,6 +313,14 @@ def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: i
     return window.reshape(steps, batch)
 
 
+def step_key_of(data_key: jax.Array, t: jax.Array) -> jax.Array:
+    """The key of a cell's per-step randomness at iteration t (dropout, augmentation).
+
+    A cell's key has two independent streams: data order (0, per epoch, see
+    `batch_indices`) and per-step randomness (1)."""
+    return jax.random.fold_in(jax.random.fold_in(data_key, 1), t)
+
+
 def window_starts(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: int) -> jax.Array:
     """Start positions of the text windows of the `steps` batches from iteration `step0`,
     shape (steps, batch): batch ``t`` is `batch` positions in [0, n) drawn uniformly with
@@ -321,6 +354,26 @@ def _variables(params: Params, batch_stats: Any) -> dict:
     return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
 
 
+def compute_dtype(precision: str) -> Any:
+    """The dtype the forward and backward passes run in (``train.precision``)."""
+    return jnp.bfloat16 if precision == "bf16" else jnp.float32
+
+
+def in_precision(tree: Any, precision: str) -> Any:
+    """`tree`'s float leaves cast to the compute dtype: the network a step computes with.
+
+    Mixed precision as Micikevicius et al. 2018 and Kalamkar et al. 2019 (bf16) define it: the
+    master weights, optimizer state, batch-norm statistics and loss stay float32; only the
+    products run in bfloat16. Gradients flow back through the cast to the float32 weights,
+    so masking them and the update keeps pruned weights exactly zero."""
+    if precision == "fp32":
+        return tree
+    dtype = compute_dtype(precision)
+    return jax.tree.map(
+        lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Engine:
     """Trains groups of cells of one model on one data set.
@@ -342,6 +395,9 @@ class Engine:
       context: 0 for images; for a language model on text (`to_device_text`), its context
         length: an example is then a window of context + 1 tokens of the training stream,
         which the model reads and predicts shifted by one.
+      parallel: ``cells`` (a group's cells split over the devices) or ``batch`` (every cell
+        on all of them, each device computing a share of its batch; `_split_batch`), for a
+        cell too big or too slow for one device. The batch size must divide by `devices`.
     """
 
     model: nn.Module
@@ -351,10 +407,27 @@ class Engine:
     deterministic: bool = False
     devices: int = 1
     context: int = 0
+    parallel: str = "cells"
 
     def mesh(self) -> Mesh:
-        """The first `devices` local devices along one axis, ``cells``."""
-        return Mesh(np.asarray(jax.local_devices()[: self.devices]), ("cells",))
+        """The first `devices` local devices along one axis: ``cells``, or ``batch`` when
+        every cell's batch is split over them (`parallel`)."""
+        return Mesh(np.asarray(jax.local_devices()[: self.devices]), (self._axis,))
+
+    @property
+    def _axis(self) -> str:
+        return "batch" if self.parallel == "batch" else "cells"
+
+    def _split_batch(self, tree: Any) -> Any:
+        """`tree` (one cell's examples along axis 0) laid out over the mesh's ``batch`` axis,
+        where `parallel` is ``batch``: XLA then computes each device's share of the batch and
+        reduces across devices where the cell needs the whole batch (the loss, its gradient,
+        batch norm's statistics: over the global batch). The numbers are the one-device
+        numbers up to the order of float additions."""
+        if self.parallel != "batch" or self.devices == 1:
+            return tree
+        sharding = NamedSharding(self.mesh(), P("batch"))
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
     def place_data(self, data: DeviceData) -> DeviceData:
         """`data` replicated on every device of the mesh (as is with one device)."""
@@ -367,6 +440,8 @@ class Engine:
         split along the cell axis over the mesh."""
         if self.devices == 1:
             return group
+        if self.parallel == "batch":  # every device holds every cell: parameters replicated
+            return jax.device_put(group, NamedSharding(self.mesh(), P()))
         cells = group.data_key.shape[0]
         pad = -cells % self.devices
 
@@ -427,15 +502,20 @@ class Engine:
         return at_step(jax.vmap(self.tx.init)(stacked), start_step)
 
     def _loss(self, params, batch_stats, x, y, key):
-        variables = _variables(params, batch_stats)
+        precision = self.cfg.precision
+        variables = _variables(in_precision(params, precision), batch_stats)
+        x = in_precision(x, precision)
         if batch_stats:
             logits, updates = self.model.apply(
                 variables, x, train=True, rngs={"dropout": key}, mutable=["batch_stats"]
             )
-            new_stats = updates["batch_stats"]
+            new_stats = jax.tree.map(
+                lambda new, old: new.astype(old.dtype), updates["batch_stats"], batch_stats
+            )
         else:
             logits = self.model.apply(variables, x, train=True, rngs={"dropout": key})
             new_stats = batch_stats
+        logits = logits.astype(jnp.float32)  # the loss in float32
         if self.cfg.label_smoothing:  # Szegedy et al. 2016; evaluation keeps the plain loss
             targets = jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype)
             smoothed = optax.smooth_labels(targets, self.cfg.label_smoothing)
@@ -456,23 +536,35 @@ class Engine:
                 xb, yb = xb[:, :-1], xb[:, 1:]
             else:
                 xb = (xb.astype(jnp.float32) - data.mean) / data.std
-            logits = self.model.apply(_variables(params, batch_stats), xb, train=False)
-            loss = optax.softmax_cross_entropy_with_integer_labels(logits, yb)
-            correct = (jnp.argmax(logits, -1) == yb).astype(jnp.float32)
-            if self.context:
-                loss, correct = loss.mean(-1), correct.mean(-1)
-            return jnp.sum(jnp.where(wb > 0, loss, 0.0)), jnp.sum(correct * wb)
+            return self._batch_sums(params, batch_stats, xb, yb, wb)
 
         losses, corrects = jax.lax.map(one, (x, y, w))
         count = jnp.sum(w)
         return jnp.sum(losses) / count, jnp.sum(corrects) / count
 
+    def _batch_sums(self, params, batch_stats, x, y, w) -> tuple[jax.Array, jax.Array]:
+        """The summed loss and correct predictions of one evaluation batch (weights `w`)."""
+        if w.shape[0] % self.devices == 0:
+            x, y, w = self._split_batch((x, y, w))
+        precision = self.cfg.precision
+        variables = _variables(in_precision(params, precision), batch_stats)
+        logits = self.model.apply(variables, in_precision(x, precision), train=False)
+        logits = logits.astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+        if self.context:
+            loss, correct = loss.mean(-1), correct.mean(-1)
+        return jnp.sum(jnp.where(w > 0, loss, 0.0)), jnp.sum(correct * w)
+
     def train_inputs(self, data: DeviceData, ids: jax.Array, step_key: jax.Array) -> jax.Array:
         """The normalized training images `ids`, augmented (on raw pixels) if configured."""
-        x = data.x_train[ids]
+        return self.normalized(data.x_train[ids], step_key, data)
+
+    def normalized(self, raw: jax.Array, step_key: jax.Array, data: DeviceData) -> jax.Array:
+        """Raw training images augmented (if configured) and normalized, as a step sees them."""
         if self.cfg.augment:
-            x = augment(x, jax.random.fold_in(step_key, 1))
-        return (x.astype(jnp.float32) - data.mean) / data.std
+            raw = augment(raw, jax.random.fold_in(step_key, 1))
+        return (raw.astype(jnp.float32) - data.mean) / data.std
 
     def train_batch(
         self, data: DeviceData, ids: jax.Array, step_key: jax.Array
@@ -490,12 +582,17 @@ class Engine:
             return data.x_train.shape[0] - self.context
         return data.y_train.shape[0]
 
-    def _step(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
-        """One masked optimizer step of one (unstacked) cell on the examples `ids`."""
-        # The cell's key has two independent streams: data order (0, per epoch, see
-        # `batch_indices`) and per-step randomness (1: dropout, augmentation).
-        step_key = jax.random.fold_in(jax.random.fold_in(cell.data_key, 1), t)
-        x, y = self.train_batch(data, ids, step_key)
+    def _step(
+        self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData, streamed: Any = None
+    ) -> Group:
+        """One masked optimizer step of one (unstacked) cell on the examples `ids`, read from
+        `data` on the device or given as `streamed` (their raw images and labels)."""
+        step_key = step_key_of(cell.data_key, t)
+        if streamed is None:
+            batch = self.train_batch(data, ids, step_key)
+        else:
+            batch = (self.normalized(streamed[0], step_key, data), streamed[1])
+        x, y = self._split_batch(batch)
         grad_fn = jax.grad(self._loss, has_aux=True)
         grads, stats = grad_fn(cell.params, cell.batch_stats, x, y, step_key)
         grads = jax.tree.map(jnp.multiply, grads, cell.mask)
@@ -527,10 +624,15 @@ class Engine:
     def _indices(self, cell: Group, step0: jax.Array, data: DeviceData, evals: int) -> jax.Array:
         """The batches of `evals` periods from `step0`: one table, a few permutations (text:
         `window_starts`)."""
+        return self._draw(cell.data_key, step0, evals, self.examples(data))
+
+    def _draw(self, data_key: jax.Array, step0: jax.Array, evals: int, n: int) -> jax.Array:
+        """(evals, every, batch) example indices of a cell's data-order stream from `step0`
+        over `n` training examples (text: window starts)."""
         cfg = self.cfg
-        order_key = jax.random.fold_in(cell.data_key, 0)
+        order_key = jax.random.fold_in(data_key, 0)
         draw = window_starts if self.context else batch_indices
-        ids = draw(order_key, step0, evals * cfg.eval_every, cfg.batch_size, self.examples(data))
+        ids = draw(order_key, step0, evals * cfg.eval_every, cfg.batch_size, n)
         return ids.reshape(evals, cfg.eval_every, cfg.batch_size)
 
     def _cell_segment(
@@ -558,7 +660,7 @@ class Engine:
     def _segment(
         self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
     ):
-        if self.devices == 1:
+        if self.devices == 1 or self.parallel == "batch":
             return self._local_segment(group, step0, data, evals, rewind_at)
         cells = P("cells")
         local = partial(self._local_segment, evals=evals, rewind_at=rewind_at)
@@ -587,6 +689,89 @@ class Engine:
         if cells == 1 and self.grouping != "host" and not self.deterministic:
             return "single"
         return self.grouping
+
+    # -- streamed data: batches read on the host (`ltcli.train.streaming`) -----------------
+
+    def _over_cells(self, fn: Any, *stacked: Any) -> Any:
+        """`fn` applied to each cell of stacked arguments as `_local_segment` applies a cell's
+        segment: in a loop when deterministic or serial, else a lone cell alone, or vmap.
+        With ``host`` the caller passes one cell at a time, which runs in no loop at all."""
+        if self.grouping == "host":
+            assert jax.tree.leaves(stacked[0])[0].shape[0] == 1, "host: one cell at a time"
+            out = fn(*jax.tree.map(lambda x: x[0], stacked))
+            return jax.tree.map(lambda x: x[None], out)
+        if self.deterministic or self.grouping == "serial":
+            return jax.lax.map(lambda args: fn(*args), stacked)
+        if jax.tree.leaves(stacked[0])[0].shape[0] == 1:
+            out = fn(*jax.tree.map(lambda x: x[0], stacked))
+            return jax.tree.map(lambda x: x[None], out)
+        return jax.vmap(fn)(*stacked)
+
+    @partial(jax.jit, static_argnums=(0, 3, 4))
+    def _indices_of(self, group: Group, step0: jax.Array, n: int, evals: int) -> jax.Array:
+        """`_indices` of every cell of `group` over `n` training examples: (cells, evals,
+        every, batch), the batches on-device training would draw."""
+        return jax.lax.map(lambda key: self._draw(key, step0, evals, n), group.data_key)
+
+    @partial(jax.jit, static_argnums=(0, 7), donate_argnums=(1,))
+    def stream_steps(
+        self,
+        group: Group,
+        step0: jax.Array,
+        ids: jax.Array,
+        images: jax.Array,
+        labels: jax.Array,
+        data: DeviceData,
+        rewind_at: int,
+    ) -> Group:
+        """Trains every cell of `group` on its streamed batches from iteration `step0`:
+        `ids` (cells, steps, batch) and their raw `images` and `labels`; captures θk when the
+        last step reaches `rewind_at`."""
+
+        def one(cell: Group, ids: jax.Array, images: jax.Array, labels: jax.Array) -> Group:
+            def train_step(cell: Group, inputs: Any) -> tuple[Group, None]:
+                t, i, x, y = inputs
+                return self._step(cell, t, i, data, (x, y)), None
+
+            steps = step0 + jnp.arange(ids.shape[0])
+            unroll = self.grouping == "host"  # no loop around XLA:CPU's convolutions
+            cell, _ = jax.lax.scan(train_step, cell, (steps, ids, images, labels), unroll=unroll)
+            if rewind_at:
+                now = {"params": cell.params, "batch_stats": cell.batch_stats}
+                done = step0 + ids.shape[0] == rewind_at
+                rewind = jax.tree.map(lambda p, r: jnp.where(done, p, r), now, cell.rewind)
+                cell = cell._replace(rewind=rewind)
+            return cell
+
+        rewind = group.rewind
+        if not rewind_at:
+            group = group._replace(rewind=None)
+        out = self._over_cells(one, group, ids, images, labels)
+        return out if rewind_at else out._replace(rewind=rewind)
+
+    @partial(jax.jit, static_argnums=(0,))
+    def stream_eval_sums(
+        self,
+        params: Params,
+        batch_stats: Any,
+        x: jax.Array,
+        y: jax.Array,
+        w: jax.Array,
+        data: DeviceData,
+    ) -> jax.Array:
+        """Per cell of stacked networks and per evaluation batch, the summed loss and
+        correct count of the streamed batches `x`, `y`, `w` (batches, size, ...): shape
+        (cells, batches, 2)."""
+
+        def one(params: Any, batch_stats: Any) -> jax.Array:
+            def batch(b: Any) -> tuple[jax.Array, jax.Array]:
+                xb, yb, wb = b
+                xb = (xb.astype(jnp.float32) - data.mean) / data.std
+                return self._batch_sums(params, batch_stats, xb, yb, wb)
+
+            return jnp.stack(jax.lax.map(batch, (x, y, w)), -1)
+
+        return self._over_cells(one, params, batch_stats)
 
     # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
 
@@ -632,6 +817,8 @@ class Engine:
         Returns:
           The advanced group and metrics of shape (cells, evals, 4), columns `METRICS`.
         """
+        if getattr(data, "streamed", False):  # batches come from the host
+            return data.segment(self, group, step0, evals, rewind_at)
         if self.grouping == "host":
             return self._host_segment(group, step0, evals, data, rewind_at)
         return self._segment(group, jnp.asarray(step0, jnp.int32), data, evals, rewind_at)

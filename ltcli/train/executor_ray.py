@@ -76,6 +76,9 @@ def train_group(
             source,
             deterministic=spec["run.deterministic"],
             devices=spec["run.devices"],
+            parallel=spec["run.parallel"],
+            placement=spec["data.placement"],
+            workers=spec["data.workers"],
         )
     runner = _RUNNERS[key]
     runner.spawn = spawn

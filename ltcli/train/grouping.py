@@ -45,9 +45,10 @@ def machine_key(model_name: str, engine: Engine, cells: int, image_shape: tuple)
     """What a measurement is valid for: device, model, batch, input shape and group size."""
     device = jax.devices()[0]
     shape = "x".join(map(str, image_shape))
+    spread = f"|{engine.parallel} over {engine.devices}" if engine.devices > 1 else ""
     return (
         f"{device.platform}:{device.device_kind}|{model_name}|"
-        f"batch {engine.cfg.batch_size}|{shape}|{cells} cells"
+        f"batch {engine.cfg.batch_size}|{shape}|{cells} cells{spread}"
     )
 
 
@@ -112,13 +113,16 @@ def pick(
     """The grouping for `cells` cells of `model_name` on this machine: ``host`` where it
     `needs_host_loop`, ``serial`` for a deterministic engine (every cell the same one-cell
     program), the engine's own for a lone cell (it trains without batching or a loop), else
-    the faster of `GROUPINGS` as `choose` measures it."""
+    the faster of `GROUPINGS` as `choose` measures it (streamed data: ``vmap`` unmeasured,
+    since each probe would read the evaluation sets from disk)."""
     if needs_host_loop(models.get(model_name).kinds, jax.default_backend()):
         return "host"
     if engine.deterministic:
         return "serial"
     if cells == 1:
         return engine.grouping
+    if getattr(data, "streamed", False):  # a probe would read the evaluation sets: vmap
+        return "vmap"
     key = machine_key(model_name, engine, cells, image_shape)
     groupings = candidates(models.get(model_name).kinds, engine.devices)
     return choose(key, engine, fresh_group, data, groupings)

@@ -23,7 +23,10 @@ from ltcli.train.engine import DeviceData, Engine, Group
 
 def bn_inputs(data: DeviceData) -> Any:
     """The normalized training images of `interpolation.bn_sample` of `data`'s labels."""
-    ids = jnp.asarray(interpolation.bn_sample(np.asarray(data.y_train)))
+    ids = interpolation.bn_sample(np.asarray(data.y_train))
+    if getattr(data, "streamed", False):
+        return data.images(ids)
+    ids = jnp.asarray(ids)
     return (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
 
 
@@ -39,8 +42,21 @@ def path(
     """Test loss and error from network `a` to network `b` under `mask` (see
     `ltcli.science.interpolation.path`); `bn_x` defaults to `bn_inputs(data)` for a network
     with batch norm (the others, transformers on text among them, need no sample)."""
-    if bn_x is None and jax.tree.leaves(a["batch_stats"]):
+    has_stats = bool(jax.tree.leaves(a["batch_stats"]))
+    if bn_x is None and has_stats:
         bn_x = bn_inputs(data)
+    if getattr(data, "streamed", False):  # each point's test error read from the host
+        alphas = np.linspace(0.0, 1.0, points, dtype=np.float32)
+        rows = [
+            data.evaluate_test(
+                engine,
+                *interpolation.network_at(
+                    engine.model, a, b, mask, alpha, bn_x, BN_MOMENTUM, has_stats
+                ),
+            )
+            for alpha in alphas
+        ]
+        return interpolation.summarize_path(alphas, np.stack(rows))
     return interpolation.path(
         engine.evaluate_test,
         engine.model,

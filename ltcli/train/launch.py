@@ -63,6 +63,20 @@ def run(
         )
     desc, source = prepared or prepare(spec, data_dir)
     plan = plan_of(spec, desc, source)
+    if plan.anything_left(store, desc.run_id):  # a rerun with nothing to train loads no JAX
+        from ltcli.train.context import execution_refusal
+
+        refused = execution_refusal(
+            desc,
+            source,
+            placement=spec["data.placement"],
+            parallel=spec["run.parallel"],
+            devices=spec["run.devices"],
+            grouping=grouping,
+            deterministic=deterministic,
+        )
+        if refused:
+            raise UsageError(refused)
     store.save_run(desc, spec.experiment, name)
     with store.lock(desc.run_id):
         if plan.anything_left(store, desc.run_id):
@@ -81,6 +95,9 @@ def run(
                 deterministic,
                 spec["run.controls_at"],
                 spec["run.devices"],
+                spec["run.parallel"],
+                spec["data.placement"],
+                spec["data.workers"],
             )
             runner.run(plan)
     return desc.run_id

@@ -177,7 +177,9 @@ class LevelTrainer:
             "grouping": engine.recorded_grouping(len(cells)),
             "deterministic": engine.deterministic,
             "devices": engine.devices,
+            "parallel": engine.parallel,
         }
+        written = 0
         for i, cell in enumerate(cells[:stored]):
             start = branched.get(i, {"digest": digests[i], "step": int(steps[i])})
             facts = {
@@ -193,9 +195,12 @@ class LevelTrainer:
                 **({"level_barrier": barriers[cell]} if cell in barriers else {}),
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
             }
-            self._store_cell(cell, rows[i], inputs[i][1], curves[i], level, facts)
+            written += self._store_cell(cell, rows[i], inputs[i][1], curves[i], level, facts)
         self.run.view.clear_checkpoint(checkpoints.name(cells))
         self.progress.stored(cells[:stored], self.run.view.flush)
+        self.progress.note(
+            f"level {level}: {stored} cells stored, {written / 2**20:,.1f} MiB of masks and weights"
+        )
 
     def _barriers(
         self, engine: Engine, cells: list[CellKey], rows: list[Group]
@@ -242,9 +247,10 @@ class LevelTrainer:
         keys = [self.keys.data(c) for c in cells]
         # A spawned copy's row follows its ticket from step 0 until it branches at k.
         schedule = [0 if c.member.kind == SPAWN else self.starts.schedule_step(c) for c in cells]
+        base = dataclasses.replace(self.run.engine, parallel=self.run.parallel_for(len(cells)))
 
         def fresh_group() -> Group:
-            return self.run.engine.start(
+            return base.start(
                 [s["params"] for s, _, _ in inputs],
                 [s["batch_stats"] for s, _, _ in inputs],
                 [m for _, m, _ in inputs],
@@ -253,7 +259,7 @@ class LevelTrainer:
                 start_step=schedule,
             )
 
-        engine = self._grouped_engine(len(cells), fresh_group)
+        engine = self._grouped_engine(base, len(cells), fresh_group)
         if level == 0 and self.spawn:
             segment = self.run.segment_evals((self.run.start_step(1), *self.spawn))
             engine = dataclasses.replace(engine, segment_evals=segment)
@@ -310,28 +316,34 @@ class LevelTrainer:
         self.progress.finish()
         return group, curves, {int(i): b for i, b in branched.items()}
 
-    def _grouped_engine(self, cells: int, fresh_group: Callable[[], Group]) -> Engine:
-        """The engine with the run's grouping; ``auto`` picks it (`ltcli.train.grouping`)."""
+    def _grouped_engine(
+        self, engine: Engine, cells: int, fresh_group: Callable[[], Group]
+    ) -> Engine:
+        """`engine` with the run's grouping; ``auto`` picks it (`ltcli.train.grouping`)."""
         run = self.run
         choice = run.grouping
         if choice == "auto":
             model_name, shape = run.desc["model.name"], run.input_shape
-            choice = pick_grouping(model_name, run.engine, cells, shape, fresh_group, run.data)
-        return dataclasses.replace(run.engine, grouping=choice)
+            choice = pick_grouping(model_name, engine, cells, shape, fresh_group, run.data)
+        return dataclasses.replace(engine, grouping=choice)
 
     def _store_cell(
         self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, level: int, facts: dict
-    ) -> None:
+    ) -> int:
         """Stores a trained cell: its mask, metrics and, for a ticket or a copy, its weights
-        (and θk at level 0)."""
+        (and θk at level 0). Returns the bytes of the arrays it stores."""
         view, run = self.run.view, self.run
+        arrays = [mask]
         if cell.member.is_ticket and row.rewind is not None:
             view.save_weights(run.store.rewind_path(run.run_id, cell.replicate), row.rewind)
+            arrays.append(row.rewind)
         weights = None
         if cell.member.is_ticket or cell.member.kind in PAIRED_KINDS:  # copies keep theirs
             weights = {"params": row.params, "batch_stats": row.batch_stats}
+            arrays.append(weights)
         start, every = run.start_step(level), run.cfg.eval_every
         if cell.member.kind == SPAWN:  # its own training starts where it branched
             start, curve = cell.member.index, curve[(cell.member.index - start) // every :]
         metrics = cell_metrics(cell, mask, curve, start, every, facts, run.bytes_per_token)
         view.write_cell(cell, mask, metrics, weights)
+        return sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(arrays))

@@ -49,8 +49,13 @@ class Runner:
         deterministic: bool = False,
         controls_at: str = "level",
         devices: int = 0,
+        parallel: str = "auto",
+        placement: str = "auto",
+        workers: int = -1,
     ):
-        self.context = RunContext(store, desc, source, grouping, deterministic, devices)
+        self.context = RunContext(
+            store, desc, source, grouping, deterministic, devices, parallel, placement, workers
+        )
         scoring_id = id_at_neutral(desc.full, "prune.score_mode")
         keys = Keys(desc["train.seed"], desc.run_id, scoring_id)
         self.starts = Starts(self.context, keys)

@@ -1,0 +1,134 @@
+"""Streamed data (``data.placement = "stream"``): batches read on the host give the cells
+on-device data gives, bit for bit under --deterministic, and a killed streaming level
+resumes to the same cells."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ltcli.data import stream
+from ltcli.experiment import spec
+from ltcli.storage.store import CellKey, Store
+from ltcli.train import launch
+
+
+def _cells_equal(a: Store, b: Store, run_id: str) -> None:
+    cells = list(a.finished_cells(run_id))
+    assert cells == list(b.finished_cells(run_id)) and cells
+    for cell in cells:
+        da, db = a.cell_dir(run_id, cell), b.cell_dir(run_id, cell)
+        for name in ("mask.npz", "weights.npz"):
+            if (da / name).exists():
+                assert (da / name).read_bytes() == (db / name).read_bytes(), (cell, name)
+        ma, mb = a.read_metrics(run_id, cell), b.read_metrics(run_id, cell)
+        assert ma["curve"] == mb["curve"], cell
+        assert ma["first_batch"] == mb["first_batch"], cell
+
+
+def test_streamed_mnist_is_on_device_mnist_bit_for_bit(write_spec, tmp_path, real_data):
+    path = write_spec(
+        train={"iterations": "200it", "augment": True},
+        prune={"rewind_iter": "100it"},
+        run={"rounds": 1, "controls": "reinit:1,random:1,stability:1", "deterministic": True},
+    )
+    device, streamed = Store(tmp_path / "device"), Store(tmp_path / "stream")
+    loaded = spec.load(str(path))
+    run_id = launch.run(loaded, device, data_dir=real_data[1])
+    as_stream = spec.apply_overrides(loaded, {"data.placement": "stream"})
+    assert launch.run(as_stream, streamed, data_dir=real_data[1]) == run_id  # not in the id
+    _cells_equal(device, streamed, run_id)
+
+
+def test_batches_come_in_the_order_asked_whatever_the_workers():
+    images = np.arange(20 * 2 * 2, dtype=np.uint8).reshape(20, 2, 2, 1)
+    examples = stream.ArrayExamples(images, np.arange(20, dtype=np.int32) % 7)
+    ids = np.asarray([[3, 19, 0], [5, 5, stream.PAD]])
+    records = np.stack([ids, np.zeros_like(ids)], -1)
+    for workers in (0, 2):
+        got = list(stream.batches(examples, records, (2, 2, 1), workers))
+        assert len(got) == 2
+        np.testing.assert_array_equal(got[0][0], images[[3, 19, 0]])
+        np.testing.assert_array_equal(got[0][1], [3, 5, 0])
+        np.testing.assert_array_equal(got[1][0][:2], images[[5, 5]])
+        assert not got[1][0][2].any() and got[1][1][2] == 0  # padding reads as zeros
+
+
+def test_a_killed_streaming_level_resumes_to_the_uninterrupted_cells(
+    write_spec, tmp_path, real_data
+):
+    path = write_spec(
+        train={"iterations": "3000it"},
+        data={"placement": "stream"},
+        run={"rounds": 1},
+    )
+    reference = Store(tmp_path / "reference")
+    run_id = launch.run(spec.load(str(path)), reference, data_dir=real_data[1])
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "ltcli", "run", str(path), "--store", str(killed)]
+    command += ["--data-dir", str(real_data[1]), "--checkpoint-every", "0"]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(command, **quiet)
+    deadline = time.monotonic() + 300
+    while not any(killed.glob("*/checkpoints/level_0.npz")):
+        assert proc.poll() is None and time.monotonic() < deadline, "run ended too soon"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not Store(killed).is_finished(run_id, CellKey(0, 0))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for level in (0, 1):
+        a = reference.read_metrics(run_id, CellKey(0, level))
+        b = Store(killed).read_metrics(run_id, CellKey(0, level))
+        assert a["curve"] == b["curve"]
+
+
+def _imagenet_folder(root):
+    """A tiny ImageNet layout: 3 classes, JPEGs and PNGs of mixed sizes and modes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sizes = [(40, 30), (64, 80), (33, 47), (50, 50)]
+    modes = ["RGB", "L", "CMYK", "RGB"]
+    for split, count in (("train", 8), ("val", 2)):
+        for c, wnid in enumerate(("n01440764", "n01443537", "n01484850")):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                w, h = sizes[i % 4]
+                pixels = (rng.integers(0, 60, (h, w, 3)) + 60 * c).astype(np.uint8)
+                image = Image.fromarray(pixels, "RGB").convert(modes[i % 4])
+                image.save(folder / f"{wnid}_{i}.JPEG", format="JPEG")
+    return root
+
+
+def test_resnet50_streams_two_levels_from_an_imagenet_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "cache"))
+    root = _imagenet_folder(tmp_path / "imagenet")
+    table = {
+        "data": {"dataset": f"imagenet:{root}", "validation": 4, "image_size": 32},
+        "model": {"name": "resnet50"},
+        "train": {
+            "optimizer": "sgd",
+            "lr": 0.01,
+            "momentum": 0.9,
+            "batch_size": 4,
+            "iterations": "4it",
+            "eval_every": "2it",
+        },
+        "prune": {"strategy": "global", "rate": 0.2},
+        "run": {"rounds": 1, "controls": "random:1"},
+    }
+    store = Store(tmp_path / "store")
+    run_id = launch.run(spec.from_mapping("resnet50", table), store)
+    for cell, kept in ((CellKey(0, 0), 100.0), (CellKey(0, 1), 80.0)):
+        metrics = store.read_metrics(run_id, cell)
+        assert abs(metrics["percent_remaining"] - kept) < 0.01
+        assert len(metrics["curve"]["val_loss"]) == 2
+        assert all(np.isfinite(metrics["curve"]["test_loss"]))
+        assert len(metrics["first_batch"]) == 4
