@@ -313,6 +313,11 @@ def batch_indices(key: jax.Array, step0: jax.Array, steps: int, batch: int, n: i
     return window.reshape(steps, batch)
 
 
+def standardized(images: jax.Array, data: DeviceData) -> jax.Array:
+    """Raw uint8 images normalized by the data set's per-channel mean and std."""
+    return (images.astype(jnp.float32) - data.mean) / data.std
+
+
 def step_key_of(data_key: jax.Array, t: jax.Array) -> jax.Array:
     """The key of a cell's per-step randomness at iteration t (dropout, augmentation).
 
@@ -535,7 +540,7 @@ class Engine:
             if self.context:  # windows: mean next-token loss and accuracy of each
                 xb, yb = xb[:, :-1], xb[:, 1:]
             else:
-                xb = (xb.astype(jnp.float32) - data.mean) / data.std
+                xb = standardized(xb, data)
             return self._batch_sums(params, batch_stats, xb, yb, wb)
 
         losses, corrects = jax.lax.map(one, (x, y, w))
@@ -564,7 +569,7 @@ class Engine:
         """Raw training images augmented (if configured) and normalized, as a step sees them."""
         if self.cfg.augment:
             raw = augment(raw, jax.random.fold_in(step_key, 1))
-        return (raw.astype(jnp.float32) - data.mean) / data.std
+        return standardized(raw, data)
 
     def train_batch(
         self, data: DeviceData, ids: jax.Array, step_key: jax.Array
@@ -766,7 +771,7 @@ class Engine:
         def one(params: Any, batch_stats: Any) -> jax.Array:
             def batch(b: Any) -> tuple[jax.Array, jax.Array]:
                 xb, yb, wb = b
-                xb = (xb.astype(jnp.float32) - data.mean) / data.std
+                xb = standardized(xb, data)
                 return self._batch_sums(params, batch_stats, xb, yb, wb)
 
             return jnp.stack(jax.lax.map(batch, (x, y, w)), -1)

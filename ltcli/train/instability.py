@@ -18,7 +18,7 @@ from ltcli.experiment.member import PAIRED_KINDS, CellKey
 from ltcli.models.layers import BN_MOMENTUM
 from ltcli.science import interpolation
 from ltcli.train.context import RunContext
-from ltcli.train.engine import DeviceData, Engine, Group
+from ltcli.train.engine import DeviceData, Engine, Group, standardized
 
 
 def bn_inputs(data: DeviceData) -> Any:
@@ -27,7 +27,7 @@ def bn_inputs(data: DeviceData) -> Any:
     if getattr(data, "streamed", False):
         return data.images(ids)
     ids = jnp.asarray(ids)
-    return (data.x_train[ids].astype(jnp.float32) - data.mean) / data.std
+    return standardized(data.x_train[ids], data)
 
 
 def path(

@@ -21,6 +21,7 @@ from ltcli.experiment import combinations
 from ltcli.science import pruning, scoring
 from ltcli.storage.store import CellKey
 from ltcli.train.context import RunContext
+from ltcli.train.engine import standardized
 from ltcli.train.keys import Keys
 
 
@@ -167,7 +168,7 @@ class Starts:
         if ids is not None and run.context:
             x, y = run.engine.train_batch(run.data, jnp.asarray(ids), None)
         elif ids is not None:
-            x = (run.data.x_train[ids].astype(jnp.float32) - run.data.mean) / run.data.std
+            x = standardized(run.data.x_train[ids], run.data)
             y = run.data.y_train[ids]
         (mask,) = scoring.masks_at_init(
             run.desc["prune.method"],

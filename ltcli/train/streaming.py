@@ -34,6 +34,7 @@ from ltcli.train.engine import (
     Engine,
     Group,
     pixel_stats,
+    standardized,
     step_key_of,
     validation_split,
 )
@@ -163,7 +164,7 @@ class StreamData:
         ((x, _),) = host.batches(
             self.splits.train, records, self.shape, self.workers, self.splits.eval_transform
         )
-        return (jnp.asarray(x).astype(jnp.float32) - self.stats.mean) / self.stats.std
+        return standardized(jnp.asarray(x), self.stats)
 
     def _split_metrics(
         self, engine: Engine, params: Any, batch_stats: Any, examples: Any, ids: np.ndarray
