@@ -3,8 +3,8 @@
 Prints one table (figure, lt's value, target, met?) and writes it to ``results/bench.json``.
 Models train on synthetic data of the real shapes (speed does not depend on pixel values),
 so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
-skipped without it. Run as
-``python -m ltcli.bench [--quick] [--only lenet|deterministic|levels|conv|smoke|stream|resnet50]``.
+skipped without it. Run as ``python -m ltcli.bench [--quick] [--only SECTION]``, SECTION
+one of lenet, deterministic, levels, conv, convstep, smoke, stream, resnet50.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from functools import partial
 from pathlib import Path
 
 import click
+import flax.linen as nn
 import jax
 import numpy as np
 
 from ltcli import models
-from ltcli.core import atomic
+from ltcli.core import atomic, paths
 from ltcli.data import Arrays, DataSource
 from ltcli.experiment import descriptor, spec
 from ltcli.experiment.plan import Plan, Progress
@@ -32,7 +33,7 @@ from ltcli.results.report import format_table
 from ltcli.science import pruning
 from ltcli.storage.store import Store
 from ltcli.train import runner
-from ltcli.train.engine import DeviceData, Engine, Group, TrainConfig, to_device
+from ltcli.train.engine import DeviceData, Engine, Group, TrainConfig, standardized, to_device
 from ltcli.train.grouping import pick
 
 OPEN_LTH_CPU = 130.0
@@ -324,6 +325,144 @@ def conv_rows(quick: bool) -> list[Row]:
     return rows
 
 
+class _PlainConv2(nn.Module):
+    """Conv-2 as a plain Flax user writes it (flax's layers, initializers and max pool)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = nn.relu(nn.Conv(64, (3, 3))(x))
+        x = nn.relu(nn.Conv(64, (3, 3))(x))
+        x = nn.max_pool(x, (2, 2), strides=(2, 2)).reshape((x.shape[0], -1))
+        x = nn.relu(nn.Dense(256)(x))
+        return nn.Dense(10)(nn.relu(nn.Dense(256)(x)))
+
+
+class _PlainBlock(nn.Module):
+    features: int
+    stride: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        norm = partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+        strides = (self.stride, self.stride)
+        y = nn.Conv(self.features, (3, 3), strides, use_bias=False)(x)
+        y = norm()(nn.Conv(self.features, (3, 3), use_bias=False)(nn.relu(norm()(y))))
+        if x.shape != y.shape:
+            x = norm()(nn.Conv(self.features, (1, 1), strides, use_bias=False)(x))
+        return nn.relu(x + y)
+
+
+class _PlainResNet20(nn.Module):
+    """ResNet-20 as a plain Flax user writes it."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        x = nn.Conv(16, (3, 3), use_bias=False)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+        for s, width in enumerate((16, 32, 64)):
+            for b in range(3):
+                x = _PlainBlock(width, 2 if s and not b else 1)(x, train)
+        return nn.Dense(10)(x.mean(axis=(1, 2)))
+
+
+def plain_jax_conv_step(name: str, cfg: TrainConfig, data: DeviceData, steps: int) -> float:
+    """Steps/s of a plain JAX masked training step of Conv-2 or ResNet-20 (`_PlainConv2`,
+    `_PlainResNet20`, plain optax, half of every weight pruned, gradients and weights
+    masked): on a CPU one jitted step per call (in `lax.scan` XLA:CPU's convolutions run
+    many times slower), elsewhere `steps` steps in one scanned call; the fastest of two
+    timed runs of `steps` steps after a warm-up. It runs under the process's XLA flags, as
+    lt does, so lt is compared with what plain JAX does on the same machine and setup."""
+    import jax.numpy as jnp
+    import optax
+
+    model = {"conv2": _PlainConv2, "resnet20": _PlainResNet20}[name]()
+    if cfg.optimizer == "adam":
+        tx = optax.adam(cfg.lr)
+    else:
+        sgd = optax.sgd(cfg.lr, momentum=cfg.momentum)
+        tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay), sgd)
+    variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    params, stats = variables["params"], variables.get("batch_stats", {})
+    keys = iter(jax.random.split(jax.random.PRNGKey(1), len(jax.tree.leaves(params))))
+    mask = jax.tree.map(lambda p: jax.random.bernoulli(next(keys), 0.5, p.shape) * 1.0, params)
+    params = jax.tree.map(jnp.multiply, params, mask)
+    n = data.y_train.shape[0]
+
+    def loss(params, stats, x, y):
+        if not stats:
+            logits = model.apply({"params": params}, x, train=True)
+        else:
+            logits, new = model.apply(
+                {"params": params, "batch_stats": stats}, x, train=True, mutable=["batch_stats"]
+            )
+            stats = new["batch_stats"]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), stats
+
+    def step(state, key):
+        params, stats, opt_state = state
+        ids = jax.random.randint(key, (cfg.batch_size,), 0, n)
+        x = standardized(data.x_train[ids], data)
+        grads, stats = jax.grad(loss, has_aux=True)(params, stats, x, data.y_train[ids])
+        grads = jax.tree.map(jnp.multiply, grads, mask)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = jax.tree.map(jnp.multiply, optax.apply_updates(params, updates), mask)
+        return (params, stats, opt_state), None
+
+    if jax.default_backend() == "cpu":
+        one = jax.jit(lambda state, key: step(state, key)[0], donate_argnums=(0,))
+
+        def run(state, key):
+            for k in jax.random.split(key, steps):
+                state = one(state, k)
+            return state
+    else:
+
+        @partial(jax.jit, donate_argnums=(0,))
+        def run(state, key):
+            return jax.lax.scan(step, state, jax.random.split(key, steps))[0]
+
+    state = run((params, stats, tx.init(params)), jax.random.PRNGKey(2))
+    jax.block_until_ready(state)
+    fastest = float("inf")
+    for repeat in range(2):
+        started = time.perf_counter()
+        state = run(state, jax.random.PRNGKey(3 + repeat))
+        jax.block_until_ready(state)
+        fastest = min(fastest, time.perf_counter() - started)
+    return steps / fastest
+
+
+def conv_step_rows(quick: bool) -> list[Row]:
+    """Issue 21's figures: one masked training step of Conv-2 (batch 60, Adam) and of
+    ResNet-20 (batch 128, SGD with momentum, no augmentation so that both do the same
+    work) in lt's engine, one cell in the grouping lt picks (on a CPU its host loop),
+    against `plain_jax_conv_step` on the same machine. PyTorch on 2 CPU threads did
+    5.6-9.9 (Conv-2) and 2.8-4.3 (ResNet-20) steps/s on the 2-core machine of the issue."""
+    on_gpu = jax.default_backend() == "gpu"
+    data = to_device(synthetic((32, 32, 3), 6100, 100), 100)
+    steps = (200 if on_gpu else 8) if quick else (1000 if on_gpu else 20)
+    setups = {
+        "conv2": ("Conv-2, batch 60, Adam", TrainConfig("adam", 2e-4, 60, 20000, steps)),
+        "resnet20": (
+            "ResNet-20, batch 128, SGD momentum",
+            TrainConfig("sgd", 0.1, 128, 30000, steps, momentum=0.9, weight_decay=1e-4),
+        ),
+    }
+    rows = []
+    for name, (label, cfg) in setups.items():
+        engine = Engine(models.create(name, 10), cfg, "vmap", 1)
+        fresh = partial(dense_group, engine, (32, 32, 3), 1)
+        grouping = pick(name, engine, 1, (32, 32, 3), fresh, data)
+        _, rate = throughput(name, cfg, data, (32, 32, 3), 1, grouping, 1, repeats=2)
+        plain = plain_jax_conv_step(name, cfg, data, steps)
+        rows += [
+            Row(f"{label}, lt engine step ({grouping})", rate, "steps/s"),
+            Row("  plain JAX step, same work, this machine", plain, "steps/s"),
+            Row("  lt / plain JAX", rate / plain, "x", 1.0),
+        ]
+    return rows
+
+
 def smoke_rows() -> list[Row]:
     """Wall time of `lt run smoke` in a fresh process: cold (empty store and compile cache)
     and warm (a rerun with nothing to train)."""
@@ -428,6 +567,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "deterministic": deterministic_rows,
     "levels": level_rows,
     "conv": conv_rows,
+    "convstep": conv_step_rows,
     "smoke": lambda quick: smoke_rows(),
     "stream": stream_rows,
     "resnet50": resnet50_rows,
@@ -450,6 +590,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
 )
 def main(quick: bool, only: tuple[str, ...], json_out: Path) -> None:
     """Measure lt's speed on this machine and compare it with the targets."""
+    paths.request_fast_cpu_convolutions()  # as lt run does; before JAX starts its backend
     device = f"{jax.default_backend()}: {jax.devices()[0].device_kind}"
     click.echo(f"device {device}, {os.cpu_count()} CPU cores", err=True)
     rows = [row for name in dict.fromkeys(only or SECTIONS) for row in SECTIONS[name](quick)]

@@ -60,12 +60,15 @@ def test_one_cell_with_its_batch_over_four_devices_matches_one_device(
     write_spec, tmp_path, real_data
 ):
     """--parallel batch: each cell's batch split over 4 devices gives the one-device cells up
-    to the order of float additions (README: One cell over all local devices)."""
+    to the order of float additions (README: One cell over all local devices). SGD, since
+    Adam turns the rounding of a near-zero gradient into a step of the learning rate's size
+    (LeNet's validation loss drifts 0.5% apart in 200 iterations, against 3e-7 with SGD)."""
     import numpy as np
 
     from ltcli.science import pruning
 
-    path = write_spec(train={"iterations": "200it"}, run={"rounds": 1, "replicates": 1})
+    train = {"iterations": "200it", "optimizer": "sgd", "lr": 0.05}
+    path = write_spec(train=train, run={"rounds": 1, "replicates": 1})
     four, one = tmp_path / "four", tmp_path / "one"
     lt_run(path, four, real_data[1], "--parallel", "batch")
     lt_run(path, one, real_data[1], "--devices", "1")

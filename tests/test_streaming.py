@@ -61,8 +61,9 @@ def test_batches_come_in_the_order_asked_whatever_the_workers():
 def test_a_killed_streaming_level_resumes_to_the_uninterrupted_cells(
     write_spec, tmp_path, real_data
 ):
-    path = write_spec(  # a checkpoint after the first 1,000-iteration call, then killed
-        train={"iterations": "2000it", "eval_every": "500it"},
+    path = write_spec(  # a checkpoint after the first call, then killed
+        train={"iterations": "500it", "eval_every": "100it"},
+        prune={"rewind_iter": "100it"},  # a rewind point at 100: each call is 100 iterations
         data={"placement": "stream"},
         run={"rounds": 0},
     )
@@ -84,7 +85,7 @@ def test_a_killed_streaming_level_resumes_to_the_uninterrupted_cells(
     assert done.returncode == 0, done.stderr
     a = reference.read_metrics(run_id, CellKey(0, 0))
     b = Store(killed).read_metrics(run_id, CellKey(0, 0))
-    assert a["curve"] == b["curve"] and len(a["curve"]["val_loss"]) == 4
+    assert a["curve"] == b["curve"] and len(a["curve"]["val_loss"]) == 5
 
 
 def _imagenet_folder(root):

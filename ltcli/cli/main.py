@@ -22,6 +22,7 @@ from ltcli.cli.reproduce import reproduce
 from ltcli.cli.results import compare, complete_runs, diff, export, plot
 from ltcli.cli.store import gc, rm
 from ltcli.cli.ticket import ticket
+from ltcli.core import hosts
 from ltcli.core.paths import default_store
 from ltcli.experiment import spec, sweep
 from ltcli.results import report, session
@@ -264,6 +265,14 @@ JSON_OPTION = click.option(
     help="The Ray cluster's address for --executor ray (default: $RAY_ADDRESS, else the "
     "cluster `ray start` made on this machine).",
 )
+@click.option(
+    "--distributed",
+    is_flag=True,
+    help="Be one process of a multi-host job (jax.distributed) that trains each cell over "
+    "every device of every process, each feeding its share of the batch; process 0 writes "
+    "the store and prints. Under Slurm, run the same command in every task (srun); "
+    "elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.",
+)
 @click.option("--name", help="A human alias for the run (not part of the run id).")
 @click.option(
     "--log",
@@ -304,6 +313,7 @@ def run(
     checkpoint_every: float,
     executor: str,
     address: str | None,
+    distributed: bool,
     as_json: bool,
     sweeps: tuple[str, ...],
     report_to: Path | None,
@@ -332,6 +342,10 @@ def run(
     where = dict(data_dir=data_dir, name=name, progress=progress, grouping=grouping)
     where.update(checkpoint_seconds=checkpoint_every)
     where.update(executor=executor, address=address, progress_every=progress_every)
+    if distributed and sweeps:
+        raise click.UsageError("--distributed trains one run; drop --sweep")
+    if distributed:
+        where.update(distributed=True)
     if sweeps:
         fixed = {spec.parse_assignment(s)[0] for s in settings}
         fixed |= {key for key, value in _overrides(**flags).items() if value is not None}
@@ -342,7 +356,9 @@ def run(
         else:
             click.echo(report.sweep_text(target, done.id))
         return
-    _print_run(target, session.run(loaded, target, live, **where), as_json)
+    run_id = session.run(loaded, target, live, **where)
+    if hosts.writer():  # in a multi-host job, process 0 alone prints
+        _print_run(target, run_id, as_json)
 
 
 def _print_run(target: Store, run_id: str, as_json: bool) -> None:
@@ -409,4 +425,9 @@ cli.add_command(report_command)
 
 
 def main() -> None:
-    cli(prog_name="lt")
+    try:
+        cli(prog_name="lt")
+    except SystemExit as done:
+        if done.code and hosts.count() > 1:  # a failed multi-host job stops at once
+            hosts.exit_now(done.code if isinstance(done.code, int) else 1)
+        raise

@@ -1,5 +1,6 @@
 """What every package may use: the error types (`errors`), pytree type aliases (`base`),
-atomic file writes (`atomic`), lt's folders (`paths`) and a progress meter (`meter`).
+atomic file writes (`atomic`), lt's folders (`paths`), a progress meter (`meter`) and the
+processes of a multi-host job (`hosts`).
 
 Imports no other package of lt.
 """

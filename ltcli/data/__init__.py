@@ -52,8 +52,9 @@ PREFIXED: dict[str, Locator] = {
 }
 TEXT = frozenset({"python-stdlib", "text"})
 """The keys of `DATASETS` and `PREFIXED` whose locators read text and take ``tokens=``."""
-SIZED = frozenset({"imagenet"})
-"""The keys whose locators resize their images and take ``image_size=``."""
+SIZED = frozenset({"imagenet", "tfds"})
+"""The keys whose locators may resize their images and take ``image_size=`` (tfds: a data
+set of images of many sizes, such as ``tfds:imagenet2012``)."""
 
 __all__ = [
     "DATASETS",
@@ -99,8 +100,8 @@ def locate(
         )
     if image_size is not None and key not in SIZED:
         raise UsageError(
-            f"data.image_size: only {', '.join(sorted(SIZED))} resizes its images; {name} "
-            "has its own size (leave data.image_size unset)"
+            f"data.image_size: only imagenet and tfds data sets of images of many sizes "
+            f"resize their images; {name} has its own size (leave data.image_size unset)"
         )
     if key in SIZED and image_size is not None:
         return locator(arg, data_dir, image_size=image_size)  # type: ignore[call-arg]

@@ -93,6 +93,8 @@ class DataSource:
       streamed: for a data set too large for memory (``imagenet``), returns its splits as
         `StreamSplits`, read from disk example by example; its `load` then raises. None for
         the data sets that load as arrays.
+      resized: its images, of many sizes, are resized to `image_shape` (``data.image_size``,
+        in the run id).
     """
 
     name: str
@@ -106,6 +108,7 @@ class DataSource:
     streamed: Callable[[], StreamSplits] | None = dataclasses.field(
         default=None, repr=False, compare=False
     )
+    resized: bool = False
 
     def load(self) -> Arrays | TextArrays:
         return self.loader()

@@ -524,7 +524,7 @@ class Streams:
         return self._splits
 
 
-def _no_arrays(name: str) -> base.Arrays:
+def no_arrays(name: str) -> base.Arrays:
     raise UsageError(
         f"{name} streams from disk; it does not fit in memory as arrays, so it cannot be "
         "loaded whole (read it through DataSource.streamed)"
@@ -581,8 +581,9 @@ def locate(arg: str, data_dir: Path | None, image_size: int = 224) -> base.DataS
         image_shape=(image_size, image_size, 3),
         num_classes=len(found.tree.classes),
         origin=str(root),
-        loader=functools.partial(_no_arrays, name),
+        loader=functools.partial(no_arrays, name),
         streamed=Streams(found, image_size),
+        resized=True,
     )
 
 

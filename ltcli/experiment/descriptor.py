@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ltcli import data, models
+from ltcli import models
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
 from ltcli.experiment import combinations
@@ -311,7 +311,7 @@ def _check_augmentation(spec: Spec, source: DataSource) -> None:
         return
     _check(not source.text, f"train.augment: {source.name} is text; there is nothing to flip")
     _check(
-        spec["data.dataset"].partition(":")[0] not in data.SIZED,
+        not source.resized,
         f"train.augment: {source.name} is always augmented as its papers train it (random-"
         "resized crops and flips, on the host); leave train.augment unset",
     )
@@ -411,7 +411,7 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     full["model"].update(name=model_name, **arch)
     if not source.text:
         del full["data"]["tokens"]  # images have no tokens: not in the id
-    if spec["data.dataset"].partition(":")[0] in data.SIZED:  # the size it was resized to
+    if source.resized:  # the size it was resized to
         full["data"]["image_size"] = source.image_shape[0]
     else:
         del full["data"]["image_size"]

@@ -17,6 +17,7 @@ from functools import partial
 import flax.linen as nn
 import jax
 
+from ltcli.models.cpu_ops import max_pool_2x2
 from ltcli.models.layers import Conv, Dense
 
 
@@ -35,7 +36,7 @@ class ConvNet(nn.Module):
             for width in stage:
                 layer += 1
                 x = nn.relu(Conv(width, name=f"conv{layer}")(x))
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool_2x2(x)
         x = x.reshape((x.shape[0], -1))
         for i, width in enumerate(self.hidden, start=1):
             x = nn.relu(Dense(width, name=f"fc{i}")(x))

@@ -15,6 +15,7 @@ from functools import partial
 import flax.linen as nn
 import jax
 
+from ltcli.models.cpu_ops import materialize
 from ltcli.models.layers import BatchNorm, Conv, Dense
 
 
@@ -37,7 +38,7 @@ class BasicBlock(nn.Module):
                 self.features, kernel_size=(1, 1), strides=strides, use_bias=False, name="shortcut"
             )(x)
             x = norm(name="bn_shortcut")(x)
-        return nn.relu(x + y)
+        return materialize(nn.relu(x + y))
 
 
 class ResNet(nn.Module):
@@ -50,7 +51,7 @@ class ResNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         x = Conv(self.widths[0], use_bias=False, name="conv1")(x)
-        x = nn.relu(BatchNorm(use_running_average=not train, name="bn1")(x))
+        x = materialize(nn.relu(BatchNorm(use_running_average=not train, name="bn1")(x)))
         for s, width in enumerate(self.widths, start=1):
             for b in range(self.blocks_per_stage):
                 stride = 2 if s > 1 and b == 0 else 1

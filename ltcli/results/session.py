@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ltcli.core import hosts
 from ltcli.experiment import sweep
 from ltcli.experiment.plan import Fanout, Progress
 from ltcli.experiment.spec import Spec
@@ -65,7 +66,13 @@ def run(
     executor: str = "local",
     **options: Any,
 ) -> str:
-    """Runs `spec` (`ltcli.train.launch.run`) with its live `outputs`; returns the run id."""
+    """Runs `spec` (`ltcli.train.launch.run`) with its live `outputs`; returns the run id.
+    In a multi-host job (``distributed``) the processes other than the store's writer
+    write no outputs (`ltcli.core.hosts`)."""
+    if options.get("distributed") and executor == "local":  # launch refuses it with Ray
+        hosts.start()
+        if not hosts.writer():
+            outputs = LiveOutputs()
     if outputs.tensorboard:
         tensorboard.require("--log tensorboard")
     prepared = None

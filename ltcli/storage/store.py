@@ -72,8 +72,15 @@ def _npz_bytes(path: Path) -> dict[str, np.ndarray]:
 class Store:
     """A store folder. Every method is safe to call on a store other processes also read."""
 
+    writer = True
+    """Whether this process writes the store (see `Follower`)."""
+
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def follower(self) -> Store:
+        """This store as a process of a multi-host job that is not its writer sees it."""
+        return Follower(self.root)
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -308,3 +315,39 @@ class Store:
 
     def clear_checkpoint(self, run_id: str, name: str) -> None:
         self.checkpoint_path(run_id, name).unlink(missing_ok=True)
+
+
+class Follower(Store):
+    """A store read by a process of a multi-host job (`ltcli.core.hosts`) whose writes
+    process 0 makes: the same calls arrive in every process, and only the writer's reach
+    the disk (nor does a follower hold the run's lock, which the writer holds for the job).
+    What a follower reads, the writer wrote before the barrier at which both wait
+    (`ltcli.storage.writer.RunStore.flush`)."""
+
+    writer = False
+
+    def save_run(self, desc: Descriptor, experiment: str, name: str | None) -> None:
+        pass
+
+    def add_sweep(self, run_id: str, entry: dict[str, Any]) -> None:
+        pass
+
+    def save_weights(self, path: Path, variables: dict[str, Any]) -> None:
+        pass
+
+    def write_cell(
+        self,
+        run_id: str,
+        cell: CellKey,
+        mask: Any,
+        metrics: dict[str, Any],
+        weights: dict[str, Any] | None = None,
+    ) -> None:
+        pass
+
+    def clear_checkpoint(self, run_id: str, name: str) -> None:
+        pass
+
+    @contextlib.contextmanager
+    def lock(self, run_id: str) -> Iterator[None]:
+        yield

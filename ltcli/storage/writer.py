@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ltcli.core import hosts
 from ltcli.storage.store import CellKey, Store
 
 
@@ -56,10 +57,17 @@ class RunStore:
         self._cells.clear()
         self._weights.clear()
 
+    def sync(self) -> None:
+        """`flush`, then in a multi-host job waits for every process (`hosts.barrier`): what
+        any process reads from disk next, the writer has written. Every process must call
+        it at the same points (the trainer does, once a level and at the end)."""
+        self.flush()
+        hosts.barrier("lt-store-sync")
+
     def close(self) -> None:
-        """Flushes, then stops the writer thread."""
+        """Syncs, then stops the writer thread."""
         try:
-            self.flush()
+            self.sync()
         finally:
             self._pool.shutdown()
 

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 
 from ltcli import data, models
+from ltcli.core import hosts
 from ltcli.experiment.descriptor import ARCH_FIELDS, Descriptor, one_shot_targets
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
@@ -30,15 +31,23 @@ SEGMENT_ITERATIONS = 1000
 """About this many iterations run per jitted call; progress and checkpoints come between."""
 
 
+def host_loop(grouping: str, model_name: str) -> bool:
+    """Whether groups train in the ``host`` loop (convolutions on a CPU), which steps one
+    cell at a time on one device."""
+    kinds = models.get(model_name).kinds
+    return grouping == "host" or (
+        grouping == "auto" and needs_host_loop(kinds, jax.default_backend())
+    )
+
+
 def local_devices(requested: int, grouping: str, model_name: str) -> int:
     """How many local devices a run's groups are sharded over: `requested` (0: all that JAX
-    sees), at most as many as there are, and one where groups train in the ``host`` loop
-    (convolutions on a CPU), which steps one cell at a time."""
-    host = grouping == "host" or (
-        grouping == "auto" and needs_host_loop(models.get(model_name).kinds, jax.default_backend())
-    )
+    sees), at most as many as there are, and one in the ``host`` loop (`host_loop`). In a
+    multi-host job (`ltcli.core.hosts`), every device of every process."""
+    if hosts.count() > 1:
+        return jax.device_count()
     available = jax.local_device_count()
-    return 1 if host else min(requested or available, available)
+    return 1 if host_loop(grouping, model_name) else min(requested or available, available)
 
 
 def strategy(full: dict[str, Any]) -> pruning.Strategy:
@@ -80,6 +89,9 @@ def execution_refusal(
     deterministic: bool,
 ) -> str | None:
     """Why a run cannot train this way (checked before anything is written), or None."""
+    distributed = hosts.count() > 1
+    if distributed and (refused := _distributed_refusal(desc, parallel, grouping, deterministic)):
+        return refused
     if streams(source, placement):
         if source.text:
             return "data.placement: text lives on the device (it is small); leave it auto"
@@ -101,6 +113,35 @@ def execution_refusal(
                 f"--parallel batch: train.batch_size ({desc['train.batch_size']}) must "
                 f"divide evenly over the {count} devices (--devices)"
             )
+    return None
+
+
+def _distributed_refusal(
+    desc: Descriptor, parallel: str, grouping: str, deterministic: bool
+) -> str | None:
+    """Why a multi-host job cannot train this run, or None: each group's batch is split
+    over every device of every process."""
+    if deterministic:
+        return (
+            "--distributed: a deterministic cell trains the same one-device program in any "
+            "group; splitting its batch over devices changes its additions"
+        )
+    if parallel == "cells":
+        return (
+            "--distributed: a multi-host job splits each cell's batch over every device "
+            "(--parallel batch or auto); --parallel cells shards cells on one host"
+        )
+    if host_loop(grouping, desc["model.name"]):
+        return (
+            "--distributed: convolutions on a CPU train one step per call on one device "
+            "(the host loop); a multi-host job needs GPUs for them, or a model without "
+            "convolutions"
+        )
+    if desc["train.batch_size"] % jax.device_count():
+        return (
+            f"--distributed: train.batch_size ({desc['train.batch_size']}) must divide "
+            f"evenly over the job's {jax.device_count()} devices"
+        )
     return None
 
 
@@ -192,6 +233,8 @@ class RunContext:
         fewer cells than devices and the batch divides evenly, so no device idles."""
         if self.parallel != "auto":
             return self.parallel
+        if hosts.count() > 1:  # one cell over many hosts (`ltcli.core.hosts`)
+            return "batch"
         if self.deterministic:  # a cell's numbers must not depend on its group's size
             return "cells"
         even = self.cfg.batch_size % self.devices == 0

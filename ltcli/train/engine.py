@@ -416,8 +416,10 @@ class Engine:
 
     def mesh(self) -> Mesh:
         """The first `devices` local devices along one axis: ``cells``, or ``batch`` when
-        every cell's batch is split over them (`parallel`)."""
-        return Mesh(np.asarray(jax.local_devices()[: self.devices]), (self._axis,))
+        every cell's batch is split over them (`parallel`). In a multi-host job
+        (`ltcli.core.hosts`), every device of every process."""
+        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
+        return Mesh(np.asarray(devices[: self.devices]), (self._axis,))
 
     @property
     def _axis(self) -> str:
@@ -434,13 +436,44 @@ class Engine:
         sharding = NamedSharding(self.mesh(), P("batch"))
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
+    def _replicated(self, tree: Any) -> Any:
+        """`tree` whole on every device, where `parallel` is ``batch``: what a split batch
+        left split (the first batch's ids) is gathered, so that every process of a
+        multi-host job can read every result (`ltcli.core.hosts`)."""
+        if self.parallel != "batch" or self.devices == 1:
+            return tree
+        sharding = NamedSharding(self.mesh(), P())
+        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+    def _fed_sharding(self) -> NamedSharding:
+        """Streamed batches (cells, steps, batch, ...) split along the batch over the mesh."""
+        return NamedSharding(self.mesh(), P(None, None, "batch"))
+
+    def fed_rows(self) -> slice:
+        """The rows of each streamed batch this process reads: every row, or in a multi-host
+        job (`ltcli.core.hosts`) the rows its own devices train on."""
+        if jax.process_count() == 1:
+            return slice(None)
+        shape = (1, 1, self.cfg.batch_size)
+        spans = self._fed_sharding().addressable_devices_indices_map(shape).values()
+        rows = range(self.cfg.batch_size)
+        return slice(min(rows[s[2]][0] for s in spans), max(rows[s[2]][-1] for s in spans) + 1)
+
+    def fed_batch(self, local: np.ndarray) -> jax.Array:
+        """Streamed examples (cells, steps, rows, ...) of this process's `fed_rows` as one
+        array of whole batches over the mesh (as they are, on one host)."""
+        if jax.process_count() == 1:
+            return jnp.asarray(local)
+        shape = (*local.shape[:2], self.cfg.batch_size, *local.shape[3:])
+        return jax.make_array_from_process_local_data(self._fed_sharding(), local, shape)
+
     def place_data(self, data: DeviceData) -> DeviceData:
         """`data` replicated on every device of the mesh (as is with one device)."""
         if self.devices == 1:
             return data
         return jax.device_put(data, NamedSharding(self.mesh(), P()))
 
-    def _shard(self, group: Group) -> Group:
+    def place_group(self, group: Group) -> Group:
         """`group` padded to a multiple of `devices` cells (copies of its last cell) and
         split along the cell axis over the mesh."""
         if self.devices == 1:
@@ -500,7 +533,7 @@ class Engine:
             rewind,
             jnp.full((len(params), self.cfg.batch_size), -1, jnp.int32),
         )
-        return self._shard(group)
+        return self.place_group(group)
 
     @partial(jax.jit, static_argnums=(0,))  # eagerly, each leaf's init is its own dispatch
     def _init_opt_state(self, stacked: Params, start_step: jax.Array) -> Any:
@@ -666,7 +699,7 @@ class Engine:
         self, group: Group, step0: jax.Array, data: DeviceData, evals: int, rewind_at: int
     ):
         if self.devices == 1 or self.parallel == "batch":
-            return self._local_segment(group, step0, data, evals, rewind_at)
+            return self._replicated(self._local_segment(group, step0, data, evals, rewind_at))
         cells = P("cells")
         local = partial(self._local_segment, evals=evals, rewind_at=rewind_at)
         sharded = jax.shard_map(
@@ -751,7 +784,7 @@ class Engine:
         rewind = group.rewind
         if not rewind_at:
             group = group._replace(rewind=None)
-        out = self._over_cells(one, group, ids, images, labels)
+        out = self._replicated(self._over_cells(one, group, ids, images, labels))
         return out if rewind_at else out._replace(rewind=rewind)
 
     @partial(jax.jit, static_argnums=(0,))
@@ -778,9 +811,21 @@ class Engine:
 
         return self._over_cells(one, params, batch_stats)
 
-    # -- the host loop: each step its own call, for XLA:CPU's slow convolutions in loops ----
+    # -- the host loop: a few steps a call, for XLA:CPU's slow convolutions in loops --------
 
-    _host_step = jax.jit(_step, static_argnums=(0,), donate_argnums=(1,))
+    _HOST_UNROLL = 4
+    """Steps per call of the host loop. Unrolled in one program, consecutive steps cost
+    one dispatch and XLA overlaps one step's optimizer update with the next step's work:
+    Conv-2 and ResNet-20 trained 15-20% faster on a 2-core CPU than at one step a call."""
+
+    def _steps(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
+        """`_step` at iterations t, t + 1, ... on the batches `ids` (steps, batch), unrolled:
+        no loop around the convolutions."""
+        for k in range(ids.shape[0]):
+            cell = self._step(cell, t + k, ids[k], data)
+        return cell
+
+    _host_step = jax.jit(_steps, static_argnums=(0,), donate_argnums=(1,))
     _host_end = jax.jit(_end_of_period, static_argnums=(0, 4))
     _host_indices = jax.jit(_indices, static_argnums=(0, 4))
 
@@ -796,9 +841,10 @@ class Engine:
             ids = self._host_indices(cell, jnp.asarray(step0, jnp.int32), data, evals)
             metrics = []
             for period in range(evals):
-                for k in range(every):
+                for k in range(0, every, self._HOST_UNROLL):
                     t = jnp.asarray(step0 + period * every + k, jnp.int32)
-                    cell = self._host_step(cell, t, ids[period, k], data)
+                    batches = ids[period, k : k + self._HOST_UNROLL]
+                    cell = self._host_step(cell, t, batches, data)
                 step = jnp.asarray(step0 + (period + 1) * every, jnp.int32)
                 cell, row = self._host_end(cell, step, data, rewind_at)
                 metrics.append(row)

@@ -20,7 +20,7 @@ from pathlib import Path
 import jax
 
 from ltcli import models
-from ltcli.core import atomic, paths
+from ltcli.core import atomic, hosts, paths
 from ltcli.train.engine import DeviceData, Engine, Group
 
 GROUPINGS = ("vmap", "serial")
@@ -114,7 +114,8 @@ def pick(
     `needs_host_loop`, ``serial`` for a deterministic engine (every cell the same one-cell
     program), the engine's own for a lone cell (it trains without batching or a loop), else
     the faster of `GROUPINGS` as `choose` measures it (streamed data: ``vmap`` unmeasured,
-    since each probe would read the evaluation sets from disk)."""
+    since each probe would read the evaluation sets from disk; in a multi-host job,
+    ``vmap`` too, since timings could differ between the processes)."""
     if needs_host_loop(models.get(model_name).kinds, jax.default_backend()):
         return "host"
     if engine.deterministic:
@@ -122,6 +123,8 @@ def pick(
     if cells == 1:
         return engine.grouping
     if getattr(data, "streamed", False):  # a probe would read the evaluation sets: vmap
+        return "vmap"
+    if hosts.count() > 1:  # every process must run the same program: none is timed
         return "vmap"
     key = machine_key(model_name, engine, cells, image_shape)
     groupings = candidates(models.get(model_name).kinds, engine.devices)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ltcli.core import paths
+from ltcli.core import hosts, paths
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
 from ltcli.experiment.descriptor import Descriptor
@@ -33,6 +33,7 @@ def run(
     address: str | None = None,
     progress_every: float = 60.0,
     prepared: tuple[Descriptor, DataSource] | None = None,
+    distributed: bool = False,
 ) -> str:
     """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id.
 
@@ -43,7 +44,22 @@ def run(
     ``executor="ray"`` the cells train as tasks on the Ray cluster at `address`
     (`ltcli.train.executor_ray`). `prepared` is what `prepare` gave for `spec`, for a caller
     that needed the run id first (the local executor then does not locate the data again).
+    On a CPU, XLA is asked for its faster convolutions
+    (`paths.request_fast_cpu_convolutions`; Ray's workers inherit the flag). With
+    `distributed`, this process is one of a multi-host job (`ltcli.core.hosts`) that trains
+    each cell over every device of every process; only process 0 writes `store` and
+    reports `progress`.
     """
+    paths.request_fast_cpu_convolutions()  # before anything starts JAX's backend
+    if distributed:
+        if executor == "ray":
+            raise UsageError(
+                "--distributed trains one cell over many hosts; --executor ray spreads many "
+                "cells over a cluster: use one of them"
+            )
+        hosts.start()
+        if not hosts.writer():
+            store, progress = store.follower(), None
     if executor == "ray":
         from ltcli.train import executor_ray
 
@@ -99,5 +115,6 @@ def run(
                 spec["data.placement"],
                 spec["data.workers"],
             )
-            runner.run(plan)
+            with hosts.failing_together():
+                runner.run(plan)
     return desc.run_id

@@ -171,7 +171,7 @@ class LevelTrainer:
         barriers = self._barriers(engine, cells[:stored], rows[:stored])
         # The cells this group was built from were written while it trained; now they are
         # on disk before any cell derived from them is (and memory holds one level's cells).
-        self.run.view.flush()
+        self.run.view.sync()
         recorded = {
             "wall_seconds": wall,
             "grouping": engine.recorded_grouping(len(cells)),
@@ -293,6 +293,7 @@ class LevelTrainer:
         restored = checkpoints.load(where, cells, group, fingerprint, self.progress.note)
         if restored is not None:
             group, step, curves, branched = restored
+            group = engine.place_group(group)
         self.progress.level(level, cells, cfg.iterations, step)
         last_save, stride = time.monotonic(), engine.segment_evals * cfg.eval_every
         switches = [(i, s) for i, c in enumerate(cells) if (s := self.keys.switch(c))]
@@ -309,7 +310,8 @@ class LevelTrainer:
             )
             curves = np.concatenate([curves, np.asarray(metrics)[: len(cells)]], axis=1)
             step += stride
-            if step < cfg.iterations and time.monotonic() - last_save >= self.checkpoint_seconds:
+            due = time.monotonic() - last_save >= self.checkpoint_seconds
+            if step < cfg.iterations and due and run.store.writer:
                 checkpoints.save(where, cells, group, step, curves, fingerprint, branched)
                 last_save = time.monotonic()
             self.progress.advance(stride)

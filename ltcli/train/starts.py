@@ -86,13 +86,19 @@ class Starts:
         return jax.device_get({"params": params, "batch_stats": stats})
 
     def init_point(self, replicate: int) -> dict[str, Any]:
-        """θ0 of a replicate, created and stored once, read from disk once (read-only)."""
+        """θ0 of a replicate, created and stored once, read from disk once (read-only). A
+        process that does not write the store (`ltcli.core.hosts`) keeps what it created,
+        which is what the writer stores."""
         store = self.run.store
         path = store.init_path(self.run.run_id, replicate)
         if path not in self._points:
+            point = None
             if not path.exists():
-                store.save_weights(path, self.fresh(self.keys.stream(0, replicate)))
-            self._points[path] = _read_only(store.load_weights(path))
+                point = self.fresh(self.keys.stream(0, replicate))
+                store.save_weights(path, point)
+            if store.writer or point is None:
+                point = store.load_weights(path)
+            self._points[path] = _read_only(point)
         return self._points[path]
 
     def rewind_point(self, replicate: int, level: int) -> dict[str, Any]:

@@ -118,9 +118,10 @@ class StreamData:
         records = self._records(ids, keys, step0)
         chunk = 1 if engine.grouping == "host" else self.chunk_steps(every, cells, batch)
         flat = np.swapaxes(records.reshape(cells, -1, chunk, batch, 2), 0, 1)
+        rows = engine.fed_rows()  # this process's share of each batch (all, on one host)
         batches = host.batches(
             self.splits.train,
-            flat.reshape(-1, batch, 2),
+            flat.reshape(-1, batch, 2)[:, rows],
             self.shape,
             self.workers,
             self.splits.train_transform,
@@ -129,9 +130,9 @@ class StreamData:
         metrics = []
         for start in range(0, evals * every, chunk):
             images, labels = zip(*(next(batches) for _ in range(cells * chunk)), strict=True)
-            shape = (cells, chunk, batch)
-            x = jnp.asarray(np.stack(images).reshape(*shape, *self.shape))
-            y = jnp.asarray(np.stack(labels).reshape(shape))
+            shape = (cells, chunk, len(range(batch)[rows]))
+            x = engine.fed_batch(np.stack(images).reshape(*shape, *self.shape))
+            y = engine.fed_batch(np.stack(labels).reshape(shape))
             step_ids = jnp.asarray(ids[:, start : start + chunk])
             t0 = jnp.asarray(step0 + start, jnp.int32)
             group = engine.stream_steps(group, t0, step_ids, x, y, self.stats, rewind_at)
