@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 
@@ -26,6 +26,9 @@ from ltcli.train.engine import (
     to_device_text,
 )
 from ltcli.train.grouping import needs_host_loop
+
+if TYPE_CHECKING:  # `data` imports it only when a data set streams
+    from ltcli.train.streaming import StreamData
 
 SEGMENT_ITERATIONS = 1000
 """About this many iterations run per jitted call; progress and checkpoints come between."""
@@ -185,7 +188,7 @@ class RunContext:
         self.placement = placement
         self.workers = workers
         self._engine: Engine | None = None
-        self._data: DeviceData | None = None
+        self._data: DeviceData | StreamData | None = None
 
     @property
     def run_id(self) -> str:
@@ -251,8 +254,9 @@ class RunContext:
         return max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
 
     @property
-    def data(self) -> DeviceData:
-        """The data set on the device (every device of the mesh), loaded on first use."""
+    def data(self) -> DeviceData | StreamData:
+        """The data set on the device (every device of the mesh), loaded on first use, or
+        read from the host as training asks for it (`streams`)."""
         if self._data is None and self.streams():
             from ltcli.train import streaming
 
