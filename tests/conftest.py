@@ -100,8 +100,14 @@ def class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def tree_allclose(a, b, **tolerances) -> bool:
-    import jax
+def assert_trained_under_mask(row, first, layer: str) -> None:
+    """A trained cell `row` against its start `first`: pruned weights and their optimizer
+    state exactly zero, and most survivors of `layer`'s kernel moved (it did train)."""
+    from ltcli.train import checks
 
-    leaves = jax.tree.leaves(jax.tree.map(lambda x, y: np.allclose(x, y, **tolerances), a, b))
-    return all(leaves)
+    checks.pruned_are_zero(row.params, first.mask, "test")
+    checks.optimizer_state_masked(row.opt_state, row.params, first.mask, "test")
+    kept = first.mask[layer]["kernel"] == 1
+    kernel, initial = row.params[layer]["kernel"], first.params[layer]["kernel"]
+    assert np.all(kernel[~kept] == 0)
+    assert np.mean(kernel[kept] != initial[kept]) > 0.5
