@@ -322,7 +322,7 @@ class Follower(Store):
     process 0 makes: the same calls arrive in every process, and only the writer's reach
     the disk (nor does a follower hold the run's lock, which the writer holds for the job).
     What a follower reads, the writer wrote before the barrier at which both wait
-    (`ltcli.storage.writer.RunStore.flush`)."""
+    (`ltcli.storage.writer.RunStore.sync`)."""
 
     writer = False
 

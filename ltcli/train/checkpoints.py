@@ -74,7 +74,12 @@ def save(
 
 
 def load(
-    path: Path, cells: list[CellKey], like: Group, inputs: str, note: Callable[[str], None]
+    path: Path,
+    cells: list[CellKey],
+    like: Group,
+    inputs: str,
+    note: Callable[[str], None],
+    discard: Callable[[], None],
 ) -> tuple[Group, int, np.ndarray, dict[str, Any]] | None:
     """The saved state of this group (state, step, curves, notes), or None to start the
     level afresh.
@@ -83,7 +88,8 @@ def load(
     with its shape and dtype, was saved from these masks and start points (the `inputs`
     fingerprint), and its masks equal `like`'s bit for bit with every pruned weight zero.
     Anything else is stale (the run changed under it, or the file is not lt's): it is
-    deleted, with a `note`.
+    deleted by `discard` (the store's, which in a multi-host job only its writer carries
+    out), with a `note`.
     """
     if not path.exists():
         return None
@@ -100,7 +106,7 @@ def load(
         why = _masks_differ(restored, like)
     if why is not None:
         note(f"note: discarded the checkpoint {path}: {why}; the level starts over")
-        path.unlink(missing_ok=True)
+        discard()
         return None
     notes = json.loads(str(stored["notes"])) if "notes" in stored else {}
     group = jax.tree.map(jax.numpy.asarray, restored)

@@ -431,18 +431,20 @@ class Engine:
         reduces across devices where the cell needs the whole batch (the loss, its gradient,
         batch norm's statistics: over the global batch). The numbers are the one-device
         numbers up to the order of float additions."""
-        if self.parallel != "batch" or self.devices == 1:
-            return tree
-        sharding = NamedSharding(self.mesh(), P("batch"))
-        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+        return self._laid_out(tree, P("batch"))
 
     def _replicated(self, tree: Any) -> Any:
         """`tree` whole on every device, where `parallel` is ``batch``: what a split batch
         left split (the first batch's ids) is gathered, so that every process of a
         multi-host job can read every result (`ltcli.core.hosts`)."""
+        return self._laid_out(tree, P())
+
+    def _laid_out(self, tree: Any, spec: P) -> Any:
+        """Every leaf of `tree` constrained to `spec` over the mesh where `parallel` is
+        ``batch`` (as it is elsewhere)."""
         if self.parallel != "batch" or self.devices == 1:
             return tree
-        sharding = NamedSharding(self.mesh(), P())
+        sharding = NamedSharding(self.mesh(), spec)
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
     def _fed_sharding(self) -> NamedSharding:

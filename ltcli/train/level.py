@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
@@ -286,11 +287,13 @@ class LevelTrainer:
           digest of its weights and its schedule step just after it branched.
         """
         cfg, run = self.run.cfg, self.run
-        where = run.store.checkpoint_path(run.run_id, checkpoints.name(cells))
+        name = checkpoints.name(cells)
+        where = run.store.checkpoint_path(run.run_id, name)
         fingerprint = checkpoints.fingerprint(inputs)
         step, curves = run.start_step(level), np.zeros((len(cells), 0, len(METRICS)), np.float32)
         branched: dict[str, Any] = {}  # a spawned copy's start, recorded as it branches
-        restored = checkpoints.load(where, cells, group, fingerprint, self.progress.note)
+        discard = partial(run.store.clear_checkpoint, run.run_id, name)
+        restored = checkpoints.load(where, cells, group, fingerprint, self.progress.note, discard)
         if restored is not None:
             group, step, curves, branched = restored
             group = engine.place_group(group)
