@@ -1,6 +1,7 @@
 """The CPU's faster convolutional training step (issue 21) against the plain one, on tiny
-networks: `ltcli.models.cpu_ops` (pooling, materialized block outputs) and the host loop's
-unrolled steps. Both paths are forced, so the tests mean the same on any backend."""
+networks: `ltcli.models.cpu_ops` (pooling, materialized block outputs, convolutions whose
+weight gradient reads its input from memory) and the host loop's unrolled steps. Both paths
+are forced, so the tests mean the same on any backend."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import assert_trained_under_mask
+from jax import lax
 
 from ltcli.data import Arrays
 from ltcli.models import cpu_ops
 from ltcli.models.conv import ConvNet
 from ltcli.models.resnet import ResNet
+from ltcli.science import pruning, scoring
 from ltcli.train.engine import Engine, Group, TrainConfig, to_device, unstack
 
 EVERY = 6
@@ -107,6 +110,96 @@ def test_materialize_is_the_identity_both_ways(monkeypatch):
     y, back = jax.vjp(cpu_ops.materialize, x)
     np.testing.assert_array_equal(y, x)
     np.testing.assert_array_equal(back(2 * x)[0], 2 * x)
+
+
+@pytest.mark.parametrize(
+    ("kernel", "strides", "padding", "dilation", "groups"),
+    [
+        (3, 1, "SAME", 1, 1),
+        (3, 2, "SAME", 1, 1),
+        (1, 2, "VALID", 1, 1),
+        (3, 1, ((2, 0), (1, 1)), 2, 1),
+        (3, 1, "SAME", 1, 2),  # grouped: left to lax as it is
+    ],
+)
+def test_conv_matches_lax_in_value_and_both_gradients(
+    kernel, strides, padding, dilation, groups, monkeypatch
+):
+    monkeypatch.setattr(cpu_ops, "on_cpu", lambda: True)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(3, 9, 7, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4 // groups, 5 * groups)), jnp.float32)
+    finite = x
+    x = x.at[0, 0, 0, 0].set(-jnp.inf)  # `_opaque`'s conditional must pass it on too
+
+    def conv(op):
+        def apply(x, w):
+            return op(
+                x,
+                w,
+                (strides, strides),
+                padding,
+                rhs_dilation=(dilation, dilation),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                feature_group_count=groups,
+            )
+
+        return apply
+
+    def kernel_loss(w):
+        return conv(cpu_ops.conv_general_dilated)(x, w).sum()
+
+    # the kernel's gradient goes through `_opaque`, a conditional, exactly where it should
+    assert ("cond" in str(jax.make_jaxpr(jax.grad(kernel_loss))(w))) == (groups == 1)
+    y, back = jax.vjp(conv(lax.conv_general_dilated), finite, w)
+    fast_y, fast_back = jax.vjp(conv(cpu_ops.conv_general_dilated), finite, w)
+    g = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    np.testing.assert_allclose(fast_y, y, **TOLERANCE)
+    for fast, plain in zip(fast_back(g), back(g), strict=True):
+        np.testing.assert_allclose(fast, plain, **TOLERANCE)
+    kernel_grad = jax.vjp(conv(cpu_ops.conv_general_dilated), x, w)[1](g)[1]
+    plain_grad = jax.vjp(conv(lax.conv_general_dilated), x, w)[1](g)[1]
+    np.testing.assert_array_equal(kernel_grad, plain_grad)
+
+
+def test_second_derivatives_go_through_the_cpu_layers(monkeypatch):
+    """GraSP takes Hessian-vector products: forward mode over the gradient."""
+    monkeypatch.setattr(cpu_ops, "on_cpu", lambda: True)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 6, 6, 3)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=w.shape), jnp.float32)
+
+    def hvp(conv, keep):
+        def loss(w):
+            y = conv(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return (jnp.tanh(keep(y)) ** 2).sum()
+
+        return jax.jvp(jax.grad(loss), (w,), (v,))[1]
+
+    fast = hvp(cpu_ops.conv_general_dilated, cpu_ops.materialize)
+    np.testing.assert_allclose(fast, hvp(lax.conv_general_dilated, lambda y: y), **TOLERANCE)
+
+
+def test_grasp_scores_a_resnet_through_the_cpu_layers(monkeypatch):
+    """Before the CPU layers had custom JVPs, forward mode refused them, and GraSP with it."""
+    monkeypatch.setattr(cpu_ops, "on_cpu", lambda: True)
+    model, _ = TINY["resnet"]
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)), train=False)
+    x = np.random.default_rng(0).normal(size=(6, 8, 8, 3)).astype(np.float32)
+    (mask,) = scoring.masks_at_init(
+        "grasp",
+        model,
+        variables,
+        [50],
+        image_shape=(8, 8, 3),
+        batch_x=x,
+        batch_y=np.arange(6) % 4,
+        key=jax.random.key(1),
+        mode="train",
+    )
+    kept, total = np.sum([[k, t] for k, t in pruning.counts(mask).values()], axis=0)
+    assert kept == round(0.5 * total)
 
 
 @pytest.mark.parametrize("name", sorted(TINY))

@@ -12,12 +12,18 @@ not need:
   convolution's input. In a ResNet stage that is the whole chain of batch norms, ReLUs and
   residual additions back to the stage's start, again for each convolution.
   `materialize` hands XLA a block's output as a value it can only read from memory.
+  Inside a block the same happens to the second convolution's input, the first's batch
+  norm and ReLU: `conv_general_dilated`'s weight gradient reads its input from memory.
 
-Both compute exactly what the plain layers compute. Which runs is decided at trace time by
+All compute exactly what the plain layers compute. Which runs is decided at trace time by
 `jax.default_backend()`: on a GPU or TPU the plain layers run unchanged.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -81,7 +87,7 @@ def materialize(x: jax.Array) -> jax.Array:
     return _opaque(x) if on_cpu() else x
 
 
-@jax.custom_vjp
+@jax.custom_jvp
 def _opaque(x: jax.Array) -> jax.Array:
     """The identity as a conditional XLA cannot see through. The optimization barrier,
     which would say this directly, is dropped by XLA:CPU before fusion, and a conditional
@@ -92,12 +98,91 @@ def _opaque(x: jax.Array) -> jax.Array:
     return lax.cond(always, lambda x: x, lambda x: -x, x)
 
 
-def _opaque_fwd(x: jax.Array) -> tuple[jax.Array, None]:
-    return _opaque(x), None
+@_opaque.defjvp
+def _opaque_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The tangent passes unchanged: linear, so reverse mode transposes it, and any order of
+    derivative (GraSP's Hessian-vector products) goes through."""
+    return _opaque(*primals), tangents[0]
 
 
-def _opaque_bwd(_: None, g: jax.Array) -> tuple[jax.Array]:
-    return (g,)
+_NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))
+"""Flax's layout: NHWC inputs and outputs, HWIO kernels."""
 
 
-_opaque.defvjp(_opaque_fwd, _opaque_bwd)
+def conv_general_dilated(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: str | Sequence[tuple[int, int]],
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """`lax.conv_general_dilated`, as Flax's `nn.Conv` calls it; on the CPU, for a plain
+    NHWC convolution, one whose weight gradient transposes its input as stored rather than
+    recomputing it (see the module). Every convolution is XLA's own."""
+    if (
+        not on_cpu()
+        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC
+        or feature_group_count != 1
+        or any(d != 1 for d in lhs_dilation or ())
+    ):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation,
+            dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count,
+            precision=precision,
+        )
+    dilation = tuple(rhs_dilation or (1,) * (lhs.ndim - 2))
+    if isinstance(padding, str):
+        window = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:-2], dilation, strict=True)]
+        padding = lax.padtype_to_pads(lhs.shape[1:-1], window, window_strides, padding)
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    return _conv(_Window(tuple(window_strides), pads, dilation, precision), lhs, rhs)
+
+
+class _Window(NamedTuple):
+    """A convolution's static arguments, hashable for `jax.custom_vjp`."""
+
+    strides: tuple[int, ...]
+    padding: tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...]
+    precision: Any
+
+    def conv(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            self.strides,
+            self.padding,
+            rhs_dilation=self.dilation,
+            dimension_numbers=_NHWC,
+            precision=self.precision,
+        )
+
+
+@partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _conv(window: _Window, x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return window.conv(x, kernel)
+
+
+@_conv.defjvp
+def _conv_jvp(
+    window: _Window, primals: tuple[jax.Array, jax.Array], tangents: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    """The convolution's own derivative, linear in the tangents, with the kernel's tangent
+    convolved with `x` passed through `_opaque`. Reverse mode transposes that term into the
+    weight gradient, which so transposes the stored `x` instead of fusing `x`'s producers (a
+    batch norm and a ReLU) into the transpose and recomputing them there."""
+    x, kernel = primals
+    x_dot, kernel_dot = tangents
+    return window.conv(x, kernel), window.conv(x_dot, kernel) + window.conv(_opaque(x), kernel_dot)

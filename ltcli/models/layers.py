@@ -12,9 +12,15 @@ from functools import partial
 
 import flax.linen as nn
 
+from ltcli.models import cpu_ops
+
 Dense = partial(nn.Dense, kernel_init=nn.initializers.glorot_normal())
 Conv = partial(
-    nn.Conv, kernel_size=(3, 3), padding="SAME", kernel_init=nn.initializers.glorot_normal()
+    nn.Conv,
+    kernel_size=(3, 3),
+    padding="SAME",
+    kernel_init=nn.initializers.glorot_normal(),
+    conv_general_dilated=cpu_ops.conv_general_dilated,
 )
 BN_MOMENTUM = 0.9
 """Batch norm as in PyTorch (momentum 0.1 there: the share of the new batch statistics)."""
