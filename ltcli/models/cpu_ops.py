@@ -142,20 +142,17 @@ def conv_general_dilated(
             feature_group_count=feature_group_count,
             precision=precision,
         )
-    dilation = tuple(rhs_dilation or (1,) * (lhs.ndim - 2))
-    if isinstance(padding, str):
-        window = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:-2], dilation, strict=True)]
-        padding = lax.padtype_to_pads(lhs.shape[1:-1], window, window_strides, padding)
-    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    pads = padding if isinstance(padding, str) else tuple(tuple(pair) for pair in padding)
+    dilation = tuple(rhs_dilation) if rhs_dilation else None
     return _conv(_Window(tuple(window_strides), pads, dilation, precision), lhs, rhs)
 
 
 class _Window(NamedTuple):
-    """A convolution's static arguments, hashable for `jax.custom_vjp`."""
+    """A convolution's static arguments, hashable for `jax.custom_jvp`'s `nondiff_argnums`."""
 
     strides: tuple[int, ...]
-    padding: tuple[tuple[int, int], ...]
-    dilation: tuple[int, ...]
+    padding: str | tuple[tuple[int, int], ...]
+    dilation: tuple[int, ...] | None
     precision: Any
 
     def conv(self, lhs: jax.Array, rhs: jax.Array) -> jax.Array:
