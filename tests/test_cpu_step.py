@@ -1,9 +1,12 @@
 """The CPU's faster convolutional training step (issue 21) against the plain one, on tiny
 networks: `ltcli.models.cpu_ops` (pooling, materialized block outputs, convolutions whose
-weight gradient reads its input from memory) and the host loop's unrolled steps. Both paths
+weight gradient reads its input from memory and whose strided input gradient goes by
+phases, batch norm) and the host loop's unrolled steps. Both paths
 are forced, so the tests mean the same on any backend."""
 
 from __future__ import annotations
+
+from functools import partial
 
 import flax.linen as nn
 import jax
@@ -118,6 +121,8 @@ def test_materialize_is_the_identity_both_ways(monkeypatch):
         (3, 1, "SAME", 1, 1),
         (3, 2, "SAME", 1, 1),
         (1, 2, "VALID", 1, 1),
+        (3, 2, "VALID", 1, 1),
+        (3, 3, ((1, 0), (0, 2)), 1, 1),  # a phase whose stride-1 padding is negative
         (3, 1, ((2, 0), (1, 1)), 2, 1),
         (3, 1, "SAME", 1, 2),  # grouped: left to lax as it is
     ],
@@ -160,6 +165,55 @@ def test_conv_matches_lax_in_value_and_both_gradients(
     kernel_grad = jax.vjp(conv(cpu_ops.conv_general_dilated), x, w)[1](g)[1]
     plain_grad = jax.vjp(conv(lax.conv_general_dilated), x, w)[1](g)[1]
     np.testing.assert_array_equal(kernel_grad, plain_grad)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_strided_input_gradient_convolves_without_dilating_the_gradient(fast, monkeypatch):
+    """On the CPU the input gradient of a strided convolution is stride-1 convolutions, one
+    per phase, not one convolution over the output gradient with zeros inserted."""
+    monkeypatch.setattr(cpu_ops, "on_cpu", lambda: True)
+    op = cpu_ops.conv_general_dilated if fast else lax.conv_general_dilated
+    x = jnp.ones((2, 8, 8, 3))
+    w = jnp.ones((3, 3, 3, 4))
+
+    def input_loss(x):
+        return op(x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+
+    assert ("lhs_dilation=(2, 2)" in str(jax.make_jaxpr(jax.grad(input_loss))(x))) != fast
+
+
+@pytest.mark.parametrize("cpu", [True, False])
+@pytest.mark.parametrize("kwargs", [{}, {"use_bias": False}])  # the second is left to Flax
+def test_batch_norm_is_flaxs_in_variables_statistics_output_and_gradients(cpu, kwargs, monkeypatch):
+    monkeypatch.setattr(cpu_ops, "on_cpu", lambda: cpu)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(2.0, 3.0, size=(6, 5, 5, 7)), jnp.float32)
+    r = jnp.asarray(rng.normal(size=x.shape), jnp.float32)
+    ours = cpu_ops.BatchNorm(momentum=0.9, epsilon=1e-5, **kwargs)
+    flax = nn.BatchNorm(momentum=0.9, epsilon=1e-5, **kwargs)
+    variables = flax.init(jax.random.key(0), x, use_running_average=False)
+    assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x, use_running_average=False)) == (
+        jax.tree.map(jnp.shape, variables)
+    )
+    variables = jax.tree.map(lambda v: v + rng.uniform(0.5, 1.5, v.shape), variables)
+
+    def loss(module, variables, x):
+        y, stats = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+        return (y * r).sum(), (y, stats)
+
+    for module_grads, flax_grads in zip(
+        jax.grad(partial(loss, ours), (0, 1), has_aux=True)(variables, x),
+        jax.grad(partial(loss, flax), (0, 1), has_aux=True)(variables, x),
+        strict=True,
+    ):
+        for a, b in zip(jax.tree.leaves(module_grads), jax.tree.leaves(flax_grads), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ours.apply(variables, x, use_running_average=True),
+        flax.apply(variables, x, use_running_average=True),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_second_derivatives_go_through_the_cpu_layers(monkeypatch):

@@ -24,4 +24,4 @@ Conv = partial(
 )
 BN_MOMENTUM = 0.9
 """Batch norm as in PyTorch (momentum 0.1 there: the share of the new batch statistics)."""
-BatchNorm = partial(nn.BatchNorm, momentum=BN_MOMENTUM, epsilon=1e-5)
+BatchNorm = partial(cpu_ops.BatchNorm, momentum=BN_MOMENTUM, epsilon=1e-5)
