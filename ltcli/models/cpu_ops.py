@@ -176,7 +176,8 @@ def conv_general_dilated(
 ) -> jax.Array:
     """`lax.conv_general_dilated`, as Flax's `nn.Conv` calls it; on the CPU, for a plain
     NHWC convolution, one whose weight gradient transposes its input as stored rather than
-    recomputing it (see the module). Every convolution is XLA's own."""
+    recomputing it and whose strided input gradient goes by phases (see the module). Every
+    convolution is XLA's own."""
     if (
         not on_cpu()
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC
@@ -253,14 +254,8 @@ class _Window(NamedTuple):
                 phase_pads.append((-offset, n + offset + count - 1 - length))
                 slices.append(slice(first, None, s))
             else:
-                term = lax.conv_general_dilated(
-                    part,
-                    rhs[tuple(slices)],
-                    (1, 1),
-                    phase_pads,
-                    dimension_numbers=_NHWC,
-                    precision=self.precision,
-                )
+                stride_1 = _Window((1, 1), tuple(phase_pads), None, self.precision)
+                term = stride_1.conv(part, rhs[tuple(slices)])
                 total = term if total is None else total + term
         return total
 
