@@ -40,6 +40,20 @@ def invoke(*args: str):
         (["--set", "train.lrate=0.1"], "train.lrate"),
         (["--set", "train.batch_size=abc"], "train.batch_size"),
         (["--set", "nonsense"], "--set nonsense"),
+        # non-finite numbers and empty list items: each trained (or dropped a value) before
+        (["--lr", "inf"], "train.lr"),
+        (["--lr", "1e309"], "train.lr"),  # parses to inf
+        (["--lr", "nan"], "train.lr"),
+        (["--set", "train.weight_decay=inf"], "train.weight_decay"),
+        (["--set", "train.clip_norm=inf"], "train.clip_norm"),
+        (["--set", "train.lr_drop_factor=nan"], "train.lr_drop_factor"),
+        (["--one-shot", "50,,20"], "prune.one_shot"),
+        (["--one-shot", "50,20,"], "prune.one_shot"),
+        (["--one-shot", "50,inf"], "prune.one_shot"),
+        (["--spawn", "0,,500"], "run.spawn"),
+        (["--controls", "reinit:1,,random:1"], "run.controls"),
+        (["--set", "prune.exclude=fc1,,fc2"], "prune.exclude"),
+        (["--set", 'prune.exclude=["fc1", ""]'], "prune.exclude"),
     ],
 )
 def test_bad_input_exits_2_naming_the_field_and_writes_nothing(args, field, tmp_path, real_data):
@@ -48,6 +62,23 @@ def test_bad_input_exits_2_naming_the_field_and_writes_nothing(args, field, tmp_
     assert result.exit_code == 2, result.output
     message = result.stderr.strip().splitlines()
     assert len(message) == 1 and field in message[0] and message[0].startswith("Error:")
+    assert not store.exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--checkpoint-every", "nan"),
+        ("--checkpoint-every", "inf"),
+        ("--progress-every", "nan"),
+        ("--progress-every", "1e309"),
+    ],
+)
+def test_non_finite_seconds_are_refused_before_anything_is_written(flag, value, tmp_path):
+    store = tmp_path / "store"
+    result = invoke("run", "smoke", flag, value, "--store", str(store))
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '{flag}'" in result.stderr and "not a finite number" in result.stderr
     assert not store.exists()
 
 

@@ -299,3 +299,23 @@ def test_both_scoring_modes_draw_their_examples_by_the_same_id():
     assert descriptor.id_at_neutral(default.full, key) == train.run_id
     assert descriptor.id_at_neutral(train.full, key) == train.run_id
     assert descriptor.id_at_neutral(resolve().full, key) == resolve().run_id
+
+
+def test_adam_betas_enter_the_id_only_away_from_their_defaults():
+    assert resolve(**{"train.beta1": 0.9, "train.beta2": 0.999}).run_id == resolve().run_id
+    changed = resolve(**{"train.beta2": 0.99})
+    assert changed.run_id != resolve().run_id and changed.hashed["train"]["beta2"] == 0.99
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        ({"train.optimizer": "sgd", "train.beta2": 0.99}, "train.beta2"),
+        ({"train.optimizer": "sgd", "train.beta1": 0.5}, "train.beta1"),
+        ({"train.optimizer": "adam", "train.momentum": 0.9}, "train.momentum"),
+        ({"train.optimizer": "adamw", "train.momentum": 0.9}, "train.momentum"),
+    ],
+)
+def test_an_optimizer_field_the_optimizer_does_not_have_is_refused(overrides, field):
+    with pytest.raises(UsageError, match=field):
+        resolve(**overrides)

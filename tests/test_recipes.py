@@ -94,3 +94,20 @@ def test_evaluation_reports_the_plain_loss_under_label_smoothing():
     loss, accuracy = smooth._evaluate(params, {}, data, x, y, w)
     assert float(loss) == pytest.approx(float(-jax.nn.log_softmax(logits)[0]), rel=1e-6)
     assert float(accuracy) == 1.0
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_betas_are_the_moment_decays_of_every_step(optimizer):
+    """Three Adam steps with beta1 0.8 and beta2 0.99 (nanoGPT's shakespeare-char beta2)
+    against Kingma & Ba's update recomputed in float64 numpy."""
+    b1, b2, lr, eps = 0.8, 0.99, 0.1, 1e-8
+    tx = engine.optimizer(cfg(optimizer=optimizer, beta1=b1, beta2=b2, weight_decay=0.0))
+    params = {"w": jnp.zeros(3)}
+    state = tx.init(params)
+    grads = np.asarray([[0.5, -1.0, 2.0], [0.1, 0.3, -0.2], [-1.5, 0.0, 0.7]])
+    m, v = np.zeros(3), np.zeros(3)
+    for t, g in enumerate(grads, start=1):
+        updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, params)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        expected = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        np.testing.assert_allclose(updates["w"], expected, rtol=2e-5, atol=1e-7)

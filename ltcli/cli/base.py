@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,17 @@ class LtGroup(click.Group):
             raise _Failure(str(err), 2) from err
         except LtError as err:
             raise _Failure(str(err), 1) from err
+
+
+class FiniteFloatRange(click.FloatRange):
+    """`click.FloatRange` that also refuses nan and the infinities (``1e309`` parses to inf):
+    a bound compared with nan is never crossed, so Click alone accepts it."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
 
 
 STORE_OPTION = click.option(

@@ -14,7 +14,7 @@ from click.shell_completion import CompletionItem
 
 from ltcli import models
 from ltcli.cli import report as reporting
-from ltcli.cli.base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
+from ltcli.cli.base import DATA_DIR_OPTION, STORE_OPTION, FiniteFloatRange, LtGroup
 from ltcli.cli.data import data
 from ltcli.cli.progress import CliProgress
 from ltcli.cli.report import report as report_command
@@ -235,7 +235,7 @@ JSON_OPTION = click.option(
 )
 @click.option(
     "--progress-every",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     default=60.0,
     show_default=True,
     metavar="SECONDS",
@@ -244,7 +244,7 @@ JSON_OPTION = click.option(
 )
 @click.option(
     "--checkpoint-every",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=60.0,
     show_default=True,
     metavar="SECONDS",

@@ -319,6 +319,17 @@ def _check_augmentation(spec: Spec, source: DataSource) -> None:
 
 def _check_recipe(spec: Spec, drops: list[int]) -> None:
     """Training-recipe fields that only mean something together."""
+    for beta in ("train.beta1", "train.beta2"):
+        _check(
+            spec["train.optimizer"] != "sgd" or spec[beta] == FIELDS[beta].default,
+            f"{beta}: a decay rate of Adam's moments; train.optimizer sgd has none (its "
+            "momentum is train.momentum)",
+        )
+    _check(
+        spec["train.optimizer"] == "sgd" or not spec["train.momentum"],
+        f"train.momentum: SGD's momentum; {spec['train.optimizer']} has none (its moment "
+        "decays are train.beta1 and train.beta2)",
+    )
     _check(
         spec["train.schedule"] != "cosine" or not drops,
         "train.lr_drops: a cosine schedule has no drops; use one or the other",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ltcli.core.commas import comma_list
+
 CONTROL_KINDS = ("reinit", "random", "stability", "shuffle", "invert")
 """Control kinds of a pruned level, in the order it lists them. ``reinit``: the ticket's mask
 with a fresh initialization; ``random``: a random mask with the ticket's per-layer counts,
@@ -80,10 +82,11 @@ def parse_controls(text: str) -> dict[str, int]:
     """``"reinit:3,random:1"`` -> ``{"reinit": 3, "random": 1}``.
 
     Raises:
-      ValueError: an unknown kind, a count that is not a whole number, or a kind twice.
+      ValueError: an unknown kind, a count that is not a whole number, a kind twice, or an
+        empty item.
     """
     counts: dict[str, int] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
+    for item in comma_list(text):
         kind, sep, count = item.partition(":")
         if not sep or kind not in CONTROL_KINDS or not count.isdigit() or kind in counts:
             raise ValueError(f"not a control: {item!r}")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.resources
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ltcli.core.commas import comma_list
 from ltcli.core.errors import UsageError
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
 from ltcli.science import pruning
@@ -150,6 +152,8 @@ FIELDS: dict[str, Field] = {
     ),
     "train.lr": Field("float", 1.2e-3, "a number > 0", lambda v: v > 0),
     "train.momentum": Field("float", 0.0, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.0),
+    "train.beta1": Field("float", 0.9, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.9),
+    "train.beta2": Field("float", 0.999, "a number in [0, 1)", lambda v: 0 <= v < 1, 0.999),
     "train.weight_decay": Field("float", 0.0, "a number >= 0", lambda v: v >= 0, 0.0),
     "train.batch_size": Field("int", 60, "an integer > 0", lambda v: v > 0),
     "train.iterations": Field(
@@ -247,6 +251,15 @@ FIELDS: dict[str, Field] = {
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
 
 
+def _finite(value: Any) -> float:
+    """`value` as a float; raises ValueError for nan and infinities (``1e309`` reads as inf),
+    which no float field gives a meaning."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
 def _coerce(kind: str, value: Any) -> Any:
     """Converts a TOML or flag value to the field's type; raises ValueError when it cannot."""
     if kind == "str":
@@ -268,27 +281,27 @@ def _coerce(kind: str, value: Any) -> Any:
     if kind == "float":
         if isinstance(value, bool):
             raise ValueError
-        return float(value)
+        return _finite(value)
     if kind == "duration":
         return parse_duration(value)
     if kind == "durations":
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
+            value = comma_list(value)
         if not isinstance(value, list | tuple):
             raise ValueError
         return tuple(parse_duration(v) for v in value)
     if kind == "percents":
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
+            value = comma_list(value)
         if not isinstance(value, list | tuple):
             value = [value]
         if any(isinstance(v, bool) for v in value):
             raise ValueError
-        return tuple(float(v) for v in value)
+        return tuple(_finite(v) for v in value)
     if kind == "strs":
         if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            value = comma_list(value)
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
             raise ValueError
         return tuple(value)
     raise AssertionError(kind)

@@ -2,18 +2,23 @@
 
 The image is cut into ``patch_size`` squares, each projected to ``width`` by the
 dense layer ``patch_embed`` (the paper's convolution of kernel and stride ``patch_size``,
-as a matrix over flattened patches); a learned position
-embedding ``pos_embed`` is added, and with ``pool="cls"`` a learned class token ``cls`` is
-prepended. Then ``depth`` pre-LayerNorm blocks ``block0``, ``block1``, ...
+as a matrix over flattened patches); with ``pool="cls"`` a learned class token ``cls`` is
+prepended, then a learned position embedding ``pos_embed`` is added to every token, the
+class token's too. Then ``depth`` pre-LayerNorm blocks ``block0``, ``block1``, ...
 (`ltcli.models.transformer.Block`), the LayerNorm ``ln_f``, and the classifier ``head``
-reading the class token (``pool="cls"``) or the mean of the tokens (``pool="mean"``).
+reading the class token (``pool="cls"``) or the mean of the tokens (``pool="mean"``, vit_jax's
+``gap``).
 
-Initialization follows the paper's reference code (``vit_jax``, ``big_vision``): dense
+Layout and initialization follow the authors' original code, google-research/
+vision_transformer's ``vit_jax/models_vit.py`` (compared): the class token prepended before
+``AddPositionEmbs`` adds the position embedding, drawn N(0, 0.02) ("from BERT"); dense
 kernels Xavier-uniform, MLP biases normal with standard deviation 1e-6 and attention biases
-zero (as Flax's attention there), position embedding normal with standard deviation 0.02,
-class token zero, and the head's kernel and bias zero, so every class starts at logit 0.
-``patch_embed`` keeps Flax's default (LeCun normal, zero bias), as the reference does.
-open_lth has no transformer; compared with big_vision's ``models/vit.py``.
+zero (Flax's attention default there); class token zero; the head's kernel and bias zero, so
+every class starts at logit 0; ``patch_embed`` keeps Flax's default (LeCun normal, zero
+bias), as vit_jax's ``embedding`` convolution does. The authors' later big_vision
+(``big_vision/models/vit.py``) differs, and is not followed: it adds the position embedding
+(sincos2d, or learned N(0, 1/sqrt(width))) to the patches before prepending the class token.
+open_lth has no transformer.
 """
 
 from __future__ import annotations

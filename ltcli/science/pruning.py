@@ -18,6 +18,8 @@ Zhou et al. 2021, "Learning N:M Fine-grained Structured Sparse Neural Networks F
 Scratch" (ICLR 2021). Counts are then fixed per group, not by a rate: a layer of ``s``
 weights keeps ``s * keep / M``; IMP removes one weight per group per level (`Strategy`).
 Ties within a group go to the earlier position along the input axis (`keep_per_group`).
+jaxpruner's ``NByM`` (``jaxpruner/mask_calculator.py``, ``topk_n_by_m_mask_calculator``)
+groups along the LAST axis by default, a Flax kernel's output axis: its masks differ.
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ class TrainConfig:
     iterations: int
     eval_every: int
     momentum: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
     weight_decay: float = 0.0
     warmup: int = 0
     lr_drops: tuple[int, ...] = ()
@@ -89,18 +91,21 @@ def _matrices(params: Params) -> Any:
 
 
 def optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """Adam or SGD (with momentum) on the schedule, with L2 weight decay added to gradients,
-    or AdamW with decoupled weight decay (Loshchilov & Hutter 2019; optax's form, decay
-    scaled by the learning rate as in PyTorch) of `_matrices`. With `cfg.clip_norm`, the
+    """Adam (moment decays `cfg.beta1`, `cfg.beta2`) or SGD (with momentum) on the schedule,
+    with L2 weight decay added to gradients, or AdamW with decoupled weight decay (Loshchilov
+    & Hutter 2019; optax's form, decay scaled by the learning rate as in PyTorch) of
+    `_matrices`. With `cfg.clip_norm`, the
     (masked) gradients are first clipped to that global norm (Pascanu et al. 2013).
 
     The schedule reads its own step counter (`optax.ScaleByScheduleState`), which
     `Engine.start` sets to the iteration a cell starts at (`at_step`)."""
     schedule = learning_rate(cfg)
     if cfg.optimizer == "adamw":
-        base = optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=_matrices)
+        base = optax.adamw(
+            schedule, cfg.beta1, cfg.beta2, weight_decay=cfg.weight_decay, mask=_matrices
+        )
     elif cfg.optimizer == "adam":
-        base = optax.adam(schedule)
+        base = optax.adam(schedule, cfg.beta1, cfg.beta2)
     else:
         base = optax.sgd(schedule, momentum=cfg.momentum or None)
     if cfg.weight_decay and cfg.optimizer != "adamw":
