@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 a failure (`LtError`), 2 bad input (`UsageError`, bad f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ from ltcli.core import hosts
 from ltcli.core.paths import default_store
 from ltcli.experiment import spec, sweep
 from ltcli.results import report, session
-from ltcli.science import methods
 from ltcli.storage.store import Store
 
 
@@ -44,32 +44,74 @@ def cli() -> None:
     """
 
 
+FIELD_FLAGS: dict[str, str] = {
+    "--rounds": "run.rounds",
+    "--replicates": "run.replicates",
+    "--prune-rate": "prune.rate",
+    "--iterations": "train.iterations",
+    "--batch-size": "train.batch_size",
+    "--lr": "train.lr",
+    "--seed": "train.seed",
+    "--eval-every": "train.eval_every",
+    "--rewind-iter": "prune.rewind_iter",
+    "--one-shot": "prune.one_shot",
+    "--method": "prune.method",
+    "--pattern": "prune.pattern",
+    "--score-mode": "prune.score_mode",
+    "--retrain": "prune.retrain",
+    "--devices": "run.devices",
+    "--parallel": "run.parallel",
+    "--controls-at": "run.controls_at",
+    "--spawn": "run.spawn",
+    "--controls": "run.controls",
+    "--deterministic": "run.deterministic",
+    "--barriers": "run.barriers",
+    "--log": "run.log",
+}
+"""The flags of ``lt run`` that set a spec field; each one's help is the field's doc."""
+
+_METAVARS = {
+    "--one-shot": "PM[,PM...]",
+    "--pattern": "N:M",
+    "--spawn": "LIST",
+    "--controls": "LIST",
+    "--devices": "N",
+    "--log": "tensorboard",
+}
+
+
+def _field_option(flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The Click option of `flag`: its type, choices and help from its field's row."""
+    key = FIELD_FLAGS[flag]
+    field = spec.FIELDS[key]
+    where = "; not part of the run id" if key.startswith("run.") else ""
+    options: dict[str, Any] = {"help": f"{field.doc} [spec field {key}{where}]"}
+    if field.kind == "bool":
+        options.update(is_flag=True, default=None)
+    elif field.choices:
+        options.update(type=click.Choice(field.choices))
+    elif field.kind in ("int", "float"):
+        options.update(type=int if field.kind == "int" else float)
+    if flag in _METAVARS:
+        options.update(metavar=_METAVARS[flag])
+    return click.option(flag, _parameter(flag), **options)
+
+
+def _parameter(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
+def field_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Adds every `FIELD_FLAGS` option to `command` (in the table's order in --help)."""
+    for flag in reversed(FIELD_FLAGS):
+        command = _field_option(flag)(command)
+    return command
+
+
 def _overrides(**flags: Any) -> dict[str, Any]:
-    keys = {
-        "rounds": "run.rounds",
-        "replicates": "run.replicates",
-        "controls": "run.controls",
-        "prune_rate": "prune.rate",
-        "rewind_iter": "prune.rewind_iter",
-        "iterations": "train.iterations",
-        "batch_size": "train.batch_size",
-        "lr": "train.lr",
-        "seed": "train.seed",
-        "eval_every": "train.eval_every",
-        "one_shot": "prune.one_shot",
-        "method": "prune.method",
-        "score_mode": "prune.score_mode",
-        "deterministic": "run.deterministic",
-        "barriers": "run.barriers",
-        "controls_at": "run.controls_at",
-        "devices": "run.devices",
-        "retrain": "prune.retrain",
-        "spawn": "run.spawn",
-        "log": "run.log",
-        "pattern": "prune.pattern",
-        "parallel": "run.parallel",
-    }
-    return {keys[flag]: value for flag, value in flags.items()}
+    """The spec fields that the named `FIELD_FLAGS` values set."""
+    keys = {_parameter(flag): key for flag, key in FIELD_FLAGS.items()}
+    return {keys[name]: value for name, value in flags.items()}
 
 
 def load_spec(experiment: str, settings: tuple[str, ...], **flags: Any) -> spec.Spec:
@@ -105,99 +147,7 @@ JSON_OPTION = click.option(
 
 @cli.command()
 @click.argument("experiment", shell_complete=complete_experiments)
-@click.option("--rounds", type=int, help="Pruning rounds (levels after the dense one).")
-@click.option("--replicates", type=int, help="Independent replicates (seeds) per level.")
-@click.option(
-    "--prune-rate",
-    type=float,
-    help="Fraction of surviving weights pruned per round: in fc layers (the output layer "
-    "gets half and conv layers this rate unless the spec sets prune.output_rate or "
-    "prune.conv_rate), or over the pooled layers with a global strategy.",
-)
-@click.option("--iterations", help="Training length per level, like 5000 or 10ep.")
-@click.option("--batch-size", type=int, help="Minibatch size.")
-@click.option("--lr", type=float, help="Learning rate.")
-@click.option("--seed", type=int, help="Seed of the initializations and data order.")
-@click.option("--eval-every", help="Evaluate validation and test every this many iterations.")
-@click.option(
-    "--rewind-iter",
-    help="Late rewinding: rewind survivors to iteration k (a multiple of --eval-every), not 0.",
-)
-@click.option(
-    "--one-shot",
-    metavar="PM[,PM...]",
-    help="One-shot pruning to each PM percent of weights remaining, like 50,20,5,1.4, each "
-    "from the same network (--rounds does not apply). The targets are sorted largest first: "
-    "level 1 prunes to the largest PM, level i to the i-th largest.",
-)
-@click.option(
-    "--method",
-    type=click.Choice(list(methods.PRUNING_METHODS)),
-    help="What to prune by: magnitude of the trained weights (IMP; the default), or a score "
-    "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. 2021), "
-    "pruning θ0 (θk with --rewind-iter) once to each --one-shot target.",
-)
-@click.option(
-    "--pattern",
-    metavar="N:M",
-    help="Structured N:M sparsity, like 2:4: keep N of every M consecutive weights along "
-    "each kernel's input axis. IMP reaches it one weight per group a round (3:4, then 2:4; "
-    "--rounds at most M - N); --one-shot 100*N/M and at-init methods prune to it at once. "
-    "Default: unstructured.",
-)
-@click.option(
-    "--score-mode",
-    type=click.Choice(list(methods.SCORE_MODES)),
-    help="The forward pass SNIP and GraSP score with: eval (the default; dropout off, batch "
-    "norm by its running statistics, as SNIP's and Synaptic-Flow's code do) or train (batch "
-    "norm by the batch, as GraSP's code does).",
-)
-@click.option(
-    "--retrain",
-    type=click.Choice(["rewind", "lr-rewind", "finetune"]),
-    help="How a pruned level retrains (Renda et al. 2020): rewind weights and schedule to "
-    "iteration k (--rewind-iter; the default); lr-rewind: keep the previous level's trained "
-    "weights and replay the schedule from k; finetune: keep them and train T - k steps at the "
-    "schedule's final learning rate. One-shot levels retrain from level 0's trained weights "
-    "(the network their mask was pruned from). Refused with an at-init --method.",
-)
-@click.option(
-    "--devices",
-    type=int,
-    metavar="N",
-    help="Shard each level's cells over the first N local devices (default: all JAX sees). "
-    "A cell's numbers do not depend on N (bit for bit with --deterministic).",
-)
-@click.option(
-    "--parallel",
-    type=click.Choice(["cells", "batch", "auto"]),
-    help="How a group of cells uses the local devices: cells (split among them), batch "
-    "(every cell on all, each device computing a share of its batch; batch norm over the "
-    "whole batch), or auto (the default: batch when a group has fewer cells than devices). "
-    "The numbers agree to float rounding. Not part of the run id.",
-)
-@click.option(
-    "--controls-at",
-    type=click.Choice(["level", "end"]),
-    help="When controls train: with their level (default), or after every ticket, in groups "
-    "of up to 625 cells (faster on a GPU, where large vmapped groups run fastest). The "
-    "numbers are the same (bit for bit with --deterministic).",
-)
-@click.option(
-    "--spawn",
-    metavar="LIST",
-    help="Instability analysis of the dense network: for each iteration k, like 0,500,2000, "
-    "a copy that follows level 0 to k, then another data order to the end (not part of the "
-    "run id).",
-)
-@click.option(
-    "--controls",
-    metavar="LIST",
-    help="Control cells per pruned level, like reinit:3,random:1,stability:1 (stability: "
-    "a copy of the ticket with another data order, for instability analysis; shuffle: "
-    "each layer's mask permuted; invert: keep the lowest scores, for pruning at "
-    "initialization; not part of the run id).",
-)
+@field_options
 @click.option(
     "--set",
     "settings",
@@ -216,22 +166,6 @@ JSON_OPTION = click.option(
     "list field takes one TOML list per value, like prune.one_shot=[50,20],[10]. Every "
     "point is checked before anything trains. With --sweep, --name names the sweep (for "
     "`lt compare NAME`) and the output is the sweep's runs.",
-)
-@click.option(
-    "--deterministic",
-    is_flag=True,
-    default=None,
-    help="Bit-identical cells: each cell's weights and metrics are the same whether it "
-    "trains alone or in any group (on this device and JAX version); slower on a GPU, where "
-    "vmap is given up. Not part of the run id. Default: the spec's run.deterministic.",
-)
-@click.option(
-    "--barriers",
-    is_flag=True,
-    default=None,
-    help="Measure each IMP ticket's error barrier to the level before's (Paul et al. 2023: "
-    "the test error along the straight line between the two trained tickets, above the "
-    "line between their errors), as its levels train. Not part of the run id.",
 )
 @click.option(
     "--progress-every",
@@ -274,13 +208,6 @@ JSON_OPTION = click.option(
     "elsewhere set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.",
 )
 @click.option("--name", help="A human alias for the run (not part of the run id).")
-@click.option(
-    "--log",
-    type=click.Choice(["tensorboard"]),
-    help="Also write TensorBoard event files under the run's folder (tensorboard --logdir "
-    '"$(lt path RUN)/tensorboard"), each group of cells as it is stored (with --executor '
-    "ray or --sweep: at the end). Not part of the run id. Default: the spec's run.log.",
-)
 @click.option(
     "--report",
     "report_to",

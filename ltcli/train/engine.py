@@ -30,32 +30,41 @@ from jax.sharding import PartitionSpec as P
 
 from ltcli.core.base import Mask, Params
 from ltcli.data import Arrays, TextArrays
+from ltcli.experiment.spec import FIELDS, Duration
 
 EVAL_BATCH = 1000
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 
 
+def _default(name: str) -> Any:
+    """The default of the spec field ``train.NAME`` (`ltcli.experiment.spec.FIELDS`, the one
+    place it is defined), a duration in iterations."""
+    value = FIELDS[f"train.{name}"].default
+    return value.iterations(0, 1) if isinstance(value, Duration) else value
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The training hyperparameters of a run, with durations already in iterations."""
+    """The training hyperparameters of a run, with durations already in iterations; the
+    optional ones default to their spec field's default."""
 
     optimizer: str
     lr: float
     batch_size: int
     iterations: int
     eval_every: int
-    momentum: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    warmup: int = 0
-    lr_drops: tuple[int, ...] = ()
-    lr_drop_factor: float = 0.1
-    augment: bool = False
-    schedule: str = "step"
-    clip_norm: float = 0.0
-    label_smoothing: float = 0.0
-    precision: str = "fp32"
+    momentum: float = _default("momentum")
+    beta1: float = _default("beta1")
+    beta2: float = _default("beta2")
+    weight_decay: float = _default("weight_decay")
+    warmup: int = _default("warmup")
+    lr_drops: tuple[int, ...] = _default("lr_drops")
+    lr_drop_factor: float = _default("lr_drop_factor")
+    augment: bool = _default("augment")
+    schedule: str = _default("schedule")
+    clip_norm: float = _default("clip_norm")
+    label_smoothing: float = _default("label_smoothing")
+    precision: str = _default("precision")
 
     @classmethod
     def of(cls, train: dict[str, Any]) -> TrainConfig:
