@@ -319,3 +319,12 @@ def test_adam_betas_enter_the_id_only_away_from_their_defaults():
 def test_an_optimizer_field_the_optimizer_does_not_have_is_refused(overrides, field):
     with pytest.raises(UsageError, match=field):
         resolve(**overrides)
+
+
+def test_vit_runs_from_before_vit_jaxs_gelu_and_dropout_sites_are_re_identified():
+    cifar = DataSource("cifar10", "1" * 64, 50000, (32, 32, 3), 10, "nowhere", loader=None)
+    desc = descriptor.resolve(spec.load("cifar10-vit"), cifar)
+    assert desc.hashed["schema"] == 5 == descriptor.SCHEMA
+    older = {**desc.full, "schema": 4}
+    assert "vit's MLP used the exact GELU" in descriptor.outdated({"full": older})
+    assert resolve().hashed["schema"] == 1  # other models keep their ids

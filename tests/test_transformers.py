@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -334,3 +335,78 @@ def test_the_patch_embedding_is_the_papers_strided_convolution():
     )
     (captured,) = state["intermediates"]["patch_embed"]["__call__"]
     np.testing.assert_allclose(captured, expected, rtol=1e-5, atol=1e-5)
+
+
+def _layer_norm(x: np.ndarray, p: dict, eps: float = 1e-6) -> np.ndarray:
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _dense(x: np.ndarray, p: dict) -> np.ndarray:
+    return x @ p["kernel"] + p["bias"]
+
+
+def _vit_forward_float64(params: dict, images: np.ndarray) -> np.ndarray:
+    """vit_jax's ViT (``vit_jax/models_vit.py``) written anew in float64 numpy: patches
+    embedded, the class token prepended, then the position embedding added; pre-LayerNorm
+    blocks with tanh-approximated GELU; the head reading the class token."""
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
+    batch, side, patch = images.shape[0], images.shape[1], 4
+    n = side // patch
+    x = images.reshape(batch, n, patch, n, patch, 3).transpose(0, 1, 3, 2, 4, 5)
+    x = _dense(x.reshape(batch, n * n, patch * patch * 3), p["patch_embed"])
+    x = np.concatenate([np.broadcast_to(p["cls"], (batch, 1, WIDTH)), x], axis=1)
+    x = x + p["pos_embed"]
+    head_dim = WIDTH // HEADS
+    for i in range(DEPTH):
+        b = p[f"block{i}"]
+        h = _layer_norm(x, b["ln1"])
+        q, k, v = (
+            _dense(h, b[name]).reshape(batch, -1, HEADS, head_dim)
+            for name in ("attn_q", "attn_k", "attn_v")
+        )
+        scores = np.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(head_dim)
+        probs = np.exp(scores - scores.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        attended = np.einsum("bhqk,bkhd->bqhd", probs, v).reshape(x.shape)
+        x = x + _dense(attended, b["attn_out"])
+        h = _dense(_layer_norm(x, b["ln2"]), b["mlp_fc1"])
+        gelu = 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h**3)))
+        x = x + _dense(gelu, b["mlp_fc2"])
+    return _dense(_layer_norm(x, p["ln_f"])[:, 0], p["head"])
+
+
+def test_vit_computes_vit_jaxs_network():
+    model = vit()
+    params = init(model, IMAGES)["params"]
+    # a nonzero head and class token, so that the logits depend on every part
+    params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(7), a.shape), params)
+    ours = model.apply({"params": params}, IMAGES)
+    expected = _vit_forward_float64(params, np.asarray(IMAGES, np.float64))
+    np.testing.assert_allclose(np.asarray(ours, np.float64), expected, rtol=2e-4, atol=2e-5)
+
+
+def _dropout_sites(model, x) -> set[str]:
+    """The names of the Dropout layers a training forward pass of `model` applies."""
+    variables = init(model, x)
+    called: set[str] = set()
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Dropout) and context.method_name == "__call__":
+            called.add(context.module.name)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(3)})
+    return {name for name in called if name}
+
+
+def test_dropout_sites_follow_each_models_reference():
+    vit_sites = _dropout_sites(vit(dropout=0.1), IMAGES)
+    # vit_jax: after the attention, after the GELU and after fc2; never the probabilities
+    assert {"attn_out_drop", "mlp_hidden_drop", "mlp_drop"} <= vit_sites
+    assert "attn_drop" not in vit_sites
+    gpt_sites = _dropout_sites(gpt(dropout=0.1), TOKENS)
+    # nanoGPT: attention probabilities, the attention's and the MLP's outputs; not the hidden units
+    assert {"attn_drop", "attn_out_drop", "mlp_drop"} <= gpt_sites
+    assert "mlp_hidden_drop" not in gpt_sites

@@ -30,7 +30,7 @@ from ltcli.experiment.spec import ALWAYS_HASHED, FIELDS, Spec
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
 
-SCHEMA = 4
+SCHEMA = 5
 """The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
 (`schema_of`), so a change of behaviour re-identifies only the runs it affects."""
 
@@ -63,6 +63,11 @@ BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
                 and full["prune"].get("retrain", "rewind") != "rewind"
             )
         ),
+    ),
+    5: (
+        "vit's MLP used the exact GELU and dropout fell on the attention probabilities "
+        "instead of the MLP's hidden units (now vit_jax's tanh GELU and dropout sites)",
+        lambda full: full["model"]["name"] == "vit",
     ),
 }
 """Schema version -> (what changed, which descriptors it affects)."""

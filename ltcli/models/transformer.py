@@ -36,8 +36,9 @@ class SelfAttention(nn.Module):
 
     Attributes:
       heads: the number of heads; must divide the width.
-      dropout: the rate on the attention probabilities and on the output (when training,
-        with the ``dropout`` rng).
+      dropout: the rate on the output, and on the attention probabilities with
+        `probs_dropout` (when training, with the ``dropout`` rng).
+      probs_dropout: drop attention probabilities too (nanoGPT's ``attn_dropout``).
       causal: position t attends only to positions up to t.
       kernel_init: for ``attn_q``, ``attn_k`` and ``attn_v``.
       out_kernel_init: for ``attn_out`` (None: `kernel_init`).
@@ -46,6 +47,7 @@ class SelfAttention(nn.Module):
 
     heads: int
     dropout: float = 0.0
+    probs_dropout: bool = True
     causal: bool = False
     kernel_init: Initializer = XAVIER
     out_kernel_init: Initializer | None = None
@@ -78,7 +80,8 @@ class SelfAttention(nn.Module):
         if mask is not None:
             scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(self.dropout, deterministic=not train, name="attn_drop")(probs)
+        if self.probs_dropout:
+            probs = nn.Dropout(self.dropout, deterministic=not train, name="attn_drop")(probs)
         y = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v).reshape(x.shape)
         y = dense("attn_out", self.out_kernel_init or self.kernel_init)(y)
         return nn.Dropout(self.dropout, deterministic=not train, name="attn_out_drop")(y)
@@ -89,15 +92,19 @@ class MLP(nn.Module):
 
     Attributes:
       mlp_ratio: the hidden width over the input width.
-      dropout: the rate on the output (when training).
+      dropout: the rate on the output, and on the hidden units with `hidden_dropout` (when
+        training).
+      hidden_dropout: drop the hidden units after the GELU too (vit_jax's ``MlpBlock``).
       kernel_init: for ``mlp_fc1``.
       out_kernel_init: for ``mlp_fc2`` (None: `kernel_init`).
       bias_init: for both biases.
-      approximate_gelu: the tanh approximation of GELU (GPT-2's) rather than the exact one.
+      approximate_gelu: the tanh approximation of GELU (GPT-2's and vit_jax's, Flax's
+        default) rather than the exact one.
     """
 
     mlp_ratio: int = 4
     dropout: float = 0.0
+    hidden_dropout: bool = False
     kernel_init: Initializer = XAVIER
     out_kernel_init: Initializer | None = None
     bias_init: Initializer = ZEROS
@@ -113,6 +120,8 @@ class MLP(nn.Module):
             name="mlp_fc1",
         )(x)
         y = nn.gelu(y, approximate=self.approximate_gelu)
+        if self.hidden_dropout:
+            y = nn.Dropout(self.dropout, deterministic=not train, name="mlp_hidden_drop")(y)
         y = nn.Dense(
             width,
             kernel_init=self.out_kernel_init or self.kernel_init,
@@ -129,8 +138,8 @@ class Block(nn.Module):
     ``block0/attn_q``, not ``block0/attn/attn_q``.
 
     Attributes:
-      heads, causal: as `SelfAttention`.
-      mlp_ratio, approximate_gelu: as `MLP`.
+      heads, causal, probs_dropout: as `SelfAttention`.
+      mlp_ratio, approximate_gelu, hidden_dropout: as `MLP`.
       dropout: the rate of both (when training).
       kernel_init, out_kernel_init: for the input and the residual (output) projections,
         ``attn_q/k/v`` and ``mlp_fc1``, then ``attn_out`` and ``mlp_fc2``.
@@ -141,6 +150,8 @@ class Block(nn.Module):
     heads: int
     mlp_ratio: int = 4
     dropout: float = 0.0
+    probs_dropout: bool = True
+    hidden_dropout: bool = False
     causal: bool = False
     kernel_init: Initializer = XAVIER
     out_kernel_init: Initializer | None = None
@@ -155,6 +166,7 @@ class Block(nn.Module):
         self.attn = SelfAttention(
             self.heads,
             self.dropout,
+            self.probs_dropout,
             self.causal,
             self.kernel_init,
             self.out_kernel_init,
@@ -163,6 +175,7 @@ class Block(nn.Module):
         self.mlp = MLP(
             self.mlp_ratio,
             self.dropout,
+            self.hidden_dropout,
             self.kernel_init,
             self.out_kernel_init,
             self.mlp_bias_init,

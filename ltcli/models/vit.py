@@ -15,7 +15,10 @@ vision_transformer's ``vit_jax/models_vit.py`` (compared): the class token prepe
 kernels Xavier-uniform, MLP biases normal with standard deviation 1e-6 and attention biases
 zero (Flax's attention default there); class token zero; the head's kernel and bias zero, so
 every class starts at logit 0; ``patch_embed`` keeps Flax's default (LeCun normal, zero
-bias), as vit_jax's ``embedding`` convolution does. The authors' later big_vision
+bias), as vit_jax's ``embedding`` convolution does. Its MLP applies Flax's default GELU (the
+tanh approximation) and drops its hidden units and its output; the attention drops its
+output but not its probabilities (vit_jax's ``attention_dropout_rate`` is 0 in every
+configuration of ``vit_jax/configs/models.py``), all at ``dropout``. The authors' later big_vision
 (``big_vision/models/vit.py``) differs, and is not followed: it adds the position embedding
 (sincos2d, or learned N(0, 1/sqrt(width))) to the patches before prepending the class token.
 open_lth has no transformer.
@@ -83,6 +86,9 @@ class ViT(nn.Module):
                 kernel_init=XAVIER,
                 attn_bias_init=ZEROS,
                 mlp_bias_init=nn.initializers.normal(1e-6),
+                approximate_gelu=True,
+                probs_dropout=False,
+                hidden_dropout=True,
                 name=f"block{i}",
             )(x, train)
         x = nn.LayerNorm(epsilon=1e-6, name="ln_f")(x)
