@@ -229,9 +229,11 @@ JSON_OPTION = click.option(
     "--barriers",
     is_flag=True,
     default=None,
-    help="Measure each IMP ticket's error barrier to the level before's (Paul et al. 2023: "
-    "the test error along the straight line between the two trained tickets, above the "
-    "line between their errors), as its levels train. Not part of the run id.",
+    help="Measure the test error along the straight line from each IMP ticket's level-before "
+    "ticket to it, both trained (Paul et al. 2023), and two measures of that path: its "
+    "barrier above the line between the ends' errors, and its instability (highest error "
+    "minus the mean of the ends', Frankle et al. 2020). Levels trained before are measured "
+    "from the store, without training. Refused for one-shot levels. Not part of the run id.",
 )
 @click.option(
     "--progress-every",
