@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ltcli.experiment import spec
-from ltcli.storage.store import Store
+from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
 pytest.importorskip("ray")
@@ -94,6 +94,24 @@ def test_ray_stores_the_same_cells_and_numbers_as_the_local_executor(
             local.read_metrics(run_id, cell)["curve"] == remote.read_metrics(run_id, cell)["curve"]
         )
     assert not list((tmp_path / "ray" / run_id / "claims").glob("*.json"))  # all released
+
+
+def test_ray_measures_the_barriers_of_stored_levels_as_the_local_executor(
+    write_spec, tmp_path, real_data, cluster
+):
+    path = write_spec(run={"rounds": 2, "deterministic": True})
+    loaded = spec.load(str(path))
+    run_id = launch.run(loaded, Store(tmp_path / "later"), data_dir=real_data[1])
+    start = Store(tmp_path / "start")
+    launch.run(spec.apply_overrides(loaded, {"run.barriers": True}), start, data_dir=real_data[1])
+    err = finish(driver(path, tmp_path / "later", real_data[1], cluster, "--barriers"))
+    assert trained_by(err) == 0
+    assert "measuring the level barriers of 2 stored tickets" in err
+    later = Store(tmp_path / "later")
+    for level in (1, 2):
+        ticket = CellKey(0, level)
+        recorded = later.read_metrics(run_id, ticket)["level_barrier"]
+        assert recorded == start.read_metrics(run_id, ticket)["level_barrier"]
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost(write_spec, tmp_path, real_data, cluster):

@@ -86,6 +86,7 @@ def imp_cells() -> list[dict]:
         )
         for level in (1, 2, 3):
             acc = KNOWN_ACC[r] if level == 1 else 0.95 - 0.01 * level
+            # As stored before the rename: "barrier" is the barrier above the line.
             barrier = {"alpha": [0, 1], "test_error": [0.05, 0.05], "barrier": 0.01 * level}
             cells.append(
                 cell(
@@ -203,7 +204,7 @@ def test_instability_barrier_and_at_init_charts_are_there_when_the_runs_have_the
         "curves",
         "instability_pm",
         "instability_k",
-        "barrier",
+        "level_barrier_above_line",
         "at_init",
         "layers",
     ]
@@ -213,6 +214,10 @@ def test_instability_barrier_and_at_init_charts_are_there_when_the_runs_have_the
         (100, 5.0),
         (200, pytest.approx(3.33333)),
     ]
+    summary = rows(page_json(html, "lt-data")["summary"])
+    barriers = [r for r in summary if r["metric"] == "level_barrier_above_line"]
+    assert {(r["level"], r["mean"]) for r in barriers} >= {(1, 1.0), (3, 3.0)}
+    assert not [r for r in summary if r["metric"] == "level_instability"]  # none stored
 
 
 def test_a_run_without_them_gets_a_note_instead(runs, tmp_path):

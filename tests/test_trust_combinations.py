@@ -163,17 +163,6 @@ def test_runs_whose_cells_the_fixes_change_get_new_ids(class_folder, prune, chan
         assert "scores θk" in descriptor.outdated({"full": dict(desc.full, schema=1)})
 
 
-def test_the_level_barrier_is_the_paths_own_barrier_on_a_hand_built_pair():
-    from ltcli.science.interpolation import error_barrier
-
-    alphas = np.linspace(0, 1, 5)
-    errors = np.array([0.10, 0.30, 0.50, 0.35, 0.30])  # ends differ: the line is not flat
-    line = 0.10 + alphas * 0.20
-    assert error_barrier(alphas, errors) == pytest.approx(np.max(errors - line))
-    assert error_barrier(alphas, errors) == pytest.approx(0.50 - 0.20)
-    assert error_barrier(alphas, np.array([0.2, 0.1, 0.1, 0.1, 0.2])) == pytest.approx(0.0)
-
-
 def test_level_barriers_are_measured_between_successive_trained_tickets(class_folder, tmp_path):
     from ltcli.results import export
     from ltcli.train import instability
@@ -191,10 +180,11 @@ def test_level_barriers_are_measured_between_successive_trained_tickets(class_fo
         mask = store.read_mask(run_id, CellKey(0, lv - 1), before["params"])
         again = instability.path(context.engine, before, after, mask, context.data)
         assert recorded["test_error"] == pytest.approx(again["test_error"], abs=1e-6)
-        assert recorded["barrier"] == pytest.approx(again["barrier"], abs=1e-6)
+        for measure in ("barrier_above_line", "instability"):
+            assert recorded[measure] == pytest.approx(again[measure], abs=1e-6)
         first, last = (store.read_metrics(run_id, CellKey(0, k)) for k in (lv - 1, lv))
         assert recorded["test_error"][0] == pytest.approx(1 - first["final_test_acc"], abs=1e-6)
         assert recorded["test_error"][-1] == pytest.approx(1 - last["final_test_acc"], abs=1e-6)
     assert "level_barrier" not in store.read_metrics(run_id, CellKey(0, 0))
     rows = export.cell_rows(store, [run_id])[1]
-    assert [r["level_barrier"] is not None for r in rows] == [False, True, True]
+    assert [r["level_barrier_above_line"] is not None for r in rows] == [False, True, True]

@@ -24,6 +24,8 @@ class FinishedCells(Protocol):
 
     def is_finished(self, run_id: str, cell: CellKey) -> bool: ...
 
+    def read_metrics(self, run_id: str, cell: CellKey) -> dict: ...
+
 
 class Progress:
     """Receives progress events; the CLI draws them, tests and notebooks ignore them."""
@@ -97,9 +99,26 @@ class Plan:
         return [CellKey(r, level, m) for r in range(self.replicates) for m in members]
 
     def anything_left(self, store: FinishedCells, run_id: str) -> bool:
-        """Whether `store` lacks any finished cell of the plan."""
+        """Whether `store` lacks any finished cell of the plan, or (`barriers_missing`) the
+        level barrier of a stored ticket."""
         levels = range(self.rounds + 1)
-        return any(not store.is_finished(run_id, c) for lv in levels for c in self.cells(lv))
+        missing = any(not store.is_finished(run_id, c) for lv in levels for c in self.cells(lv))
+        return missing or bool(self.barriers_missing(store, run_id))
+
+    def barriers_missing(self, store: FinishedCells, run_id: str) -> list[CellKey]:
+        """With `barriers`, the stored IMP tickets of the plan's pruned levels whose level
+        barrier was not measured (their levels trained without `barriers`) though the level
+        before's ticket is stored: measured from the store, they need no training."""
+        if not self.barriers:
+            return []
+        return [
+            ticket
+            for level in range(1, self.rounds + 1)
+            for ticket in (CellKey(r, level) for r in range(self.replicates))
+            if store.is_finished(run_id, ticket)
+            and store.is_finished(run_id, CellKey(ticket.replicate, level - 1))
+            and "level_barrier" not in store.read_metrics(run_id, ticket)
+        ]
 
 
 def prepare(spec: Spec, data_dir: Path | None = None) -> tuple[Descriptor, data.DataSource]:
@@ -118,8 +137,8 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
     run has one level per target (``run.rounds`` does not apply to it).
 
     Raises:
-      UsageError: a spawn point that is not a multiple of the evaluation period below T, or
-        an ``invert`` control without pruning at initialization.
+      UsageError: a spawn point that is not a multiple of the evaluation period below T, an
+        ``invert`` control without pruning at initialization, or barriers of one-shot levels.
     """
     if source.text:  # an epoch of text: the training split in windows of the context
         train_size = source.train_size // desc["model.context"]
@@ -138,6 +157,11 @@ def plan_of(spec: Spec, desc: Descriptor, source: data.DataSource) -> Plan:
         if refused := combinations.member_refusal(desc["prune.method"], kind):
             raise UsageError(refused)
     targets = descriptor.one_shot_targets(desc.full)
+    if targets and spec["run.barriers"]:
+        raise UsageError(
+            "--barriers: a level barrier is measured between successive IMP levels; one-shot "
+            "levels each prune the same network, not the level before: drop --barriers"
+        )
     rounds = len(targets) if targets else spec["run.rounds"]
     pattern = parse_pattern(spec["prune.pattern"])
     if pattern and rounds > pattern[1] - pattern[0]:

@@ -453,7 +453,11 @@ FIELDS: dict[str, Field] = {
         "bool",
         False,
         "true or false",
-        doc="Measure each IMP ticket's error barrier to the level before's (Paul et al. 2023).",
+        doc="Measure the test error along the straight line from each IMP ticket's "
+        "level-before ticket to it, both trained (Paul et al. 2023), and two measures of that "
+        "path: its barrier above the line between the ends' errors, and its instability "
+        "(highest error minus the mean of the ends', Frankle et al. 2020). Levels trained "
+        "before are measured from the store, without training. Refused for one-shot levels.",
     ),
     "run.controls_at": choice(
         "level",

@@ -44,10 +44,19 @@ TEXT_COLUMNS = ("min_val_bpb", "early_stop_test_bpb", "final_test_bpb")
 """Bits per byte of a language model's cells (text data sets), after `SUMMARY_COLUMNS` when
 an exported cell has them."""
 TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
-INSTABILITY_COLUMNS = ("spawn_iteration", "instability", "level_barrier")
-"""A stability or spawned copy's spawn point (dense copies) and its instability against its
-ticket (highest test error on the linear path minus the mean of the ends, a fraction), and an
-IMP ticket's error barrier to the level before's ticket (``--barriers``; Paul et al. 2023)."""
+INSTABILITY_COLUMNS = (
+    "spawn_iteration",
+    "instability",
+    "barrier_above_line",
+    "level_instability",
+    "level_barrier_above_line",
+)
+"""A stability or spawned copy's spawn point (dense copies) and the two measures of its path
+from its ticket, then an IMP ticket's two measures of the path from the level before's ticket
+(``--barriers``; Paul et al. 2023): the ``instability`` (the highest test error on the path
+minus the mean of the two ends' errors, Frankle et al. 2020) and the ``barrier_above_line``
+(the highest rise of the error above the straight line between the ends' errors), fractions
+of error (`report.path_measures`; ``level_barrier_above_line`` was ``level_barrier``)."""
 CURVE_METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 CURVE_COLUMNS = ("run_id", *CELL_COLUMNS, "iteration", *CURVE_METRICS)
 
@@ -122,8 +131,9 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
         row.update(mask_fields(metrics))
         row.update(training_fields(metrics))
         row["spawn_iteration"] = metrics.get("spawn_iteration")
-        row["instability"] = metrics.get("instability", {}).get("instability")
-        row["level_barrier"] = metrics.get("level_barrier", {}).get("barrier")
+        row.update(report.path_measures(metrics.get("instability")))
+        level = report.path_measures(metrics.get("level_barrier"))
+        row.update({f"level_{name}": value for name, value in level.items()})
         rows.append(row)
     return columns, rows
 

@@ -12,7 +12,8 @@ of the Vega-Lite version the bundle carries) and drawn as SVG:
   crosses at the top of the chart (they are in no mean), collapsed ones magenta rings;
 * the mean test-accuracy curve during training at one level (a picker), ± std;
 * instability against % remaining (stability copies) and against the spawn iteration k
-  (spawned dense copies), and the level barrier against % remaining, where the runs have them;
+  (spawned dense copies), and each ticket's barrier above the line and instability on the path
+  from the level before against % remaining (`LEVEL_MEASURES`), where the runs have them;
 * pruning at initialization against IMP, where any run prunes at initialization;
 * per-layer weights remaining as a level x layer heat map;
 * the paper's claims table when a run is a `lt reproduce` figure, each run's per-level table
@@ -58,6 +59,22 @@ STABLE_POINTS = 2.0
 `ltcli.results.plot_instability` draws it."""
 CURVE_KINDS_SKIPPED = ("spawn", "stability")
 """Member kinds left out of the accuracy and curve charts: they are the instability charts'."""
+LEVEL_MEASURES = {
+    "barrier_above_line": (
+        "Level barrier above the line against weights remaining",
+        "tickets, path from the level before's: highest rise of test error above the straight "
+        "line between the ends' errors",
+        "barrier above the line (points)",
+    ),
+    "instability": (
+        "Level instability against weights remaining",
+        "tickets, path from the level before's: highest test error minus the mean of the "
+        "ends' errors (Frankle et al. 2020)",
+        "instability (points)",
+    ),
+}
+"""The two measures of each IMP ticket's path from the level before's ticket (``--barriers``,
+`report.path_measures`), each charted as ``level_<measure>``: (title, subtitle, y axis)."""
 ACCURACY_FIELDS = {
     "early_stop_test_acc": "test accuracy at early stop",
     "final_test_acc": "test accuracy at the end of training",
@@ -221,8 +238,8 @@ def _add_stat(
 def summary_data(runs: Sequence[_Run]) -> _Columns:
     """One row per run, level, member kind and measure: `report.summarize_cells`' `Stat`
     (accuracies and instability in percent) and the min and max over the cells; measures are
-    the `report.SUMMARY_FIELDS`, ``instability`` of stability copies and ``barrier`` (the
-    tickets' level barrier, where recorded)."""
+    the `report.SUMMARY_FIELDS`, ``instability`` of stability copies and, where recorded, the
+    tickets' ``level_barrier_above_line`` and ``level_instability`` (`LEVEL_MEASURES`)."""
     table = _Columns(*SUMMARY_COLUMNS)
     several = len(runs) > 1
     for run in runs:
@@ -256,15 +273,23 @@ def summary_data(runs: Sequence[_Run]) -> _Columns:
                     )
             tickets = run.groups[level].get("ticket", [])
             barriers = [c for c in tickets if "level_barrier" in c and not report.is_diverged(c)]
-            if barriers:
-                values = [100 * c["level_barrier"]["barrier"] for c in barriers]
+            for measure in LEVEL_MEASURES:
+                measured = [
+                    (c, value)
+                    for c in barriers
+                    if (value := report.path_measures(c["level_barrier"])[measure]) is not None
+                ]
+                if not measured:
+                    continue
+                values = [100 * value for _, value in measured]
                 stat = report.Stat.of(
                     values,
                     diverged=sum(report.is_diverged(c) for c in tickets),
-                    collapsed=sum(map(report.is_collapsed, barriers)),
+                    collapsed=sum(report.is_collapsed(c) for c, _ in measured),
                 )
                 extent = (min(values), max(values))
-                _add_stat(table, run, run.label, "ticket", level, pm, "barrier", stat, extent, 1)
+                metric = f"level_{measure}"
+                _add_stat(table, run, run.label, "ticket", level, pm, metric, stat, extent, 1)
     return table
 
 
@@ -1068,7 +1093,8 @@ def _instability_section(
         chart = stat_chart(
             "summary",
             title="Instability of tickets against weights remaining",
-            subtitle="stability copies: highest test error on the linear path minus the ends'",
+            subtitle="stability copies: highest test error on the linear path minus the mean "
+            "of the ends' errors (Frankle et al. 2020)",
             y_title="instability (points)",
             fmt=".2f",
             metric="instability",
@@ -1098,19 +1124,21 @@ def _instability_section(
             **_flags(spawn),
         )
         charts.append(page.chart("instability_k", chart, ["spawn"]))
-    if "barrier" in summary.columns["metric"]:
-        chart = stat_chart(
-            "summary",
-            title="Level barrier against weights remaining",
-            subtitle="tickets: error barrier on the path from the level before",
-            y_title="barrier (points)",
-            fmt=".2f",
-            metric="barrier",
-            ticks=ticks,
-            order=_order(summary),
-            **_flags(summary, ["barrier"]),
-        )
-        charts.append(page.chart("barrier", chart, ["summary"]))
+    for measure, (title, subtitle, y_title) in LEVEL_MEASURES.items():
+        metric = f"level_{measure}"
+        if metric in summary.columns["metric"]:
+            chart = stat_chart(
+                "summary",
+                title=title,
+                subtitle=subtitle,
+                y_title=y_title,
+                fmt=".2f",
+                metric=metric,
+                ticks=ticks,
+                order=_order(summary),
+                **_flags(summary, [metric]),
+            )
+            charts.append(page.chart(metric, chart, ["summary"]))
     body = f'<div class="charts">{"".join(charts)}</div>'
     page.section(
         "instability", "Instability", body if charts else f'<p class="note">{NO_INSTABILITY}</p>'

@@ -116,7 +116,7 @@ def _draw_instability(ax: Axes, runs: list[_Run], kind: str) -> None:
         ]
     draw_collapse_rings(ax, rings, "collapsed copy", "collapsed copies")
     ax.axhline(STABLE_POINTS, color="grey", linestyle=":", label=f"{STABLE_POINTS:g} points")
-    ax.set_ylabel("instability (points of error)")
+    ax.set_ylabel("instability: max error - mean of ends' (points)")
     values = sorted({x for run in runs for k, x in run.records if k == kind})
     if kind == "level":
         ax.set_xscale("log")

@@ -91,6 +91,19 @@ def is_collapsed(cell: dict[str, Any]) -> bool:
     return bool(collapsed_layers(cell))
 
 
+def path_measures(path: dict[str, Any] | None) -> dict[str, float | None]:
+    """The two measures of a stored error path (`ltcli.science.interpolation`), as
+    fractions of error: ``instability`` (the highest error minus the mean of the ends',
+    Frankle et al. 2020) and ``barrier_above_line`` (the highest rise above the straight line
+    between the ends' errors), read from ``"barrier"`` in paths stored before it had that
+    name; None for a cell without the path."""
+    path = path or {}
+    return {
+        "instability": path.get("instability"),
+        "barrier_above_line": path.get("barrier_above_line", path.get("barrier")),
+    }
+
+
 def cell_metrics(store: Store, run_id: str) -> list[dict[str, Any]]:
     """The metrics of every finished cell of a run."""
     return [store.read_metrics(run_id, cell) for cell in store.finished_cells(run_id)]

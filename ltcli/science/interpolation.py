@@ -6,6 +6,9 @@ SGD noise (data order, augmentation, dropout), are *stable* when the error does 
 the line between them. Instability is the highest test error on the path minus the mean of
 the two ends' errors; the paper counts a network stable when that is within 2 points.
 (open_lth's public code has no instability analysis; this follows the paper's definition.)
+Every path also records `barrier_above_line`, the rise above the straight line between the
+ends' errors: the two agree when the ends' errors are equal (a ticket and its copy nearly),
+and differ several-fold between successive IMP levels, whose ends differ.
 
 Every point of the path is evaluated in one jitted program, vmapped over the points. The two
 networks share a mask (a ticket and its copy), and every interpolated network is masked.
@@ -40,12 +43,27 @@ def interpolate(a: Params, b: Params, mask: Mask, alpha: jax.Array) -> Params:
     return jax.tree.map(lambda x, y, m: m * ((1 - alpha) * x + alpha * y), a, b, mask)
 
 
-def error_barrier(alphas: np.ndarray, errors: np.ndarray) -> float:
-    """The error barrier of a path (Paul et al., ICLR 2023, "Unmasking the Lottery Ticket
-    Hypothesis", following Frankle et al. 2020): the largest rise of the error along the
-    path above the straight line between the two ends' errors,
-    ``max_a err(a) - ((1 - a) err(0) + a err(1))``. (Frankle et al. 2020's instability
-    subtracts the ends' mean instead; the two agree when the ends' errors are equal.)"""
+def instability(errors: np.ndarray) -> float:
+    """The instability of a path (Frankle, Dziugaite, Roy & Carbin, "Linear Mode
+    Connectivity and the Lottery Ticket Hypothesis", ICML 2020): the highest error on it
+    minus the mean of its two ends' errors, ``max_a err(a) - (err(0) + err(1)) / 2``, from
+    `errors` at evenly spaced points from one end (first) to the other (last)."""
+    errors = np.asarray(errors, np.float64)
+    return float(errors.max() - (errors[0] + errors[-1]) / 2)
+
+
+def barrier_above_line(alphas: np.ndarray, errors: np.ndarray) -> float:
+    """The largest rise of a path's error above the straight line between its two ends'
+    errors, ``max_a [err(a) - ((1 - a) err(0) + a err(1))]``, from `errors` at `alphas` (0
+    at the first end, 1 at the other): zero exactly when the error never rises above that
+    line. It differs from `instability` only where the ends' errors differ.
+
+    Paul et al., ICLR 2023 ("Unmasking the Lottery Ticket Hypothesis") call successive IMP
+    levels linearly connected when the path between them has zero error barrier. Their code
+    (mansheej/lth_diet) evaluates the midpoint of successive levels
+    (``ipynbs/220502_CF10_RN20_Successive_IMP_Optima_LMC.ipynb``), and its ``ipynbs/LMC.ipynb``
+    takes a midpoint's loss minus the mean of the ends' losses: at a = 1/2 the straight line
+    is that mean, so the code does not tell the two apart. lt records both."""
     alphas, errors = np.asarray(alphas, np.float64), np.asarray(errors, np.float64)
     line = (1 - alphas) * errors[0] + alphas * errors[-1]
     return float(np.max(errors - line))
@@ -117,9 +135,9 @@ def path(
       points: points on the path, both ends included.
 
     Returns:
-      ``{"alpha", "test_loss", "test_error", "instability", "barrier"}``: lists over the
-      points, the highest error on the path minus the mean of the two ends' errors, and the
-      `error_barrier` (errors in [0, 1]).
+      ``{"alpha", "test_loss", "test_error", "instability", "barrier_above_line"}``: lists
+      over the points, then the path's `instability` and `barrier_above_line` (errors are
+      fractions in [0, 1]).
     """
     alphas, metrics = _path(
         evaluate,
@@ -157,13 +175,14 @@ def network_at(
 
 
 def summarize_path(alphas: np.ndarray, metrics: np.ndarray) -> dict[str, Any]:
-    """`path`'s result from the test (loss, accuracy) at each of `alphas`."""
+    """`path`'s result from the test (loss, accuracy) at each of `alphas`. (Paths stored
+    before `barrier_above_line` had its name hold it as ``"barrier"``.)"""
     metrics = np.asarray(metrics, np.float64)
     error = 1.0 - metrics[:, 1]
     return {
         "alpha": np.asarray(alphas, np.float64).tolist(),
         "test_loss": metrics[:, 0].tolist(),
         "test_error": error.tolist(),
-        "instability": float(error.max() - (error[0] + error[-1]) / 2),
-        "barrier": error_barrier(np.asarray(alphas), error),
+        "instability": instability(error),
+        "barrier_above_line": barrier_above_line(np.asarray(alphas), error),
     }

@@ -9,6 +9,7 @@ Layout (``<root>`` is ``results/``, ``--store`` or ``$LT_STORE``)::
         mask.npz      the cell's mask, bit-packed, prunable layers only
         weights.npz   trained weights (tickets only: the next level is pruned from them)
         metrics.json  evaluation curve and summary
+        added.json    analyses measured after the cell was stored (`Store.add_to_metrics`)
         manifest.json sha256 of each file above; written last: a cell is finished iff present
     <root>/<run id>/checkpoints/level_<L>.npz   a level's group state while it trains
 
@@ -35,6 +36,10 @@ from ltcli.experiment.member import CellKey
 from ltcli.science import pruning
 
 MANIFEST = "manifest.json"
+ADDED = "added.json"
+"""A finished cell's analyses measured after it was stored (a level barrier that ``lt run
+--barriers`` measures on levels stored without it): read as part of its metrics once its
+manifest lists it."""
 
 
 def _sha256(path: Path) -> str:
@@ -237,6 +242,17 @@ class Store:
             names.append("weights.npz")
         atomic.write_json(folder / MANIFEST, {n: _sha256(folder / n) for n in names})
 
+    def add_to_metrics(self, run_id: str, cell: CellKey, fields: dict[str, Any]) -> None:
+        """Adds `fields` to a finished cell's metrics, leaving the files it was stored with
+        as they are: they go into ``added.json`` (beside what it holds already), then the
+        manifest is rewritten with that file's checksum. A crash between the two leaves a
+        file the manifest does not list: it is not read, and the next call rewrites it."""
+        folder = self.cell_dir(run_id, cell)
+        manifest = atomic.read_json(folder / MANIFEST)
+        added = atomic.read_json(self._verified(run_id, cell, ADDED)) if ADDED in manifest else {}
+        atomic.write_json(folder / ADDED, {**added, **fields})
+        atomic.write_json(folder / MANIFEST, {**manifest, ADDED: _sha256(folder / ADDED)})
+
     def _verified(self, run_id: str, cell: CellKey, name: str) -> Path:
         folder = self.cell_dir(run_id, cell)
         manifest = atomic.read_json(folder / MANIFEST)
@@ -249,8 +265,12 @@ class Store:
         return path
 
     def read_metrics(self, run_id: str, cell: CellKey) -> dict[str, Any]:
-        """A finished cell's metrics, checked against its manifest like its arrays."""
-        return atomic.read_json(self._verified(run_id, cell, "metrics.json"))
+        """A finished cell's metrics, checked against its manifest like its arrays, with
+        what `add_to_metrics` added to them."""
+        metrics = atomic.read_json(self._verified(run_id, cell, "metrics.json"))
+        if ADDED in atomic.read_json(self.cell_dir(run_id, cell) / MANIFEST):
+            metrics.update(atomic.read_json(self._verified(run_id, cell, ADDED)))
+        return metrics
 
     def read_mask(self, run_id: str, cell: CellKey, template: Any) -> Any:
         return unpack_mask(_npz_bytes(self._verified(run_id, cell, "mask.npz")), template)
@@ -343,6 +363,9 @@ class Follower(Store):
         metrics: dict[str, Any],
         weights: dict[str, Any] | None = None,
     ) -> None:
+        pass
+
+    def add_to_metrics(self, run_id: str, cell: CellKey, fields: dict[str, Any]) -> None:
         pass
 
     def clear_checkpoint(self, run_id: str, name: str) -> None:

@@ -45,6 +45,11 @@ class RunStore:
         self._weights[path] = variables
         self._submit(self.store.save_weights, path, variables)
 
+    def add_to_metrics(self, cell: CellKey, fields: dict[str, Any]) -> None:
+        """Adds `fields` to a cell stored before this run (`Store.add_to_metrics`), now."""
+        self.flush()
+        self.store.add_to_metrics(self.run_id, cell, fields)
+
     def clear_checkpoint(self, name: str) -> None:
         """Removes a group's checkpoint once the cells queued before it are stored."""
         self._submit(self.store.clear_checkpoint, self.run_id, name)

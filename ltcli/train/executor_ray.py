@@ -67,7 +67,26 @@ def train_group(
     trained (a retried group skips what an earlier attempt stored)."""
     store = Store(Path(store_root))
     keys = [_cell(path) for path in cells]
-    key = (store_root, spec.experiment + repr(sorted(spec.values.items())))
+    runner = _runner(spec, store, data_dir)
+    runner.spawn = spawn
+    runner.trainer.barriers = spec["run.barriers"]
+    todo = [c for c in keys if not store.is_finished(runner.run_id, c)]
+    if todo:
+        runner.train_level(todo[0].level, todo)
+        runner.view.flush()
+    return [str(c.relpath) for c in todo]
+
+
+def measure_barriers(spec: Spec, store_root: str, data_dir: str | None, cells: list[str]) -> None:
+    """Measures the level barriers of the stored tickets `cells` (relative paths) from the
+    store and adds them to their metrics (`Runner.measure_stored_barriers`)."""
+    runner = _runner(spec, Store(Path(store_root)), data_dir)
+    runner.measure_stored_barriers([_cell(path) for path in cells])
+
+
+def _runner(spec: Spec, store: Store, data_dir: str | None) -> Runner:
+    """This worker's runner of `spec`'s run in `store`, made on first use."""
+    key = (str(store.root), spec.experiment + repr(sorted(spec.values.items())))
     if key not in _RUNNERS:
         desc, source = prepare(spec, Path(data_dir) if data_dir else None)
         _RUNNERS[key] = Runner(
@@ -80,14 +99,7 @@ def train_group(
             placement=spec["data.placement"],
             workers=spec["data.workers"],
         )
-    runner = _RUNNERS[key]
-    runner.spawn = spawn
-    runner.trainer.barriers = spec["run.barriers"]
-    todo = [c for c in keys if not store.is_finished(runner.run_id, c)]
-    if todo:
-        runner.train_level(todo[0].level, todo)
-        runner.view.flush()
-    return [str(c.relpath) for c in todo]
+    return _RUNNERS[key]
 
 
 def _cell(relpath: str) -> CellKey:
@@ -196,12 +208,14 @@ class _Driver:
         self.slots = max(1, self.gpus or int(resources.get("CPU", 1)))
         options = {"num_gpus": 1} if self.gpus else {"num_cpus": 1}
         self.task = ray.remote(max_retries=MAX_RETRIES, **options)(train_group)
+        self.barrier_task = ray.remote(max_retries=MAX_RETRIES, **options)(measure_barriers)
         self.meter = Meter("cells", len(self.cells), unit="cells", every=progress_every)
 
     def finished(self, cell: CellKey) -> bool:
         return self.store.is_finished(self.run_id, cell)
 
     def run(self) -> None:
+        self._measure_stored_barriers()
         done = {c for c in self.cells if self.finished(c)}
         self.meter.add(len(done))
         last_renewal = time.monotonic()
@@ -230,6 +244,16 @@ class _Driver:
         )
         if self.stopped:
             raise DivergedError("; ".join(self.stopped.values()))
+
+    def _measure_stored_barriers(self) -> None:
+        """Measures, in one task, the level barriers of the stored tickets that lack one
+        (`Plan.barriers_missing`): their levels were stored by a run without barriers."""
+        missing = self.plan.barriers_missing(self.store, self.run_id)
+        if missing:
+            self.meter.note(f"measuring the level barriers of {len(missing)} stored tickets")
+            paths = [str(c.relpath) for c in missing]
+            root = str(self.store.root)
+            self.ray.get(self.barrier_task.remote(self.spec, root, self.data_dir, paths))
 
     def _label(self, done: set[CellKey]) -> None:
         running = sum(len(cells) for cells in self.running.values())

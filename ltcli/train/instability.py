@@ -83,18 +83,41 @@ def _paths(
 def level_barriers(
     engine: Engine, cells: list[CellKey], rows: list[Group], run: RunContext
 ) -> dict[CellKey, dict[str, Any]]:
-    """The error path from each IMP ticket's level-before ticket to it, both trained, and
-    its error barrier (Paul et al., ICLR 2023: successive IMP solutions are linearly
-    connected exactly when they are matching). The path lies in the level before's sparsity
-    pattern (its mask contains this level's), so it is evaluated under that mask."""
+    """The error path from each IMP ticket's level-before ticket to it, both trained, with its
+    `interpolation.instability` and `interpolation.barrier_above_line` (Paul et al., ICLR
+    2023: successive IMP solutions are linearly connected exactly when they are matching),
+    for the trained `rows` of `cells`. The path lies in the level before's sparsity pattern
+    (its mask contains this level's), so it is evaluated under that mask."""
     pairs = []
     for cell, row in zip(cells, rows, strict=True):
         if cell.member.is_ticket and cell.level > 0:
-            before = CellKey(cell.replicate, cell.level - 1)
             trained = {"params": row.params, "batch_stats": row.batch_stats}
-            mask = run.view.read_mask(before, row.params)
-            pairs.append((cell, run.view.read_trained(before), trained, mask))
+            pairs.append(_level_pair(cell, trained, run))
+    return _level_records(engine, pairs, run)
+
+
+def stored_level_barrier(engine: Engine, cell: CellKey, run: RunContext) -> dict[str, Any]:
+    """`level_barriers` of the stored IMP ticket `cell` (level 1 or more), from the store's
+    trained tickets alone: the same path as if it had been measured as the level trained."""
+    pair = _level_pair(cell, run.view.read_trained(cell), run)
+    return _level_records(engine, [pair], run)[cell]
+
+
+def _level_records(
+    engine: Engine, pairs: list[tuple[CellKey, dict, dict, Mask]], run: RunContext
+) -> dict[CellKey, dict[str, Any]]:
+    """The level-barrier record of each ``(ticket, before, ticket's weights, mask)``."""
     return {c: {"from_level": c.level - 1, **p} for c, p in _paths(engine, pairs, run).items()}
+
+
+def _level_pair(
+    cell: CellKey, trained: dict[str, Any], run: RunContext
+) -> tuple[CellKey, dict, dict, Mask]:
+    """The path's ends and mask for ticket `cell` with weights `trained`: the level before's
+    stored trained ticket, `trained`, and the level before's mask."""
+    before = CellKey(cell.replicate, cell.level - 1)
+    mask = run.view.read_mask(before, trained["params"])
+    return cell, run.view.read_trained(before), trained, mask
 
 
 def instabilities(

@@ -207,8 +207,9 @@ class LevelTrainer:
         self, engine: Engine, cells: list[CellKey], rows: list[Group]
     ) -> dict[CellKey, dict[str, Any]]:
         """Level barriers of the IMP tickets among `cells`, when the run asks for them
-        (``run.barriers``); one-shot levels are not successive prunings of each other."""
-        if not self.barriers or self.run.strategy.one_shot:
+        (``run.barriers``; `ltcli.experiment.plan.plan_of` refuses them for one-shot
+        levels, which are not successive prunings of each other)."""
+        if not self.barriers:
             return {}
         return level_barriers(engine, cells, rows, self.run)
 

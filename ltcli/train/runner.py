@@ -17,6 +17,7 @@ from ltcli import data
 from ltcli.experiment.descriptor import Descriptor, id_at_neutral
 from ltcli.experiment.plan import Plan, Progress
 from ltcli.storage.store import CellKey, Store
+from ltcli.train import instability
 from ltcli.train.context import RunContext, local_devices, strategy
 from ltcli.train.keys import Keys
 from ltcli.train.level import LevelTrainer
@@ -100,9 +101,26 @@ class Runner:
         self.trainer.barriers = plan.barriers
         self.progress.start(plan)
         try:
+            self.measure_stored_barriers(plan.barriers_missing(self.context.store, self.run_id))
             self._levels(plan)
         finally:
             self.view.close()  # what finished is on disk, whatever happened
+
+    def measure_stored_barriers(self, tickets: list[CellKey]) -> None:
+        """Measures the level barrier of each stored IMP ticket of `tickets` from the store
+        (its trained weights and the level before's: nothing trains) and adds it to the
+        ticket's metrics, as its level would have stored it had the run asked for barriers
+        then (bit for bit with ``--deterministic``). Says on the progress what it does."""
+        engine = self.context.engine
+        for i, ticket in enumerate(tickets):
+            record = instability.stored_level_barrier(engine, ticket, self.context)
+            self.view.add_to_metrics(ticket, {"level_barrier": record})
+            self.progress.note(
+                f"level barrier {i + 1}/{len(tickets)} (stored level {ticket.level} "
+                f"r{ticket.replicate}, from level {ticket.level - 1}): "
+                f"{100 * record['barrier_above_line']:.2f} points above the line, "
+                f"instability {100 * record['instability']:.2f} points"
+            )
 
     def _levels(self, plan: Plan) -> None:
         stopped: dict[int, DivergedError] = {}
