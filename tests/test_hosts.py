@@ -5,6 +5,7 @@ rerun resumes what the job had stored."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ltcli.experiment.member import CellKey
 from ltcli.science import pruning
 from ltcli.storage.store import Store
 
@@ -69,6 +71,32 @@ def _agree(a: Store, b: Store, run_id: str) -> None:
         np.testing.assert_allclose(ma["curve"]["val_loss"], mb["curve"]["val_loss"], rtol=1e-4)
 
 
+_COUNTING_LT = """
+import json, os
+from ltcli.cli.main import main
+from ltcli.data import stream
+
+def counted(batches):
+    def read(examples, records, *args, randomized=False, **options):
+        if not randomized:  # an evaluation batch's examples, as this process reads them
+            ids = records[..., 0].ravel()
+            with open(os.environ["LT_READS"] + os.environ["JAX_PROCESS_ID"], "a") as out:
+                out.write(json.dumps([len(examples), ids[ids != stream.PAD].tolist()]) + "\\n")
+        return batches(examples, records, *args, randomized=randomized, **options)
+    return read
+
+stream.batches = counted(stream.batches)
+main()
+"""
+"""`lt`, each process writing down the examples of every evaluation it reads
+(``$LT_READS`` + its rank: a line per call, the split's size and the examples)."""
+
+
+def _evaluation_reads(prefix: Path, rank: int) -> list[tuple[int, list[int]]]:
+    lines = Path(f"{prefix}{rank}").read_text().splitlines()
+    return [tuple(json.loads(line)) for line in lines]
+
+
 def test_two_processes_train_the_cells_one_process_trains(write_spec, tmp_path, real_data):
     """The job streams its batches, each process reading its half of every batch; the
     process alone trains on data on its device."""
@@ -87,6 +115,41 @@ def test_two_processes_train_the_cells_one_process_trains(write_spec, tmp_path, 
     assert done.returncode == 0, done.stderr
     (run_id,) = Store(job).run_ids()
     _agree(Store(job), Store(alone), run_id)
+
+
+def test_each_process_of_a_job_evaluates_its_share(class_folder, tmp_path, monkeypatch):
+    """Every evaluation of a job's streamed data (validation, test, each point of a level
+    barrier's path) is read half by each process, and gives what one process gives alone."""
+    spec = tmp_path / "share.toml"
+    spec.write_text(
+        f'[data]\ndataset = "folder:{class_folder}"\nvalidation = 51\nplacement = "stream"\n'
+        '[model]\nname = "lenet300"\n[prune]\nrate = 0.5\n[run]\nrounds = 1\nbarriers = true\n'
+        '[train]\niterations = "40it"\neval_every = "20it"\nbatch_size = 10\noptimizer = "sgd"\n'
+    )
+    job, alone = tmp_path / "job", tmp_path / "alone"
+    monkeypatch.setenv("LT_READS", str(tmp_path / "reads"))  # the job's processes read it
+    lt = [sys.executable, "-c", _COUNTING_LT, *_command(spec, job, class_folder)[3:]]
+    results = _finish(_job([*lt, "--distributed"]))
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2]
+    reads = [_evaluation_reads(tmp_path / "reads", rank) for rank in (0, 1)]
+    # 2 levels x 2 evaluations x (validation, test), then the 31 points of the barrier's path
+    assert len(reads[0]) == len(reads[1]) == 2 * 2 * 2 + 31
+    for (split, mine), (other_split, theirs) in zip(*reads, strict=True):
+        assert split == other_split and not set(mine) & set(theirs), (mine, theirs)
+        assert len(set(mine + theirs)) == {300: 51, 100: 100}[split]  # validation, test
+        assert abs(len(mine) - len(theirs)) <= 1  # 51 in batches of 52: a padded row
+    done = subprocess.run(_command(spec, alone, class_folder), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    (run_id,) = Store(job).run_ids()
+    for cell in (CellKey(0, 0), CellKey(0, 1)):
+        ours, its = (Store(s).read_metrics(run_id, cell) for s in (job, alone))
+        assert (ours["devices"], its["devices"]) == (2, 1)
+        for name in ("val_loss", "test_loss", "val_acc", "test_acc"):
+            np.testing.assert_allclose(ours["curve"][name], its["curve"][name], rtol=1e-5)
+    ours, its = (Store(s).read_metrics(run_id, CellKey(0, 1)) for s in (job, alone))
+    ours, its = ours["level_barrier"], its["level_barrier"]
+    np.testing.assert_allclose(ours["test_loss"], its["test_loss"], rtol=1e-5)
+    assert ours["test_error"] == its["test_error"]
 
 
 def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_path, real_data):
@@ -140,3 +203,58 @@ def test_a_job_that_cannot_form_or_mixes_executors_exits_2_writing_nothing(tmp_p
     )
     assert alone.returncode == 2 and "JAX_COORDINATOR_ADDRESS" in alone.stderr, alone.stderr
     assert not store.exists()
+
+
+def _one_process_of(processes: int) -> dict[str, str]:
+    """The environment of process 0 of a job of `processes`, the others never started."""
+    return dict(
+        os.environ,
+        JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}",
+        JAX_NUM_PROCESSES=str(processes),
+        JAX_PROCESS_ID="0",
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+    )
+
+
+def _settings(*assignments: str) -> list[str]:
+    return [word for a in assignments for word in ("--set", a)]
+
+
+def test_a_refused_job_exits_2_before_its_processes_meet(write_spec, tmp_path, real_data):
+    """Process 0 of a job of two whose second process never comes: what the spec, the
+    flags and the data decide is refused at once (not after JAX's rendezvous, where it would
+    wait for the absent process), exit 2, nothing written."""
+    spec, store = write_spec(run={"rounds": 0}), tmp_path / "store"
+    snip = ("prune.method=snip", "prune.strategy=global")
+    for extra, says in (
+        (["--deterministic"], "--distributed: a deterministic cell"),
+        (["--parallel", "cells"], "--parallel cells"),
+        (["--grouping", "host"], "--grouping host"),
+        (_settings(f"data.dataset=folder:{tmp_path / 'nowhere'}"), "is not a folder"),
+        (_settings("run.spawn=150it"), "run.spawn: each must be"),
+        (["--one-shot", "50", *_settings(*snip, "data.placement=stream")], "snip scores"),
+    ):
+        command = _command(spec, store, real_data[1], "--distributed", *extra)
+        started = time.monotonic()
+        done = subprocess.run(
+            command, env=_one_process_of(2), capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert time.monotonic() - started < 30
+    assert not store.exists()
+
+
+def test_a_job_of_one_process_is_a_job(write_spec, tmp_path, real_data):
+    """JAX_NUM_PROCESSES=1: the job's refusals hold (the README lists them for any job),
+    and what it accepts trains as one process, which writes the store and prints."""
+    spec, store = write_spec(train={"iterations": "100it"}, run={"rounds": 0}), tmp_path / "s"
+    refused = _command(spec, store, real_data[1], "--distributed", "--deterministic")
+    done = subprocess.run(refused, env=_one_process_of(1), capture_output=True, text=True)
+    assert done.returncode == 2 and "--distributed: a deterministic" in done.stderr, done.stderr
+    assert not store.exists()
+    command = _command(spec, store, real_data[1], "--distributed")
+    done = subprocess.run(command, env=_one_process_of(1), capture_output=True, text=True)
+    assert done.returncode == 0 and "level" in done.stdout, done.stderr
+    (run_id,) = Store(store).run_ids()
+    (cell,) = Store(store).finished_cells(run_id)
+    assert Store(store).read_metrics(run_id, cell)["parallel"] == "batch"

@@ -73,6 +73,12 @@ def _connect() -> None:
         os.close(saved)
 
 
+def joined() -> bool:
+    """Whether this process is one of a job (`start`), alone in it or not: a job of one
+    process is refused and laid out as any job is."""
+    return _started
+
+
 def count() -> int:
     """Processes in this job (1 without `start`)."""
     if not _started:

@@ -68,16 +68,17 @@ def run(
 ) -> str:
     """Runs `spec` (`ltcli.train.launch.run`) with its live `outputs`; returns the run id.
     In a multi-host job (``distributed``) the processes other than the store's writer
-    write no outputs (`ltcli.core.hosts`)."""
-    if options.get("distributed") and executor == "local":  # launch refuses it with Ray
-        hosts.start()
-        if not hosts.writer():
-            outputs = LiveOutputs()
+    write no outputs (`ltcli.core.hosts`); every refusal that needs no other process comes
+    before the job meets (`ltcli.train.launch.join`)."""
     if outputs.tensorboard:
         tensorboard.require("--log tensorboard")
     prepared = None
+    if options.get("distributed"):
+        prepared = launch.join(spec, data_dir, options.get("grouping", "auto"), executor)
+        if not hosts.writer():
+            outputs = LiveOutputs()
     if executor == "local" and (outputs.tensorboard or outputs.report is not None):
-        prepared = launch.prepare(spec, data_dir)
+        prepared = prepared or launch.prepare(spec, data_dir)
         receivers = outputs.receivers(store, prepared[0].run_id)
         progress = Fanout(progress, *receivers)
     run_id = launch.run(

@@ -47,7 +47,7 @@ def local_devices(requested: int, grouping: str, model_name: str) -> int:
     """How many local devices a run's groups are sharded over: `requested` (0: all that JAX
     sees), at most as many as there are, and one in the ``host`` loop (`host_loop`). In a
     multi-host job (`ltcli.core.hosts`), every device of every process."""
-    if hosts.count() > 1:
+    if hosts.joined():
         return jax.device_count()
     available = jax.local_device_count()
     return 1 if host_loop(grouping, model_name) else min(requested or available, available)
@@ -72,13 +72,33 @@ def streams(source: data.DataSource, placement: str) -> bool:
     """Whether a data set's training data streams from the host (`ltcli.train.streaming`):
     ``data.placement``, or with ``auto`` a data set that only streams (ImageNet) or whose
     images would take more than half of the device's memory."""
-    if placement != "auto":
-        return placement == "stream"
-    if source.streamed is not None:
-        return True
+    known = known_streams(source, placement)
+    if known is not None:
+        return known
     stats = jax.local_devices()[0].memory_stats() or {}
     size = source.train_size * math.prod(source.image_shape)
     return "bytes_limit" in stats and size > stats["bytes_limit"] / 2
+
+
+def known_streams(source: data.DataSource, placement: str) -> bool | None:
+    """`streams` where ``data.placement`` and the data set decide it, before JAX starts;
+    None where it depends on the device's memory."""
+    if placement != "auto":
+        return placement == "stream"
+    return True if source.streamed is not None else None
+
+
+def stream_refusal(desc: Descriptor, source: data.DataSource) -> str | None:
+    """Why a run cannot train on streamed data, or None."""
+    if source.text:
+        return "data.placement: text lives on the device (it is small); leave it auto"
+    if desc["prune.method"] in DATA_METHODS:
+        return (
+            f"prune.method: {desc['prune.method']} scores one batch of 10 examples per "
+            "class, which lt reads only from data on the device; streamed data sets "
+            "take magnitude, synflow, magnitude-init or random"
+        )
+    return None
 
 
 def execution_refusal(
@@ -92,18 +112,10 @@ def execution_refusal(
     deterministic: bool,
 ) -> str | None:
     """Why a run cannot train this way (checked before anything is written), or None."""
-    distributed = hosts.count() > 1
-    if distributed and (refused := _distributed_refusal(desc, parallel, grouping, deterministic)):
+    if hosts.joined() and (refused := _distributed_refusal(desc, grouping)):
         return refused
-    if streams(source, placement):
-        if source.text:
-            return "data.placement: text lives on the device (it is small); leave it auto"
-        if desc["prune.method"] in DATA_METHODS:
-            return (
-                f"prune.method: {desc['prune.method']} scores one batch of 10 examples per "
-                "class, which lt reads only from data on the device; streamed data sets "
-                "take magnitude, synflow, magnitude-init or random"
-            )
+    if streams(source, placement) and (refused := stream_refusal(desc, source)):
+        return refused
     if parallel == "batch":
         if deterministic:
             return (
@@ -119,21 +131,11 @@ def execution_refusal(
     return None
 
 
-def _distributed_refusal(
-    desc: Descriptor, parallel: str, grouping: str, deterministic: bool
-) -> str | None:
+def _distributed_refusal(desc: Descriptor, grouping: str) -> str | None:
     """Why a multi-host job cannot train this run, or None: each group's batch is split
-    over every device of every process."""
-    if deterministic:
-        return (
-            "--distributed: a deterministic cell trains the same one-device program in any "
-            "group; splitting its batch over devices changes its additions"
-        )
-    if parallel == "cells":
-        return (
-            "--distributed: a multi-host job splits each cell's batch over every device "
-            "(--parallel batch or auto); --parallel cells shards cells on one host"
-        )
+    over every device of every process. Only what needs the job's devices, known once its
+    processes met (`jax.distributed.initialize`), is refused here; the rest is refused
+    before they meet (`ltcli.train.launch.job_refusal`)."""
     if host_loop(grouping, desc["model.name"]):
         return (
             "--distributed: convolutions on a CPU train one step per call on one device "
@@ -236,7 +238,7 @@ class RunContext:
         fewer cells than devices and the batch divides evenly, so no device idles."""
         if self.parallel != "auto":
             return self.parallel
-        if hosts.count() > 1:  # one cell over many hosts (`ltcli.core.hosts`)
+        if hosts.joined():  # one cell over many hosts (`ltcli.core.hosts`)
             return "batch"
         if self.deterministic:  # a cell's numbers must not depend on its group's size
             return "cells"

@@ -178,9 +178,18 @@ class DeviceData(NamedTuple):
     std: jax.Array
 
 
+def eval_size(examples: int) -> int:
+    """Examples per evaluation batch of a set of `examples`: all of them, at most
+    `EVAL_BATCH`; in a multi-host job (`ltcli.core.hosts`) rounded up to a multiple of its
+    devices, so that each device, and so each process, evaluates an equal share of every
+    batch (`Engine.fed_rows`; the padding weighs nothing)."""
+    size = min(EVAL_BATCH, max(examples, 1))
+    return size + (-size % jax.device_count() if jax.process_count() > 1 else 0)
+
+
 def _batched(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(y)
-    size = min(EVAL_BATCH, max(n, 1))
+    size = eval_size(n)
     pad = -n % size
     w = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
     x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
@@ -461,27 +470,31 @@ class Engine:
         sharding = NamedSharding(self.mesh(), spec)
         return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
 
-    def _fed_sharding(self) -> NamedSharding:
-        """Streamed batches (cells, steps, batch, ...) split along the batch over the mesh."""
-        return NamedSharding(self.mesh(), P(None, None, "batch"))
+    def _fed_sharding(self, axis: int = 2) -> NamedSharding:
+        """Streamed examples split along their batch `axis` over the mesh: training batches
+        (cells, steps, batch, ...), evaluation batches (batches, size, ...) along axis 1."""
+        return NamedSharding(self.mesh(), P(*(None,) * axis, "batch"))
 
-    def fed_rows(self) -> slice:
-        """The rows of each streamed batch this process reads: every row, or in a multi-host
-        job (`ltcli.core.hosts`) the rows its own devices train on."""
+    def fed_rows(self, size: int = 0) -> slice:
+        """The rows of each streamed batch of `size` examples (0: a training batch) this
+        process reads: every row, or in a multi-host job (`ltcli.core.hosts`) the rows its
+        own devices train on or evaluate."""
         if jax.process_count() == 1:
             return slice(None)
-        shape = (1, 1, self.cfg.batch_size)
-        spans = self._fed_sharding().addressable_devices_indices_map(shape).values()
-        rows = range(self.cfg.batch_size)
-        return slice(min(rows[s[2]][0] for s in spans), max(rows[s[2]][-1] for s in spans) + 1)
+        rows = range(size or self.cfg.batch_size)
+        spans = self._fed_sharding(0).addressable_devices_indices_map((len(rows),)).values()
+        return slice(min(rows[s[0]][0] for s in spans), max(rows[s[0]][-1] for s in spans) + 1)
 
-    def fed_batch(self, local: np.ndarray) -> jax.Array:
-        """Streamed examples (cells, steps, rows, ...) of this process's `fed_rows` as one
-        array of whole batches over the mesh (as they are, on one host)."""
+    def fed_batch(self, local: np.ndarray, size: int = 0, axis: int = 2) -> jax.Array:
+        """Streamed examples of this process's `fed_rows` of batches of `size` (0: a
+        training batch) along `axis`, as one array of whole batches over the mesh (as they
+        are, on one host)."""
         if jax.process_count() == 1:
             return jnp.asarray(local)
-        shape = (*local.shape[:2], self.cfg.batch_size, *local.shape[3:])
-        return jax.make_array_from_process_local_data(self._fed_sharding(), local, shape)
+        shape = list(local.shape)
+        shape[axis] = size or self.cfg.batch_size
+        sharding = self._fed_sharding(axis)
+        return jax.make_array_from_process_local_data(sharding, local, tuple(shape))
 
     def place_data(self, data: DeviceData) -> DeviceData:
         """`data` replicated on every device of the mesh (as is with one device)."""
@@ -815,7 +828,8 @@ class Engine:
     ) -> jax.Array:
         """Per cell of stacked networks and per evaluation batch, the summed loss and
         correct count of the streamed batches `x`, `y`, `w` (batches, size, ...): shape
-        (cells, batches, 2)."""
+        (cells, batches, 2), on every device (in a multi-host job, the sums of each
+        process's share: `fed_batch`)."""
 
         def one(params: Any, batch_stats: Any) -> jax.Array:
             def batch(b: Any) -> tuple[jax.Array, jax.Array]:
@@ -825,7 +839,7 @@ class Engine:
 
             return jnp.stack(jax.lax.map(batch, (x, y, w)), -1)
 
-        return self._over_cells(one, params, batch_stats)
+        return self._replicated(self._over_cells(one, params, batch_stats))
 
     # -- the host loop: a few steps a call, for XLA:CPU's slow convolutions in loops --------
 

@@ -17,7 +17,65 @@ from ltcli.experiment.plan import Progress, plan_of, prepare
 from ltcli.experiment.spec import Spec
 from ltcli.storage.store import Store
 
-__all__ = ["plan_of", "prepare", "run"]
+__all__ = ["join", "plan_of", "prepare", "run"]
+
+
+def job_refusal(spec: Spec, grouping: str, executor: str) -> str | None:
+    """Why a multi-host job (``--distributed``, `ltcli.core.hosts`) cannot run `spec` this
+    way, whatever its size, or None: what the spec and the flags alone decide."""
+    if executor == "ray":
+        return (
+            "--distributed trains one cell over many hosts; --executor ray spreads many "
+            "cells over a cluster: use one of them"
+        )
+    if spec["run.deterministic"]:
+        return (
+            "--distributed: a deterministic cell trains the same one-device program in any "
+            "group; splitting its batch over devices changes its additions"
+        )
+    if spec["run.parallel"] == "cells":
+        return (
+            "--distributed: a multi-host job splits each cell's batch over every device "
+            "(--parallel batch or auto); --parallel cells shards cells on one host"
+        )
+    if grouping == "host":
+        return (
+            "--distributed: --grouping host trains one step per call on one device; a "
+            "multi-host job splits each step's batch over every device"
+        )
+    return None
+
+
+def join(
+    spec: Spec,
+    data_dir: Path | None,
+    grouping: str,
+    executor: str,
+    prepared: tuple[Descriptor, DataSource] | None = None,
+) -> tuple[Descriptor, DataSource]:
+    """Joins this process to its multi-host job (`hosts.start`) once the spec, the flags and
+    the data are checked (`job_refusal`, `prepare`, `plan_of`, and streamed data where the
+    spec decides it); returns `prepare`'s answer.
+
+    Every process refuses these alone, before JAX's rendezvous, so a refused job exits 2
+    at once instead of waiting there for processes that may never come. What needs the
+    job's devices (convolutions on a CPU, a batch that must divide over every device,
+    streaming chosen by the device's memory) is only known after it: every process refuses
+    that together (`ltcli.train.context.execution_refusal`).
+
+    Raises:
+      UsageError: the job cannot run `spec` this way, or the spec or data are wrong.
+    """
+    if refused := job_refusal(spec, grouping, executor):
+        raise UsageError(refused)
+    desc, source = prepared or prepare(spec, data_dir)
+    plan_of(spec, desc, source)
+    from ltcli.train.context import known_streams, stream_refusal  # JAX, not yet started
+
+    if known_streams(source, spec["data.placement"]) and (refused := stream_refusal(desc, source)):
+        raise UsageError(refused)
+    hosts.start()
+    return desc, source
 
 
 def run(
@@ -52,12 +110,7 @@ def run(
     """
     paths.request_fast_cpu_convolutions()  # before anything starts JAX's backend
     if distributed:
-        if executor == "ray":
-            raise UsageError(
-                "--distributed trains one cell over many hosts; --executor ray spreads many "
-                "cells over a cluster: use one of them"
-            )
-        hosts.start()
+        prepared = join(spec, data_dir, grouping, executor, prepared)
         if not hosts.writer():
             store, progress = store.follower(), None
     if executor == "ray":

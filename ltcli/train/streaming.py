@@ -29,10 +29,10 @@ from ltcli.data import DataSource
 from ltcli.data import stream as host
 from ltcli.data.base import StreamSplits
 from ltcli.train.engine import (
-    EVAL_BATCH,
     DeviceData,
     Engine,
     Group,
+    eval_size,
     pixel_stats,
     standardized,
     step_key_of,
@@ -170,18 +170,21 @@ class StreamData:
     def _split_metrics(
         self, engine: Engine, params: Any, batch_stats: Any, examples: Any, ids: np.ndarray
     ) -> jax.Array:
-        """(cells, 2) loss and accuracy of stacked networks on the examples `ids`."""
-        size = min(EVAL_BATCH, max(len(ids), 1))
+        """(cells, 2) loss and accuracy of stacked networks on the examples `ids`. In a
+        multi-host job each process reads only its share of every evaluation batch, the
+        rows its devices evaluate (`Engine.fed_rows`), and the sums are the whole job's."""
+        size = eval_size(len(ids))
         padded = np.concatenate([ids, np.full(-len(ids) % size, host.PAD)])
         records = np.stack([padded, np.zeros_like(padded)], -1).reshape(-1, size, 2)
         weights = (padded != host.PAD).astype(np.float32).reshape(-1, size)
-        read = host.batches(examples, records, self.shape, self.workers, self.splits.eval_transform)
+        share = records[:, engine.fed_rows(size)]
+        read = host.batches(examples, share, self.shape, self.workers, self.splits.eval_transform)
         sums = [
             engine.stream_eval_sums(
                 params,
                 batch_stats,
-                jnp.asarray(x[None]),
-                jnp.asarray(y[None]),
+                engine.fed_batch(x[None], size, axis=1),
+                engine.fed_batch(y[None], size, axis=1),
                 jnp.asarray(weights[i : i + 1]),
                 self.stats,
             )
