@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ltcli.cli.main import FIELD_FLAGS, cli
 from ltcli.cli.main import run as run_command
 from ltcli.experiment import spec
-from ltcli.experiment.spec import FIELDS
+from ltcli.experiment.fields import FIELDS, Duration
 from ltcli.train.engine import TrainConfig
 
 
@@ -58,5 +58,5 @@ def test_the_engines_defaults_are_the_fields_defaults():
     assert defaults  # the optional hyperparameters
     for name, value in defaults.items():
         field = FIELDS[f"train.{name}"].default
-        resolved = field.iterations(0, 1) if isinstance(field, spec.Duration) else field
+        resolved = field.iterations(0, 1) if isinstance(field, Duration) else field
         assert value == resolved, name

@@ -18,6 +18,7 @@ from ltcli.cli.base import LtGroup
 from ltcli.cli.reproduce import reproduce as reproduce_command
 from ltcli.data import idx
 from ltcli.experiment import spec
+from ltcli.experiment.fields import FIELDS
 from ltcli.experiment.plan import Plan
 from ltcli.results import plot, report, reproduce
 from ltcli.storage.store import CellKey, Store
@@ -303,7 +304,7 @@ def test_the_paper_budget_is_the_shipped_spec_of_the_paper():
     for name, figure in reproduce.FIGURES.items():
         proto = reproduce.protocol(name)
         shipped = spec.load(str(spec.shipped_specs()[figure.experiment]))
-        trained = [k for k in spec.FIELDS if not k.startswith("run.")]
+        trained = [k for k in FIELDS if not k.startswith("run.")]
         assert {k: proto.spec[k] for k in trained} == {k: shipped[k] for k in trained}, name
         assert proto.cuts == () and proto.spec["run.replicates"] == 5
     small = reproduce.protocol("lenet", "small", ["train.seed=3"])

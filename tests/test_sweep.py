@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ltcli.cli.main import cli
 from ltcli.core.errors import UsageError
 from ltcli.experiment import spec, sweep
+from ltcli.experiment.fields import Duration
 from ltcli.results import report
 from ltcli.storage.store import Store
 from ltcli.train import runner
@@ -67,14 +68,14 @@ def test_an_axis_reads_values_like_set_and_checks_them():
     axis = sweep.parse_axis("train.lr=1e-3,3e-3")
     assert axis == sweep.Axis("train.lr", (0.001, 0.003))
     assert sweep.parse_axis("train.iterations=100,2ep").values == (
-        spec.Duration(100),
-        spec.Duration(2, "ep"),
+        Duration(100),
+        Duration(2, "ep"),
     )
     one_shot = sweep.parse_axis("prune.one_shot=[50,20],[10]")
     assert one_shot.values == ((50.0, 20.0), (10.0,))
     assert sweep.parse_axis("prune.one_shot=50,20").values == ((50.0,), (20.0,))
     drops = sweep.parse_axis('train.lr_drops=[],["80ep","120ep"]')
-    assert drops.values == ((), (spec.Duration(80, "ep"), spec.Duration(120, "ep")))
+    assert drops.values == ((), (Duration(80, "ep"), Duration(120, "ep")))
 
 
 @pytest.mark.parametrize(

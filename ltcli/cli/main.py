@@ -26,6 +26,7 @@ from ltcli.cli.ticket import ticket
 from ltcli.core import hosts
 from ltcli.core.paths import default_store
 from ltcli.experiment import spec, sweep
+from ltcli.experiment.fields import FIELDS
 from ltcli.results import report, session
 from ltcli.storage.store import Store
 
@@ -83,7 +84,7 @@ _METAVARS = {
 def _field_option(flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The Click option of `flag`: its type, choices and help from its field's row."""
     key = FIELD_FLAGS[flag]
-    field = spec.FIELDS[key]
+    field = FIELDS[key]
     where = "; not part of the run id" if key.startswith("run.") else ""
     options: dict[str, Any] = {"help": f"{field.doc} [spec field {key}{where}]"}
     if field.kind == "bool":

@@ -31,14 +31,8 @@ from typing import Any
 
 from ltcli.core.errors import UsageError
 from ltcli.experiment import descriptor
-from ltcli.experiment.spec import (
-    FIELDS,
-    Duration,
-    Spec,
-    apply_overrides,
-    check_field,
-    parse_assignment,
-)
+from ltcli.experiment.fields import FIELDS, Duration
+from ltcli.experiment.spec import Spec, apply_overrides, check_field, parse_assignment
 
 _OPENING = {"[": "]", "{": "}"}
 

@@ -30,14 +30,14 @@ from jax.sharding import PartitionSpec as P
 
 from ltcli.core.base import Mask, Params
 from ltcli.data import Arrays, TextArrays
-from ltcli.experiment.spec import FIELDS, Duration
+from ltcli.experiment.fields import FIELDS, Duration
 
 EVAL_BATCH = 1000
 METRICS = ("val_loss", "val_acc", "test_loss", "test_acc")
 
 
 def _default(name: str) -> Any:
-    """The default of the spec field ``train.NAME`` (`ltcli.experiment.spec.FIELDS`, the one
+    """The default of the spec field ``train.NAME`` (`ltcli.experiment.fields.FIELDS`, the one
     place it is defined), a duration in iterations."""
     value = FIELDS[f"train.{name}"].default
     return value.iterations(0, 1) if isinstance(value, Duration) else value

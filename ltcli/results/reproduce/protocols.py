@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from ltcli.experiment import spec
+from ltcli.experiment.fields import FIELDS
 from ltcli.experiment.member import parse_controls
 from ltcli.experiment.spec import Spec
 
@@ -57,7 +57,7 @@ def cuts(paper: Spec, chosen: Spec) -> tuple[str, ...]:
     """``key: paper value -> chosen value`` for each field where `chosen` differs."""
     return tuple(
         f"{key}: {show(paper[key])} -> {show(chosen[key])}"
-        for key in spec.FIELDS
+        for key in FIELDS
         if paper[key] != chosen[key]
     )
 

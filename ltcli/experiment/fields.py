@@ -1,0 +1,493 @@
+"""The spec's field table (`FIELDS`): every field of an experiment spec, with its type, default,
+the rule its value must satisfy, how it enters the run id, and what it means. It is the one
+place a field is defined: `ltcli.experiment.spec` checks values against it, the flags of
+``lt run`` (`ltcli.cli.main`) and the engine's defaults (`ltcli.train.engine.TrainConfig`)
+are generated from it, and so is the docs' field reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from typing import Any
+
+from ltcli.experiment.member import CONTROL_KINDS, parse_controls
+from ltcli.science import pruning
+from ltcli.science.methods import PRUNING_METHODS, SCORE_MODES
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Duration:
+    """A training length in iterations (``"500it"`` or a bare integer) or epochs (``"40ep"``)."""
+
+    amount: int
+    unit: str = "it"
+
+    def iterations(self, train_size: int, batch_size: int) -> int:
+        """Iterations it spans. An epoch is ``round(train_size / batch_size)`` whole steps, so
+        durations in epochs stay multiples of one another (``160ep`` and ``1ep``)."""
+        if self.unit == "it":
+            return self.amount
+        return self.amount * round(train_size / batch_size)
+
+    def __str__(self) -> str:
+        return f"{self.amount}{self.unit}"
+
+
+def parse_duration(value: Any) -> Duration:
+    """Parses ``500``, ``"500it"`` or ``"40ep"``; raises ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError
+        return Duration(value)
+    if isinstance(value, Duration):
+        return value
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError
+    return Duration(int(match.group(1)), match.group(2) or "it")
+
+
+RETRAIN_MODES = ("rewind", "lr-rewind", "finetune")
+"""How a pruned level retrains (Renda, Frankle & Carbin 2020): weights and schedule rewound
+to iteration k; the previous level's trained weights with the schedule replayed from k; or
+those weights trained T - k more steps at the schedule's final learning rate."""
+
+ALWAYS_HASHED = object()
+"""`Field.neutral` of a field that existed from the first schema: always in the run id."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One spec field: its type, default, the rule its value must satisfy, and how it enters
+    the run descriptor.
+
+    Attributes:
+      neutral: the field's resolved value (durations in iterations, lists as lists) that
+        gives the behaviour from before the field existed; the hashed descriptor leaves the
+        field out at that value, so adding a field never changes stored runs' ids.
+      described: whether the field enters the descriptor as itself (the per-kind prune rates
+        enter as one derived ``rates`` table instead; `ltcli.experiment.descriptor`).
+      doc: what the field means, in one paragraph: the one text that its ``lt run`` flag's
+        help (`ltcli.cli.main`) and the docs' field reference show.
+      choices: the values a string field takes, where it takes a fixed few.
+    """
+
+    kind: str
+    default: Any
+    allowed: str
+    check: Callable[[Any], bool] = lambda _: True
+    neutral: Any = ALWAYS_HASHED
+    described: bool = True
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+
+
+def choice(
+    default: str | None,
+    choices: tuple[str, ...],
+    doc: str,
+    *,
+    neutral: Any = ALWAYS_HASHED,
+    described: bool = True,
+) -> Field:
+    """A string field that takes one of `choices` (the CLI's flag for it offers them)."""
+    allowed = " or ".join([", ".join(choices[:-1]), choices[-1]])
+    return Field("str", default, allowed, lambda v: v in choices, neutral, described, doc, choices)
+
+
+def _between(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: lo < v < hi
+
+
+def _pattern_ok(value: str) -> bool:
+    try:
+        pruning.parse_pattern(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _controls_ok(value: str) -> bool:
+    try:
+        parse_controls(value)
+    except ValueError:
+        return False
+    return True
+
+
+FIELDS: dict[str, Field] = {
+    "data.dataset": Field(
+        "str",
+        None,
+        "mnist, fashion-mnist, cifar10, imagenet, folder:PATH, imagenet:PATH, tfds:NAME, "
+        "text:PATH or python-stdlib",
+        bool,
+        doc="The data set: a name, an image folder, a TFDS set, or text (for gpt).",
+    ),
+    "data.validation": Field(
+        "int",
+        5000,
+        "an integer >= 1",
+        lambda v: v >= 1,
+        doc="Training examples held out for validation (text: validation and test windows "
+        "of the context evaluated).",
+    ),
+    "data.placement": choice(
+        "auto",
+        ("auto", "device", "stream"),
+        "Where the data lives: on the device, streamed from disk as it trains, or auto.",
+        described=False,  # where the data lives changes no number: never in the run id
+    ),
+    "data.workers": Field(
+        "int",
+        -1,
+        "an integer >= -1 (-1: chosen by the core count; 0: read in this process)",
+        lambda v: v >= -1,
+        described=False,  # how streamed data is read changes no number: never in the run id
+        doc="Streamed data: decoding processes (-1: by the core count; 0: threads here).",
+    ),
+    "data.image_size": Field(
+        "int",
+        None,
+        "an integer >= 8",
+        lambda v: v >= 8,
+        None,
+        doc="ImageNet: the side of the square images the model sees.",
+    ),
+    "data.tokens": choice(
+        "bytes",
+        ("bytes", "chars"),
+        "Text: UTF-8 bytes (256 tokens) or the corpus's distinct characters.",
+        neutral="bytes",
+    ),
+    "model.name": Field(
+        "str", None, "a model name (see `lt run --help`)", bool, doc="The network."
+    ),
+    "model.dropout": Field(
+        "float",
+        0.0,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.0,
+        doc="Dropout rate (lenet300, conv2/4/6, vit, gpt).",
+    ),
+    **{
+        f"model.{name}": Field(
+            "int", None, "an integer >= 1", lambda v: v >= 1, None, doc=f"vit, gpt: {doc}."
+        )
+        for name, doc in (
+            ("depth", "blocks"),
+            ("width", "embedding width"),
+            ("heads", "attention heads (must divide width)"),
+            ("mlp_ratio", "MLP hidden width over width"),
+            ("patch_size", "patch side, vit only (must divide the image side)"),
+            ("context", "context length in tokens, gpt only"),
+        )
+    },
+    "model.pool": choice(
+        None,
+        ("cls", "mean"),
+        "vit: read the class token (cls) or the mean of the tokens.",
+        neutral=None,
+    ),
+    "model.tied": Field(
+        "bool",
+        None,
+        "true or false",
+        neutral=None,
+        doc="gpt: the output head tied to the token embedding.",
+    ),
+    "train.optimizer": choice(
+        "adam",
+        ("adam", "adamw", "sgd"),
+        "Adam, AdamW (decoupled weight decay) or SGD (with train.momentum).",
+    ),
+    "train.lr": Field("float", 1.2e-3, "a number > 0", lambda v: v > 0, doc="Learning rate."),
+    "train.momentum": Field(
+        "float",
+        0.0,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.0,
+        doc="SGD's momentum (refused with Adam and AdamW).",
+    ),
+    "train.beta1": Field(
+        "float",
+        0.9,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.9,
+        doc="Adam's and AdamW's first-moment decay (refused with SGD).",
+    ),
+    "train.beta2": Field(
+        "float",
+        0.999,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.999,
+        doc="Adam's and AdamW's second-moment decay (refused with SGD).",
+    ),
+    "train.weight_decay": Field(
+        "float",
+        0.0,
+        "a number >= 0",
+        lambda v: v >= 0,
+        0.0,
+        doc="L2 weight decay added to the gradients; adamw: decoupled, of kernels and "
+        "embeddings only.",
+    ),
+    "train.batch_size": Field("int", 60, "an integer > 0", lambda v: v > 0, doc="Minibatch size."),
+    "train.iterations": Field(
+        "duration",
+        Duration(50000),
+        "a duration > 0 like 5000it or 40ep",
+        lambda v: v.amount > 0,
+        doc="Training length per level, like 5000 or 10ep (an epoch is round(train "
+        "examples / batch) steps).",
+    ),
+    "train.eval_every": Field(
+        "duration",
+        Duration(100),
+        "a duration > 0 like 100it or 1ep",
+        lambda v: v.amount > 0,
+        doc="Evaluate validation and test every this many iterations (must divide iterations).",
+    ),
+    "train.warmup": Field(
+        "duration",
+        Duration(0),
+        "a duration >= 0 like 10000it",
+        neutral=0,
+        doc="Linear learning-rate warmup from 0 over this many iterations.",
+    ),
+    "train.lr_drops": Field(
+        "durations",
+        (),
+        'a list of durations like ["80ep", "120ep"]',
+        neutral=[],
+        doc="Multiply the learning rate by lr_drop_factor at each of these iterations.",
+    ),
+    "train.lr_drop_factor": Field(
+        "float",
+        0.1,
+        "a number in (0, 1]",
+        lambda v: 0 < v <= 1,
+        doc="The factor of each learning-rate drop.",
+    ),
+    "train.augment": Field(
+        "bool",
+        False,
+        "true or false",
+        neutral=False,
+        doc="Random flips and 4-pixel pad-and-crop, on the device.",
+    ),
+    "train.schedule": choice(
+        "step",
+        ("step", "cosine"),
+        "step (warmup, then drops) or cosine (decay to 0 at the end, after any warmup).",
+        neutral="step",
+    ),
+    "train.clip_norm": Field(
+        "float",
+        0.0,
+        "a number >= 0 (0: off)",
+        lambda v: v >= 0,
+        0.0,
+        doc="Clip the gradients to this global norm (0: off).",
+    ),
+    "train.precision": choice(
+        "fp32",
+        ("fp32", "bf16"),
+        "fp32, or bf16: bfloat16 products, float32 weights, state and loss.",
+        neutral="fp32",
+    ),
+    "train.label_smoothing": Field(
+        "float",
+        0.0,
+        "a number in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.0,
+        doc="Label smoothing of the training loss; evaluation reports the plain loss.",
+    ),
+    "train.seed": Field(
+        "int",
+        0,
+        "an integer >= 0",
+        lambda v: v >= 0,
+        doc="Seed of the initializations and data order.",
+    ),
+    "prune.strategy": choice(
+        "layerwise",
+        ("layerwise", "global"),
+        "layerwise (each layer at its kind's rate) or global (one ranking over all "
+        "prunable layers).",
+    ),
+    "prune.rate": Field(
+        "float",
+        0.2,
+        "a fraction in (0, 1)",
+        _between(0, 1),
+        described=False,
+        doc="Fraction of surviving weights pruned per round: in fc layers (the output layer "
+        "gets half and conv layers this rate unless prune.output_rate or prune.conv_rate "
+        "say otherwise), or over the pooled layers with a global strategy.",
+    ),
+    **{
+        f"prune.{kind}_rate": Field(
+            "float", None, "a fraction in (0, 1)", _between(0, 1), described=False, doc=doc
+        )
+        for kind, doc in (
+            ("conv", "Conv layers' rate per round (default: prune.rate)."),
+            ("output", "The output layer's rate per round (default: prune.rate / 2)."),
+            ("attn", "Transformers' attention q, k, v, out kernels (default: prune.rate)."),
+            ("mlp", "Transformers' MLP kernels (default: prune.rate)."),
+        )
+    },
+    "prune.pattern": Field(
+        "str",
+        "unstructured",
+        'unstructured or N:M like "2:4" (0 < N < M)',
+        _pattern_ok,
+        "unstructured",
+        doc="Structured N:M sparsity, like 2:4: keep N of every M consecutive weights along "
+        "each kernel's input axis. IMP reaches it one weight per group a round (3:4, then "
+        "2:4; rounds at most M - N); one-shot 100*N/M and at-init methods prune to it at "
+        "once.",
+    ),
+    "prune.exclude": Field(
+        "strs",
+        (),
+        'a list of layer names or patterns like ["fc*"]',
+        neutral=[],
+        doc="Layers never pruned, like out or *shortcut.",
+    ),
+    "prune.rewind_iter": Field(
+        "duration",
+        Duration(0),
+        "a duration >= 0 like 500it",
+        neutral=0,
+        doc="Late rewinding: rewind survivors to iteration k (a multiple of eval_every), not 0.",
+    ),
+    "prune.retrain": choice(
+        "rewind",
+        RETRAIN_MODES,
+        "How a pruned level retrains (Renda et al. 2020): rewind weights and schedule to "
+        "iteration k (the default); lr-rewind: keep the previous level's trained weights and "
+        "replay the schedule from k; finetune: keep them and train T - k steps at the "
+        "schedule's final learning rate. One-shot levels retrain from level 0's trained "
+        "weights. Refused with an at-init method.",
+        neutral="rewind",
+    ),
+    "prune.one_shot": Field(
+        "percents",
+        None,
+        "a percent of weights remaining in (0, 100), or several like 50,20,5,1.4",
+        lambda v: all(0 < p < 100 for p in v) and len(set(v)) == len(v) > 0,
+        None,
+        doc="One-shot pruning to each percent of weights remaining, like 50,20,5,1.4, each "
+        "from the same network (rounds do not apply); level i prunes to the i-th largest.",
+    ),
+    "prune.method": choice(
+        "magnitude",
+        PRUNING_METHODS,
+        "What to prune by: magnitude of the trained weights (IMP; the default), or a score "
+        "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. "
+        "2021), pruning θ0 (θk with rewind_iter) once to each one-shot target.",
+        neutral="magnitude",
+    ),
+    "prune.score_mode": choice(
+        "eval",
+        SCORE_MODES,
+        "The forward pass SNIP and GraSP score with: eval (dropout off, batch norm by its "
+        "running statistics, as SNIP's and Synaptic-Flow's code do) or train (batch norm by "
+        "the batch, as GraSP's code does).",
+        neutral="train",
+    ),
+    "run.rounds": Field(
+        "int",
+        1,
+        "an integer >= 0",
+        lambda v: v >= 0,
+        doc="Pruning rounds (levels after the dense one).",
+    ),
+    "run.replicates": Field(
+        "int",
+        1,
+        "an integer >= 1",
+        lambda v: v >= 1,
+        doc="Independent replicates (seeds) per level.",
+    ),
+    "run.controls": Field(
+        "str",
+        "",
+        f"a list like reinit:3,random:1 (kinds {' and '.join(CONTROL_KINDS)}, each once)",
+        _controls_ok,
+        doc="Control cells per pruned level, like reinit:3,random:1 (stability: a copy of "
+        "the ticket with another data order, for instability analysis; shuffle: each "
+        "layer's mask permuted; invert: keep the lowest scores, for pruning at "
+        "initialization).",
+    ),
+    "run.deterministic": Field(
+        "bool",
+        False,
+        "true or false",
+        doc="Bit-identical cells: each cell's weights and metrics are the same whether it "
+        "trains alone or in any group (on this device and JAX version); slower on a GPU, "
+        "where vmap is given up.",
+    ),
+    "run.barriers": Field(
+        "bool",
+        False,
+        "true or false",
+        doc="Measure the test error along the straight line from each IMP ticket's "
+        "level-before ticket to it, both trained (Paul et al. 2023), and two measures of that "
+        "path: its barrier above the line between the ends' errors, and its instability "
+        "(highest error minus the mean of the ends', Frankle et al. 2020). Levels trained "
+        "before are measured from the store, without training. Refused for one-shot levels.",
+    ),
+    "run.controls_at": choice(
+        "level",
+        ("level", "end"),
+        "When controls train: with their level, or after every ticket, in groups of up to "
+        "625 cells (faster on a GPU). The numbers are the same (bit for bit with "
+        "deterministic).",
+    ),
+    "run.devices": Field(
+        "int",
+        0,
+        "an integer >= 0 (0: every local device)",
+        lambda v: v >= 0,
+        doc="Shard each level's cells over the first N local devices (0: all JAX sees). A "
+        "cell's numbers do not depend on N (bit for bit with deterministic).",
+    ),
+    "run.parallel": choice(
+        "auto",
+        ("cells", "batch", "auto"),
+        "How a group of cells uses the local devices: cells (split among them), batch "
+        "(every cell on all, each device computing a share of its batch; batch norm over "
+        "the whole batch), or auto (batch when a group has fewer cells than devices). The "
+        "numbers agree to float rounding.",
+    ),
+    "run.spawn": Field(
+        "durations",
+        (),
+        'iterations of the dense network to spawn copies at, like ["0it", "500it"]',
+        doc="Instability analysis of the dense network: for each iteration k, like "
+        "0,500,2000, a copy that follows level 0 to k, then another data order to the end.",
+    ),
+    "run.log": Field(
+        "str",
+        "",
+        '"" (none) or "tensorboard"',
+        lambda v: v in ("", "tensorboard"),
+        doc="tensorboard: also write TensorBoard event files under the run's folder "
+        '(tensorboard --logdir "$(lt path RUN)/tensorboard"), each group of cells as it is '
+        "stored (with --executor ray or --sweep: at the end).",
+    ),
+}
+SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
