@@ -241,7 +241,7 @@ def test_schema_3_only_for_snip_and_grasp_in_eval_mode():
     for method in ("synflow", "magnitude-init", "random"):
         assert resolve(**dict(SNIP, **{"prune.method": method})).full["schema"] == 1
     assert resolve().full["schema"] == 1
-    assert descriptor.SCHEMA == 4
+    assert descriptor.SCHEMA == 5
     # A stored snip run from before the field (no score_mode: training mode) can still be
     # reached (with prune.score_mode = "train"), so it is not outdated.
     resnet_train = resolve_cifar(
@@ -299,3 +299,17 @@ def test_both_scoring_modes_draw_their_examples_by_the_same_id():
     assert descriptor.id_at_neutral(default.full, key) == train.run_id
     assert descriptor.id_at_neutral(train.full, key) == train.run_id
     assert descriptor.id_at_neutral(resolve().full, key) == resolve().run_id
+
+
+def test_schema_5_re_identifies_text_runs_only():
+    """Text runs scored the first data.validation windows of each split before schema 5 (now
+    windows spread over it): their ids change and stored ones read as outdated; image runs,
+    transformers among them, keep their schema and id."""
+    stdlib = DataSource("python-stdlib", "1" * 64, 4_000_000, (), 166, "x", lambda: None, text=True)
+    gpt = descriptor.resolve(spec.load("text-gpt"), stdlib)
+    assert gpt.full["schema"] == 5
+    before = dict(gpt.full, schema=1)
+    assert gpt.run_id != descriptor.run_id(descriptor.hashed_form(before))
+    assert "scored the first data.validation windows" in descriptor.outdated({"full": before})
+    assert descriptor.outdated({"full": gpt.full}) is None
+    assert resolve_cifar("cifar10-vit").full["schema"] == 2  # augmentation's change

@@ -30,7 +30,7 @@ from ltcli.experiment.spec import ALWAYS_HASHED, FIELDS, Spec
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
 
-SCHEMA = 4
+SCHEMA = 5
 """The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
 (`schema_of`), so a change of behaviour re-identifies only the runs it affects."""
 
@@ -63,6 +63,12 @@ BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
                 and full["prune"].get("retrain", "rewind") != "rewind"
             )
         ),
+    ),
+    5: (
+        "text evaluation scored the first data.validation windows of each of validation and "
+        "test (now as many spread evenly over the whole split)",
+        # Only text runs carry data.tokens (a text data set's token unit).
+        lambda full: "tokens" in full["data"],
     ),
 }
 """Schema version -> (what changed, which descriptors it affects)."""
