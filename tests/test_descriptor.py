@@ -241,7 +241,7 @@ def test_schema_3_only_for_snip_and_grasp_in_eval_mode():
     for method in ("synflow", "magnitude-init", "random"):
         assert resolve(**dict(SNIP, **{"prune.method": method})).full["schema"] == 1
     assert resolve().full["schema"] == 1
-    assert descriptor.SCHEMA == 4
+    assert descriptor.SCHEMA == 6
     # A stored snip run from before the field (no score_mode: training mode) can still be
     # reached (with prune.score_mode = "train"), so it is not outdated.
     resnet_train = resolve_cifar(
@@ -324,7 +324,21 @@ def test_an_optimizer_field_the_optimizer_does_not_have_is_refused(overrides, fi
 def test_vit_runs_from_before_vit_jaxs_gelu_and_dropout_sites_are_re_identified():
     cifar = DataSource("cifar10", "1" * 64, 50000, (32, 32, 3), 10, "nowhere", loader=None)
     desc = descriptor.resolve(spec.load("cifar10-vit"), cifar)
-    assert desc.hashed["schema"] == 5 == descriptor.SCHEMA
-    older = {**desc.full, "schema": 4}
+    assert desc.hashed["schema"] == 6 == descriptor.SCHEMA
+    older = {**desc.full, "schema": 2}
     assert "vit's MLP used the exact GELU" in descriptor.outdated({"full": older})
     assert resolve().hashed["schema"] == 1  # other models keep their ids
+
+
+def test_schema_5_re_identifies_text_runs_only():
+    """Text runs scored the first data.validation windows of each split before schema 5 (now
+    windows spread over it): their ids change and stored ones read as outdated; image runs,
+    transformers among them, keep their schema and id."""
+    stdlib = DataSource("python-stdlib", "1" * 64, 4_000_000, (), 166, "x", lambda: None, text=True)
+    gpt = descriptor.resolve(spec.load("text-gpt"), stdlib)
+    assert gpt.full["schema"] == 5
+    before = dict(gpt.full, schema=1)
+    assert gpt.run_id != descriptor.run_id(descriptor.hashed_form(before))
+    assert "scored the first data.validation windows" in descriptor.outdated({"full": before})
+    assert descriptor.outdated({"full": gpt.full}) is None
+    assert resolve_cifar("cifar10-vit").full["schema"] == 6  # vit_jax's GELU, not text

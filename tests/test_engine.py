@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +14,13 @@ from conftest import assert_trained_under_mask
 
 from ltcli.core.errors import InvariantError
 from ltcli.data import Arrays
+from ltcli.experiment.member import CellKey
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning
 from ltcli.train import checks
 from ltcli.train.engine import (
     Engine,
+    TextScored,
     TrainConfig,
     batch_indices,
     learning_rate,
@@ -25,6 +28,7 @@ from ltcli.train.engine import (
     to_device,
     unstack,
 )
+from ltcli.train.level import cell_metrics
 
 CFG = TrainConfig("adam", 3e-3, batch_size=20, iterations=40, eval_every=10)
 MODEL = MLP(hidden=(16,), num_classes=4)
@@ -140,6 +144,41 @@ def test_summary_takes_early_stopping_at_the_minimum_validation_loss():
     assert summary["early_stop_test_acc"] == 0.85
     assert summary["final_test_acc"] == 0.80
     assert summary["iterations"] == 300
+
+
+def test_early_stopping_is_the_first_least_finite_validation_loss_and_reports_there():
+    """A cell that trained from iteration 300, evaluated every 100: its early-stop point is
+    the evaluation of least validation loss (the first of a tie; a NaN never counts), on the
+    run's 0..T axis as its curve's; the test loss, accuracy and bits per byte reported at it
+    are that evaluation's, the final ones the last's; bits per byte are the loss in bits times
+    the tokens scored over their bytes."""
+    curve = np.array(
+        [  # val_loss, val_acc, test_loss, test_acc
+            [2.0, 0.10, 1.9, 0.20],
+            [np.nan, 0.0, np.nan, 0.0],
+            [0.7, 0.60, 0.9, 0.55],  # the first least validation loss: iteration 600
+            [0.9, 0.50, 0.4, 0.70],  # the least test loss
+            [0.7, 0.70, 0.8, 0.65],  # ties the least validation loss, later
+            [1.1, 0.40, 1.2, 0.35],
+        ]
+    )
+    scored = TextScored(tokens=(1000, 2000), bytes=(1500, 2600))
+    mask = {"fc1": {"kernel": np.ones((2, 2), np.float32)}}
+    metrics = cell_metrics(
+        CellKey(0, 1), mask, curve, start=300, every=100, facts={}, scored=scored
+    )
+    val = metrics["curve"]["val_loss"]
+    best = int(np.argmin([v if math.isfinite(v) else math.inf for v in val]))
+    assert metrics["early_stop_iter"] == metrics["curve"]["iteration"][best] == 600
+    assert metrics["min_val_loss"] == 0.7
+    assert (metrics["early_stop_test_loss"], metrics["early_stop_test_acc"]) == (0.9, 0.55)
+    assert (metrics["final_test_loss"], metrics["final_test_acc"]) == (1.2, 0.35)
+    bits = 1 / math.log(2)
+    assert metrics["min_val_bpb"] == pytest.approx(0.7 * bits * 1000 / 1500, rel=1e-12)
+    assert metrics["early_stop_test_bpb"] == pytest.approx(0.9 * bits * 2000 / 2600, rel=1e-12)
+    assert metrics["final_test_bpb"] == pytest.approx(1.2 * bits * 2000 / 2600, rel=1e-12)
+    assert (metrics["val_tokens"], metrics["test_tokens"]) == (1000, 2000)
+    assert metrics["diverged"] and metrics["iterations"] == 900
 
 
 def test_checks_catch_revived_weights_and_momentum():

@@ -213,7 +213,8 @@ def test_export_says_which_cells_diverged_and_how_they_trained(tmp_path):
     store = Store(tmp_path)
     run_id = make_run(tmp_path, "x", cells)
     frame = pd.read_csv(io.StringIO(exporting.export(store, [run_id])))
-    assert list(frame.columns[-6:-3]) == ["diverged", "grouping", "deterministic"]
+    training = len(exporting.INSTABILITY_COLUMNS) + len(exporting.TRAINING_COLUMNS)
+    assert list(frame.columns[-training:][:3]) == ["diverged", "grouping", "deterministic"]
     assert frame["diverged"].dtype == bool and frame["deterministic"].dtype == bool
     rows = frame.set_index(["replicate", "level"])
     assert list(rows.loc[(0, 0)][["diverged", "grouping", "deterministic"]]) == [
@@ -295,3 +296,21 @@ def test_lt_plot_takes_error_bars(store, tmp_path):
     args[-3] = "sem"
     result = CliRunner().invoke(results, args)
     assert result.exit_code == 2 and "--error-bars" in result.stderr
+
+
+def test_show_and_export_say_how_many_tokens_bits_per_byte_scored(tmp_path):
+    bpb = {"min_val_bpb": 2.1, "early_stop_test_bpb": 2.0, "final_test_bpb": 2.0}
+    counts = {"val_tokens": 65536, "test_tokens": 65536, "val_bytes": 65536, "test_bytes": 65540}
+    old = cell(0, 1, **bpb)  # a text cell stored before lt counted what it scored
+    store = Store(tmp_path)
+    run_id = make_run(tmp_path, "gpt", [cell(0, 0, **bpb, **counts), old])
+    assert report.run_text(store, run_id).splitlines()[-1] == (
+        "note: bits per byte over 65,536 validation and 65,536 test tokens, in windows spread "
+        "evenly over each split"
+    )
+    assert report.run_json(store, run_id)["notes"][-1].startswith("note: bits per byte over")
+    frame = pd.read_csv(io.StringIO(exporting.export(store, [run_id])))
+    rows = frame.set_index("level")
+    assert list(rows.loc[0][["test_tokens", "test_bytes"]]) == [65536, 65540]
+    assert rows.loc[1][["val_tokens", "test_tokens"]].isna().all()
+    assert "note: bits" not in report.run_text(store, make_run(tmp_path, "images", [cell(0, 0)]))

@@ -3,6 +3,7 @@ text batching, N:M masks in the store, and the spec checks of the new fields."""
 
 from __future__ import annotations
 
+import math
 import re
 import sysconfig
 from pathlib import Path
@@ -93,6 +94,8 @@ def test_a_tiny_gpt_trains_two_imp_levels_with_controls(corpus, tmp_path):
     dense = store.read_metrics(run_id, CellKey(0, 0, Member()))
     # bits per byte: the loss in bits over the bytes a character spans (ASCII here: 1)
     assert dense["min_val_bpb"] == pytest.approx(dense["min_val_loss"] / np.log(2), rel=1e-3)
+    # 8 windows of context 8 of each split's 74 (600 characters), 8 targets each
+    assert (dense["val_tokens"], dense["test_tokens"]) == (64, 64)
     # 66-symbol text: a model that learned anything beats the uniform log2(vocab) bits
     _, source = launch.prepare(gpt_spec(corpus))
     assert dense["min_val_bpb"] < np.log2(source.num_classes)
@@ -271,11 +274,45 @@ def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
     from ltcli.data.base import TextArrays
 
     widths = np.asarray([1, 3])
-    validation = np.asarray([0, 0, 0, 1, 1, 1, 1, 1, 1])  # windows of 2+1 from 0 and 2
-    test = np.asarray([1, 1, 1, 0, 0, 0, 0])
+    validation = np.asarray([0, 0, 0, 1, 1, 1, 1, 1, 1])  # 4 windows of 2 + 1: from 0, 2, 4, 6
+    test = np.asarray([1, 1, 1, 0, 0, 0, 0])  # 3 windows: from 0, 2, 4
     arrays = TextArrays(np.zeros(4, np.int32), validation, test, (0.0, 0.0), widths)
-    val, tst = engine.evaluated_bytes_per_token(arrays, windows=2, context=2)
-    # validation targets: [0, 0] and [1, 1] -> (1 + 1 + 3 + 3) / 4; test: [1, 1], [0, 0]
-    assert (val, tst) == (2.0, 2.0)
-    val, tst = engine.evaluated_bytes_per_token(arrays, windows=1, context=2)
-    assert (val, tst) == (1.0, 3.0)
+    # two windows: the middle one of each half; validation from 2 and 6: targets [1, 1] and
+    # [1, 1]; test from 0 and 4 (windows 0 and 2 of 3): [1, 1] and [0, 0]
+    assert engine.text_scored(arrays, windows=2, context=2) == ((4, 4), (12, 8))
+    # one window, the middle one: validation from 4 ([1, 1]), test from 2 ([0, 0])
+    assert engine.text_scored(arrays, windows=1, context=2) == ((2, 2), (6, 2))
+
+
+def test_bits_per_byte_are_the_scored_windows_loss_in_bits_over_their_bytes(tmp_path):
+    """A tiny GPT trained 20 steps on characters of 1, 2 and 3 UTF-8 bytes: its bits per byte
+    are the next-token loss (float64, from its logits) summed over the targets of the two
+    windows scored, the middle one of each half of the split, in bits, over their bytes."""
+    rng = np.random.default_rng(0)
+    corpus = "".join(rng.choice(list("ab cé€\n"), 4000))
+    path = tmp_path / "corpus.txt"
+    path.write_text(corpus, encoding="utf-8", newline="")
+    desc, source = launch.prepare(spec.apply_overrides(gpt_spec(path), {"data.validation": 2}))
+    run = RunContext(Store(tmp_path / "unused"), desc, source)
+    eng, data = run.engine, run.data
+    params, stats = eng.init(jax.random.key(0), run.input_shape)
+    group = eng.start([params], [stats], [pruning.dense_mask(params)], [jax.random.PRNGKey(1)])
+    group, curve = eng.segment(group, 0, 1, data)
+    summary = engine.summarize(np.asarray(curve)[0], 20, 0, run.scored)
+    trained = jax.tree.map(lambda x: np.asarray(x[0]), group.params)
+
+    ids = {c: i for i, c in enumerate(sorted(set(corpus)))}
+    val, test = corpus[3600:3800], corpus[3800:]  # 90/5/5 of 4000
+    for name, piece in (("val", val), ("test", test)):
+        windows = (len(piece) - 1) // 8  # 24 windows of 8 + 1, one every 8 characters
+        chunks = [piece[8 * w : 8 * w + 9] for w in (windows // 4, 3 * windows // 4)]
+        x = np.asarray([[ids[c] for c in chunk] for chunk in chunks], np.int32)
+        logits = np.asarray(run.model.apply({"params": trained}, x[:, :-1], train=False))
+        logits = logits.astype(np.float64)
+        log_p = logits - logits.max(-1, keepdims=True)
+        log_p -= np.log(np.exp(log_p).sum(-1, keepdims=True))
+        nats = -np.take_along_axis(log_p, x[:, 1:, None], -1).sum()
+        scored_bytes = sum(len(c.encode()) for chunk in chunks for c in chunk[1:])
+        bpb = summary["min_val_bpb" if name == "val" else "final_test_bpb"]
+        assert bpb == pytest.approx(nats / math.log(2) / scored_bytes, rel=1e-5), name
+        assert (summary[f"{name}_tokens"], summary[f"{name}_bytes"]) == (16, scored_bytes)

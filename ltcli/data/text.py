@@ -13,7 +13,8 @@ and concatenated, with nothing between them, into one token stream:
 
 The split is by position: of N tokens, train is ``[0, floor(0.9 N))``, validation
 ``[floor(0.9 N), floor(0.95 N))`` and test ``[floor(0.95 N), N)``; each must hold at least
-`MIN_SPLIT_TOKENS` tokens.
+`MIN_SPLIT_TOKENS` tokens. Evaluation scores windows spread evenly over the whole of
+validation and of test (`eval_starts`).
 
 The content id is a sha256 over the token unit and, for each file in order, its relative path
 and bytes: the same wherever the files lie, different when a byte, a file name or the unit
@@ -45,6 +46,29 @@ _MAGIC = frozenset("*?[")
 def split_points(n: int) -> tuple[int, int]:
     """Where validation and test begin in a stream of `n` tokens: floor(0.9 n), floor(0.95 n)."""
     return 9 * n // 10, 19 * n // 20
+
+
+def eval_starts(length: int, count: int, context: int) -> np.ndarray:
+    """Where the windows that evaluation scores begin in a split of `length` tokens: `count`
+    windows of ``context + 1`` tokens (at most as many as the split holds), spread evenly over
+    the whole split.
+
+    The split holds ``(length - 1) // context`` windows, one every `context` tokens (each
+    window's last token is the next one's first, so together they score every token after
+    the split's first once). Cut into `count` runs of equal length, evaluation takes the
+    middle window of each: a systematic sample with one fixed draw, the same for every seed,
+    replicate, level and member, which reaches every part of the split. (Taking the first
+    `count` windows, as lt did, scored the opening of one file of ``python-stdlib``.) With
+    `count` at least the windows the split holds it takes all of them: the whole split.
+
+    Raises:
+      ValueError: the split holds no window.
+    """
+    available = (length - 1) // context
+    if available < 1:
+        raise ValueError(f"a split of {length} tokens holds no window of {context + 1}")
+    n = min(count, available)
+    return (2 * np.arange(n, dtype=np.int64) + 1) * available // (2 * n) * context
 
 
 def _min_tokens() -> int:

@@ -31,7 +31,7 @@ from ltcli.experiment.spec import Spec
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
 
-SCHEMA = 5
+SCHEMA = 6
 """The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
 (`schema_of`), so a change of behaviour re-identifies only the runs it affects."""
 
@@ -66,6 +66,12 @@ BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
         ),
     ),
     5: (
+        "text evaluation scored the first data.validation windows of each of validation and "
+        "test (now as many spread evenly over the whole split)",
+        # Only text runs carry data.tokens (a text data set's token unit).
+        lambda full: "tokens" in full["data"],
+    ),
+    6: (
         "vit's MLP used the exact GELU and dropout fell on the attention probabilities "
         "instead of the MLP's hidden units (now vit_jax's tanh GELU and dropout sites)",
         lambda full: full["model"]["name"] == "vit",

@@ -40,9 +40,18 @@ SUMMARY_COLUMNS = (
     "iterations",
     "wall_seconds",
 )
-TEXT_COLUMNS = ("min_val_bpb", "early_stop_test_bpb", "final_test_bpb")
-"""Bits per byte of a language model's cells (text data sets), after `SUMMARY_COLUMNS` when
-an exported cell has them."""
+TEXT_COLUMNS = (
+    "min_val_bpb",
+    "early_stop_test_bpb",
+    "final_test_bpb",
+    "val_tokens",
+    "test_tokens",
+    "val_bytes",
+    "test_bytes",
+)
+"""Bits per byte of a language model's cells (text data sets), and the next-token targets
+(and their UTF-8 bytes) each split scored, after `SUMMARY_COLUMNS` when an exported cell has
+them (the counts are empty for cells stored before lt recorded them)."""
 TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
 INSTABILITY_COLUMNS = (
     "spawn_iteration",

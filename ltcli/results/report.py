@@ -300,6 +300,19 @@ def collapse_notes(cells: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+def scored_notes(cells: list[dict[str, Any]]) -> list[str]:
+    """What a language model's bits per byte cover: the next-token targets evaluation scored
+    in validation and test (``note: bits per byte over 32,768 validation and 32,768 test
+    tokens, in windows spread evenly over each split``); none for cells that record no count
+    (images, or text cells stored before lt counted them)."""
+    counts = sorted({(c["val_tokens"], c["test_tokens"]) for c in cells if "test_tokens" in c})
+    return [
+        f"note: bits per byte over {val:,} validation and {test:,} test tokens, in windows "
+        "spread evenly over each split"
+        for val, test in counts
+    ]
+
+
 def run_label(store: Store, run_id: str) -> str:
     """How tables and figures name a run: its first alias, else its id's first 12 digits."""
     names = store.meta(run_id).get("names", [])
@@ -456,7 +469,8 @@ def sweep_json(store: Store, sweep_id: str) -> dict[str, Any]:
 
 def run_text(store: Store, run_id: str) -> str:
     """The text of `lt show`: what the run is, then its per-level table and a note for each
-    level whose cells mixed groupings, and for each level with collapsed cells."""
+    level whose cells mixed groupings, for each level with collapsed cells, and for text
+    what its bits per byte were scored on."""
     record = store.descriptor(run_id)
     meta = store.meta(run_id)
     names = ", ".join(meta.get("names", [])) or "-"
@@ -470,7 +484,7 @@ def run_text(store: Store, run_id: str) -> str:
     cells = cell_metrics(store, run_id)
     summary = level_summary(cells)
     lines += ["", levels_table(summary) if summary else "(no finished cells yet)"]
-    return "\n".join([*lines, *grouping_notes(cells), *collapse_notes(cells)])
+    return "\n".join([*lines, *grouping_notes(cells), *collapse_notes(cells), *scored_notes(cells)])
 
 
 def stat_json(stat: Stat) -> dict[str, Any]:
@@ -504,7 +518,7 @@ def run_json(store: Store, run_id: str) -> dict[str, Any]:
     ``{"run_id", "experiment", "names", "outdated", "descriptor", "levels", "notes"}``, where
     ``descriptor`` is the stored full form, ``outdated`` why the run was made under an older
     behaviour (else None), ``levels`` the `summary_json` of every finished cell and
-    ``notes`` the `grouping_notes` and `collapse_notes`."""
+    ``notes`` the `grouping_notes`, `collapse_notes` and `scored_notes`."""
     record = store.descriptor(run_id)
     meta = store.meta(run_id)
     cells = cell_metrics(store, run_id)
@@ -515,7 +529,7 @@ def run_json(store: Store, run_id: str) -> dict[str, Any]:
         "outdated": outdated(record),
         "descriptor": record["full"],
         "levels": summary_json(level_summary(cells)),
-        "notes": [*grouping_notes(cells), *collapse_notes(cells)],
+        "notes": [*grouping_notes(cells), *collapse_notes(cells), *scored_notes(cells)],
     }
 
 

@@ -20,8 +20,9 @@ from ltcli.storage.writer import RunStore
 from ltcli.train.engine import (
     DeviceData,
     Engine,
+    TextScored,
     TrainConfig,
-    evaluated_bytes_per_token,
+    text_scored,
     to_device,
     to_device_text,
 )
@@ -184,7 +185,7 @@ class RunContext:
         )
         self.context = self.arch.get("context", 0) if source.text else 0
         self.input_shape = models.get(desc["model.name"]).input_shape(source.image_shape, self.arch)
-        self.bytes_per_token: tuple[float, float] | None = None
+        self.scored: TextScored | None = None
         self.devices = local_devices(devices, grouping, desc["model.name"])
         self.parallel = parallel
         self.placement = placement
@@ -268,9 +269,7 @@ class RunContext:
         if self._data is None:
             loaded = self.source.load()
             if self.context:
-                self.bytes_per_token = evaluated_bytes_per_token(
-                    loaded, self.desc["data.validation"], self.context
-                )
+                self.scored = text_scored(loaded, self.desc["data.validation"], self.context)
                 arrays = to_device_text(loaded, self.desc["data.validation"], self.context)
             else:
                 arrays = to_device(loaded, self.desc["data.validation"])

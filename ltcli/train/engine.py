@@ -29,7 +29,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltcli.core.base import Mask, Params
-from ltcli.data import Arrays, TextArrays
+from ltcli.data import Arrays, TextArrays, text
 from ltcli.experiment.fields import FIELDS, Duration
 
 EVAL_BATCH = 1000
@@ -207,24 +207,27 @@ EVAL_TOKENS = 32768
 
 
 def text_windows(tokens: np.ndarray, count: int, context: int) -> np.ndarray:
-    """The first `count` (at most) windows of ``context + 1`` tokens of a split, one every
-    `context` tokens: the inputs and next-token targets evaluation reads."""
-    available = (len(tokens) - 1) // context
-    if available < 1:
-        raise ValueError(f"a split of {len(tokens)} tokens holds no window of {context + 1}")
-    starts = np.arange(min(count, available)) * context
+    """The windows of ``context + 1`` tokens of a split that evaluation reads, up to `count`
+    spread evenly over the whole split (`text.eval_starts`): inputs and next-token targets."""
+    starts = text.eval_starts(len(tokens), count, context)
     return tokens[starts[:, None] + np.arange(context + 1)]
 
 
-def evaluated_bytes_per_token(
-    arrays: TextArrays, windows: int, context: int
-) -> tuple[float, float]:
-    """UTF-8 bytes per token of the targets evaluation scores in the validation and test
-    splits (the tokens after the first of each of their `text_windows`): what turns their
-    mean loss per token into bits per byte."""
-    return tuple(
-        float(arrays.widths[text_windows(split, windows, context)[:, 1:]].mean())
-        for split in (arrays.validation, arrays.test)
+class TextScored(NamedTuple):
+    """The next-token targets evaluation scores in a text data set's validation and test
+    splits (the tokens after the first of each of their `text_windows`): how many, and
+    their UTF-8 bytes, which turn a mean loss per token into bits per byte."""
+
+    tokens: tuple[int, int]
+    bytes: tuple[int, int]
+
+
+def text_scored(arrays: TextArrays, windows: int, context: int) -> TextScored:
+    """What evaluation scores of `arrays`' validation and test splits (`TextScored`)."""
+    targets = [text_windows(s, windows, context)[:, 1:] for s in (arrays.validation, arrays.test)]
+    return TextScored(
+        (targets[0].size, targets[1].size),
+        (int(arrays.widths[targets[0]].sum()), int(arrays.widths[targets[1]].sum())),
     )
 
 
@@ -926,15 +929,15 @@ def summarize(
     metrics: np.ndarray,
     eval_every: int,
     start: int = 0,
-    bytes_per_token: tuple[float, float] | None = None,
+    scored: TextScored | None = None,
 ) -> dict[str, float | int]:
     """The paper's per-cell numbers from its eval curve (rows = evaluations, cols = METRICS)
     of a cell that trained from iteration `start`: iterations are on the run's 0..T axis.
 
     Early stopping is the evaluation of minimum validation loss (the first one on ties);
     evaluations whose loss is not finite (a diverged cell) never count as the minimum, and
-    `diverged` says whether any occurred. A text data set's `bytes_per_token` (validation,
-    test) adds bits per byte: the loss in bits divided by the UTF-8 bytes a token spans.
+    `diverged` says whether any occurred. A text data set's `scored` tokens add bits per
+    byte (`bits_per_byte`).
     """
     curve = np.asarray(metrics, np.float64)
     finite = np.isfinite(curve[:, 0])
@@ -949,17 +952,21 @@ def summarize(
         "start_iteration": start,
         "iterations": start + len(curve) * eval_every,
         "diverged": bool(not np.isfinite(curve).all()),
-        **(bits_per_byte(curve, best, bytes_per_token) if bytes_per_token else {}),
+        **(bits_per_byte(curve, best, scored) if scored else {}),
     }
 
 
-def bits_per_byte(
-    curve: np.ndarray, best: int, bytes_per_token: tuple[float, float]
-) -> dict[str, float]:
-    """Validation and test bits per byte at early stopping and test's at the end."""
-    val, test = (math.log(2) * b for b in bytes_per_token)
+def bits_per_byte(curve: np.ndarray, best: int, scored: TextScored) -> dict[str, float | int]:
+    """Validation and test bits per byte at early stopping (evaluation `best`) and test's at
+    the end: a split's mean loss per token (nats) times its scored tokens over their UTF-8
+    bytes, over ln 2; and how many tokens (and bytes) each split scored."""
+    val, test = (b * math.log(2) / t for t, b in zip(scored.tokens, scored.bytes, strict=True))
     return {
         "min_val_bpb": float(curve[best, 0] / val),
         "early_stop_test_bpb": float(curve[best, 2] / test),
         "final_test_bpb": float(curve[-1, 2] / test),
+        "val_tokens": scored.tokens[0],
+        "test_tokens": scored.tokens[1],
+        "val_bytes": scored.bytes[0],
+        "test_bytes": scored.bytes[1],
     }

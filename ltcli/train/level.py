@@ -30,6 +30,7 @@ from ltcli.train.engine import (
     METRICS,
     Engine,
     Group,
+    TextScored,
     learning_rate,
     schedule_steps,
     summarize,
@@ -80,7 +81,7 @@ def cell_metrics(
     start: int,
     every: int,
     facts: dict[str, Any],
-    bytes_per_token: tuple[float, float] | None = None,
+    scored: TextScored | None = None,
 ) -> dict[str, Any]:
     """A trained cell's ``metrics.json``: its sparsity, its curve on the run's 0..T axis, the
     paper's summary of it (with bits per byte on text), and `facts` of how it trained."""
@@ -94,7 +95,7 @@ def cell_metrics(
             "iteration": [start + (i + 1) * every for i in range(len(curve))],
             **{name: curve[:, j].tolist() for j, name in enumerate(METRICS)},
         },
-        **summarize(curve, every, start, bytes_per_token),
+        **summarize(curve, every, start, scored),
         **facts,
     }
 
@@ -350,6 +351,6 @@ class LevelTrainer:
         start, every = run.start_step(level), run.cfg.eval_every
         if cell.member.kind == SPAWN:  # its own training starts where it branched
             start, curve = cell.member.index, curve[(cell.member.index - start) // every :]
-        metrics = cell_metrics(cell, mask, curve, start, every, facts, run.bytes_per_token)
+        metrics = cell_metrics(cell, mask, curve, start, every, facts, run.scored)
         view.write_cell(cell, mask, metrics, weights)
         return sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(arrays))
