@@ -276,7 +276,7 @@ def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
     widths = np.asarray([1, 3])
     validation = np.asarray([0, 0, 0, 1, 1, 1, 1, 1, 1])  # 4 windows of 2 + 1: from 0, 2, 4, 6
     test = np.asarray([1, 1, 1, 0, 0, 0, 0])  # 3 windows: from 0, 2, 4
-    arrays = TextArrays(np.zeros(4, np.int32), validation, test, (0.0, 0.0), widths)
+    arrays = TextArrays(np.zeros(4, np.int32), validation, test, widths)
     # two windows: the middle one of each half; validation from 2 and 6: targets [1, 1] and
     # [1, 1]; test from 0 and 4 (windows 0 and 2 of 3): [1, 1] and [0, 0]
     assert engine.text_scored(arrays, windows=2, context=2) == ((4, 4), (12, 8))

@@ -29,8 +29,6 @@ class TextArrays(NamedTuple):
     Attributes:
       train, validation, test: 1-D token ids, in corpus order (uint8 for bytes, int32 for
         characters).
-      bytes_per_token: UTF-8 bytes per token of the whole validation and test split (1.0 for
-        bytes).
       widths: UTF-8 bytes of each token id, to turn a loss per token over the tokens
         evaluation reads into bits per byte.
     """
@@ -38,7 +36,6 @@ class TextArrays(NamedTuple):
     train: np.ndarray
     validation: np.ndarray
     test: np.ndarray
-    bytes_per_token: tuple[float, float]
     widths: np.ndarray
 
 

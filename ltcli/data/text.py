@@ -198,16 +198,12 @@ def _source(name: str, root: Path, rels: list[str], origin: str, tokens: str) ->
         )
     stream.flags.writeable = False
 
-    def bytes_per_token(split: np.ndarray) -> float:
-        return 1.0 if widths is None else float(widths[split].sum() / len(split))
-
     def load() -> base.TextArrays:
         validation, test = stream[a:b], stream[b:]
         return base.TextArrays(
             stream[:a].copy(),
             validation.copy(),
             test.copy(),
-            (bytes_per_token(validation), bytes_per_token(test)),
             np.ones(256, np.int64) if widths is None else widths.astype(np.int64),
         )
 
