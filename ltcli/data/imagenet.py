@@ -8,44 +8,11 @@ same set); a class's files are the regular files directly in its folder whose na
 ``.jpeg``, ``.jpg`` or ``.png`` (any case; hidden names skipped), sorted by relative path. The
 label of a file is the index of its folder's name among the classes.
 
-Content id, without reading 150 GB at every run: sha256 over the classes and, for each file in
-sorted order, its relative path (``train/n01440764/x.JPEG``: split included, root not), size
-and the sha256 of its bytes, so a copy of the folder elsewhere has the same id. It is computed
-once and kept in lt's cache (``imagenet-ids/<sha256 of the resolved root>.json``) beside a
-fingerprint of the file list: sha256 of each file's (relative path, size, mtime in ns), one
-stat per file and no reads. A later `locate` whose fingerprint matches reuses the id; any
-added, removed, resized or touched file makes it read everything again. A file rewritten in
-place with its size and mtime restored keeps the old id (``lt data ls --verify`` still decodes
-it).
-
-Bad images are bad input (UsageError, exit 2), found before training: the pass that computes
-the id also decodes every file (at 1/8 scale for a JPEG, which still reads all its data, so a
-truncated file is caught: `PIL.Image.Image.verify` checks nothing of a JPEG), and names every
-file that fails; reading a file that fails later (it changed since) names it too; `verify`
-(``lt data ls --verify``) decodes every file fully once.
-
-Preprocessing, as torchvision's ImageNet recipe (``torchvision/transforms/transforms.py`` of
-pytorch/vision at commit 6247d96: ``RandomResizedCrop.get_params``, ``Resize``, ``CenterCrop``,
-on Pillow images; later releases keep the algorithm) and open_lth's ``datasets/imagenet.py``
-(facebookresearch/open_lth, commit 2ce732f), in the host's worker processes (the transforms
-and `Examples` are plain picklable objects):
-
-* training: `TrainTransform`, a random-resized crop to `image_size` (area scale (0.1, 1) and
-  aspect ratio (0.8, 1.25) as open_lth draws them, the ratio log-uniformly; 10 attempts,
-  then torchvision's central fallback;
-  bilinear) and a horizontal flip with probability 1/2, every draw from the `rng` it is given;
-* evaluation: `EvalTransform`, the shorter side resized to ``round(image_size * 256 / 224)``
-  (256 for 224; bilinear) and the centre ``image_size`` square cropped;
-* normalization: `MEAN` and `STD`, the usual ImageNet statistics (0.485, 0.456, 0.406) and
-  (0.229, 0.224, 0.225), times 255 (the model sees uint8 images).
-
-lt crops with open_lth's scale and ratio, the code of the papers' ImageNet results, not
-torchvision's defaults (0.08, 1) and (3/4, 4/3). Otherwise lt differs from open_lth, which
-reads only names ending in ``jpeg`` and lists ``val/``'s classes on their own (here they
-must equal ``train/``'s): randomness comes from the given numpy generator,
-not torch's global one, so a crop is a function of the seed; the decoded image is converted
-to RGB as torchvision's loader does (``convert("RGB")``: alpha dropped, CMYK and palettes
-converted), except 16-bit greyscale, which is scaled to 8 bits instead of clipped.
+Preprocessing follows torchvision's ImageNet recipe with open_lth's crop scale and ratio
+(``datasets/imagenet.py`` of facebookresearch/open_lth): `TrainTransform` (random-resized crop
+and flip), `EvalTransform` (resize and centre crop), `MEAN` and `STD`. How the content id is
+computed and cached, how bad images are found, and every departure from open_lth are in the
+docs, "ImageNet on disk" (``docs/notes/imagenet.md``).
 """
 
 from __future__ import annotations

@@ -16,59 +16,10 @@ Methods (the `METHODS` registry, one call signature, see `score`):
 - ``magnitude-init``: ``|w|`` at initialization, `magnitude_init`.
 - ``random``: uniform random scores, `random`.
 
-Choices the papers leave open, and what this module does (details in each docstring):
-
-- Ranking is global over the prunable kernels that are not excluded (the 2021 paper's and
-  the SynFlow code's default scope); excluded layers stay dense but count towards the
-  target, exactly as ``pruning.Strategy``'s one-shot global branch: a target of ``P``
-  percent keeps ``round(P / 100 * (pruned + excluded)) - excluded`` weights of the pruned
-  layers. Ties are broken by position (the earlier weight is kept), as in ``pruning``.
-- N:M patterns (``pattern=(n, m)``, ``prune.pattern``; ``pruning.parse_pattern``): instead
-  of the global ranking, each pruned layer keeps the N highest-scored weights of every
-  group of M consecutive weights along its input axis (axis -2; Mishra et al. 2021,
-  "Accelerating Sparse Deep Neural Networks", NVIDIA's 2:4; Zhou et al. 2021, N:M
-  fine-grained sparsity), at once (``pruning.keep_per_group``; ties to the earlier
-  position in the group). The pattern fixes every count, so a target percent is not read.
-  SynFlow scores once on the dense network (its iterative schedule exists to approach a
-  global count gradually; N:M fixes the count per group, so there is nothing to iterate
-  towards), the inversion keeps the lowest N per group and the shuffle permutes within
-  each group.
-- Scoring data (SNIP, GraSP): the caller's batch, already normalized as
-  ``Engine.train_inputs`` does (no augmentation). The recommended batch is 10 examples per
-  class, drawn by `balanced_indices`: GraSP's configurations use ``samples_per_class=10``
-  and the SynFlow code, which re-implements SNIP and GraSP for its comparisons, scores
-  every data-driven method on ``prune_dataset_ratio * num_classes = 10 * num_classes``
-  examples. (I could not read the 2021 paper's appendix from here; if it names another
-  batch size, pass that batch instead: nothing here depends on its size.)
-- Mode (SNIP, GraSP): the `mode` argument, ``prune.score_mode`` in a spec (`SCORE_MODES`).
-  ``"eval"``, the default, is the inference forward pass (``train=False``): dropout off,
-  batch norm normalizing by its running statistics, which at θ0 are mean 0 and variance 1
-  (Flax's initial values), so each batch-norm layer is its scale and offset times
-  ``1 / sqrt(1 + eps)``, and a deep network is scored without normalization by the batch.
-  That is what namhoonlee/snip-public does (``prune.py`` feeds ``is_train: False`` to the
-  graph ``get_sparse_mask`` differentiates, so its batch norm uses the moving averages) and
-  what ganguli-lab/Synaptic-Flow does for every method it re-implements (``prune_loop``
-  calls ``model.eval()`` unless ``--prune-train-mode``). ``"train"`` is the training
-  forward pass (``train=True``): batch norm normalizes by the batch's own statistics (its
-  running averages are not updated) and dropout draws its masks from ``key``, the network
-  the first optimizer step differentiates (``Engine._loss``); that is what
-  alecwangcq/GraSP does (``pruner/GraSP.py`` scores a copy of the network, which is in
-  training mode: its ``.eval()`` is commented out), and what lt did before the mode could
-  be chosen. For a network without batch norm or dropout both modes give the same scores.
-- SynFlow: always eval mode (``train=False``; `mode` does not apply) with every variable
-  replaced by its absolute value: kernels, biases, batch-norm scales and offsets, and the
-  running statistics (0 and 1 at θ0, so batch norm is the identity up to ``1 / sqrt(1 +
-  eps)``). That is the reference's ``linearize`` (``abs_`` on the whole ``state_dict``) with
-  its default ``prune_train_mode=False``; a batch of one constant image has no usable batch
-  statistics. Scores are computed in float64 (`jax.enable_x64`, scoped to the call); that
-  is lt's own choice, not the reference's: ganguli-lab/Synaptic-Flow runs SynFlow in
-  float32 (its ``model.double()`` and float64 input are commented out). ``R`` grows like
-  the product of the layers' absolute-weight sums. At lt's θ0 it is about 3e24 for VGG-19
-  and 1e22 for ResNet-20 on 32x32x3 (measured), inside float32's 3.4e38 but with little
-  margin for wider or deeper networks; float64 costs one float64 forward and backward pass
-  of a single image per round, and overflow is checked (`FloatingPointError`) rather than
-  silently ranking infinities. Rescaling instead would change nothing for ranking but
-  needs a per-network factor; float64 needs none.
+The choices the papers leave open (the ranking's scope, N:M patterns, the scoring batch, the
+forward pass's mode, SynFlow's precision) and the reference code each follows are set out in
+the docs, "Pruning at initialization: choices the papers leave open"
+(``docs/notes/pruning-at-init.md``).
 """
 
 from __future__ import annotations
