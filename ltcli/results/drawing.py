@@ -36,7 +36,10 @@ SHAPES |= {"x": "M-1,-1L1,1M-1,1L1,-1"}
 """Vega shapes by matplotlib's marker letters (``x`` and ``*`` as SVG paths)."""
 DASHES = {"-": [], "--": [6, 3], ":": [2, 2]}
 MIN_PANEL = 40.0
-"""The narrowest or lowest a panel is drawn (pixels at `BASE_DPI`) when the legends crowd it."""
+"""The narrowest or lowest a panel is drawn (pixels at `BASE_DPI`) when its axes crowd it."""
+LEGEND = {"fillColor": "rgba(255,255,255,0.8)", "strokeColor": "#ccc", "padding": 4}
+LEGEND |= {"labelFontSize": 9, "titleFontSize": 9, "symbolSize": 40, "rowPadding": 1}
+"""A legend inside its panel (so it takes none of the image), as matplotlib draws one."""
 
 
 @dataclasses.dataclass
@@ -71,7 +74,8 @@ class Series:
 @dataclasses.dataclass
 class Panel:
     """A chart: its titles, x scale (``linear`` or ``log``; `x_domain` in the order drawn, so
-    (100, 1) puts 100 on the left), tick values and series."""
+    (100, 1) puts 100 on the left), tick values and series; its legend sits inside it, in
+    `legend_corner` (``top-left``, ``bottom-right``, ...) on a translucent white box."""
 
     title: str
     x_title: str
@@ -82,6 +86,7 @@ class Panel:
     ticks: list[float] | None = None
     x_format: str = "~s"
     legend_title: str | None = None
+    legend_corner: str = "bottom-left"
 
     def labelled(self, text: str) -> list[Series]:
         """The series whose label contains `text`."""
@@ -166,12 +171,13 @@ def _panel_spec(panel: Panel, width: float, height: float) -> dict[str, Any]:
     shown = [s for s in panel.series if s.label]
     labels = list(dict.fromkeys(s.label for s in shown))
     first = {s.label: s for s in reversed(shown)}
+    box = {"title": panel.legend_title, "orient": panel.legend_corner} | LEGEND
     legend = {
         "color": {
             "field": "label",
             "type": "nominal",
             "scale": {"domain": labels, "range": [first[k].color for k in labels]},
-            "legend": {"title": panel.legend_title, "orient": "bottom", "columns": 2},
+            "legend": box,
         },
         "shape": {
             "field": "label",
@@ -180,7 +186,7 @@ def _panel_spec(panel: Panel, width: float, height: float) -> dict[str, Any]:
                 "domain": labels,
                 "range": [SHAPES.get(first[k].marker or "", "stroke") for k in labels],
             },
-            "legend": {"title": panel.legend_title, "orient": "bottom", "columns": 2},
+            "legend": box,
         },
     }
     layers = [layer for s in panel.series for layer in _layers(s, legend)]
@@ -213,13 +219,13 @@ def spec(figure: Figure, width: float, height: float) -> dict[str, Any]:
 
 def fitted(figure: Figure) -> tuple[dict[str, Any], float]:
     """The spec of `figure` sized to fill `figure.size` pixels at its dpi, and the scale to
-    draw it at: the axes, legends and titles are measured once at a trial panel size, the
+    draw it at: the axes and titles are measured once at a trial panel size, the
     rest shared out between the panels."""
     import vl_convert
 
     scale = figure.dpi / BASE_DPI
     n = len(figure.panels)
-    # A trial near the answer, so legends no wider than a panel do not set the layout's width.
+    # A trial near the answer: the axes' labels depend a little on the panel's size.
     trial = (
         max(0.8 * figure.size[0] / scale / n, MIN_PANEL),
         max(0.6 * figure.size[1] / scale, MIN_PANEL),
@@ -245,7 +251,7 @@ def check_format(path: Path) -> str:
 
 def image(figure: Figure, fmt: str) -> bytes:
     """`figure` as an image file's bytes in `fmt` (one of `FORMATS`' values); raster images
-    are exactly `figure.size` pixels (a pixel of rounding padded; a drawing the legends make
+    are exactly `figure.size` pixels (a pixel of rounding padded; a drawing whose axes make it
     too big for the size, shrunk to fit)."""
     import vl_convert
     from PIL import Image
@@ -256,7 +262,7 @@ def image(figure: Figure, fmt: str) -> bytes:
     if fmt == "pdf":
         return vl_convert.vegalite_to_pdf(vl, scale=scale)
     png = Image.open(io.BytesIO(vl_convert.vegalite_to_png(vl, scale=scale))).convert("RGB")
-    if png.size != tuple(figure.size):  # rounding, or legends too big for the size asked
+    if png.size != tuple(figure.size):  # rounding, or axes too big for the size asked
         png.thumbnail(figure.size, Image.Resampling.LANCZOS)
         canvas = Image.new("RGB", figure.size, "white")
         canvas.paste(png, (0, 0))

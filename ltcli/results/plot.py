@@ -145,6 +145,7 @@ def _curves_panel(runs: list[_Run], levels: list[int]) -> drawing.Panel:
         "training iteration",
         "test accuracy (%)",
         legend_title="weights remaining",
+        legend_corner="bottom-right",  # curves rise from the left
     )
     for r, run in enumerate(runs):
         shown = [level for level in levels if level in run.curves]

@@ -76,6 +76,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def _paths_panel(runs: list[_Run]) -> drawing.Panel:
     panel = drawing.Panel("Test error on the linear path", "interpolation", "test error (%)")
+    panel.legend_corner = "top-left"  # errors are lowest at the ends
     panel.x_format = ".2~f"
     for r, run in enumerate(runs):
         keys = sorted(run.records, key=lambda k: (k[0], -k[1] if k[0] == "level" else k[1]))
@@ -99,8 +100,10 @@ def _instability_panel(runs: list[_Run], kind: str) -> drawing.Panel:
         panel = drawing.Panel("Instability of IMP tickets", "weights remaining (%)", y_title)
         panel.x_scale, panel.ticks, panel.x_format = "log", values, ".3~g"
         panel.x_domain = (values[-1] * 1.15, values[0] / 1.15)  # dense on the left
+        panel.legend_corner = "top-left"  # the densest tickets are the stablest
     else:
         panel = drawing.Panel("Instability of the dense network", "spawn iteration k", y_title)
+        panel.legend_corner = "top-right"  # late spawns are the stablest
         if values[0] > 0 and values[-1] / values[0] >= 100:
             panel.x_scale = "log"
     rings = []
