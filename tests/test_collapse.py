@@ -263,32 +263,29 @@ def test_export_joins_several_emptied_layers_with_semicolons(tmp_path):
     assert (row["collapsed"], row["collapsed_layers"]) == (True, "fc1/kernel;fc2/kernel")
 
 
-def rings(ax) -> list:
-    """The lines of `ax` marking collapsed cells (by their legend label)."""
-    return [line for line in ax.get_lines() if " collapsed cop" in line.get_label()] + [
-        line for line in ax.get_lines() if " collapsed cell" in line.get_label()
-    ]
+def rings(panel) -> list:
+    """The series of `panel` marking collapsed cells (by their legend label)."""
+    return panel.labelled(" collapsed cop") + panel.labelled(" collapsed cell")
 
 
 def test_the_plot_rings_means_that_include_collapsed_cells(store):
     fig = plotting.figure(store, [store.resolve("collapsing")], (1500, 500), 100)
-    curves, iterations, accuracy = fig.axes
+    curves, iterations, accuracy = fig.panels
     (ring,) = rings(accuracy)
-    assert ring.get_label() == "3 collapsed cells (a layer emptied; in means)"
-    assert list(ring.get_xdata()) == [50.0, 50.0]  # the ticket's and the reinit's level 1
-    assert list(ring.get_ydata()) == pytest.approx([100 * np.mean(LEVEL1_ACC), 50.0])
-    assert ring.get_marker() == "o" and ring.get_markerfacecolor() == "none"
-    assert ring.get_color() != "red"  # not a divergence mark
-    assert ring.get_label() in [t.get_text() for t in accuracy.get_legend().texts]
+    assert ring.label == "3 collapsed cells (a layer emptied; in means)"
+    assert ring.x == [50.0, 50.0]  # the ticket's and the reinit's level 1
+    assert ring.y == pytest.approx([100 * np.mean(LEVEL1_ACC), 50.0])
+    assert ring.marker == "o" and not ring.filled and ring.linestyle is None
+    assert ring.color != "red"  # not a divergence mark
     (on_iterations,) = rings(iterations)
-    assert list(on_iterations.get_ydata()) == pytest.approx([np.mean([300, 100, 100]), 300.0])
-    (diverged,) = [line for line in accuracy.get_lines() if "diverged" in line.get_label()]
-    assert diverged.get_marker() == "x"  # a diverged cell is still marked its own way
-    labels = [line.get_label() for line in curves.get_lines()]
+    assert on_iterations.y == pytest.approx([np.mean([300, 100, 100]), 300.0])
+    (diverged,) = accuracy.labelled("diverged")
+    assert diverged.marker == "x"  # a diverged cell is still marked its own way
+    labels = [s.label for s in curves.series]
     assert labels == ["100.0%", "50.0% (2 collapsed)"]
     clean = plotting.figure(store, [store.resolve("clean")], (1500, 500), 100)
-    assert not any(rings(ax) for ax in clean.axes)
-    assert all("collapsed" not in line.get_label() for line in clean.axes[0].get_lines())
+    assert not any(rings(panel) for panel in clean.panels)
+    assert all("collapsed" not in s.label for s in clean.panels[0].series)
 
 
 def copy(replicate: int, level: int, instability: float, **flags) -> dict:
@@ -308,12 +305,11 @@ def test_the_instability_plot_rings_collapsed_copies(tmp_path):
     ]
     store = Store(tmp_path)
     run_id = make_run(tmp_path, "stable", cells)
-    paths, levels = plot_instability.figure(store, [run_id], (1000, 500), 100).axes
+    paths, levels = plot_instability.figure(store, [run_id], (1000, 500), 100).panels
     (ring,) = rings(levels)
-    assert ring.get_label() == "1 collapsed copy (a layer emptied; in means)"
-    assert list(ring.get_xdata()) == [25.0]
-    assert list(ring.get_ydata()) == pytest.approx([10.0])  # mean of 0 and 20 points
-    assert ring.get_label() in [t.get_text() for t in levels.get_legend().texts]
-    labels = [line.get_label() for line in paths.get_lines()]
+    assert ring.label == "1 collapsed copy (a layer emptied; in means)"
+    assert ring.x == [25.0]
+    assert ring.y == pytest.approx([10.0])  # mean of 0 and 20 points
+    labels = [s.label for s in paths.series]
     assert labels == ["50% remaining", "25% remaining (1 collapsed)"]
     assert list(plot_instability.paths(store, run_id)) == [("level", 50.0), ("level", 25.0)]

@@ -169,7 +169,7 @@ def test_export_refuses_a_suffix_its_flag_contradicts(tmp_path, calls):
 # -- good paths go through to the library ------------------------------------------------------
 
 
-def test_plot_takes_any_image_type_matplotlib_writes(tmp_path, calls):
+def test_plot_takes_any_image_type_vl_convert_writes(tmp_path, calls):
     result = invoke(tmp_path, "plot", tmp_path / "figure.PDF")
     assert result.exit_code == 1 and "stub plot.plot" in result.stderr
     assert calls == ["Store.resolve", "plot.plot"]

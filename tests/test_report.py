@@ -249,42 +249,41 @@ def test_the_exported_csv_gives_the_tables_standard_deviation(store):
         assert stat.n == by_level.count()[row["level"]]
 
 
-def bars(ax) -> dict:
-    """Each error-bar series of `ax` by label: (x, y, [(low, high) of each bar])."""
-    found = {}
-    for container in ax.containers:
-        line, _, (segments, *_) = container.lines
-        spans = [(seg[0][1], seg[1][1]) for seg in segments.get_segments()]
-        found[container.get_label()] = (list(line.get_xdata()), list(line.get_ydata()), spans)
-    return found
+def bars(panel) -> dict:
+    """Each error-bar series of `panel` by label: (x, y, [(low, high) of each bar])."""
+    return {
+        s.label: (s.x, s.y, list(zip(s.lo, s.hi, strict=True)))
+        for s in panel.series
+        if s.lo is not None
+    }
 
 
 def test_the_plot_leaves_diverged_cells_out_and_marks_them(store):
     fig = plotting.figure(store, [store.resolve("flaky")], (1500, 500), 100)
-    curves, iterations, accuracy = fig.axes
+    curves, iterations, accuracy = fig.panels
     x, y, spans = bars(accuracy)["ticket"]
     assert x == [100.0, 50.0]  # level 2: every ticket diverged, no point
     assert y == pytest.approx([98.0, 97.0])
     sd = 100 * np.std([0.96, 0.98], ddof=1)
     assert spans[1] == pytest.approx((97.0 - sd, 97.0 + sd))
-    (marks,) = [line for line in accuracy.get_lines() if line.get_label().endswith("means)")]
-    assert marks.get_label() == "4 diverged cells (not in means)"
-    assert list(marks.get_xdata()) == [50.0, 25.0] and marks.get_marker() == "x"
-    assert marks.get_color() == "red"
-    assert "4 diverged cells (not in means)" in [t.get_text() for t in accuracy.get_legend().texts]
-    assert any(line.get_label().endswith("means)") for line in iterations.get_lines())
-    labels = [line.get_label() for line in curves.get_lines()]
+    (marks,) = accuracy.labelled("(not in means)")
+    assert marks.label == "4 diverged cells (not in means)"
+    assert marks.x == [50.0, 25.0] and marks.marker == "x" and marks.linestyle is None
+    assert marks.y == [None, None]  # at the top of the panel
+    assert marks.color == "red"
+    assert iterations.labelled("(not in means)")
+    labels = [s.label for s in curves.series]
     assert labels == ["100.0%", "50.0%", "25.0% (diverged)"]
-    assert list(curves.get_lines()[1].get_ydata()) == pytest.approx([97.0, 97.0])
+    assert curves.series[1].y == pytest.approx([97.0, 97.0])
 
 
 def test_minmax_error_bars_span_the_replicates(store):
     fig = plotting.figure(store, [store.resolve("flaky")], (1500, 500), 100, error_bars="minmax")
-    _, iterations, accuracy = fig.axes
+    _, iterations, accuracy = fig.panels
     assert np.allclose(bars(accuracy)["ticket"][2], [(97.0, 99.0), (96.0, 98.0)])
     assert np.allclose(bars(iterations)["reinit"][2], [(100.0, 300.0)])
     clean = plotting.figure(store, [store.resolve("clean")], (1500, 500), 100)
-    assert not any("diverged" in line.get_label() for line in clean.axes[2].get_lines())
+    assert not clean.panels[2].labelled("diverged")
 
 
 def test_lt_plot_takes_error_bars(store, tmp_path):

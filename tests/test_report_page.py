@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +232,21 @@ def test_a_run_without_them_gets_a_note_instead(runs, tmp_path):
 def test_the_hyperparameters_show_the_differences_from_the_first_run(html):
     assert '<td class="differs">snip</td>' in html
     assert "prune.method  magnitude -&gt; snip" in html
+
+
+PACKAGE_FILES = ("templates/report.html.j2", "templates/parts.html.j2")
+PACKAGE_FILES += ("static/report.css", "static/report.js")
+
+
+def test_the_templates_css_and_script_are_package_files_the_page_inlines(html):
+    """The page is rendered from the package's own files (found as package data, as an
+    installed wheel holds them), and inlines its CSS and script whole."""
+    files = resources.files("ltcli.results.page")
+    texts = {name: files.joinpath(name).read_text(encoding="utf-8") for name in PACKAGE_FILES}
+    assert all(texts.values())
+    assert f"<style>\n{texts['static/report.css']}</style>" in html
+    assert f"<script>\n{texts['static/report.js']}</script></body></html>\n" in html
+    assert html.startswith("<!DOCTYPE html>\n") and html.count("<!DOCTYPE") == 1
 
 
 def test_every_chart_is_valid_vega_lite(runs, monkeypatch):

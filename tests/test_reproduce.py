@@ -262,15 +262,15 @@ def test_the_figure_draws_the_overlay_as_stars(small_store, tmp_path):
     cells = reproduce.protocol_cells(report.cell_metrics(store, run_id), small)
     points = reproduce.overlay_points("lenet", measurements(cells))
     fig = plot.figure(store, [run_id], (1500, 500), 100, overlay=points, cells={run_id: cells})
-    for ax, point in zip(fig.axes[1:], points, strict=True):
-        (star,) = [line for line in ax.get_lines() if line.get_label().startswith("paper")]
-        assert star.get_marker() == "*" and star.get_color() == "black"
-        assert list(star.get_xdata()) == [point.percent_remaining]
-        assert list(star.get_ydata()) == [point.value]
-        assert ax.get_xlim()[1] < point.percent_remaining  # the axis reaches the point
+    for panel, point in zip(fig.panels[1:], points, strict=True):
+        (star,) = [s for s in panel.series if s.label.startswith("paper")]
+        assert star.marker == "*" and star.color == "black" and star.linestyle is None
+        assert star.x == [point.percent_remaining]
+        assert star.y == [point.value]
+        assert panel.x_domain[1] < point.percent_remaining  # the axis reaches the point
     assert set(reproduce.ACCURACY) == set(plot.ACCURACY_FIELDS)  # every claim accuracy drawable
     plain = plot.figure(store, [run_id], (1500, 500), 100)
-    labels = [line.get_label() for ax in plain.axes for line in ax.get_lines()]
+    labels = [s.label for panel in plain.panels for s in panel.series]
     assert not [label for label in labels if label.startswith("paper")]
 
 

@@ -195,28 +195,28 @@ def test_plot_writes_a_png_of_the_requested_size(store, tmp_path):
 def test_the_figure_draws_the_papers_panels(store):
     s = Store(store)
     fig = plotting.figure(s, [s.resolve("alpha"), s.resolve("beta")], (1500, 500), 100, [0, 2])
-    curves, iterations, accuracy = fig.axes
+    curves, iterations, accuracy = fig.panels
     # Default levels: every level, up to 5.
-    alone = plotting.figure(s, [s.resolve("alpha")], (1500, 500), 100).axes[0]
-    assert [line.get_label() for line in alone.get_lines()] == ["100.0%", "50.1%"]
-    assert [line.get_label() for line in curves.get_lines()] == [
+    alone = plotting.figure(s, [s.resolve("alpha")], (1500, 500), 100).panels[0]
+    assert [line.label for line in alone.series] == ["100.0%", "50.1%"]
+    assert [line.label for line in curves.series] == [
         "alpha 100.0%",
         "beta 100.0%",
         f"beta {cells(store, 'beta', level=2)[0]['percent_remaining']:.1f}%",
     ]
-    for ax in (iterations, accuracy):
-        assert ax.get_xscale() == "log"
-        left, right = ax.get_xlim()
+    for panel in (iterations, accuracy):
+        assert panel.x_scale == "log"
+        left, right = panel.x_domain
         assert left > 100 > right  # reversed: dense on the left
-    bars = {bar.get_label(): bar.lines[0] for bar in accuracy.containers}
+    bars = {bar.label: bar for bar in accuracy.series if bar.lo is not None}
     assert list(bars) == ["alpha ticket", "alpha random", "alpha reinit", "beta ticket"]
-    assert bars["alpha ticket"].get_linestyle() == bars["beta ticket"].get_linestyle() == "-"
-    assert bars["alpha reinit"].get_linestyle() == bars["alpha random"].get_linestyle() == "--"
-    assert bars["alpha ticket"].get_color() != bars["beta ticket"].get_color()
+    assert bars["alpha ticket"].linestyle == bars["beta ticket"].linestyle == "-"
+    assert bars["alpha reinit"].linestyle == bars["alpha random"].linestyle == "--"
+    assert bars["alpha ticket"].color != bars["beta ticket"].color
     beta = [[m["early_stop_test_acc"] for m in cells(store, "beta", level=lv)] for lv in (0, 1, 2)]
-    assert np.allclose(bars["beta ticket"].get_ydata(), 100 * np.mean(beta, axis=1))
+    assert np.allclose(bars["beta ticket"].y, 100 * np.mean(beta, axis=1))
     remaining = [cells(store, "beta", level=lv)[0]["percent_remaining"] for lv in (0, 1, 2)]
-    assert np.allclose(bars["beta ticket"].get_xdata(), remaining)
+    assert np.allclose(bars["beta ticket"].x, remaining)
 
 
 @pytest.mark.parametrize("bad", [["--levels", "5"], ["--levels", "a,b"], ["--size", "12x"]])

@@ -182,19 +182,18 @@ def test_adding_stability_copies_to_a_finished_run_trains_only_the_copies(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     assert Image.open(figure).size == (1500, 500)
-    axes = plot_instability.figure(store, [run_id], (1500, 500), 100).axes
-    assert [ax.get_title() for ax in axes[:2]] == [
+    panels = plot_instability.figure(store, [run_id], (1500, 500), 100).panels
+    assert [panel.title for panel in panels[:2]] == [
         "Test error on the linear path",
         "Instability of IMP tickets",
     ]
-    (bars,) = [c for c in axes[1].containers if c.get_label() == run_id[:12]]
-    line = bars.lines[0]
+    (bars,) = [s for s in panels[1].series if s.label == run_id[:12] and s.lo is not None]
     expected = [
         100
         * store.read_metrics(run_id, CellKey(0, lv, "stability-0"))["instability"]["instability"]
         for lv in (2, 1)  # sparsest first: sorted by % remaining
     ]
-    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), expected)
+    np.testing.assert_allclose(np.asarray(bars.y, float), expected)
     shown = CliRunner().invoke(cli, ["show", run_id[:8], "--store", str(tmp_path)]).stdout
     lines = shown.splitlines()
     top = next(i for i, line in enumerate(lines) if line.startswith("level"))

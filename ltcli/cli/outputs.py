@@ -18,10 +18,10 @@ EXPORT = {".csv": "csv", ".json": "json"}
 
 
 def image_suffixes() -> tuple[str, ...]:
-    """The image suffixes `ltcli.results.plot.save` writes (matplotlib's Agg file types), sorted."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # only the commands that draw
+    """The image suffixes `ltcli.results.plot.save` writes (vl-convert's file types), sorted."""
+    from ltcli.results.drawing import FORMATS  # only the commands that draw
 
-    return tuple(f".{fmt}" for fmt in sorted(FigureCanvasAgg.get_supported_filetypes()))
+    return tuple(f".{fmt}" for fmt in sorted(FORMATS))
 
 
 def _choices(suffixes: tuple[str, ...]) -> str:

@@ -226,8 +226,8 @@ def export(
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Image file in an existing folder; its suffix picks the format (.png, .pdf, .svg, "
-    "or another type matplotlib writes).",
+    help="Image file in an existing folder; its suffix picks the format (.png, .svg, .pdf, "
+    ".jpg or .jpeg).",
 )
 @click.option(
     "--levels",
@@ -287,7 +287,7 @@ def plot(
     outputs.check_output(output, outputs.image_suffixes(), kind="image type")
     target, run_ids = _resolve(store, run_refs)
     from ltcli.results import (
-        plot as plotting,  # matplotlib costs half a second: only `lt plot` pays
+        plot as plotting,  # only `lt plot` pays for drawing
     )
 
     chosen = None if levels is None else parse_levels(levels)

@@ -1,4 +1,4 @@
-"""``lt plot``: the paper's figures from the store, drawn headless (matplotlib's Agg, no pyplot).
+"""``lt plot``: the paper's figures from the store, drawn as Vega-Lite by vl-convert (`drawing`).
 
 Three panels side by side:
 
@@ -24,30 +24,23 @@ two panels, so a reproduction can be read against the original at a glance.
 
 One run: colours tell levels (left) and member kinds (right) apart. Several runs: each run has
 a colour (levels are shades of it, sparser is lighter) and the legends name the runs.
-The image is ``width x height`` pixels: the figure is ``size / dpi`` inches, saved at `dpi`.
+The image is ``width x height`` pixels; `dpi` scales text and lines, not the image size
+(`drawing.fitted`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
-from matplotlib import ticker
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
 
-from ltcli.core import atomic
 from ltcli.core.errors import UsageError
-from ltcli.results import report
+from ltcli.results import drawing, report
 from ltcli.storage.store import Store
 
 DEFAULT_LEVELS = 5
@@ -57,14 +50,13 @@ MAX_TICKS = 8
 ERROR_BARS = ("std", "minmax")
 """What the error bars of the right two panels span: ± one sample standard deviation, or the
 minimum to the maximum over replicates (and control indices)."""
-DIVERGED_STYLE = {"color": "red", "marker": "x", "linestyle": "none", "markersize": 6}
+DIVERGED_STYLE = {"color": "red", "marker": "x", "linestyle": None, "markersize": 6}
 """How a level's diverged cells are marked (at the top of the panel)."""
 COLLAPSED_STYLE = {
-    "color": "m",
+    "color": "#bf00bf",
     "marker": "o",
-    "markerfacecolor": "none",
-    "markeredgewidth": 1.5,
-    "linestyle": "none",
+    "filled": False,
+    "linestyle": None,
     "markersize": 11,
 }
 """How a mean that includes collapsed cells is marked (a ring around its point)."""
@@ -75,7 +67,7 @@ ACCURACY_FIELDS = {
     "final_test_acc": "Test accuracy at the end of training",
 }
 """What the right panel can show, with its title."""
-OVERLAY_STYLE = {"color": "black", "marker": "*", "linestyle": "none", "markersize": 11}
+OVERLAY_STYLE = {"color": "black", "marker": "*", "markersize": 11}
 """How a paper's reported points are drawn (hollow stars for `OverlayPoint.filled` False)."""
 
 
@@ -147,32 +139,31 @@ def _chosen_levels(runs: list[_Run], levels: list[int] | None) -> list[int]:
     return levels
 
 
-def _shade(color: str, amount: float) -> tuple[float, float, float]:
-    """`color` mixed with white: `amount` 0 keeps it, 1 is white."""
-    rgb = np.asarray(to_rgb(color))
-    return tuple(rgb + (1 - rgb) * amount)
-
-
-def _draw_curves(ax: Axes, runs: list[_Run], levels: list[int]) -> None:
+def _curves_panel(runs: list[_Run], levels: list[int]) -> drawing.Panel:
+    panel = drawing.Panel(
+        "Test accuracy during training",
+        "training iteration",
+        "test accuracy (%)",
+        legend_title="weights remaining",
+        legend_corner="bottom-right",  # curves rise from the left
+    )
     for r, run in enumerate(runs):
         shown = [level for level in levels if level in run.curves]
         for j, level in enumerate(shown):
             if len(runs) == 1:
-                color, label = matplotlib.colormaps["viridis"](j / max(len(shown), 2)), ""
+                color, label = drawing.viridis(j / max(len(shown), 2)), ""
             else:
-                color, label = _shade(f"C{r}", 0.6 * j / max(len(shown) - 1, 1)), f"{run.label} "
+                amount = 0.6 * j / max(len(shown) - 1, 1)
+                color, label = drawing.shade(drawing.color(r), amount), f"{run.label} "
             iterations, accuracy = run.curves[level]
             label += f"{run.remaining[level]:.1f}%"
             label += " (diverged)" if level in run.diverged_curves else ""
             if level in run.collapsed_curves:
                 label += f" ({run.collapsed_curves[level]} collapsed)"
-            ax.plot(iterations, accuracy, color=color, label=label)
-    ax.set(
-        title="Test accuracy during training",
-        xlabel="training iteration",
-        ylabel="test accuracy (%)",
-    )
-    ax.legend(fontsize="small", title="weights remaining", title_fontsize="small")
+            panel.series.append(
+                drawing.Series(label, iterations.tolist(), accuracy.tolist(), color)
+            )
+    return panel
 
 
 def error_bar(cells: list[dict[str, Any]], field: str, error_bars: str) -> tuple[float, float]:
@@ -185,28 +176,54 @@ def error_bar(cells: list[dict[str, Any]], field: str, error_bars: str) -> tuple
     return std, std
 
 
-def _draw_overlay(ax: Axes, points: Sequence[OverlayPoint]) -> None:
+def _overlay(points: Sequence[OverlayPoint]) -> list[drawing.Series]:
     """`points` as black stars, one legend entry per label."""
+    series = []
     for label in dict.fromkeys(p.label for p in points):
         group = [p for p in points if p.label == label]
-        style = dict(OVERLAY_STYLE, zorder=5, label=label)
-        if not group[0].filled:
-            style["markerfacecolor"] = "none"
-        ax.plot([p.percent_remaining for p in group], [p.value for p in group], **style)
+        series.append(
+            drawing.Series(
+                label,
+                [p.percent_remaining for p in group],
+                [p.value for p in group],
+                OVERLAY_STYLE["color"],
+                linestyle=None,
+                marker=OVERLAY_STYLE["marker"],
+                filled=group[0].filled,
+                markersize=OVERLAY_STYLE["markersize"],
+            )
+        )
+    return series
 
 
-def _draw_levels(
-    ax: Axes,
+def _levels_panel(
+    titles: tuple[str, str],
     runs: list[_Run],
     field: str,
     scale: float,
     error_bars: str,
     overlay: Sequence[OverlayPoint] = (),
-) -> None:
-    """`field` of every member kind against % remaining, with `error_bars` over the cells that
+) -> drawing.Panel:
+    """A panel (`titles`: its title and y axis title) of `field` of every member kind
+    against % remaining, with `error_bars` over the cells that
     did not diverge; a red x at the top of the panel at each level with diverged cells, a
     ring around each mean that includes collapsed cells; the `overlay` points of `field` as
     stars (the x axis widened to show every overlay point)."""
+    values = sorted({p for run in runs for p in run.remaining.values()}, reverse=True)
+    # The panel spans every overlay point, and ticks those beyond the runs' levels.
+    beyond = {p.percent_remaining for p in overlay} - set(values)
+    beyond = {x for x in beyond if not values[-1] <= x <= values[0]}
+    shown = sorted({*values, *beyond}, reverse=True)
+    ticks = [*values[:: math.ceil(len(values) / MAX_TICKS)], *sorted(beyond)]
+    panel = drawing.Panel(
+        titles[0],
+        "weights remaining (%)",
+        titles[1],
+        x_scale="log",
+        x_domain=(shown[0] * 1.15, shown[-1] / 1.15),  # reversed: dense on the left
+        ticks=ticks,
+        x_format=".3~g",
+    )
     diverged, rings = [], []
     for r, run in enumerate(runs):
         kinds = dict.fromkeys(kind for row in run.summary for kind in row["members"])
@@ -225,47 +242,31 @@ def _draw_levels(
                 [c for c in run.groups[row["level"]][kind] if not report.is_diverged(c)]
                 for row in rows
             ]
-            spans = np.asarray([error_bar(cells, field, error_bars) for cells in kept]).reshape(
-                -1, 2
-            )
+            spans = [error_bar(cells, field, error_bars) for cells in kept]
+            means = [scale * row["members"][kind][field].mean for row in rows]
             linestyle, marker = STYLES.get(kind, (":", "d"))
-            ax.errorbar(
-                [row["percent_remaining"] for row in rows],
-                [scale * row["members"][kind][field].mean for row in rows],
-                yerr=scale * spans.T,
-                color=f"C{k if len(runs) == 1 else r}",
-                linestyle=linestyle,
-                marker=marker,
-                markersize=4,
-                capsize=3,
-                label=kind if len(runs) == 1 else f"{run.label} {kind}",
+            panel.series.append(
+                drawing.Series(
+                    kind if len(runs) == 1 else f"{run.label} {kind}",
+                    [row["percent_remaining"] for row in rows],
+                    means,
+                    drawing.color(k if len(runs) == 1 else r),
+                    linestyle=linestyle,
+                    marker=marker,
+                    lo=[m - scale * below for m, (below, _) in zip(means, spans, strict=True)],
+                    hi=[m + scale * above for m, (_, above) in zip(means, spans, strict=True)],
+                )
             )
     marked = [x for x, count in diverged if count]
     if marked:
         total = sum(count for _, count in diverged)
-        ax.plot(
-            marked,
-            [0.97] * len(marked),
-            transform=ax.get_xaxis_transform(),  # x in data, y in axes: the top of the panel
-            label=f"{total} diverged cell{'s' if total > 1 else ''} (not in means)",
-            **DIVERGED_STYLE,
+        label = f"{total} diverged cell{'s' if total > 1 else ''} (not in means)"
+        panel.series.append(
+            drawing.Series(label, marked, [None] * len(marked), **DIVERGED_STYLE)  # the top
         )
-    draw_collapse_rings(ax, rings, "collapsed cell", "collapsed cells")
-    points = [p for p in overlay if p.field == field]
-    if points:
-        _draw_overlay(ax, points)
-    values = sorted({p for run in runs for p in run.remaining.values()}, reverse=True)
-    # Both panels span every overlay point, and tick those beyond the runs' levels.
-    beyond = {p.percent_remaining for p in overlay} - set(values)
-    beyond = {x for x in beyond if not values[-1] <= x <= values[0]}
-    shown = sorted({*values, *beyond}, reverse=True)
-    ticks = [*values[:: math.ceil(len(values) / MAX_TICKS)], *sorted(beyond)]
-    ax.set_xscale("log")
-    ax.set_xlim(shown[0] * 1.15, shown[-1] / 1.15)  # reversed: dense on the left
-    ax.xaxis.set_major_locator(ticker.FixedLocator(ticks))
-    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.xaxis.set_minor_locator(ticker.NullLocator())
-    ax.set_xlabel("weights remaining (%)")
+    panel.series += collapse_rings(rings, "collapsed cell", "collapsed cells")
+    panel.series += _overlay([p for p in overlay if p.field == field])
+    return panel
 
 
 def figure(
@@ -279,7 +280,7 @@ def figure(
     overlay: Sequence[OverlayPoint] = (),
     accuracy_field: str = "early_stop_test_acc",
     cells: Mapping[str, list[dict[str, Any]]] | None = None,
-) -> Figure:
+) -> drawing.Figure:
     """The three-panel figure of `run_ids` (each drawn once), `size` pixels at `dpi`.
 
     Args:
@@ -301,18 +302,12 @@ def figure(
         raise UsageError(f"{accuracy_field}: use one of {', '.join(ACCURACY_FIELDS)}")
     cells = cells or {}
     runs = [_Run(store, run_id, cells.get(run_id)) for run_id in dict.fromkeys(run_ids)]
-    fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    curves, iterations, accuracy = fig.subplots(1, 3)
-    _draw_curves(curves, runs, _chosen_levels(runs, levels))
-    _draw_levels(iterations, runs, "early_stop_iter", 1, error_bars, overlay)
-    iterations.set(title="Early-stop iteration", ylabel="iteration of min. validation loss")
-    if any(p.field == "early_stop_iter" for p in overlay):
-        iterations.legend(fontsize="small")
-    _draw_levels(accuracy, runs, accuracy_field, 100, error_bars, overlay)
-    accuracy.set(title=ACCURACY_FIELDS[accuracy_field], ylabel="test accuracy (%)")
-    accuracy.legend(fontsize="small")
-    return fig
+    curves = _curves_panel(runs, _chosen_levels(runs, levels))
+    early = ("Early-stop iteration", "iteration of min. validation loss")
+    iterations = _levels_panel(early, runs, "early_stop_iter", 1, error_bars, overlay)
+    titles = (ACCURACY_FIELDS[accuracy_field], "test accuracy (%)")
+    accuracy = _levels_panel(titles, runs, accuracy_field, 100, error_bars, overlay)
+    return drawing.Figure([curves, iterations, accuracy], size, dpi)
 
 
 def plot(
@@ -334,36 +329,24 @@ def plot(
     save(lambda: figure(store, run_ids, size, dpi, levels, error_bars, **options), path, dpi)
 
 
-def save(draw: Callable[[], Figure], path: Path, dpi: int) -> None:
-    """Writes the figure `draw` makes to `path` atomically, in the format its suffix names
-    (``.png``; also ``.pdf``, ``.svg`` and the rest matplotlib writes).
+def save(draw: Callable[[], drawing.Figure], path: Path, dpi: int) -> None:
+    """Writes the figure `draw` makes (at its own size and `dpi`) to `path` atomically, in
+    the format its suffix names (`ltcli.results.drawing.FORMATS`).
 
     Raises:
       UsageError: an unknown suffix (checked before drawing).
     """
-    fmt = Path(path).suffix.lstrip(".").lower()
-    supported = FigureCanvasAgg.get_supported_filetypes()
-    if fmt not in supported:
-        raise UsageError(f"{path}: unknown image type; use one of .{', .'.join(supported)}")
-    # The exact size asked for, whatever the user's matplotlibrc says about cropping.
-    with matplotlib.rc_context({"savefig.bbox": "standard"}):
-        buffer = io.BytesIO()
-        draw().savefig(buffer, format=fmt, dpi=dpi)
-    atomic.write_bytes(Path(path), buffer.getvalue())
+    drawing.save(lambda: dataclasses.replace(draw(), dpi=dpi), path)
 
 
-def draw_collapse_rings(
-    ax: Any, rings: list[tuple[float, float, int]], one: str, many: str
-) -> None:
-    """Circles each mean ``(x, y, count)`` that includes `count` collapsed cells, with one
-    legend entry counting them (`one` or `many` names them)."""
+def collapse_rings(
+    rings: list[tuple[float, float, int]], one: str, many: str
+) -> list[drawing.Series]:
+    """A ring around each mean ``(x, y, count)`` that includes `count` collapsed cells, with
+    one legend entry counting them (`one` or `many` names them); none without rings."""
     if not rings:
-        return
+        return []
     total = sum(count for *_, count in rings)
-    ax.plot(
-        [x for x, *_ in rings],
-        [y for _, y, _ in rings],
-        zorder=4,
-        label=f"{total} {one if total == 1 else many} (a layer emptied; in means)",
-        **COLLAPSED_STYLE,
-    )
+    label = f"{total} {one if total == 1 else many} (a layer emptied; in means)"
+    xs, ys = [x for x, *_ in rings], [y for _, y, _ in rings]
+    return [drawing.Series(label, xs, ys, **COLLAPSED_STYLE)]

@@ -1,5 +1,5 @@
 """``lt plot --instability``: instability analysis figures (Frankle et al. 2020, Figures 2-4
-style), drawn headless like `ltcli.results.plot`.
+style), drawn as Vega-Lite like `ltcli.results.plot`.
 
 Panels, as the runs have data for them:
 
@@ -14,8 +14,7 @@ Error bars are ± one sample standard deviation over replicates and copies. Copi
 empties a prunable layer (collapsed: the network outputs a constant, so its instability says
 nothing of what pruning found) stay in the means: a path averaging any is labelled so, and
 a ring (`ltcli.results.plot.COLLAPSED_STYLE`) circles each instability point that includes any,
-counted
-in the legend.
+counted in the legend.
 """
 
 from __future__ import annotations
@@ -24,14 +23,10 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-from matplotlib import ticker
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from ltcli.core.errors import UsageError
-from ltcli.results import report
-from ltcli.results.plot import draw_collapse_rings
+from ltcli.results import drawing, report
+from ltcli.results.plot import collapse_rings
 from ltcli.storage.store import Store
 
 STABLE_POINTS = 2.0
@@ -79,7 +74,10 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def _draw_paths(ax: Axes, runs: list[_Run]) -> None:
+def _paths_panel(runs: list[_Run]) -> drawing.Panel:
+    panel = drawing.Panel("Test error on the linear path", "interpolation", "test error (%)")
+    panel.legend_corner = "top-left"  # errors are lowest at the ends
+    panel.x_format = ".2~f"
     for r, run in enumerate(runs):
         keys = sorted(run.records, key=lambda k: (k[0], -k[1] if k[0] == "level" else k[1]))
         for j, key in enumerate(keys):
@@ -88,51 +86,59 @@ def _draw_paths(ax: Axes, runs: list[_Run]) -> None:
             name = f"{key[1]:.3g}% remaining" if key[0] == "level" else f"spawn at k={key[1]:g}"
             name += f" ({run.collapsed[key]} collapsed)" if key in run.collapsed else ""
             prefix = f"{run.label} " if len(runs) > 1 else ""
-            ax.plot(records[0]["alpha"], errors, color=f"C{(r * 5 + j) % 10}", label=prefix + name)
-    ax.set(title="Test error on the linear path", xlabel="interpolation", ylabel="test error (%)")
-    ax.legend(fontsize="small")
+            color = drawing.color(r * 5 + j)
+            panel.series.append(
+                drawing.Series(prefix + name, list(records[0]["alpha"]), errors.tolist(), color)
+            )
+    return panel
 
 
-def _draw_instability(ax: Axes, runs: list[_Run], kind: str) -> None:
+def _instability_panel(runs: list[_Run], kind: str) -> drawing.Panel:
+    values = sorted({x for run in runs for k, x in run.records if k == kind})
+    y_title = "instability: max error - mean of ends' (points)"
+    if kind == "level":
+        panel = drawing.Panel("Instability of IMP tickets", "weights remaining (%)", y_title)
+        panel.x_scale, panel.ticks, panel.x_format = "log", values, ".3~g"
+        panel.x_domain = (values[-1] * 1.15, values[0] / 1.15)  # dense on the left
+        panel.legend_corner = "top-left"  # the densest tickets are the stablest
+    else:
+        panel = drawing.Panel("Instability of the dense network", "spawn iteration k", y_title)
+        panel.legend_corner = "top-right"  # late spawns are the stablest
+        if values[0] > 0 and values[-1] / values[0] >= 100:
+            panel.x_scale = "log"
     rings = []
     for r, run in enumerate(runs):
         xs = sorted(k[1] for k in run.records if k[0] == kind)
         if not xs:
             continue
         stats = [_stats([100 * rec["instability"] for rec in run.records[kind, x]]) for x in xs]
-        ax.errorbar(
-            xs,
-            [m for m, _ in stats],
-            yerr=[s for _, s in stats],
-            marker="o",
-            capsize=3,
-            color=f"C{r}",
-            label=run.label,
+        means = [m for m, _ in stats]
+        panel.series.append(
+            drawing.Series(
+                run.label,
+                xs,
+                means,
+                drawing.color(r),
+                marker="o",
+                lo=[m - s for m, s in stats],
+                hi=[m + s for m, s in stats],
+            )
         )
         rings += [
             (x, m, run.collapsed[kind, x])
-            for x, (m, _) in zip(xs, stats, strict=True)
+            for x, m in zip(xs, means, strict=True)
             if (kind, x) in run.collapsed
         ]
-    draw_collapse_rings(ax, rings, "collapsed copy", "collapsed copies")
-    ax.axhline(STABLE_POINTS, color="grey", linestyle=":", label=f"{STABLE_POINTS:g} points")
-    ax.set_ylabel("instability: max error - mean of ends' (points)")
-    values = sorted({x for run in runs for k, x in run.records if k == kind})
-    if kind == "level":
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.xaxis.set_major_locator(ticker.FixedLocator(values))
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:.3g}"))
-        ax.xaxis.set_minor_locator(ticker.NullLocator())
-        ax.set(title="Instability of IMP tickets", xlabel="weights remaining (%)")
-    else:
-        if values[0] > 0 and values[-1] / values[0] >= 100:
-            ax.set_xscale("log")
-        ax.set(title="Instability of the dense network", xlabel="spawn iteration k")
-    ax.legend(fontsize="small")
+    panel.series += collapse_rings(rings, "collapsed copy", "collapsed copies")
+    panel.series.append(
+        drawing.Series(
+            f"{STABLE_POINTS:g} points", [0], [STABLE_POINTS], "grey", linestyle=":", rule=True
+        )
+    )
+    return panel
 
 
-def figure(store: Store, run_ids: list[str], size: tuple[int, int], dpi: int) -> Figure:
+def figure(store: Store, run_ids: list[str], size: tuple[int, int], dpi: int) -> drawing.Figure:
     """The instability figure of `run_ids` (`size` pixels at `dpi`).
 
     Raises:
@@ -147,10 +153,5 @@ def figure(store: Store, run_ids: list[str], size: tuple[int, int], dpi: int) ->
             "no instability data: run with --controls stability:1 (IMP tickets) or "
             "--spawn 0,500,... (the dense network) first"
         )
-    fig = Figure(figsize=(size[0] / dpi, size[1] / dpi), dpi=dpi, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 1 + len(kinds))
-    _draw_paths(axes[0], runs)
-    for ax, kind in zip(axes[1:], kinds, strict=True):
-        _draw_instability(ax, runs, kind)
-    return fig
+    panels = [_paths_panel(runs), *(_instability_panel(runs, kind) for kind in kinds)]
+    return drawing.Figure(panels, size, dpi)

@@ -23,7 +23,7 @@ from ltcli.results.reproduce.claims import (
 from ltcli.results.reproduce.measures import MATCH_TOLERANCE, MEASURES, Measurements
 from ltcli.results.reproduce.protocols import BUDGETS, FigureProtocol, Protocol, cuts, show
 
-if TYPE_CHECKING:  # matplotlib costs half a second: `ltcli.results.plot` is imported when drawing
+if TYPE_CHECKING:  # `ltcli.results.plot` is imported only when drawing
     from ltcli.results.plot import OverlayPoint
 
 PAPER_DATA = "frankle2019.json"
