@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ltcli.core import atomic
 from ltcli.core.errors import UsageError
 from ltcli.experiment import spec
 from ltcli.experiment.plan import Progress, plan_of
@@ -139,7 +140,7 @@ def _digests(store: Store, run_id: str, cell: CellKey) -> dict[str, str]:
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
         for p in folder.iterdir()
-        if p.name not in (MANIFEST, ADDED)
+        if p.name != MANIFEST and not p.name.startswith(ADDED)
     }
 
 
@@ -204,10 +205,25 @@ def test_an_addition_is_read_only_once_the_manifest_lists_it(tmp_path):
     store, cell = Store(tmp_path), CellKey(0, 1)
     mask = {"fc1": {"kernel": np.ones((2, 2), np.float32)}}
     store.write_cell("run", cell, mask, {"level": 1})
-    (store.cell_dir("run", cell) / ADDED).write_text('{"level_barrier": 1}')  # a crash here
+    folder = store.cell_dir("run", cell)
+    (folder / f"{ADDED}0123456789abcdef.json").write_text('{"level_barrier": 1}')  # a crash
     assert store.read_metrics("run", cell) == {"level": 1}
     store.add_to_metrics("run", cell, {"level_barrier": {"instability": 0.5}})
     store.follower().add_to_metrics("run", cell, {"other": 1})  # only the writer writes
     assert store.read_metrics("run", cell) == {"level": 1, "level_barrier": {"instability": 0.5}}
-    stored = store.cell_dir("run", cell) / "metrics.json"
+    stored = folder / "metrics.json"
     assert stored.read_text().strip() == '{\n  "level": 1\n}'
+    # A second addition never rewrites the file the manifest lists: a crash after its new
+    # file is written (the manifest not yet rewritten) still reads the first addition whole.
+    listed = set(atomic.read_json(folder / MANIFEST))
+    (folder / f"{ADDED}fedcba9876543210.json").write_text('{"torn": ')
+    assert store.read_metrics("run", cell) == {"level": 1, "level_barrier": {"instability": 0.5}}
+    store.add_to_metrics("run", cell, {"other": 2})
+    assert store.read_metrics("run", cell) == {
+        "level": 1,
+        "level_barrier": {"instability": 0.5},
+        "other": 2,
+    }
+    now = set(atomic.read_json(folder / MANIFEST))
+    assert len(now - listed) == 1 and len(listed - now) == 1  # the old addition unlisted
+    assert not (folder / next(iter(listed - now))).exists()  # and removed

@@ -35,10 +35,15 @@ def write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def write_json(path: Path, value: object) -> None:
-    """Writes `value` as indented JSON with sorted keys (numpy scalars and arrays allowed)."""
+def json_bytes(value: object) -> bytes:
+    """`value` as indented JSON with sorted keys (numpy scalars and arrays allowed)."""
     options = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_SERIALIZE_NUMPY
-    write_bytes(path, orjson.dumps(value, option=options) + b"\n")
+    return orjson.dumps(value, option=options) + b"\n"
+
+
+def write_json(path: Path, value: object) -> None:
+    """Writes `value` as `json_bytes` does."""
+    write_bytes(path, json_bytes(value))
 
 
 def read_json(path: Path) -> object:

@@ -55,11 +55,14 @@ def eval_starts(length: int, count: int, context: int) -> np.ndarray:
 
     The split holds ``(length - 1) // context`` windows, one every `context` tokens (each
     window's last token is the next one's first, so together they score every token after
-    the split's first once). Cut into `count` runs of equal length, evaluation takes the
-    middle window of each: a systematic sample with one fixed draw, the same for every seed,
-    replicate, level and member, which reaches every part of the split. (Taking the first
+    the split's first once, up to the end of the last whole window: the last
+    ``(length - 1) % context`` tokens are in none). Cut into `count` runs of equal length,
+    evaluation takes the middle window of each: a systematic sample with one fixed draw, the
+    same for every seed, replicate, level and member, which reaches every part of the split.
+    (Taking the first
     `count` windows, as lt did, scored the opening of one file of ``python-stdlib``.) With
-    `count` at least the windows the split holds it takes all of them: the whole split.
+    `count` at least the windows the split holds it takes all of them: the whole split, up
+    to its last whole window.
 
     Raises:
       ValueError: the split holds no window.

@@ -68,7 +68,9 @@ BEHAVIOUR_CHANGES: dict[int, tuple[str, Callable[[dict[str, Any]], bool]]] = {
     5: (
         "text evaluation scored the first data.validation windows of each of validation and "
         "test (now as many spread evenly over the whole split)",
-        # Only text runs carry data.tokens (a text data set's token unit).
+        # Only text runs carry data.tokens (a text data set's token unit). Conservative: a
+        # text run whose splits hold no more windows than data.validation scored them all
+        # before too, but the descriptor does not record the splits' sizes to tell.
         lambda full: "tokens" in full["data"],
     ),
     6: (

@@ -135,8 +135,9 @@ FIELDS: dict[str, Field] = {
         5000,
         "an integer >= 1",
         lambda v: v >= 1,
-        doc="Training examples held out for validation (text: validation and test windows "
-        "of the context evaluated).",
+        doc="Training examples held out for validation (text: the windows of the context "
+        "that evaluation scores in each of validation and test, spread evenly over the "
+        "split).",
     ),
     "data.placement": choice(
         "auto",

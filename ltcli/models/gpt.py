@@ -11,8 +11,10 @@ layer ``head``.
 Initialization as GPT-2: dense kernels and embeddings normal with standard deviation 0.02,
 the residual projections ``attn_out`` and ``mlp_fc2`` 0.02 / sqrt(2 * depth) (GPT-2 scales
 them by 1 / sqrt(N) for its N residual layers), biases zero, LayerNorm scales one (epsilon
-1e-5); GELU is GPT-2's tanh approximation. open_lth has no transformer; compared with
-nanoGPT's ``model.py``.
+1e-5); GELU is GPT-2's tanh approximation, and every dense layer and LayerNorm has a bias,
+as GPT-2's. nanoGPT's ``model.py`` (compared) lays the network out the same way and
+initializes it the same, but uses the exact GELU (``nn.GELU()``), and its shakespeare-char
+recipe trains without biases (``bias = False``). open_lth has no transformer.
 """
 
 from __future__ import annotations

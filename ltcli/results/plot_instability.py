@@ -151,7 +151,8 @@ def figure(store: Store, run_ids: list[str], size: tuple[int, int], dpi: int) ->
     if not kinds:
         raise UsageError(
             "no instability data: run with --controls stability:1 (IMP tickets) or "
-            "--spawn 0,500,... (the dense network) first"
+            "--spawn 0,500,... (the dense network) first (the paths between successive "
+            "levels that --barriers measures are charted by lt report)"
         )
     panels = [_paths_panel(runs), *(_instability_panel(runs, kind) for kind in kinds)]
     return drawing.Figure(panels, size, dpi)

@@ -8,7 +8,8 @@ the two ends' errors; the paper counts a network stable when that is within 2 po
 (open_lth's public code has no instability analysis; this follows the paper's definition.)
 Every path also records `barrier_above_line`, the rise above the straight line between the
 ends' errors: the two agree when the ends' errors are equal (a ticket and its copy nearly),
-and differ several-fold between successive IMP levels, whose ends differ.
+and can differ widely between successive IMP levels, whose ends differ (on a LeNet run,
+instability 0.13 points against a barrier above the line of 0.005).
 
 Every point of the path is evaluated in one jitted program, vmapped over the points. The two
 networks share a mask (a ticket and its copy), and every interpolated network is masked.

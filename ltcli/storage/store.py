@@ -9,7 +9,7 @@ Layout (``<root>`` is ``results/``, ``--store`` or ``$LT_STORE``)::
         mask.npz      the cell's mask, bit-packed, prunable layers only
         weights.npz   trained weights (tickets only: the next level is pruned from them)
         metrics.json  evaluation curve and summary
-        added.json    analyses measured after the cell was stored (`Store.add_to_metrics`)
+        added-<sha>.json analyses measured after the cell was stored (`Store.add_to_metrics`)
         manifest.json sha256 of each file above; written last: a cell is finished iff present
     <root>/<run id>/checkpoints/level_<L>.npz   a level's group state while it trains
 
@@ -36,10 +36,15 @@ from ltcli.experiment.member import CellKey
 from ltcli.science import pruning
 
 MANIFEST = "manifest.json"
-ADDED = "added.json"
-"""A finished cell's analyses measured after it was stored (a level barrier that ``lt run
---barriers`` measures on levels stored without it): read as part of its metrics once its
-manifest lists it."""
+ADDED = "added-"
+"""The name prefix of a finished cell's analyses measured after it was stored (a level barrier
+that ``lt run --barriers`` measures on levels stored without it): ``added-<sha256[:16]>.json``,
+named by its content, read as part of its metrics once its manifest lists it."""
+
+
+def _added(manifest: dict[str, str]) -> str | None:
+    """The additions file a cell's manifest lists, if any."""
+    return next((name for name in manifest if name.startswith(ADDED)), None)
 
 
 def _sha256(path: Path) -> str:
@@ -244,14 +249,25 @@ class Store:
 
     def add_to_metrics(self, run_id: str, cell: CellKey, fields: dict[str, Any]) -> None:
         """Adds `fields` to a finished cell's metrics, leaving the files it was stored with
-        as they are: they go into ``added.json`` (beside what it holds already), then the
-        manifest is rewritten with that file's checksum. A crash between the two leaves a
-        file the manifest does not list: it is not read, and the next call rewrites it."""
+        as they are: they and what earlier additions hold go into a new file named by its
+        content (``added-<sha>.json``), then the manifest is rewritten to list it instead of
+        the previous one, which is then removed. No file the manifest lists is ever
+        rewritten, so a crash at any point, or two processes adding at once, leaves a
+        manifest whose files all match it (the last manifest written wins; a file no
+        manifest lists is never read). A cell stored again (``write_cell``) drops its
+        additions: they are measured again when asked for."""
         folder = self.cell_dir(run_id, cell)
         manifest = atomic.read_json(folder / MANIFEST)
-        added = atomic.read_json(self._verified(run_id, cell, ADDED)) if ADDED in manifest else {}
-        atomic.write_json(folder / ADDED, {**added, **fields})
-        atomic.write_json(folder / MANIFEST, {**manifest, ADDED: _sha256(folder / ADDED)})
+        previous = _added(manifest)
+        added = atomic.read_json(self._verified(run_id, cell, previous)) if previous else {}
+        data = atomic.json_bytes({**added, **fields})
+        digest = hashlib.sha256(data).hexdigest()
+        name = f"{ADDED}{digest[:16]}.json"
+        atomic.write_bytes(folder / name, data)
+        listed = {k: v for k, v in manifest.items() if k != previous}
+        atomic.write_json(folder / MANIFEST, {**listed, name: digest})
+        if previous and previous != name:
+            (folder / previous).unlink(missing_ok=True)
 
     def _verified(self, run_id: str, cell: CellKey, name: str) -> Path:
         folder = self.cell_dir(run_id, cell)
@@ -268,8 +284,8 @@ class Store:
         """A finished cell's metrics, checked against its manifest like its arrays, with
         what `add_to_metrics` added to them."""
         metrics = atomic.read_json(self._verified(run_id, cell, "metrics.json"))
-        if ADDED in atomic.read_json(self.cell_dir(run_id, cell) / MANIFEST):
-            metrics.update(atomic.read_json(self._verified(run_id, cell, ADDED)))
+        if added := _added(atomic.read_json(self.cell_dir(run_id, cell) / MANIFEST)):
+            metrics.update(atomic.read_json(self._verified(run_id, cell, added)))
         return metrics
 
     def read_mask(self, run_id: str, cell: CellKey, template: Any) -> Any:

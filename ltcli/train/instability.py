@@ -106,7 +106,9 @@ def stored_level_barrier(engine: Engine, cell: CellKey, run: RunContext) -> dict
 def _level_records(
     engine: Engine, pairs: list[tuple[CellKey, dict, dict, Mask]], run: RunContext
 ) -> dict[CellKey, dict[str, Any]]:
-    """The level-barrier record of each ``(ticket, before, ticket's weights, mask)``."""
+    """The level-barrier record of each ``(ticket, before, ticket's weights, mask)``: stored as
+    a ticket's ``level_barrier`` (the key kept from before the path had two measures), it
+    holds the whole path with both its instability and its barrier above the line."""
     return {c: {"from_level": c.level - 1, **p} for c, p in _paths(engine, pairs, run).items()}
 
 

@@ -43,6 +43,11 @@ def job_refusal(spec: Spec, grouping: str, executor: str) -> str | None:
             "--distributed: --grouping host trains one step per call on one device; a "
             "multi-host job splits each step's batch over every device"
         )
+    if spec["run.devices"]:
+        return (
+            "--distributed: a multi-host job trains each cell over every device of every "
+            "process; --devices picks local devices for a run on one host: drop it"
+        )
     return None
 
 
@@ -110,7 +115,8 @@ def run(
     """
     paths.request_fast_cpu_convolutions()  # before anything starts JAX's backend
     if distributed:
-        prepared = join(spec, data_dir, grouping, executor, prepared)
+        if not hosts.joined():  # `ltcli.results.session.run` joins before its outputs
+            prepared = join(spec, data_dir, grouping, executor, prepared)
         if not hosts.writer():
             store, progress = store.follower(), None
     if executor == "ray":
