@@ -258,3 +258,22 @@ def test_a_job_of_one_process_is_a_job(write_spec, tmp_path, real_data):
     (run_id,) = Store(store).run_ids()
     (cell,) = Store(store).finished_cells(run_id)
     assert Store(store).read_metrics(run_id, cell)["parallel"] == "batch"
+
+
+def test_every_flag_a_job_cannot_honour_is_refused_from_the_spec_alone():
+    """`launch.job_refusal` decides without JAX: each refusal names its flag."""
+    from ltcli.experiment import spec
+    from ltcli.train import launch
+
+    base = spec.load("smoke")
+    assert launch.job_refusal(base, "auto", "local") is None
+    cases = [
+        ({"run.deterministic": True}, "auto", "local", "deterministic"),
+        ({"run.parallel": "cells"}, "auto", "local", "--parallel cells"),
+        ({}, "host", "local", "--grouping host"),
+        ({}, "auto", "ray", "--executor ray"),
+        ({"run.devices": 2}, "auto", "local", "--devices"),
+    ]
+    for overrides, grouping, executor, named in cases:
+        refused = launch.job_refusal(spec.apply_overrides(base, overrides), grouping, executor)
+        assert refused is not None and named in refused, (overrides, refused)
