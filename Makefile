@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test demo bench lint clean
+.PHONY: install test test-fast demo bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,9 +18,14 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-## test: install everything the tests need (Fashion-MNIST and Chromium too, where apt works) and run them
+## test: install everything the tests need (Fashion-MNIST and Chromium too, where apt works) and run
+## every tier of them, printing the 25 slowest
 test: $(STAMP) fashion-mnist chromium
-	$(BIN)/pytest -n 2 --dist loadfile -q
+	$(BIN)/pytest -n 2 --dist loadfile -q --durations=25
+
+## test-fast: the unit tier only (no training, no subprocess), for the inner loop
+test-fast: $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadfile -q -m unit
 
 ## demo: a short real experiment on Fashion-MNIST, printing the per-level table
 demo: $(STAMP) fashion-mnist
@@ -28,11 +33,12 @@ demo: $(STAMP) fashion-mnist
 
 ## bench: print throughput and compile-time figures for this machine
 bench: $(STAMP)
-	$(BIN)/python -m ltcli.bench
+	$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
-	$(BIN)/ruff check ltcli tests experiments
-	$(BIN)/ruff format --check ltcli tests experiments
+	$(BIN)/ruff check ltcli tests experiments benchmarks
+	$(BIN)/ruff format --check ltcli tests experiments benchmarks
+	$(BIN)/lint-imports --no-cache
 
 .PHONY: fashion-mnist
 fashion-mnist:

@@ -1,5 +1,11 @@
 """Shared fixtures: an isolated lt cache per test session, real data when present, and
-small helpers to build specs and stores."""
+small helpers to build specs and stores; and the test tiers.
+
+Every test is of one tier (pyproject.toml registers them): ``unit`` (no training, no
+subprocess; `make test-fast`), ``integration`` (tiny training runs in this process) or
+``system`` (subprocesses, Ray, many hosts, Chromium, ResNets). A module names its tier with
+``pytestmark``; a test of another tier says so itself, and the closest mark wins, so that
+``-m unit`` selects exactly the unit tier. A test of no tier fails collection."""
 
 from __future__ import annotations
 
@@ -13,6 +19,35 @@ from ltcli.core import paths
 from ltcli.data import idx
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TIERS = ("unit", "integration", "system")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Gives each test exactly one tier mark, its closest (its parameter's, else its own,
+    else its class's, else its module's), before ``-m`` selects; refuses a test of no tier,
+    and two tiers in one place."""
+    holders = {node for item in items for node in item.listchain()[:-1]}
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        params = list(callspec.marks) if callspec else []
+        levels = [params, [m for m in item.own_markers if m not in params]]
+        levels += [node.own_markers for node in reversed(item.listchain()[:-1])]
+        tier = None
+        for marks in levels:
+            found = {m.name: m for m in marks if m.name in TIERS}
+            if len(found) > 1:
+                raise pytest.UsageError(f"{item.nodeid}: marked {sorted(found)}: pick one tier")
+            if found and tier is None:
+                tier = next(iter(found.values()))
+        if tier is None:
+            raise pytest.UsageError(
+                f"{item.nodeid} has no tier: mark it (or its module) with one of "
+                + ", ".join(f"pytest.mark.{t}" for t in TIERS)
+            )
+        item.own_markers[:] = [m for m in item.own_markers if m.name not in TIERS] + [tier]
+    for node in holders:  # each test now holds its own tier, for -m to read
+        node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -98,16 +133,3 @@ def class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 pixels = rng.integers(0, 100, (8, 8)) + 15 * c
                 Image.fromarray(pixels.astype(np.uint8), "L").save(folder / f"{i}.png")
     return root
-
-
-def assert_trained_under_mask(row, first, layer: str) -> None:
-    """A trained cell `row` against its start `first`: pruned weights and their optimizer
-    state exactly zero, and most survivors of `layer`'s kernel moved (it did train)."""
-    from ltcli.train import checks
-
-    checks.pruned_are_zero(row.params, first.mask, "test")
-    checks.optimizer_state_masked(row.opt_state, row.params, first.mask, "test")
-    kept = first.mask[layer]["kernel"] == 1
-    kernel, initial = row.params[layer]["kernel"], first.params[layer]["kernel"]
-    assert np.all(kernel[~kept] == 0)
-    assert np.mean(kernel[kept] != initial[kept]) > 0.5

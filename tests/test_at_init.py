@@ -15,6 +15,8 @@ from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch, runner
 
+pytestmark = pytest.mark.integration
+
 
 def same_mask(a, b) -> bool:
     flat_a, flat_b = pruning.flatten(a), pruning.flatten(b)
@@ -73,6 +75,7 @@ def test_snip_levels_shuffle_and_invert(write_spec, tmp_path, real_data):
                 assert not np.any((m == 1) & (pruning.flatten(ticket)[name] == 1))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "args, field",
     [
@@ -102,6 +105,7 @@ def test_bad_at_init_input_exits_2_and_writes_nothing(args, field, write_spec, t
 CIFAR = DataSource("cifar10", "0" * 64, 50000, (32, 32, 3), 10, "x", loader=lambda: None)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("retrain", ["lr-rewind", "finetune"])
 @pytest.mark.parametrize("method", ["snip", "grasp", "synflow", "magnitude-init", "random"])
 def test_pruning_at_init_refuses_to_retrain_from_trained_weights(method, retrain):

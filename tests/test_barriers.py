@@ -21,12 +21,15 @@ from ltcli.science import interpolation, pruning
 from ltcli.storage.store import ADDED, MANIFEST, CellKey, Store
 from ltcli.train import launch, level
 
+pytestmark = pytest.mark.integration
+
 # A path whose ends differ (10% and 50% error) and whose error rises above the straight line
 # between them only near the far end: the two measures differ four-fold.
 ALPHAS = np.linspace(0, 1, 5)
 ERRORS = np.array([0.10, 0.12, 0.20, 0.45, 0.50])
 
 
+@pytest.mark.unit
 def test_the_instability_is_the_highest_error_minus_the_mean_of_the_ends():
     assert interpolation.instability(ERRORS) == pytest.approx(0.50 - (0.10 + 0.50) / 2)
     # Not the straight line (0.05), nor the larger (0.0) or the smaller end (0.40).
@@ -37,6 +40,7 @@ def test_the_instability_is_the_highest_error_minus_the_mean_of_the_ends():
         assert interpolation.instability(errors) == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.unit
 def test_the_barrier_is_the_highest_rise_above_the_line_between_the_ends_errors():
     # 0.45 at a = 3/4 against the line's 0.10 + 0.75 * 0.40 = 0.40; elsewhere below it.
     assert interpolation.barrier_above_line(ALPHAS, ERRORS) == pytest.approx(0.05, abs=1e-12)
@@ -57,6 +61,7 @@ def test_the_barrier_is_the_highest_rise_above_the_line_between_the_ends_errors(
         )
 
 
+@pytest.mark.unit
 def test_a_path_summary_holds_both_measures_of_its_errors():
     metrics = np.stack([np.linspace(2.0, 1.0, 5), 1 - ERRORS], axis=1)  # (loss, accuracy)
     summary = interpolation.summarize_path(ALPHAS, metrics)
@@ -90,6 +95,7 @@ def test_the_path_runs_evenly_from_the_first_network_to_the_second_under_the_mas
     np.testing.assert_allclose(point["w"], m * (0.7 * w_a + 0.3 * w_b), atol=1e-7)
 
 
+@pytest.mark.unit
 def test_paths_stored_before_the_rename_read_their_barrier_from_its_old_key():
     old = {"alpha": [0, 1], "test_error": [0.1, 0.1], "instability": 0.3, "barrier": 0.1}
     assert report.path_measures(old) == {"instability": 0.3, "barrier_above_line": 0.1}
@@ -98,6 +104,7 @@ def test_paths_stored_before_the_rename_read_their_barrier_from_its_old_key():
     assert report.path_measures(None) == {"instability": None, "barrier_above_line": None}
 
 
+@pytest.mark.unit
 def test_a_layer_keeping_one_weight_has_not_collapsed():
     mask = {
         "fc1": {"kernel": np.zeros((4, 3), np.float32), "bias": np.ones(3, np.float32)},
@@ -193,6 +200,7 @@ def test_the_report_charts_both_level_measures_and_names_each(class_folder, tmp_
     assert "minus the mean of the ends' errors" in html
 
 
+@pytest.mark.unit
 def test_one_shot_levels_refuse_barriers(class_folder):
     loaded = _spec(class_folder, barriers=True)
     one_shot = spec.apply_overrides(loaded, {"prune.one_shot": [50.0, 20.0]})
@@ -201,6 +209,7 @@ def test_one_shot_levels_refuse_barriers(class_folder):
         plan_of(one_shot, desc, source)
 
 
+@pytest.mark.unit
 def test_an_addition_is_read_only_once_the_manifest_lists_it(tmp_path):
     store, cell = Store(tmp_path), CellKey(0, 1)
     mask = {"fc1": {"kernel": np.ones((2, 2), np.float32)}}

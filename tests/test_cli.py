@@ -18,6 +18,8 @@ from ltcli.cli.results import complete_runs
 from ltcli.experiment import spec
 from ltcli.storage.store import Store
 
+pytestmark = pytest.mark.unit
+
 
 def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
@@ -148,6 +150,7 @@ def two_runs(tmp_path_factory, real_data) -> Path:
     return store
 
 
+@pytest.mark.system
 def test_a_rerun_with_nothing_to_train_loads_no_jax(two_runs, real_data):
     """What keeps a finished rerun fast: it answers from the store without importing JAX."""
     args = ["run", "smoke", "--rounds", "0", "--replicates", "1", "--iterations", "100"]
@@ -165,6 +168,7 @@ def test_a_rerun_with_nothing_to_train_loads_no_jax(two_runs, real_data):
     assert done.stdout.splitlines() == ["0 True", "[]"], done.stderr
 
 
+@pytest.mark.integration
 def test_ls_lists_every_run(two_runs):
     result = invoke("ls", "--store", str(two_runs))
     assert result.exit_code == 0
@@ -175,6 +179,7 @@ def test_ls_lists_every_run(two_runs):
         assert any(line.startswith(run_id[:12]) for line in lines)
 
 
+@pytest.mark.integration
 def test_show_finds_a_run_by_name_or_prefix(two_runs):
     run_id = Store(two_runs).resolve("beta")
     by_name = invoke("show", "beta", "--store", str(two_runs))
@@ -183,6 +188,7 @@ def test_show_finds_a_run_by_name_or_prefix(two_runs):
     assert f"run {run_id}" in by_name.stdout and "seed=1" in by_name.stdout
 
 
+@pytest.mark.integration
 def test_an_unknown_or_ambiguous_run_exits_2(two_runs):
     missing = invoke("show", "zzzz", "--store", str(two_runs))
     assert missing.exit_code == 2 and "no such run" in missing.stderr
@@ -195,6 +201,7 @@ def test_an_unknown_or_ambiguous_run_exits_2(two_runs):
     assert two_of_one_experiment.exit_code == 2 and ids[1][:12] in two_of_one_experiment.stderr
 
 
+@pytest.mark.integration
 def test_show_finds_the_only_run_of_an_experiment(two_runs, tmp_path):
     run_id = Store(two_runs).resolve("alpha")
     shutil.copytree(Store(two_runs).run_dir(run_id), tmp_path / run_id)
@@ -225,6 +232,7 @@ def test_one_data_set_is_never_taken_for_another(real_data, tmp_path):
     assert f"are {real_data[0]}, not {other}" in result.stderr
 
 
+@pytest.mark.integration
 def test_path_prints_the_runs_existing_folder(two_runs):
     store = Store(two_runs)
     result = invoke("path", "beta", "--store", str(two_runs))
@@ -243,6 +251,7 @@ def completions(args: list[str], incomplete: str) -> list[str]:
     return [item.value for item in complete.get_completions(args, incomplete)]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", ["show", "compare", "export", "plot", "diff", "path"])
 def test_run_arguments_complete_to_ids_and_aliases(two_runs, command):
     ids = Store(two_runs).run_ids()
@@ -252,6 +261,7 @@ def test_run_arguments_complete_to_ids_and_aliases(two_runs, command):
     assert completions([command, "--store", str(two_runs)], ids[0][:3]) == [ids[0][:12]]
 
 
+@pytest.mark.integration
 def test_run_completion_finds_the_store_from_the_environment(two_runs, monkeypatch, tmp_path):
     monkeypatch.setenv("LT_STORE", str(two_runs))
     assert sorted(completions(["diff", "alpha"], "b")) == ["beta"]
@@ -260,6 +270,7 @@ def test_run_completion_finds_the_store_from_the_environment(two_runs, monkeypat
     assert completions(["show"], "") == []
 
 
+@pytest.mark.integration
 def test_run_completion_never_fails(two_runs, tmp_path):
     broken = tmp_path / "store"
     shutil.copytree(two_runs, broken)

@@ -26,6 +26,8 @@ from ltcli.results import plot as plotting
 from ltcli.results import plot_instability, report
 from ltcli.storage.store import Store
 
+pytestmark = pytest.mark.unit
+
 results = LtGroup(commands={"compare": compare, "export": export})
 FULL = {"fc1/kernel": [12, 12], "out/kernel": [4, 4]}
 EMPTY_OUT = {"fc1/kernel": [3, 12], "out/kernel": [0, 4]}

@@ -26,6 +26,8 @@ from ltcli.science import pruning, scoring
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import checks, engine, launch, runner
 
+pytestmark = pytest.mark.unit
+
 METHODS = ("magnitude", "snip", "grasp", "synflow", "magnitude-init", "random")
 RETRAINS = ("rewind", "lr-rewind", "finetune")
 SCHEDULES = ("imp", "one-shot", "several")
@@ -143,6 +145,7 @@ def _order_key(seed, replicate, order, member):
     return jax.random.fold_in(key, 0)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method,retrain,rewind,schedule", ACCEPTED)
 def test_every_cell_starts_where_the_table_says(
     class_folder, tmp_path, method, retrain, rewind, schedule

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import assert_trained_under_mask
 from jax import lax
 
 from ltcli.data import Arrays
@@ -22,6 +21,10 @@ from ltcli.models.conv import ConvNet
 from ltcli.models.resnet import ResNet
 from ltcli.science import pruning, scoring
 from ltcli.train.engine import Engine, Group, TrainConfig, to_device, unstack
+
+from helpers import assert_trained_under_mask
+
+pytestmark = pytest.mark.unit
 
 EVERY = 6
 """Steps per evaluation period: one unrolled call of four steps, then one of two."""
@@ -235,6 +238,7 @@ def test_second_derivatives_go_through_the_cpu_layers(monkeypatch):
     np.testing.assert_allclose(fast, hvp(lax.conv_general_dilated, lambda y: y), **TOLERANCE)
 
 
+@pytest.mark.system
 def test_grasp_scores_a_resnet_through_the_cpu_layers(monkeypatch):
     """Before the CPU layers had custom JVPs, forward mode refused them, and GraSP with it."""
     monkeypatch.setattr(cpu_ops, "on_cpu", lambda: True)
@@ -256,6 +260,7 @@ def test_grasp_scores_a_resnet_through_the_cpu_layers(monkeypatch):
     assert kept == round(0.5 * total)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_the_cpu_step_matches_the_plain_one_and_keeps_pruned_weights_zero(data, name, monkeypatch):
     plain = trained(name, data, fast=False, unrolled=False, monkeypatch=monkeypatch)

@@ -16,6 +16,8 @@ from ltcli import data
 from ltcli.core.errors import UsageError
 from ltcli.data import cifar
 
+pytestmark = pytest.mark.unit
+
 N = 4  # images per batch file in these tests (10000 in the real data)
 BATCHES = [*cifar.TRAIN_BATCHES, cifar.TEST_BATCH]
 

@@ -25,6 +25,8 @@ from ltcli.cli.data import data as data_group
 from ltcli.core.errors import LtError
 from ltcli.data import cifar, fetch
 
+pytestmark = pytest.mark.unit
+
 STEMS = [
     "train-images-idx3-ubyte",
     "train-labels-idx1-ubyte",

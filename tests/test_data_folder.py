@@ -13,6 +13,8 @@ from ltcli import data
 from ltcli.core.errors import UsageError
 from ltcli.data import folder
 
+pytestmark = pytest.mark.unit
+
 CLASSES = ["dog", "ant", "cat"]  # sorted: ant 0, cat 1, dog 2
 
 

@@ -23,6 +23,8 @@ from ltcli.cli.data import data as data_group
 from ltcli.core.errors import UsageError
 from ltcli.data import base, imagenet
 
+pytestmark = pytest.mark.unit
+
 WNIDS = ["n01484850", "n01440764", "n01443537"]  # sorted: n01440764 0, n01443537 1, n01484850 2
 SORTED = sorted(WNIDS)
 

@@ -13,6 +13,8 @@ from ltcli import data
 from ltcli.core.errors import UsageError
 from ltcli.data import text
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(autouse=True)
 def _cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

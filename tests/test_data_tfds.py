@@ -21,6 +21,8 @@ from ltcli.core.errors import UsageError
 from ltcli.data import tfds_source
 from ltcli.storage.store import CellKey, Store
 
+pytestmark = pytest.mark.unit
+
 
 def test_missing_tensorflow_datasets_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch,
@@ -185,6 +187,7 @@ def _lt_run(tmp_path: Path, data_dir: Path, data_fields: str, train: str) -> tup
     return Store(store), run_id
 
 
+@pytest.mark.integration
 def test_lt_run_trains_on_a_tfds_data_set(tiny_tfds: Path, tmp_path: Path) -> None:
     store, run_id = _lt_run(
         tmp_path,
@@ -258,6 +261,7 @@ def test_images_of_many_sizes_stream_with_imagenets_transforms(
         data.locate(f"tfds:{TINY}", tiny_tfds, image_size=16)
 
 
+@pytest.mark.integration
 def test_lt_run_streams_a_tfds_data_set_of_many_sizes(sized_tfds: Path, tmp_path: Path) -> None:
     store, run_id = _lt_run(
         tmp_path,

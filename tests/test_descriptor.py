@@ -15,6 +15,8 @@ from ltcli.core.errors import UsageError
 from ltcli.data import DataSource, idx
 from ltcli.experiment import descriptor, spec
 
+pytestmark = pytest.mark.unit
+
 FAKE = DataSource("mnist", "0" * 64, 60000, (28, 28, 1), 10, "nowhere", loader=lambda: None)
 
 
@@ -42,6 +44,7 @@ def test_mnist_lenet_hash_is_pinned():
     assert desc.run_id == "e4646d69479ec75865212848a3d5b9506331471a1267e54cc547fc56671c8789"
 
 
+@pytest.mark.system
 def test_same_id_in_a_fresh_process():
     code = (
         "from ltcli.experiment import descriptor, spec; from ltcli.data import DataSource;"
@@ -52,6 +55,7 @@ def test_same_id_in_a_fresh_process():
     assert out.stdout.strip() == resolve().run_id
 
 
+@pytest.mark.system
 def test_resolving_checks_exclusions_without_loading_jax():
     """A rerun resolves its descriptor; for ResNet-20 (which excludes its shortcuts) that
     must not import JAX either."""

@@ -10,7 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ltcli.storage.store import Store
+
+pytestmark = pytest.mark.system
 
 
 def lt_run(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> None:

@@ -18,6 +18,8 @@ from ltcli.results import diff
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
+pytestmark = pytest.mark.unit
+
 FULL = {
     "data": {"content": "abc", "dataset": "mnist", "validation": 1000},
     "model": {"dropout": 0.0, "name": "lenet300"},

@@ -13,6 +13,8 @@ from PIL import Image
 from ltcli.core.errors import UsageError
 from ltcli.results import drawing
 
+pytestmark = pytest.mark.unit
+
 
 def figure(size=(900, 300), dpi=100) -> drawing.Figure:
     bars = drawing.Series("ticket", [100, 50, 25], [97.0, 98.0, 96.0], drawing.color(0))

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import assert_trained_under_mask
 
 from ltcli.core.errors import InvariantError
 from ltcli.data import Arrays
@@ -29,6 +28,10 @@ from ltcli.train.engine import (
     unstack,
 )
 from ltcli.train.level import cell_metrics
+
+from helpers import assert_trained_under_mask
+
+pytestmark = pytest.mark.integration
 
 CFG = TrainConfig("adam", 3e-3, batch_size=20, iterations=40, eval_every=10)
 MODEL = MLP(hidden=(16,), num_classes=4)
@@ -62,6 +65,7 @@ def train(engine: Engine, group, data, chunks=(4,), rewind_at=0):
     return group, np.concatenate(curves, axis=1)
 
 
+@pytest.mark.unit
 def test_each_epoch_visits_every_example_once():
     n, batch = 50, 20
     ids = np.asarray(batch_indices(jax.random.PRNGKey(0), 0, 10, batch, n)).reshape(-1)
@@ -137,6 +141,7 @@ def test_late_rewinding_captures_the_weights_at_iteration_k(data):
     assert not np.array_equal(full.rewind["params"]["fc1"]["kernel"], full.params["fc1"]["kernel"])
 
 
+@pytest.mark.unit
 def test_summary_takes_early_stopping_at_the_minimum_validation_loss():
     curve = np.array([[0.9, 0.5, 0.8, 0.60], [0.4, 0.8, 0.5, 0.85], [0.6, 0.7, 0.6, 0.80]])
     summary = summarize(curve, eval_every=100)
@@ -146,6 +151,7 @@ def test_summary_takes_early_stopping_at_the_minimum_validation_loss():
     assert summary["iterations"] == 300
 
 
+@pytest.mark.unit
 def test_early_stopping_is_the_first_least_finite_validation_loss_and_reports_there():
     """A cell that trained from iteration 300, evaluated every 100: its early-stop point is
     the evaluation of least validation loss (the first of a tie; a NaN never counts), on the
@@ -181,6 +187,7 @@ def test_early_stopping_is_the_first_least_finite_validation_loss_and_reports_th
     assert metrics["diverged"] and metrics["iterations"] == 900
 
 
+@pytest.mark.unit
 def test_checks_catch_revived_weights_and_momentum():
     mask = {"fc1": {"kernel": np.array([[1.0, 0.0]])}}
     with pytest.raises(InvariantError, match="fc1/kernel"):
@@ -195,11 +202,13 @@ def test_checks_catch_revived_weights_and_momentum():
         checks.counts({"fc1/kernel": 2}, {"fc1/kernel": 3}, "cell")
 
 
+@pytest.mark.unit
 def test_dense_mask_keeps_everything():
     p, _ = Engine(MODEL, CFG).init(jax.random.PRNGKey(0), (6, 6, 1))
     assert pruning.percent_remaining(pruning.dense_mask(p)) == 100.0
 
 
+@pytest.mark.unit
 def test_learning_rate_warms_up_then_drops_at_absolute_iterations():
     cfg = TrainConfig(
         "sgd",

@@ -15,6 +15,8 @@ from ltcli.experiment import spec
 from ltcli.experiment.fields import FIELDS, Duration
 from ltcli.train.engine import TrainConfig
 
+pytestmark = pytest.mark.unit
+
 
 def _help() -> str:
     result = CliRunner().invoke(cli, ["run", "--help"], terminal_width=10_000)

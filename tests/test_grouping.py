@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import pytest
 
 from ltcli.data import Arrays
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning
 from ltcli.train import grouping
 from ltcli.train.engine import Engine, TrainConfig, to_device
+
+pytestmark = pytest.mark.unit
 
 
 def _two_cells():
@@ -29,6 +32,7 @@ def _two_cells():
     return engine, data, fresh
 
 
+@pytest.mark.integration
 def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
     engine, data, fresh = _two_cells()
 

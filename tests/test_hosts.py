@@ -15,10 +15,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ltcli.experiment.member import CellKey
 from ltcli.science import pruning
 from ltcli.storage.store import Store
+
+from helpers import kill_when
+
+pytestmark = pytest.mark.system
 
 
 def _free_port() -> int:
@@ -159,10 +164,8 @@ def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_p
     store, whole = tmp_path / "job", tmp_path / "whole"
     command = _command(spec, store, real_data[1], "--distributed", "--checkpoint-every", "0")
     job = _job(command)
-    deadline = time.monotonic() + 300
-    while not list(store.glob("*/checkpoints/*.npz")) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    job[1].kill()  # the follower dies mid-level, after the writer saved a checkpoint
+    # the follower dies mid-level, after the writer saved a checkpoint
+    kill_when(job[1], store, "*/checkpoints/*.npz", 300)
     started = time.monotonic()
     job[0].communicate(timeout=120)
     assert job[0].returncode != 0, "the writer must fail when a process of its job dies"
@@ -260,6 +263,7 @@ def test_a_job_of_one_process_is_a_job(write_spec, tmp_path, real_data):
     assert Store(store).read_metrics(run_id, cell)["parallel"] == "batch"
 
 
+@pytest.mark.unit
 def test_every_flag_a_job_cannot_honour_is_refused_from_the_spec_alone():
     """`launch.job_refusal` decides without JAX: each refusal names its flag."""
     from ltcli.experiment import spec

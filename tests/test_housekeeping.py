@@ -18,6 +18,8 @@ from ltcli.results import report
 from ltcli.storage import housekeeping
 from ltcli.storage.store import CellKey, Store
 
+pytestmark = pytest.mark.unit
+
 group = LtGroup(commands={"rm": rm, "gc": gc})
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}
 

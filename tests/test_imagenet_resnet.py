@@ -21,6 +21,8 @@ from ltcli.models import imagenet_resnet
 from ltcli.models.imagenet_resnet import ImageNetResNet
 from ltcli.science import pruning
 
+pytestmark = pytest.mark.system
+
 IMAGENET = (224, 224, 3)
 TORCHVISION_RESNET50_PARAMS = 25_557_032
 """``sum(p.numel() for p in torchvision.models.resnet50().parameters())``."""
@@ -49,6 +51,7 @@ def tiny():
     return model, model.init(jax.random.key(0), x, train=False)
 
 
+@pytest.mark.unit
 def test_the_registry_names_exactly_the_traced_kernels(full):
     kernels = {p for p in flat(full["params"]) if p.endswith(f"{pruning.SEP}kernel")}
     definition = models.get("resnet50")
@@ -61,6 +64,7 @@ def test_the_registry_names_exactly_the_traced_kernels(full):
     assert definition.has_batch_norm and not definition.has_dropout
 
 
+@pytest.mark.unit
 def test_parameter_count_is_torchvisions(full):
     assert count(full["params"]) == TORCHVISION_RESNET50_PARAMS
     # Running mean and variance of every batch norm (26,560 channels).
@@ -69,6 +73,7 @@ def test_parameter_count_is_torchvisions(full):
     assert counts == {"conv": 23_454_912, "output": 2_048_000}
 
 
+@pytest.mark.unit
 def test_layer_shapes_follow_torchvision(full):
     shapes = {k: v.shape for k, v in flat(full["params"]).items()}
     assert shapes["conv1/kernel"] == (7, 7, 3, 64)
@@ -90,6 +95,7 @@ def test_layer_shapes_follow_torchvision(full):
     assert not any(k.endswith("conv1/bias") for k in shapes)
 
 
+@pytest.mark.unit
 def test_strides_at_imagenet_size(full):
     """112 after the stem, 56 after the pool, then 56, 28, 14, 7 = 224 / 32."""
     model = models.create("resnet50", 1000)
@@ -273,12 +279,14 @@ def test_output_layer_init(initialized):
             assert kernel.std() == pytest.approx(bound / 3**0.5, rel=0.02)
 
 
+@pytest.mark.unit
 def test_unknown_initializer_is_refused():
     model = ImageNetResNet(num_classes=10, initializer="glorot", **TINY)
     with pytest.raises(ValueError, match="open_lth, torchvision"):
         model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
 
 
+@pytest.mark.unit
 def test_no_dropout():
     with pytest.raises(ValueError, match="no dropout"):
         models.create("resnet50", 1000, dropout=0.1)

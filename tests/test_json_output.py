@@ -17,6 +17,8 @@ from ltcli.data import fetch
 from ltcli.results import report
 from ltcli.storage.store import CellKey, Store
 
+pytestmark = pytest.mark.integration
+
 
 def invoke(*args: str):
     return CliRunner().invoke(cli, list(args))
@@ -109,6 +111,7 @@ def test_show_json_is_what_run_json_printed_and_the_table_agrees(trained):
     assert report.format_stat(stat, 100) in level1
 
 
+@pytest.mark.unit
 def test_show_json_keeps_diverged_cells_countable_and_stays_strict(tmp_path):
     run_id = "f" * 64
     full = {
@@ -167,6 +170,7 @@ def test_ls_json_has_a_row_per_run_with_its_best_accuracy(trained, tmp_path):
     assert "no runs" in empty.stderr
 
 
+@pytest.mark.unit
 def test_data_ls_json_lists_every_known_data_set(real_data):
     result = invoke("data", "ls", "--json", "--data-dir", str(real_data[1]))
     assert result.exit_code == 0, result.output

@@ -7,10 +7,13 @@ from __future__ import annotations
 import logging
 
 import jax
+import pytest
 
 from ltcli.experiment import plan, spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch, runner
+
+pytestmark = pytest.mark.integration
 
 
 def test_no_level_after_the_first_pruned_one_compiles_anything(

@@ -13,6 +13,8 @@ from flax import traverse_util
 from ltcli import models
 from ltcli.science import pruning
 
+pytestmark = pytest.mark.unit
+
 CIFAR = (32, 32, 3)
 MNIST = (28, 28, 1)
 IMAGE_SHAPE = {"lenet300": MNIST}
@@ -138,7 +140,13 @@ def test_models_without_dropout_reject_it(name):
         models.create(name, 10, dropout=0.5)
 
 
-@pytest.mark.parametrize("name", sorted(COUNTS))
+@pytest.mark.parametrize(
+    "name",  # the full-size VGG-19 and ResNet-20 compile for long: system tier
+    [
+        pytest.param(n, marks=pytest.mark.system) if n in ("vgg19", "resnet20") else n
+        for n in sorted(COUNTS)
+    ],
+)
 def test_forward(name):
     model, shape = models.create(name, 10), IMAGE_SHAPE.get(name, CIFAR)
     x = jax.random.normal(jax.random.key(1), (2, *shape))

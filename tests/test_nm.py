@@ -15,6 +15,8 @@ from ltcli.models.lenet import MLP
 from ltcli.science import pruning, scoring
 from ltcli.science.pruning import Strategy
 
+pytestmark = pytest.mark.unit
+
 # Dense kernels are (in, out), conv kernels (kh, kw, cin, cout): the input axis is -2.
 LAYERS = {"fc1": (16, 6), "conv1": (3, 3, 8, 5), "out": (12, 3)}
 RATES = {"fc": 0.2, "conv": 0.2, "output": 0.1}

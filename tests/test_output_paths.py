@@ -21,6 +21,8 @@ from ltcli.results import export, plot, ticket
 from ltcli.storage.store import Store
 from ltcli.train import launch
 
+pytestmark = pytest.mark.unit
+
 RUN_ID = "a" * 64
 
 # Each command with OUT where its output path goes, and a suffix it writes.

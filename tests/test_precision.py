@@ -6,12 +6,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from ltcli.experiment import spec
 from ltcli.experiment.member import CellKey, Member
 from ltcli.science import pruning
 from ltcli.storage.store import Store
 from ltcli.train import engine, launch
+
+pytestmark = pytest.mark.unit
 
 
 def _spec(folder, **train) -> spec.Spec:
@@ -60,6 +63,7 @@ def test_the_products_run_in_bfloat16_and_the_loss_in_float32():
     assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
 
 
+@pytest.mark.integration
 def test_bf16_training_keeps_float32_weights_and_pruned_weights_exactly_zero(
     class_folder, tmp_path
 ):

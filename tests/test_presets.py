@@ -12,14 +12,14 @@ from ltcli.experiment import descriptor, plan, spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import runner
 
-CIFAR_PRESETS = [
+pytestmark = pytest.mark.unit
+
+CIFAR_PRESETS = [  # each network once: the -warmup presets differ only in the schedule
     "cifar10-conv2",
     "cifar10-conv4",
     "cifar10-conv6",
-    "cifar10-vgg19",
-    "cifar10-vgg19-warmup",
-    "cifar10-resnet20",
-    "cifar10-resnet20-warmup",
+    pytest.param("cifar10-vgg19", marks=pytest.mark.system),
+    pytest.param("cifar10-resnet20", marks=pytest.mark.system),
 ]
 
 
@@ -58,6 +58,7 @@ def test_the_paper_budgets_are_in_the_specs():
     assert conv6["prune.rates"] == {"conv": 0.15, "fc": 0.2, "output": 0.1}
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("name", CIFAR_PRESETS)
 def test_two_levels_of_each_preset_complete_and_resume(name: str, tmp_path):
     tiny = {

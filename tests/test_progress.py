@@ -15,6 +15,8 @@ from ltcli.core.meter import Meter
 from ltcli.data import fetch
 from ltcli.storage.store import CellKey
 
+pytestmark = pytest.mark.unit
+
 LINE = re.compile(
     r"(?P<label>.+?)  (?P<done>[\d,.]+)(?:/(?P<total>[\d,.]+))? (?P<unit>\w+)  "
     r"(?P<rate>[\d,.]+) (?P=unit)/s  ETA (?P<eta>\d+:\d\d(?::\d\d)?|--:--)"
@@ -132,6 +134,7 @@ def test_clock_text(seconds: float, text: str) -> None:
     assert progressing._clock(seconds) == text
 
 
+@pytest.mark.integration
 def test_every_stored_group_is_announced_once_on_disk_when_flushed(class_folder, tmp_path):
     from ltcli.experiment import plan as planning
     from ltcli.experiment import spec

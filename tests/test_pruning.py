@@ -8,6 +8,8 @@ import pytest
 from ltcli.science import pruning
 from ltcli.science.pruning import Strategy
 
+pytestmark = pytest.mark.unit
+
 LENET = {"fc1": (784, 300), "fc2": (300, 100), "out": (100, 10)}
 RESNET_LIKE = {
     "conv1": (3, 3, 3, 16),

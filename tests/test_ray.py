@@ -23,7 +23,7 @@ from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
 pytest.importorskip("ray")
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.system, pytest.mark.ray]
 
 RAY = str(Path(sys.executable).with_name("ray"))
 

@@ -13,6 +13,8 @@ import pytest
 
 from ltcli.train import engine
 
+pytestmark = pytest.mark.unit
+
 BASE = {"optimizer": "adamw", "lr": 0.1, "batch_size": 4, "iterations": 100, "eval_every": 10}
 
 

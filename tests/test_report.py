@@ -25,6 +25,8 @@ from ltcli.results import plot as plotting
 from ltcli.results import report
 from ltcli.storage.store import CellKey, Store
 
+pytestmark = pytest.mark.unit
+
 results = LtGroup(commands={"export": export, "plot": plot})
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}
 

@@ -32,6 +32,8 @@ from ltcli.core import atomic
 from ltcli.results import page
 from ltcli.storage.store import CellKey, Store
 
+pytestmark = pytest.mark.unit
+
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}
 FULL = {
     "data": {"dataset": "mnist"},
@@ -332,6 +334,7 @@ def test_lt_report_checks_its_input_before_reading_the_store(tmp_path, args, mes
     assert not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.integration
 def test_lt_run_report_rewrites_the_page_after_every_level(tmp_path, write_spec, monkeypatch):
     """`lt run --report PATH`: a real two-level run; the page is rewritten as each level is
     stored (seeing that level's cells), and once more when the run ends."""
@@ -473,6 +476,7 @@ def events(chrome: Browser, method: str) -> list[dict]:
     return [e["params"] for e in chrome.events if e.get("method") == method]
 
 
+@pytest.mark.system
 def test_the_page_renders_without_console_errors(browser):
     assert browser.ready == "ok"
     assert browser.evaluate("window.ltErrors") == []
@@ -487,11 +491,13 @@ def test_the_page_renders_without_console_errors(browser):
     assert [e for e in logged if e["level"] in ("error", "warning")] == []
 
 
+@pytest.mark.system
 def test_the_page_made_no_network_request(browser):
     urls = [e["request"]["url"] for e in events(browser, "Network.requestWillBeSent")]
     assert urls and all(u.startswith(("file:", "data:", "blob:", "about:")) for u in urls), urls
 
 
+@pytest.mark.system
 def test_every_chart_renders_with_marks_in_it(browser):
     counts = browser.evaluate(
         """Object.fromEntries([...document.querySelectorAll('.chart')].map(c => [c.dataset.chart,
@@ -506,6 +512,7 @@ def test_every_chart_renders_with_marks_in_it(browser):
     assert points >= 4 * 1 + 3 * 2 + 4 * 1  # imp ticket, reinit and random; snip's ticket
 
 
+@pytest.mark.system
 def test_a_screenshot_is_taken(browser, tmp_path):
     height = min(browser.evaluate("document.documentElement.scrollHeight"), 4000)
     browser.page(
@@ -547,6 +554,7 @@ def hover(browser: Browser, selector_js: str) -> dict[str, str]:
     )
 
 
+@pytest.mark.system
 def test_hovering_the_known_cell_shows_its_mean_std_and_n(browser):
     found = hover(
         browser,
@@ -559,6 +567,7 @@ def test_hovering_the_known_cell_shows_its_mean_std_and_n(browser):
     assert (found["std"], found["n"], found["min"], found["max"]) == ("1.00", "3", "96.00", "98.00")
 
 
+@pytest.mark.system
 def test_a_level_picker_chooses_the_training_curves_level(browser):
     view = "window.ltViews.curves"
     levels = browser.evaluate(
@@ -578,6 +587,7 @@ def test_a_level_picker_chooses_the_training_curves_level(browser):
     assert shown and set(shown) == {3}
 
 
+@pytest.mark.system
 def test_the_mouse_wheel_zooms_a_chart(browser):
     domains = "[0, 1].map(i => window.ltViews.early_stop.scale(['x', 'y'][i]).domain())"
     before = browser.evaluate(domains)
@@ -595,6 +605,7 @@ def test_the_mouse_wheel_zooms_a_chart(browser):
     assert x1 - x0 < before[0][1] - before[0][0] and y1 - y0 < before[1][1] - before[1][0]
 
 
+@pytest.mark.system
 def test_clicking_a_legend_entry_shows_that_series_alone(browser):
     box = browser.evaluate(
         """(() => { const t = [...document.querySelectorAll(

@@ -24,6 +24,8 @@ from ltcli.results import plot, report, reproduce
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
+pytestmark = pytest.mark.unit
+
 group = LtGroup(commands={"reproduce": reproduce_command})
 MASK = {"fc1": {"kernel": np.ones((4, 3), np.float32)}}
 SHIPPED = json.loads(

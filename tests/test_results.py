@@ -22,6 +22,8 @@ from ltcli.results import plot as plotting
 from ltcli.results import report
 from ltcli.storage.store import Store
 
+pytestmark = pytest.mark.integration
+
 results = LtGroup(commands={"compare": compare, "export": export, "plot": plot})
 
 
@@ -261,6 +263,7 @@ def test_show_has_the_controls_early_stop_columns(store):
     assert column(table, "n") == ["1", "1"]
 
 
+@pytest.mark.unit
 def test_the_levels_table_gives_each_control_kind_its_own_early_stop():
     def cell(member: str, replicate: int, stop: int, acc: float) -> dict:
         return {

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,10 @@ from ltcli.experiment import plan, spec
 from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import checks, context, engine, launch, runner
+
+from helpers import KillAfter, Killed, kill_when
+
+pytestmark = pytest.mark.integration
 
 
 def lt(*args: str, store: Path, data_dir: Path | None = None):
@@ -188,21 +190,11 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
     reference = Store(tmp_path / "reference")
     run_id = launch.run(loaded, reference, data_dir=real_data[1])
 
-    class Killed(Exception):
-        pass
-
-    class KillAfter(plan.Progress):
-        def __init__(self):
-            self.steps = 0
-
-        def advance(self, steps):
-            self.steps += steps
-            if self.steps >= 200:
-                raise Killed
-
     store = Store(tmp_path / "killed")
     with pytest.raises(Killed):
-        launch.run(loaded, store, data_dir=real_data[1], progress=KillAfter(), checkpoint_seconds=0)
+        launch.run(
+            loaded, store, data_dir=real_data[1], progress=KillAfter(200), checkpoint_seconds=0
+        )
     assert store.checkpoint_path(run_id, "level_0").exists()
     assert not store.is_finished(run_id, CellKey(0, 0))
     resumed = []
@@ -220,16 +212,12 @@ def test_a_checkpointed_cell_resumes_to_the_same_numbers(
         assert a["curve"] == b["curve"]
 
 
+@pytest.mark.system
 def test_a_killed_run_resumes_at_the_first_unfinished_cell(write_spec, tmp_path, real_data):
     path = write_spec(train={"iterations": "500it"}, run={"rounds": 4})
     command = lt_process(path, tmp_path, real_data[1])
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not any(tmp_path.glob("*/replicate_0/level_1/ticket/manifest.json")):
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended too soon"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, tmp_path, "*/replicate_0/level_1/ticket/manifest.json", 120)
     before = manifests(tmp_path)
     assert 2 <= len(before) < 5
     result = lt("run", str(path), store=tmp_path, data_dir=real_data[1])
@@ -239,6 +227,7 @@ def test_a_killed_run_resumes_at_the_first_unfinished_cell(write_spec, tmp_path,
     assert len(after) == 5
 
 
+@pytest.mark.system
 def test_a_second_process_reuses_compiled_programs(write_spec, tmp_path, real_data):
     path = write_spec(run={"rounds": 0})
     cache = tmp_path / "cache"
@@ -299,6 +288,7 @@ def test_the_engine_start_is_checked_against_theta_0_on_disk(
     assert manifests(tmp_path) == {}
 
 
+@pytest.mark.unit
 def test_a_second_process_cannot_train_the_same_run(write_spec, tmp_path, real_data):
     path = write_spec(run={"rounds": 0})
     desc, _ = launch.prepare(spec.load(str(path)), real_data[1])

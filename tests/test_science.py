@@ -20,6 +20,8 @@ from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, instability, launch, runner
 from ltcli.train.engine import Engine, TrainConfig, learning_rate, to_device, unstack
 
+pytestmark = pytest.mark.integration
+
 WARMUP = {"iterations": "300it", "warmup": "200it", "lr": 1e-3, "lr_drops": ["250it"]}
 
 
@@ -220,6 +222,7 @@ def test_a_spawned_copy_follows_the_dense_ticket_to_k_then_its_own_data(
     assert copy["instability"]["test_error"][0] == pytest.approx(1 - ticket["final_test_acc"])
 
 
+@pytest.mark.unit
 def test_spawn_points_must_fall_on_evaluations_before_the_end(write_spec, real_data):
     loaded = spec.apply_overrides(spec.load(str(write_spec())), {"run.spawn": "150it"})
     desc, source = launch.prepare(loaded, real_data[1])

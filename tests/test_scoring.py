@@ -16,6 +16,8 @@ from ltcli.models.lenet import MLP
 from ltcli.models.vgg import VGG
 from ltcli.science import pruning, scoring
 
+pytestmark = pytest.mark.unit
+
 TINY = MLP(hidden=(3,), num_classes=2)  # 2x2x1 images: fc1 4x3, out 3x2
 SHAPE = (2, 2, 1)
 

@@ -15,6 +15,8 @@ from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store, pack_mask, unpack_mask
 from ltcli.train import launch
 
+pytestmark = pytest.mark.unit
+
 
 def test_masks_round_trip_bit_packed():
     rng = np.random.default_rng(0)
@@ -56,6 +58,7 @@ def test_a_cell_is_finished_only_with_its_manifest_and_files_must_verify(tmp_pat
     assert not store.is_finished("r" * 64, cell)
 
 
+@pytest.mark.integration
 def test_the_store_size_follows_the_footprint_formula(write_spec, tmp_path, real_data):
     loaded = spec.load(str(write_spec(run={"rounds": 2, "controls": "reinit:1,random:1"})))
     store = Store(tmp_path / "s")

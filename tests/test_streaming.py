@@ -4,17 +4,20 @@ resumes to the same cells."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
+import pytest
 
 from ltcli.data import stream
 from ltcli.experiment import spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
+
+from helpers import kill_when
+
+pytestmark = pytest.mark.integration
 
 
 def _cells_equal(a: Store, b: Store, run_id: str) -> None:
@@ -58,6 +61,7 @@ def test_batches_come_in_the_order_asked_whatever_the_workers():
         assert not got[1][0][2].any() and got[1][1][2] == 0  # padding reads as zeros
 
 
+@pytest.mark.system
 def test_a_killed_streaming_level_resumes_to_the_uninterrupted_cells(
     write_spec, tmp_path, real_data
 ):
@@ -74,12 +78,7 @@ def test_a_killed_streaming_level_resumes_to_the_uninterrupted_cells(
     command += ["--data-dir", str(real_data[1]), "--checkpoint-every", "0"]
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     proc = subprocess.Popen(command, **quiet)
-    deadline = time.monotonic() + 300
-    while not any(killed.glob("*/checkpoints/level_0.npz")):
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended too soon"
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, killed, "*/checkpoints/level_0.npz", 300)
     assert not Store(killed).is_finished(run_id, CellKey(0, 0))
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -107,6 +106,7 @@ def _imagenet_folder(root):
     return root
 
 
+@pytest.mark.system
 def test_resnet50_streams_two_levels_from_an_imagenet_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("LT_CACHE_DIR", str(tmp_path / "cache"))
     root = _imagenet_folder(tmp_path / "imagenet")

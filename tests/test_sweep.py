@@ -18,6 +18,8 @@ from ltcli.results import report
 from ltcli.storage.store import Store
 from ltcli.train import runner
 
+pytestmark = pytest.mark.integration
+
 LABELS = [
     "train.lr=0.001 train.seed=0",
     "train.lr=0.001 train.seed=1",
@@ -57,6 +59,7 @@ def _write_spec(folder: Path, data: Path, **train: object) -> Path:
 # -- parsing and validation: pure -----------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_values_split_at_commas_outside_brackets_and_quotes():
     assert sweep.split_values("1e-3, 3e-3") == ["1e-3", "3e-3"]
     assert sweep.split_values("[50,20],[10]") == ["[50,20]", "[10]"]
@@ -64,6 +67,7 @@ def test_values_split_at_commas_outside_brackets_and_quotes():
     assert sweep.split_values('"a,b",c') == ['"a,b"', "c"]
 
 
+@pytest.mark.unit
 def test_an_axis_reads_values_like_set_and_checks_them():
     axis = sweep.parse_axis("train.lr=1e-3,3e-3")
     assert axis == sweep.Axis("train.lr", (0.001, 0.003))
@@ -78,6 +82,7 @@ def test_an_axis_reads_values_like_set_and_checks_them():
     assert drops.values == ((), (Duration(80, "ep"), Duration(120, "ep")))
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "flags, message",
     [
@@ -97,11 +102,13 @@ def test_bad_sweeps_are_refused(flags, message):
         sweep.parse_axes(flags)
 
 
+@pytest.mark.unit
 def test_a_field_cannot_be_swept_and_set():
     with pytest.raises(UsageError, match="sweep it or set it"):
         sweep.parse_axes(["train.lr=1e-3,3e-3"], fixed={"train.lr"})
 
 
+@pytest.mark.unit
 def test_the_product_is_in_flag_order_the_first_varying_slowest():
     axes = sweep.parse_axes(["train.lr=1e-3,3e-3", "train.seed=0,1"])
     points = sweep.expand(_base(), axes)
@@ -116,6 +123,7 @@ def test_the_product_is_in_flag_order_the_first_varying_slowest():
     assert points[0].spec["train.batch_size"] == _base()["train.batch_size"]
 
 
+@pytest.mark.unit
 def test_a_sweep_is_identified_by_its_axes_and_runs():
     axes = sweep.parse_axes(["train.lr=1e-3,3e-3"])
     same = sweep.sweep_id(sweep.parse_axes(["train.lr=0.001,0.003"]), ["a", "b"])
@@ -125,6 +133,7 @@ def test_a_sweep_is_identified_by_its_axes_and_runs():
     assert sweep.default_name("mnist-lenet", axes) == "mnist-lenet:train.lr"
 
 
+@pytest.mark.unit
 def test_without_sweeps_the_listing_is_the_runs_table():
     overview = {
         "run_id": "ab" * 32,
@@ -144,6 +153,7 @@ def test_without_sweeps_the_listing_is_the_runs_table():
 # -- CLI: refusals before anything is written -----------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -37,7 +37,10 @@ TABLE = {
     "run": {"rounds": 1, "controls": "reinit:1"},
 }
 CELLS = [CellKey(0, 0), CellKey(0, 1), CellKey(0, 1, Member("reinit", 0))]
-pytestmark = pytest.mark.filterwarnings("ignore:The inplace keyword")  # tbparse on pandas 3
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:The inplace keyword"),  # tbparse on pandas 3
+]
 
 
 def _spec(folder: Path, log: str = "tensorboard") -> spec.Spec:
@@ -217,6 +220,7 @@ def test_lt_run_log_writes_the_event_files(class_folder, tmp_path):
     _check_cell(target, run_id, CellKey(0, 0), scalars, hparams)
 
 
+@pytest.mark.unit
 def test_without_tensorboardx_log_exits_2_saying_how_to_install(
     class_folder, tmp_path, monkeypatch
 ):
@@ -236,6 +240,7 @@ def test_without_tensorboardx_log_exits_2_saying_how_to_install(
         tensorboard.Logger(Store(store), "0" * 64)
 
 
+@pytest.mark.unit
 def test_run_log_is_a_checked_run_field_outside_the_run_id(class_folder):
     assert _spec(class_folder)["run.log"] == "tensorboard"
     assert _spec(class_folder, log="")["run.log"] == ""
@@ -246,6 +251,7 @@ def test_run_log_is_a_checked_run_field_outside_the_run_id(class_folder):
     assert with_log.run_id == without.run_id
 
 
+@pytest.mark.unit
 def test_export_tensorboard_refuses_row_options(tmp_path):
     result = CliRunner().invoke(
         cli, ["export", "--tensorboard", "--csv", "--store", str(tmp_path / "s")]

@@ -22,6 +22,8 @@ from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, launch, runner
 
+pytestmark = pytest.mark.integration
+
 LENET_PARAMS = 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
 
 
@@ -196,6 +198,7 @@ def test_an_unknown_run_exits_2(trained_run, tmp_path):
     assert not (tmp_path / "t.npz").exists()
 
 
+@pytest.mark.unit
 def test_conv_flops_count_output_positions() -> None:
     positions = ticket.output_positions("conv2", (32, 32, 3), 10)
     assert positions == {
@@ -213,6 +216,7 @@ def test_conv_flops_count_output_positions() -> None:
     assert set(resnet) == set(models.get("resnet20").kernels)
 
 
+@pytest.mark.unit
 def test_sizes_of_a_half_pruned_conv_kernel() -> None:
     kernel = np.zeros((3, 3, 2, 4), np.float32)
     kernel.reshape(-1)[::2] = 1  # 36 of 72 survive

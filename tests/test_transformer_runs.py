@@ -21,6 +21,8 @@ from ltcli.storage.store import Store
 from ltcli.train import engine, launch
 from ltcli.train.context import RunContext
 
+pytestmark = pytest.mark.unit
+
 TINY_GPT = {"name": "gpt", "depth": 1, "width": 16, "heads": 2, "context": 8}
 TINY_VIT = {"name": "vit", "depth": 1, "width": 16, "heads": 2, "patch_size": 4}
 
@@ -86,6 +88,7 @@ def _only_documented_kernels_pruned(store: Store, run_id: str, level: int, kept:
         assert np.isfinite(metrics["min_val_loss"])
 
 
+@pytest.mark.integration
 def test_a_tiny_gpt_trains_two_imp_levels_with_controls(corpus, tmp_path):
     store = Store(tmp_path / "store")
     run_id = launch.run(gpt_spec(corpus), store)
@@ -101,6 +104,7 @@ def test_a_tiny_gpt_trains_two_imp_levels_with_controls(corpus, tmp_path):
     assert dense["min_val_bpb"] < np.log2(source.num_classes)
 
 
+@pytest.mark.integration
 def test_a_tiny_vit_trains_two_imp_levels_with_controls(class_folder, tmp_path):
     store = Store(tmp_path / "store")
     run_id = launch.run(vit_spec(class_folder), store)
@@ -108,6 +112,7 @@ def test_a_tiny_vit_trains_two_imp_levels_with_controls(class_folder, tmp_path):
         _only_documented_kernels_pruned(store, run_id, level, kept)
 
 
+@pytest.mark.integration
 def test_an_n_m_pattern_holds_in_every_stored_mask(corpus, tmp_path):
     store = Store(tmp_path / "store")
     run_id = launch.run(gpt_spec(corpus, pattern="2:4"), store)
@@ -144,6 +149,7 @@ def test_text_batches_are_a_pure_function_of_the_stream_and_t(corpus):
     assert int(whole.max()) < 1000 and int(whole.min()) >= 0
 
 
+@pytest.mark.integration
 def test_text_training_resumed_at_t_is_the_uninterrupted_training(corpus):
     eng, data, run = _text_engine(corpus)
     eng = eng.__class__(**{**eng.__dict__, "grouping": "serial", "deterministic": True})
@@ -215,6 +221,7 @@ def test_a_cnn_takes_no_transformer_fields(class_folder):
         launch.prepare(spec.from_mapping("bad", table))
 
 
+@pytest.mark.integration
 def test_a_gpt_takes_late_rewinding_stability_and_spawned_copies(corpus, tmp_path):
     loaded = spec.apply_overrides(
         gpt_spec(corpus, rewind_iter="20it"),
@@ -230,6 +237,7 @@ def test_a_gpt_takes_late_rewinding_stability_and_spawned_copies(corpus, tmp_pat
         assert np.isfinite(metrics["instability"]["instability"])
 
 
+@pytest.mark.integration
 def test_a_gpt_takes_pruning_at_initialization_and_its_ablations(corpus, tmp_path):
     loaded = spec.apply_overrides(
         gpt_spec(corpus, method="snip", strategy="global", one_shot=[30.0]),
@@ -284,6 +292,7 @@ def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
     assert engine.text_scored(arrays, windows=1, context=2) == ((2, 2), (6, 2))
 
 
+@pytest.mark.integration
 def test_bits_per_byte_are_the_scored_windows_loss_in_bits_over_their_bytes(tmp_path):
     """A tiny GPT trained 20 steps on characters of 1, 2 and 3 UTF-8 bytes: its bits per byte
     are the next-token loss (float64, from its logits) summed over the targets of the two

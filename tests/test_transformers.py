@@ -18,6 +18,8 @@ from ltcli.models.transformer import SelfAttention
 from ltcli.models.vit import ViT
 from ltcli.science import pruning
 
+pytestmark = pytest.mark.unit
+
 DEPTH, WIDTH, HEADS, CONTEXT, VOCAB, CLASSES = 2, 16, 2, 8, 11, 5
 TINY = dict(depth=DEPTH, width=WIDTH, heads=HEADS, mlp_ratio=2)
 IMAGES = jax.random.normal(jax.random.key(1), (3, 8, 8, 3))

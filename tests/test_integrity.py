@@ -19,6 +19,10 @@ from ltcli.experiment import descriptor, plan, spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import context, engine, launch
 
+from helpers import KillAfter, Killed
+
+pytestmark = pytest.mark.integration
+
 
 def run_cli(*args: str):
     return CliRunner().invoke(cli, list(args))
@@ -51,6 +55,7 @@ def test_a_rewound_level_resumes_at_k_on_level_0s_clock(write_spec, tmp_path, re
     assert ticket["first_batch"] == np.asarray(stream[100]).tolist()
 
 
+@pytest.mark.unit
 def test_runs_with_late_rewinding_from_before_the_clock_fix_get_new_ids(write_spec, real_data):
     loaded = spec.load(str(write_spec(prune={"rewind_iter": "100it"})))
     desc, _ = launch.prepare(loaded, real_data[1])
@@ -87,6 +92,7 @@ def test_a_deterministic_cell_is_bit_identical_alone_and_in_a_group(
     assert len(list(b.finished_cells(run_id))) == 4  # the ticket trained among 3 cells
 
 
+@pytest.mark.unit
 def test_deterministic_refuses_vmap(tmp_path, real_data):
     store = tmp_path / "s"
     result = run_cli("run", "smoke", "--deterministic", "--grouping", "vmap", "--store", str(store))
@@ -104,20 +110,6 @@ def test_a_diverged_ticket_is_stored_but_never_pruned(write_spec, tmp_path, real
     (run_id,) = Store(store).run_ids()
     assert Store(store).read_metrics(run_id, CellKey(0, 0))["diverged"] is True
     assert not Store(store).is_finished(run_id, CellKey(0, 1))
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(plan.Progress):
-    def __init__(self, steps: int):
-        self.steps, self.limit = 0, steps
-
-    def advance(self, steps):
-        self.steps += steps
-        if self.steps >= self.limit:
-            raise Killed
 
 
 class Notes(plan.Progress):

@@ -17,6 +17,8 @@ from ltcli.science import interpolation
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, launch, level
 
+pytestmark = pytest.mark.integration
+
 
 def _spec(folder: Path, **sections: dict) -> spec.Spec:
     table = {
@@ -31,6 +33,7 @@ def _spec(folder: Path, **sections: dict) -> spec.Spec:
     return spec.from_mapping("trust", table)
 
 
+@pytest.mark.unit
 def test_batch_norm_statistics_come_from_a_class_balanced_sample():
     labels = np.repeat(np.arange(10), 5000)  # a folder data set: sorted by class
     ids = interpolation.bn_sample(labels)
@@ -122,6 +125,7 @@ def test_layer_collapse_is_recorded_and_warned(class_folder, tmp_path):
     assert "level 2" in warning and "fc1/kernel" in warning
 
 
+@pytest.mark.unit
 def test_early_stopping_reads_the_validation_loss_not_the_test_loss():
     # columns: val_loss, val_acc, test_loss, test_acc; the minima are at different points.
     curve = np.array(
@@ -138,6 +142,7 @@ def test_early_stopping_reads_the_validation_loss_not_the_test_loss():
     assert summary["early_stop_test_loss"] == pytest.approx(0.80)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "prune,changed",
     [

@@ -1,0 +1,53 @@
+"""Helpers several test modules share (fixtures live in conftest.py): a trained cell's
+masking checked, and runs killed on purpose, in this process or in another."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ltcli.experiment import plan
+
+
+def assert_trained_under_mask(row, first, layer: str) -> None:
+    """A trained cell `row` against its start `first`: pruned weights and their optimizer
+    state exactly zero, and most survivors of `layer`'s kernel moved (it did train)."""
+    from ltcli.train import checks
+
+    checks.pruned_are_zero(row.params, first.mask, "test")
+    checks.optimizer_state_masked(row.opt_state, row.params, first.mask, "test")
+    kept = first.mask[layer]["kernel"] == 1
+    kernel, initial = row.params[layer]["kernel"], first.params[layer]["kernel"]
+    assert np.all(kernel[~kept] == 0)
+    assert np.mean(kernel[kept] != initial[kept]) > 0.5
+
+
+class Killed(Exception):
+    """Raised by `KillAfter`: the run stops there as a killed process would."""
+
+
+class KillAfter(plan.Progress):
+    """A progress receiver that kills the run in this process once `steps` iterations
+    have been trained."""
+
+    def __init__(self, steps: int):
+        self.steps, self.limit = 0, steps
+
+    def advance(self, steps):
+        self.steps += steps
+        if self.steps >= self.limit:
+            raise Killed
+
+
+def kill_when(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float) -> None:
+    """SIGKILLs `proc` as soon as a file matching `pattern` appears under `folder`, and
+    reaps it; fails if `proc` ends first or nothing appears within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not any(folder.glob(pattern)):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended too soon"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
