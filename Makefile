@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: install test test-fast demo bench lint clean
+.PHONY: install test test-fast demo bench lint docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +13,10 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/pip install -q -e '.[test,tfds,ray]'
+	touch $@
+
+$(DOCS_STAMP): $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/pip install -q -e '.[docs]'
 	touch $@
 
 ## install: .venv with lt installed (editable) and its runtime dependencies
@@ -28,16 +33,23 @@ test-fast: $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadfile -q -m unit
 
 ## demo: a short real experiment on Fashion-MNIST, printing the per-level table
+## (Fashion-MNIST from Debian's package where apt works, else `lt data fetch`, checksummed)
 demo: $(STAMP) fashion-mnist
+	@$(BIN)/python -c "from ltcli import data; data.locate('fashion-mnist')" 2>/dev/null \
+	  || $(BIN)/lt data fetch fashion-mnist
 	$(BIN)/lt run fashion-lenet --rounds 3 --iterations 2000 --replicates 2 --store results/demo
 
 ## bench: print throughput and compile-time figures for this machine
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
 
+## docs: the documentation site in site/ (mkdocs build --strict: a warning or broken link fails)
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 lint: $(STAMP)
-	$(BIN)/ruff check ltcli tests experiments benchmarks
-	$(BIN)/ruff format --check ltcli tests experiments benchmarks
+	$(BIN)/ruff check ltcli tests experiments benchmarks docs/hooks.py
+	$(BIN)/ruff format --check ltcli tests experiments benchmarks docs/hooks.py
 	$(BIN)/lint-imports --no-cache
 
 .PHONY: fashion-mnist
@@ -46,8 +58,8 @@ fashion-mnist:
 	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 	    (apt-get install -y -qq dataset-fashion-mnist || \
 	     (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null \
-	    || echo "note: could not install dataset-fashion-mnist; its tests will be skipped"; \
-	  else echo "note: dataset-fashion-mnist not installed (needs apt as root); its tests will be skipped"; fi; \
+	    || echo "note: could not install dataset-fashion-mnist; its tests will be skipped (make demo fetches it)"; \
+	  else echo "note: dataset-fashion-mnist not installed (needs apt as root); its tests will be skipped (make demo fetches it)"; fi; \
 	fi
 
 .PHONY: chromium
@@ -61,4 +73,4 @@ chromium:
 	fi
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

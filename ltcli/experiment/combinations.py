@@ -5,8 +5,11 @@ schedule (IMP, one one-shot target, several) x member (ticket, reinit, random, s
 invert, stability, spawn). `inputs` says, for each combination, where a cell's weights
 start, where its mask comes from, at which schedule step and data position it starts, and
 in which data order; `refusal` names the combinations no paper defines, which the spec check
-refuses (exit 2). The runner materializes these answers and nothing else; README's
-"Combinations" table states the same, row for row. No JAX here: the spec check uses it.
+refuses (exit 2). The runner materializes these answers and nothing else. The
+documentation's Combinations table (docs/combinations.md) is generated from this module when
+the site is built (docs/hooks.py puts every combination to `refusal`, `member_refusal` and
+`inputs`), so it states the same, row for row; tests/test_docs.py checks that every
+combination is in exactly one row. No JAX here: the spec check uses it.
 
 Sources (their meaning in the papers):
 - weights: ``theta0`` (the replicate's initialization), ``theta_k`` (its dense network at
