@@ -16,15 +16,10 @@ from ltcli.data import Arrays
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning
 from ltcli.train import checks
-from ltcli.train.engine import (
-    Engine,
-    TrainConfig,
-    batch_indices,
-    learning_rate,
-    summarize,
-    to_device,
-    unstack,
-)
+from ltcli.train.device_data import batch_indices, to_device
+from ltcli.train.engine import Engine, unstack
+from ltcli.train.recipes import TrainConfig, learning_rate
+from ltcli.train.summary import summarize
 
 CFG = TrainConfig("adam", 3e-3, batch_size=20, iterations=40, eval_every=10)
 MODEL = MLP(hidden=(16,), num_classes=4)

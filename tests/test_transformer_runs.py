@@ -17,7 +17,7 @@ from ltcli.experiment import spec
 from ltcli.experiment.member import CellKey, Member
 from ltcli.science import pruning
 from ltcli.storage.store import Store
-from ltcli.train import engine, launch
+from ltcli.train import device_data, engine, launch
 from ltcli.train.context import RunContext
 
 TINY_GPT = {"name": "gpt", "depth": 1, "width": 16, "heads": 2, "context": 8}
@@ -124,7 +124,7 @@ def test_an_n_m_pattern_holds_in_every_stored_mask(corpus, tmp_path):
                 previous = flat
 
 
-def _text_engine(corpus: Path) -> tuple[engine.Engine, engine.DeviceData, RunContext]:
+def _text_engine(corpus: Path) -> tuple[engine.Engine, device_data.DeviceData, RunContext]:
     loaded = gpt_spec(corpus)
     desc, source = launch.prepare(loaded)
     run = RunContext(Store(corpus.parent / "unused"), desc, source)
@@ -133,10 +133,10 @@ def _text_engine(corpus: Path) -> tuple[engine.Engine, engine.DeviceData, RunCon
 
 def test_text_batches_are_a_pure_function_of_the_stream_and_t(corpus):
     key = jax.random.key(3)
-    whole = engine.window_starts(key, jnp.asarray(0), 10, 8, 1000)
-    later = engine.window_starts(key, jnp.asarray(6), 4, 8, 1000)
+    whole = device_data.window_starts(key, jnp.asarray(0), 10, 8, 1000)
+    later = device_data.window_starts(key, jnp.asarray(6), 4, 8, 1000)
     np.testing.assert_array_equal(whole[6:], later)
-    other = engine.window_starts(jax.random.key(4), jnp.asarray(0), 10, 8, 1000)
+    other = device_data.window_starts(jax.random.key(4), jnp.asarray(0), 10, 8, 1000)
     assert not np.array_equal(whole, other)
     assert int(whole.max()) < 1000 and int(whole.min()) >= 0
 
@@ -274,8 +274,8 @@ def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
     validation = np.asarray([0, 0, 0, 1, 1, 1, 1, 1, 1])  # windows of 2+1 from 0 and 2
     test = np.asarray([1, 1, 1, 0, 0, 0, 0])
     arrays = TextArrays(np.zeros(4, np.int32), validation, test, (0.0, 0.0), widths)
-    val, tst = engine.evaluated_bytes_per_token(arrays, windows=2, context=2)
+    val, tst = device_data.evaluated_bytes_per_token(arrays, windows=2, context=2)
     # validation targets: [0, 0] and [1, 1] -> (1 + 1 + 3 + 3) / 4; test: [1, 1], [0, 0]
     assert (val, tst) == (2.0, 2.0)
-    val, tst = engine.evaluated_bytes_per_token(arrays, windows=1, context=2)
+    val, tst = device_data.evaluated_bytes_per_token(arrays, windows=1, context=2)
     assert (val, tst) == (1.0, 3.0)
