@@ -12,7 +12,9 @@ import numpy as np
 from ltcli import models
 from ltcli.data import Arrays
 from ltcli.science import pruning
-from ltcli.train.engine import DeviceData, Engine, Group, TrainConfig
+from ltcli.train.device_data import DeviceData
+from ltcli.train.engine import Engine, Group
+from ltcli.train.recipes import TrainConfig
 
 OPEN_LTH_CPU = 130.0
 """open_lth's LeNet steps/s on the 2-core CPU, evaluation once per epoch."""

@@ -13,8 +13,11 @@ import jax
 
 from benchmarks.common import OPEN_LTH_RESNET_GPU, Row, dense_group, synthetic, throughput
 from ltcli import models
-from ltcli.train.engine import DeviceData, Engine, TrainConfig, standardized, to_device
+from ltcli.train.device_data import DeviceData, standardized, to_device
+from ltcli.train.engine import Engine
+from ltcli.train.feeders import OnDevice
 from ltcli.train.grouping import pick
+from ltcli.train.recipes import TrainConfig
 
 
 def conv_rows(quick: bool) -> list[Row]:
@@ -35,14 +38,24 @@ def conv_rows(quick: bool) -> list[Row]:
     for name, cfg in setups.items():
         engine = Engine(models.create(name, 10), cfg, "vmap", 1)
         lone = pick(
-            name, engine, 1, (32, 32, 3), partial(dense_group, engine, (32, 32, 3), 1), data
+            name,
+            engine,
+            1,
+            (32, 32, 3),
+            partial(dense_group, engine, (32, 32, 3), 1),
+            OnDevice(data),
         )
         period = dataclasses.replace(cfg, eval_every=1000 if on_gpu else 5)
         _, rate = throughput(name, period, data, (32, 32, 3), 1, lone, 1, repeats=1)
         target = resnet_target if name == "resnet20" else None
         rows.append(Row(f"{name}, 1 cell", rate, "steps/s", target))
         picked = pick(
-            name, engine, 2, (32, 32, 3), partial(dense_group, engine, (32, 32, 3), 2), data
+            name,
+            engine,
+            2,
+            (32, 32, 3),
+            partial(dense_group, engine, (32, 32, 3), 2),
+            OnDevice(data),
         )
         other = "vmap" if picked == "serial" else "serial"
         for grouping, label in ((picked, "picked"), (other, "other")):
@@ -182,7 +195,7 @@ def conv_step_rows(quick: bool) -> list[Row]:
     for name, (label, cfg) in setups.items():
         engine = Engine(models.create(name, 10), cfg, "vmap", 1)
         fresh = partial(dense_group, engine, (32, 32, 3), 1)
-        grouping = pick(name, engine, 1, (32, 32, 3), fresh, data)
+        grouping = pick(name, engine, 1, (32, 32, 3), fresh, OnDevice(data))
         _, rate = throughput(name, cfg, data, (32, 32, 3), 1, grouping, 1, repeats=2)
         plain = plain_jax_conv_step(name, cfg, data, steps)
         rows += [

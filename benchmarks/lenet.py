@@ -9,7 +9,8 @@ import jax
 
 from benchmarks.common import OPEN_LTH_CPU, Row, synthetic, throughput
 from ltcli import models
-from ltcli.train.engine import DeviceData, TrainConfig, to_device
+from ltcli.train.device_data import DeviceData, to_device
+from ltcli.train.recipes import TrainConfig
 
 
 def plain_jax_lenet(data: DeviceData, eval_every: int, periods: int) -> float:

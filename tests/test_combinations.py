@@ -24,7 +24,7 @@ from ltcli.experiment import combinations, spec
 from ltcli.experiment.member import CONTROL_KINDS, SPAWN, Member
 from ltcli.science import pruning, scoring
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import checks, engine, launch, runner
+from ltcli.train import checks, device_data, launch, runner
 
 pytestmark = pytest.mark.unit
 
@@ -155,7 +155,7 @@ def test_every_cell_starts_where_the_table_says(
     run_id = launch.run(loaded, store)
     desc, source = launch.prepare(loaded)
     strategy = runner.strategy(desc.full)
-    data = engine.to_device(source.load(), desc["data.validation"])
+    data = device_data.to_device(source.load(), desc["data.validation"])
     n = int(data.y_train.shape[0])
     theta0 = store.load_weights(store.init_path(run_id, 0))
     template = theta0["params"]
@@ -246,7 +246,7 @@ def test_every_cell_starts_where_the_table_says(
             assert metrics["schedule_step"] == step, label
             assert metrics["first_learning_rate"] == pytest.approx(1e-3 * min(step, T) / T)
             key = _order_key(0, 0, order, member)
-            batch = engine.batch_indices(key, position, 1, BATCH, n)[0]
+            batch = device_data.batch_indices(key, position, 1, BATCH, n)[0]
             assert metrics["first_batch"] == np.asarray(batch).tolist(), label
             assert metrics["start_iteration"] == position, label
             assert metrics["curve"]["iteration"][0] == position + 100, label

@@ -20,7 +20,9 @@ from ltcli.models import cpu_ops
 from ltcli.models.conv import ConvNet
 from ltcli.models.resnet import ResNet
 from ltcli.science import pruning, scoring
-from ltcli.train.engine import Engine, Group, TrainConfig, to_device, unstack
+from ltcli.train.device_data import to_device
+from ltcli.train.engine import Engine, Group, unstack
+from ltcli.train.recipes import TrainConfig
 
 from helpers import assert_trained_under_mask
 

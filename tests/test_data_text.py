@@ -309,7 +309,7 @@ def test_evaluation_windows_spread_over_the_whole_split(tmp_path: Path) -> None:
     """Forty files of 50 characters: validation is files 36 and 37, test 38 and 39. Four
     windows of 8 + 1 tokens are the middle ones of each quarter of a split's 12 (one every 8
     tokens), so they read both its files; more windows than it holds read every window."""
-    from ltcli.train import engine
+    from ltcli.train import device_data
 
     for i in range(40):
         _write(tmp_path / f"f{i:02d}.txt", _words(50, i))
@@ -318,8 +318,8 @@ def test_evaluation_windows_spread_over_the_whole_split(tmp_path: Path) -> None:
     for split in (arrays.validation, arrays.test):
         starts = (8, 32, 56, 80)  # windows 1, 4, 7 and 10 of 0..11
         expected = np.stack([split[s : s + 9] for s in starts])
-        np.testing.assert_array_equal(engine.text_windows(split, 4, 8), expected)
+        np.testing.assert_array_equal(device_data.text_windows(split, 4, 8), expected)
         assert {s // 50 for s in starts} == {0, 1}  # both files, both halves of the split
         every = np.stack([split[s : s + 9] for s in range(0, 96, 8)])
-        np.testing.assert_array_equal(engine.text_windows(split, 100, 8), every)
-        np.testing.assert_array_equal(engine.text_windows(split, 12, 8), every)
+        np.testing.assert_array_equal(device_data.text_windows(split, 100, 8), every)
+        np.testing.assert_array_equal(device_data.text_windows(split, 12, 8), every)

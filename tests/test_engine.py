@@ -17,17 +17,11 @@ from ltcli.experiment.member import CellKey
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning
 from ltcli.train import checks
-from ltcli.train.engine import (
-    Engine,
-    TextScored,
-    TrainConfig,
-    batch_indices,
-    learning_rate,
-    summarize,
-    to_device,
-    unstack,
-)
+from ltcli.train.device_data import batch_indices, to_device
+from ltcli.train.engine import Engine, unstack
 from ltcli.train.level import cell_metrics
+from ltcli.train.recipes import TrainConfig, learning_rate
+from ltcli.train.summary import TextScored, summarize
 
 from helpers import assert_trained_under_mask
 

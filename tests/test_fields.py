@@ -13,7 +13,7 @@ from ltcli.cli.main import FIELD_FLAGS, cli
 from ltcli.cli.main import run as run_command
 from ltcli.experiment import spec
 from ltcli.experiment.fields import FIELDS, Duration
-from ltcli.train.engine import TrainConfig
+from ltcli.train.recipes import TrainConfig
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,9 @@ from ltcli.data import Arrays
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning
 from ltcli.train import grouping
-from ltcli.train.engine import Engine, TrainConfig, to_device
+from ltcli.train.device_data import to_device
+from ltcli.train.engine import Engine
+from ltcli.train.recipes import TrainConfig
 
 pytestmark = pytest.mark.unit
 

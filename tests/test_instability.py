@@ -15,7 +15,8 @@ from ltcli.experiment.member import Member
 from ltcli.experiment.plan import Progress
 from ltcli.science import interpolation
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import engine, launch, level
+from ltcli.train import device_data, launch, level
+from ltcli.train.summary import summarize
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +79,7 @@ def test_a_spawned_copy_branches_from_its_tickets_state_at_k(class_folder, tmp_p
     assert late["schedule_step"] == 100
     own = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 3), 0), 0)
     n = 250
-    batch = engine.batch_indices(jax.random.fold_in(own, 0), 0, 1, 20, n)[0]
+    batch = device_data.batch_indices(jax.random.fold_in(own, 0), 0, 1, 20, n)[0]
     assert copy["first_batch"] == np.asarray(batch).tolist()
 
 
@@ -135,7 +136,7 @@ def test_early_stopping_reads_the_validation_loss_not_the_test_loss():
             [0.7, 0.75, 0.10, 0.91],  # lowest test loss
         ]
     )
-    summary = engine.summarize(curve, 100, start=0)
+    summary = summarize(curve, 100, start=0)
     assert summary["early_stop_iter"] == 200
     assert summary["early_stop_test_acc"] == pytest.approx(0.81)
     assert summary["min_val_loss"] == pytest.approx(0.5)

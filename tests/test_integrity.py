@@ -17,7 +17,7 @@ from ltcli.core import atomic
 from ltcli.core.errors import LtError
 from ltcli.experiment import descriptor, plan, spec
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import context, engine, launch
+from ltcli.train import context, device_data, launch
 
 from helpers import KillAfter, Killed
 
@@ -50,7 +50,7 @@ def test_a_rewound_level_resumes_at_k_on_level_0s_clock(write_spec, tmp_path, re
     desc, source = launch.prepare(loaded, real_data[1])
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(0), 1), 0)
     train_size = source.train_size - desc["data.validation"]
-    stream = engine.batch_indices(jax.random.fold_in(key, 0), 0, 101, 60, train_size)
+    stream = device_data.batch_indices(jax.random.fold_in(key, 0), 0, 101, 60, train_size)
     assert dense["first_batch"] == np.asarray(stream[0]).tolist()
     assert ticket["first_batch"] == np.asarray(stream[100]).tolist()
 

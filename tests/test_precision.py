@@ -12,7 +12,7 @@ from ltcli.experiment import spec
 from ltcli.experiment.member import CellKey, Member
 from ltcli.science import pruning
 from ltcli.storage.store import Store
-from ltcli.train import engine, launch
+from ltcli.train import engine, launch, recipes
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +40,7 @@ def test_fp32_keeps_every_earlier_run_id_and_bf16_is_its_own_run(class_folder):
 def test_the_products_run_in_bfloat16_and_the_loss_in_float32():
     from ltcli.models.lenet import MLP
 
-    cfg = engine.TrainConfig("adam", 1e-3, 4, 10, 10, precision="bf16")
+    cfg = recipes.TrainConfig("adam", 1e-3, 4, 10, 10, precision="bf16")
     eng = engine.Engine(MLP(num_classes=3, hidden=(8,)), cfg)
     params, stats = eng.init(jax.random.PRNGKey(0), (4, 4, 1))
     x, y = jnp.ones((4, 4, 4, 1)), jnp.zeros(4, jnp.int32)

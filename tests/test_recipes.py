@@ -11,19 +11,19 @@ import numpy as np
 import optax
 import pytest
 
-from ltcli.train import engine
+from ltcli.train import device_data, engine, recipes
 
 pytestmark = pytest.mark.unit
 
 BASE = {"optimizer": "adamw", "lr": 0.1, "batch_size": 4, "iterations": 100, "eval_every": 10}
 
 
-def cfg(**fields) -> engine.TrainConfig:
-    return engine.TrainConfig(**(BASE | fields))
+def cfg(**fields) -> recipes.TrainConfig:
+    return recipes.TrainConfig(**(BASE | fields))
 
 
 def test_cosine_decays_to_zero_at_the_end_after_a_linear_warmup():
-    schedule = engine.learning_rate(cfg(schedule="cosine", warmup=20))
+    schedule = recipes.learning_rate(cfg(schedule="cosine", warmup=20))
     assert float(schedule(10)) == pytest.approx(0.05)
     assert float(schedule(20)) == pytest.approx(0.1)
     # halfway through the 80 decaying steps: half the peak
@@ -37,7 +37,7 @@ def test_cosine_decays_to_zero_at_the_end_after_a_linear_warmup():
 def test_adamw_decays_kernels_and_embeddings_not_biases_decoupled_from_the_gradient():
     params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.ones(3)}}
     zeros = jax.tree.map(jnp.zeros_like, params)
-    tx = engine.optimizer(cfg(weight_decay=0.5))
+    tx = recipes.optimizer(cfg(weight_decay=0.5))
     updates, _ = tx.update(zeros, tx.init(params), params)
     # zero gradient: Adam's step is zero, so only the decay moves a weight, by lr * wd * w
     np.testing.assert_allclose(updates["dense"]["kernel"], -0.1 * 0.5 * np.ones((2, 3)))
@@ -47,7 +47,7 @@ def test_adamw_decays_kernels_and_embeddings_not_biases_decoupled_from_the_gradi
 def test_adamw_without_decay_is_adam():
     params = {"w": jnp.arange(4.0).reshape(2, 2)}
     grads = {"w": jnp.asarray([[0.5, -1.0], [2.0, 0.1]])}
-    ours = engine.optimizer(cfg(weight_decay=0.0))
+    ours = recipes.optimizer(cfg(weight_decay=0.0))
     adam = optax.adam(0.1)
     a, _ = ours.update(grads, ours.init(params), params)
     b, _ = adam.update(grads, adam.init(params), params)
@@ -58,10 +58,10 @@ def test_clipping_scales_the_gradient_to_the_global_norm():
     params = {"w": jnp.zeros(2)}
     grads = {"w": jnp.asarray([3.0, 4.0])}  # norm 5
     sgd = cfg(optimizer="sgd", lr=1.0, clip_norm=1.0)
-    tx = engine.optimizer(sgd)
+    tx = recipes.optimizer(sgd)
     updates, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.6, -0.8], rtol=1e-6)
-    unclipped = engine.optimizer(cfg(optimizer="sgd", lr=1.0))
+    unclipped = recipes.optimizer(cfg(optimizer="sgd", lr=1.0))
     updates, _ = unclipped.update(grads, unclipped.init(params), params)
     np.testing.assert_allclose(updates["w"], [-3.0, -4.0])
 
@@ -92,7 +92,7 @@ def test_evaluation_reports_the_plain_loss_under_label_smoothing():
     params = {"logits": logits}
     smooth = engine.Engine(_Logits(), cfg(label_smoothing=0.3))
     x, y, w = jnp.zeros((1, 2, 1)), jnp.zeros((1, 2), jnp.int32), jnp.ones((1, 2))
-    data = engine.DeviceData(*(jnp.zeros(0),) * 8, jnp.zeros(()), jnp.ones(()))
+    data = device_data.DeviceData(*(jnp.zeros(0),) * 8, jnp.zeros(()), jnp.ones(()))
     loss, accuracy = smooth._evaluate(params, {}, data, x, y, w)
     assert float(loss) == pytest.approx(float(-jax.nn.log_softmax(logits)[0]), rel=1e-6)
     assert float(accuracy) == 1.0
@@ -103,7 +103,7 @@ def test_adam_betas_are_the_moment_decays_of_every_step(optimizer):
     """Three Adam steps with beta1 0.8 and beta2 0.99 (nanoGPT's shakespeare-char beta2)
     against Kingma & Ba's update recomputed in float64 numpy."""
     b1, b2, lr, eps = 0.8, 0.99, 0.1, 1e-8
-    tx = engine.optimizer(cfg(optimizer=optimizer, beta1=b1, beta2=b2, weight_decay=0.0))
+    tx = recipes.optimizer(cfg(optimizer=optimizer, beta1=b1, beta2=b2, weight_decay=0.0))
     params = {"w": jnp.zeros(3)}
     state = tx.init(params)
     grads = np.asarray([[0.5, -1.0, 2.0], [0.1, 0.3, -0.2], [-1.5, 0.0, 0.7]])

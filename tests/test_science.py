@@ -18,7 +18,9 @@ from ltcli.results import plot_instability
 from ltcli.science import interpolation, pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, instability, launch, runner
-from ltcli.train.engine import Engine, TrainConfig, learning_rate, to_device, unstack
+from ltcli.train.device_data import to_device
+from ltcli.train.engine import Engine, unstack
+from ltcli.train.recipes import TrainConfig, learning_rate
 
 pytestmark = pytest.mark.integration
 

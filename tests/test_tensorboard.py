@@ -21,7 +21,7 @@ from ltcli.experiment.member import Member
 from ltcli.experiment.plan import Fanout, Progress
 from ltcli.results import tensorboard
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import engine, launch
+from ltcli.train import launch, recipes
 
 LR = 1.2e-3
 TABLE = {
@@ -104,8 +104,8 @@ def _check_cell(store: Store, run_id: str, cell: CellKey, scalars, hparams) -> N
             cell,
             tag,
         )
-    schedule = engine.learning_rate(
-        engine.TrainConfig.of(store.descriptor(run_id)["full"]["train"])
+    schedule = recipes.learning_rate(
+        recipes.TrainConfig.of(store.descriptor(run_id)["full"]["train"])
     )
     start = metrics["start_iteration"]
     expected = [float(schedule(metrics["schedule_step"] + t - start)) for t in curve["iteration"]]

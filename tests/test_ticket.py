@@ -20,7 +20,7 @@ from ltcli.experiment import spec
 from ltcli.results import ticket
 from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import engine, launch, runner
+from ltcli.train import device_data, launch, runner
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +148,7 @@ def test_an_npz_ticket_with_trained_weights_evaluates_as_stored(trained_run, tmp
     variables = {"params": params, "batch_stats": weights.get("batch_stats", {})}
     model = models.create(meta["model"], meta["num_classes"])
     arrays = data.locate(meta["dataset"], data_dir).load()
-    train, _, _ = engine.split_validation(arrays, meta["validation"])
+    train, _, _ = device_data.split_validation(arrays, meta["validation"])
     pixels = train.x_train.reshape(-1, train.x_train.shape[-1]).astype(np.float64)
     mean = pixels.mean(0).astype(np.float32)
     std = (pixels.std(0) + 1e-8).astype(np.float32)

@@ -18,8 +18,9 @@ from ltcli.experiment import spec
 from ltcli.experiment.member import CellKey, Member
 from ltcli.science import pruning
 from ltcli.storage.store import Store
-from ltcli.train import engine, launch
+from ltcli.train import device_data, engine, launch
 from ltcli.train.context import RunContext
+from ltcli.train.summary import summarize
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +133,7 @@ def test_an_n_m_pattern_holds_in_every_stored_mask(corpus, tmp_path):
                 previous = flat
 
 
-def _text_engine(corpus: Path) -> tuple[engine.Engine, engine.DeviceData, RunContext]:
+def _text_engine(corpus: Path) -> tuple[engine.Engine, device_data.DeviceData, RunContext]:
     loaded = gpt_spec(corpus)
     desc, source = launch.prepare(loaded)
     run = RunContext(Store(corpus.parent / "unused"), desc, source)
@@ -141,10 +142,10 @@ def _text_engine(corpus: Path) -> tuple[engine.Engine, engine.DeviceData, RunCon
 
 def test_text_batches_are_a_pure_function_of_the_stream_and_t(corpus):
     key = jax.random.key(3)
-    whole = engine.window_starts(key, jnp.asarray(0), 10, 8, 1000)
-    later = engine.window_starts(key, jnp.asarray(6), 4, 8, 1000)
+    whole = device_data.window_starts(key, jnp.asarray(0), 10, 8, 1000)
+    later = device_data.window_starts(key, jnp.asarray(6), 4, 8, 1000)
     np.testing.assert_array_equal(whole[6:], later)
-    other = engine.window_starts(jax.random.key(4), jnp.asarray(0), 10, 8, 1000)
+    other = device_data.window_starts(jax.random.key(4), jnp.asarray(0), 10, 8, 1000)
     assert not np.array_equal(whole, other)
     assert int(whole.max()) < 1000 and int(whole.min()) >= 0
 
@@ -287,9 +288,9 @@ def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
     arrays = TextArrays(np.zeros(4, np.int32), validation, test, widths)
     # two windows: the middle one of each half; validation from 2 and 6: targets [1, 1] and
     # [1, 1]; test from 0 and 4 (windows 0 and 2 of 3): [1, 1] and [0, 0]
-    assert engine.text_scored(arrays, windows=2, context=2) == ((4, 4), (12, 8))
+    assert device_data.text_scored(arrays, windows=2, context=2) == ((4, 4), (12, 8))
     # one window, the middle one: validation from 4 ([1, 1]), test from 2 ([0, 0])
-    assert engine.text_scored(arrays, windows=1, context=2) == ((2, 2), (6, 2))
+    assert device_data.text_scored(arrays, windows=1, context=2) == ((2, 2), (6, 2))
 
 
 @pytest.mark.integration
@@ -307,7 +308,7 @@ def test_bits_per_byte_are_the_scored_windows_loss_in_bits_over_their_bytes(tmp_
     params, stats = eng.init(jax.random.key(0), run.input_shape)
     group = eng.start([params], [stats], [pruning.dense_mask(params)], [jax.random.PRNGKey(1)])
     group, curve = eng.segment(group, 0, 1, data)
-    summary = engine.summarize(np.asarray(curve)[0], 20, 0, run.scored)
+    summary = summarize(np.asarray(curve)[0], 20, 0, run.scored)
     trained = jax.tree.map(lambda x: np.asarray(x[0]), group.params)
 
     ids = {c: i for i, c in enumerate(sorted(set(corpus)))}

@@ -1,7 +1,7 @@
 """The spec's field table (`FIELDS`): every field of an experiment spec, with its type, default,
 the rule its value must satisfy, how it enters the run id, and what it means. It is the one
 place a field is defined: `ltcli.experiment.spec` checks values against it, the flags of
-``lt run`` (`ltcli.cli.main`) and the engine's defaults (`ltcli.train.engine.TrainConfig`)
+``lt run`` (`ltcli.cli.main`) and the engine's defaults (`ltcli.train.recipes.TrainConfig`)
 are generated from it, and so is the docs' field reference.
 """
 

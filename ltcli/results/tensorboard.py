@@ -269,9 +269,9 @@ def write_cells(store: Store, run_id: str, cells: Iterable[CellKey]) -> list[Pat
             if _is_current(target, fingerprint):
                 continue
             if schedule is None:
-                from ltcli.train import engine  # JAX: only when something is written
+                from ltcli.train import recipes  # JAX: only when something is written
 
-                schedule = engine.learning_rate(engine.TrainConfig.of(record["full"]["train"]))
+                schedule = recipes.learning_rate(recipes.TrainConfig.of(record["full"]["train"]))
             rates = learning_rates(schedule, metrics, metrics["curve"]["iteration"])
             _place(target, _events(hyper, metrics, rates), fingerprint)
             written.append(target)

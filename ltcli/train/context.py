@@ -1,12 +1,12 @@
 """What the pieces of one run share: its store, descriptor, data source and model, and the
-engine and data on the device, built on first use (a run with nothing to train loads no
-data and compiles nothing)."""
+engine and the feeder of its batches (data on the device, or read from the host), built on
+first use (a run with nothing to train loads no data and compiles nothing)."""
 
 from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 
@@ -17,19 +17,17 @@ from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
 from ltcli.storage.store import Store
 from ltcli.storage.writer import RunStore
-from ltcli.train.engine import (
+from ltcli.train.device_data import (
     DeviceData,
-    Engine,
-    TextScored,
-    TrainConfig,
     text_scored,
     to_device,
     to_device_text,
 )
+from ltcli.train.engine import Engine
+from ltcli.train.feeders import Feeder, OnDevice
 from ltcli.train.grouping import needs_host_loop
-
-if TYPE_CHECKING:  # `data` imports it only when a data set streams
-    from ltcli.train.streaming import StreamData
+from ltcli.train.recipes import TrainConfig
+from ltcli.train.summary import TextScored
 
 SEGMENT_ITERATIONS = 1000
 """About this many iterations run per jitted call; progress and checkpoints come between."""
@@ -191,7 +189,8 @@ class RunContext:
         self.placement = placement
         self.workers = workers
         self._engine: Engine | None = None
-        self._data: DeviceData | StreamData | None = None
+        self._data: DeviceData | None = None
+        self._feeder: Feeder | None = None
 
     @property
     def run_id(self) -> str:
@@ -257,15 +256,24 @@ class RunContext:
         return max(d for d in range(1, min(evals, per_call) + 1) if evals % d == 0)
 
     @property
-    def data(self) -> DeviceData | StreamData:
-        """The data set on the device (every device of the mesh), loaded on first use, or
-        read from the host as training asks for it (`streams`)."""
-        if self._data is None and self.streams():
-            from ltcli.train import streaming
+    def feeder(self) -> Feeder:
+        """How batches reach the step, chosen once: read from the host as training asks for
+        them (`streams`: `ltcli.train.streaming.StreamData`), else drawn from `data` on the
+        device (`OnDevice`)."""
+        if self._feeder is None and self.streams():
+            from ltcli.train import streaming  # only when a data set streams
 
-            self._data = streaming.put(
+            self._feeder = streaming.put(
                 self.source, self.desc["data.validation"], self.reading_workers()
             )
+        if self._feeder is None:
+            self._feeder = OnDevice(self.data)
+        return self._feeder
+
+    @property
+    def data(self) -> DeviceData:
+        """The data set on the device (every device of the mesh), loaded on first use; what
+        a run whose data does not stream (`feeder`) trains on."""
         if self._data is None:
             loaded = self.source.load()
             if self.context:

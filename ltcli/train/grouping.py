@@ -21,7 +21,9 @@ import jax
 
 from ltcli import models
 from ltcli.core import atomic, hosts, paths
-from ltcli.train.engine import DeviceData, Engine, Group
+from ltcli.train.device_data import DeviceData
+from ltcli.train.engine import Engine, Group
+from ltcli.train.feeders import Feeder, OnDevice
 
 GROUPINGS = ("vmap", "serial")
 """The groupings `choose` measures; ``host`` (see `ltcli.train.engine.Engine`) is measured too
@@ -108,7 +110,7 @@ def pick(
     cells: int,
     image_shape: tuple,
     fresh_group: Callable[[], Group],
-    data: DeviceData,
+    feeder: Feeder,
 ) -> str:
     """The grouping for `cells` cells of `model_name` on this machine: ``host`` where it
     `needs_host_loop`, ``serial`` for a deterministic engine (every cell the same one-cell
@@ -122,13 +124,13 @@ def pick(
         return "serial"
     if cells == 1:
         return engine.grouping
-    if getattr(data, "streamed", False):  # a probe would read the evaluation sets: vmap
+    if not isinstance(feeder, OnDevice):  # a probe would read the evaluation sets: vmap
         return "vmap"
     if hosts.count() > 1:  # every process must run the same program: none is timed
         return "vmap"
     key = machine_key(model_name, engine, cells, image_shape)
     groupings = candidates(models.get(model_name).kinds, engine.devices)
-    return choose(key, engine, fresh_group, data, groupings)
+    return choose(key, engine, fresh_group, feeder.data, groupings)
 
 
 def _known() -> dict:

@@ -10,24 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from ltcli.core.base import Mask
 from ltcli.experiment.member import PAIRED_KINDS, CellKey
-from ltcli.models.layers import BN_MOMENTUM
 from ltcli.science import interpolation
 from ltcli.train.context import RunContext
-from ltcli.train.engine import DeviceData, Engine, Group, standardized
+from ltcli.train.device_data import DeviceData
+from ltcli.train.engine import Engine, Group
+from ltcli.train.feeders import Feeder, OnDevice
 
 
-def bn_inputs(data: DeviceData) -> Any:
-    """The normalized training images of `interpolation.bn_sample` of `data`'s labels."""
-    ids = interpolation.bn_sample(np.asarray(data.y_train))
-    if getattr(data, "streamed", False):
-        return data.images(ids)
-    ids = jnp.asarray(ids)
-    return standardized(data.x_train[ids], data)
+def bn_inputs(feeder: Feeder) -> Any:
+    """The normalized training images of `interpolation.bn_sample` of the feeder's labels."""
+    return feeder.images(interpolation.bn_sample(feeder.labels))
 
 
 def path(
@@ -40,34 +35,25 @@ def path(
     bn_x: Any = None,
 ) -> dict[str, Any]:
     """Test loss and error from network `a` to network `b` under `mask` (see
-    `ltcli.science.interpolation.path`); `bn_x` defaults to `bn_inputs(data)` for a network
-    with batch norm (the others, transformers on text among them, need no sample)."""
-    has_stats = bool(jax.tree.leaves(a["batch_stats"]))
-    if bn_x is None and has_stats:
-        bn_x = bn_inputs(data)
-    if getattr(data, "streamed", False):  # each point's test error read from the host
-        alphas = np.linspace(0.0, 1.0, points, dtype=np.float32)
-        rows = [
-            data.evaluate_test(
-                engine,
-                *interpolation.network_at(
-                    engine.model, a, b, mask, alpha, bn_x, BN_MOMENTUM, has_stats
-                ),
-            )
-            for alpha in alphas
-        ]
-        return interpolation.summarize_path(alphas, np.stack(rows))
-    return interpolation.path(
-        engine.evaluate_test,
-        engine.model,
-        a,
-        b,
-        mask,
-        data,
-        bn_x,
-        bn_momentum=BN_MOMENTUM,
-        points=points,
-    )
+    `ltcli.science.interpolation.path`) on the data set on the device; `bn_x` defaults to
+    `bn_inputs` for a network with batch norm (the others, transformers on text among them,
+    need no sample)."""
+    return _path(engine, a, b, mask, OnDevice(data), points, bn_x)
+
+
+def _path(
+    engine: Engine,
+    a: dict[str, Any],
+    b: dict[str, Any],
+    mask: Mask,
+    feeder: Feeder,
+    points: int = interpolation.POINTS,
+    bn_x: Any = None,
+) -> dict[str, Any]:
+    """`path` on the examples of `feeder`."""
+    if bn_x is None and jax.tree.leaves(a["batch_stats"]):
+        bn_x = bn_inputs(feeder)
+    return feeder.test_path(engine, a, b, mask, bn_x, points)
 
 
 def _paths(
@@ -76,8 +62,8 @@ def _paths(
     """`path` from `a` to `b` under `mask` for each ``(cell, a, b, mask)`` of `pairs`, on one
     batch-norm sample (drawn only when there is a pair)."""
     has_stats = any(jax.tree.leaves(a["batch_stats"]) for _, a, _, _ in pairs)
-    bn_x = bn_inputs(run.data) if has_stats else None
-    return {cell: path(engine, a, b, mask, run.data, bn_x=bn_x) for cell, a, b, mask in pairs}
+    bn_x = bn_inputs(run.feeder) if has_stats else None
+    return {cell: _path(engine, a, b, mask, run.feeder, bn_x=bn_x) for cell, a, b, mask in pairs}
 
 
 def level_barriers(

@@ -26,20 +26,13 @@ from ltcli.science import pruning
 from ltcli.storage.store import CellKey
 from ltcli.train import checkpoints, checks
 from ltcli.train.context import RunContext
-from ltcli.train.engine import (
-    METRICS,
-    Engine,
-    Group,
-    TextScored,
-    learning_rate,
-    schedule_steps,
-    summarize,
-    unstack,
-)
+from ltcli.train.engine import Engine, Group, unstack
 from ltcli.train.grouping import pick as pick_grouping
 from ltcli.train.instability import instabilities, level_barriers
 from ltcli.train.keys import Keys
+from ltcli.train.recipes import learning_rate, schedule_steps
 from ltcli.train.starts import Starts
+from ltcli.train.summary import METRICS, TextScored, summarize
 
 Inputs = tuple[dict[str, Any], Any, dict[str, Any]]
 """A cell's (start variables, mask, starting point), as `Starts.cell_inputs` gives them."""
@@ -310,8 +303,8 @@ class LevelTrainer:
                     row = jax.device_get(jax.tree.map(lambda x, i=i: x[i], group))
                     count = int(schedule_steps(row.opt_state)[0])
                     branched[str(i)] = {"digest": checks.digest(row.params), "step": count}
-            group, metrics = engine.segment(
-                group, step, engine.segment_evals, run.data, self._capture(level)
+            group, metrics = run.feeder.segment(
+                engine, group, step, engine.segment_evals, self._capture(level)
             )
             curves = np.concatenate([curves, np.asarray(metrics)[: len(cells)]], axis=1)
             step += stride
@@ -331,7 +324,7 @@ class LevelTrainer:
         choice = run.grouping
         if choice == "auto":
             model_name, shape = run.desc["model.name"], run.input_shape
-            choice = pick_grouping(model_name, engine, cells, shape, fresh_group, run.data)
+            choice = pick_grouping(model_name, engine, cells, shape, fresh_group, run.feeder)
         return dataclasses.replace(engine, grouping=choice)
 
     def _store_cell(

@@ -21,7 +21,7 @@ from ltcli.experiment import combinations
 from ltcli.science import pruning, scoring
 from ltcli.storage.store import CellKey
 from ltcli.train.context import RunContext
-from ltcli.train.engine import standardized
+from ltcli.train.device_data import standardized
 from ltcli.train.keys import Keys
 
 
