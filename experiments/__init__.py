@@ -1,1 +1,1 @@
-"""The experiment specs shipped with lt, installed as package data (``ltcli.experiments``)."""
+"""The experiment specs shipped with lt, installed as package data (``ltcli.presets``)."""

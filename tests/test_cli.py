@@ -14,7 +14,7 @@ from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
 from ltcli.cli.main import cli
-from ltcli.cli.results import complete_runs
+from ltcli.cli.results_commands import complete_runs
 from ltcli.experiment import spec
 from ltcli.storage.store import Store
 

@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from test_report import make_run
 
-from ltcli.cli.base import LtGroup
-from ltcli.cli.results import compare, export
+from ltcli.cli.options import LtGroup
+from ltcli.cli.results_commands import compare, export
 from ltcli.results import compare as comparing
 from ltcli.results import export as exporting
 from ltcli.results import plot as plotting

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from ltcli import data
-from ltcli.cli.data import data as data_group
+from ltcli.cli.data_commands import data as data_group
 from ltcli.core.errors import LtError
 from ltcli.data import cifar, fetch
 

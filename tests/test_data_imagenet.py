@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ltcli import data
-from ltcli.cli.data import data as data_group
+from ltcli.cli.data_commands import data as data_group
 from ltcli.core.errors import UsageError
-from ltcli.data import base, imagenet
+from ltcli.data import imagenet, sources
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +81,7 @@ def folder(tmp_path: Path) -> tuple[Path, dict[str, tuple[int, int]]]:
     return root, _make(root)
 
 
-def _locate(root: Path, image_size: int = 224) -> base.DataSource:
+def _locate(root: Path, image_size: int = 224) -> sources.DataSource:
     return imagenet.locate(str(root), None, image_size)
 
 
@@ -320,7 +320,7 @@ def test_splits_pickle_and_still_read(folder) -> None:
     root, _ = folder
     splits = _locate(root, 32).streamed()
     copy = pickle.loads(pickle.dumps(splits))
-    assert isinstance(copy, base.StreamSplits) and len(copy.train) == 12
+    assert isinstance(copy, sources.StreamSplits) and len(copy.train) == 12
     for i in (0, 5, 11):
         assert np.array_equal(copy.train[i][0], splits.train[i][0])
         assert copy.train[i][1] == splits.train[i][1]

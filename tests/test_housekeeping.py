@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli.cli.base import LtGroup
-from ltcli.cli.store import gc, rm
+from ltcli.cli.options import LtGroup
+from ltcli.cli.store_commands import gc, rm
 from ltcli.core import atomic
 from ltcli.core.errors import LtError
 from ltcli.results import report

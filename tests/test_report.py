@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from ltcli.cli.base import LtGroup
-from ltcli.cli.results import export, plot
+from ltcli.cli.options import LtGroup
+from ltcli.cli.results_commands import export, plot
 from ltcli.core import atomic
 from ltcli.results import compare as comparing
 from ltcli.results import export as exporting

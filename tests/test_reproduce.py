@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from ltcli.cli.base import LtGroup
-from ltcli.cli.reproduce import reproduce as reproduce_command
+from ltcli.cli.options import LtGroup
+from ltcli.cli.reproduce_command import reproduce as reproduce_command
 from ltcli.data import idx
 from ltcli.experiment import spec
 from ltcli.experiment.fields import FIELDS

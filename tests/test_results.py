@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from ltcli.cli.base import LtGroup
 from ltcli.cli.main import cli
-from ltcli.cli.results import compare, export, plot
+from ltcli.cli.options import LtGroup
+from ltcli.cli.results_commands import compare, export, plot
 from ltcli.results import plot as plotting
 from ltcli.results import report
 from ltcli.storage.store import Store

@@ -325,7 +325,7 @@ def test_report_of_a_sweep_draws_its_runs_labelled_by_their_swept_values(swept, 
 
 def test_a_diverged_point_does_not_stop_the_others(class_folder, tmp_path, monkeypatch):
     from ltcli.train import launch
-    from ltcli.train import sweep as sweeping
+    from ltcli.train import sweep_runner as sweeping
     from ltcli.train.starts import DivergedError
 
     original = launch.run

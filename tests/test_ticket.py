@@ -14,8 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from ltcli import data, models
-from ltcli.cli.base import LtGroup
-from ltcli.cli.ticket import ticket as ticket_command
+from ltcli.cli.options import LtGroup
+from ltcli.cli.ticket_command import ticket as ticket_command
 from ltcli.experiment import spec
 from ltcli.results import ticket
 from ltcli.science import pruning

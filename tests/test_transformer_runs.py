@@ -280,7 +280,7 @@ def test_n_m_patterns_are_one_run_however_written(corpus):
 
 def test_bits_per_byte_count_the_bytes_of_the_tokens_evaluated():
     """Chars of 1 and 3 UTF-8 bytes: only the targets of the evaluated windows count."""
-    from ltcli.data.base import TextArrays
+    from ltcli.data.sources import TextArrays
 
     widths = np.asarray([1, 3])
     validation = np.asarray([0, 0, 0, 1, 1, 1, 1, 1, 1])  # 4 windows of 2 + 1: from 0, 2, 4, 6

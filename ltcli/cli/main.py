@@ -14,15 +14,15 @@ import click
 from click.shell_completion import CompletionItem
 
 from ltcli import models
-from ltcli.cli import report as reporting
-from ltcli.cli.base import DATA_DIR_OPTION, STORE_OPTION, FiniteFloatRange, LtGroup
-from ltcli.cli.data import data
+from ltcli.cli import report_command as reporting
+from ltcli.cli.data_commands import data
+from ltcli.cli.options import DATA_DIR_OPTION, STORE_OPTION, FiniteFloatRange, LtGroup
 from ltcli.cli.progress import CliProgress
-from ltcli.cli.report import report as report_command
-from ltcli.cli.reproduce import reproduce
-from ltcli.cli.results import compare, complete_runs, diff, export, plot
-from ltcli.cli.store import gc, rm
-from ltcli.cli.ticket import ticket
+from ltcli.cli.report_command import report as report_command
+from ltcli.cli.reproduce_command import reproduce
+from ltcli.cli.results_commands import compare, complete_runs, diff, export, plot
+from ltcli.cli.store_commands import gc, rm
+from ltcli.cli.ticket_command import ticket
 from ltcli.core import hosts
 from ltcli.core.paths import default_store
 from ltcli.experiment import spec, sweep

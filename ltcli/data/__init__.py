@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ltcli.core.errors import UsageError
 from ltcli.data import cifar, folder, idx, imagenet, text, tfds_source
-from ltcli.data.base import Arrays, DataSource, StreamSplits, TextArrays
+from ltcli.data.sources import Arrays, DataSource, StreamSplits, TextArrays
 
 Locator = Callable[[str, Path | None], DataSource]
 """Called with (name or ARG, data_dir); the locators of `TEXT` also take ``tokens=``."""

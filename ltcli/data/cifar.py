@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcli.core.errors import UsageError
-from ltcli.data import base, content
+from ltcli.data import content, sources
 
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
@@ -150,10 +150,10 @@ def _pieces(layout: _Layout, path: Path) -> Iterator[bytes]:
         yield images.tobytes()
 
 
-def _load(layout: _Layout, files: list[Path]) -> base.Arrays:
+def _load(layout: _Layout, files: list[Path]) -> sources.Arrays:
     batches = [b for path in files for b in _batches(layout, path)]
     train, test = batches[: len(TRAIN_BATCHES)], batches[len(TRAIN_BATCHES) :]
-    return base.Arrays(
+    return sources.Arrays(
         np.concatenate([x for x, _ in train]),
         np.concatenate([y for _, y in train]).astype(np.int32),
         np.concatenate([x for x, _ in test]),
@@ -184,7 +184,7 @@ def missing_message(name: str, dirs: list[Path]) -> str:
     )
 
 
-def locate(name: str, data_dir: Path | None) -> base.DataSource:
+def locate(name: str, data_dir: Path | None) -> sources.DataSource:
     """Finds CIFAR-10 and identifies it by the decoded arrays (decoding it once per file set).
 
     Args:
@@ -195,13 +195,13 @@ def locate(name: str, data_dir: Path | None) -> base.DataSource:
       UsageError: no folder holds one of the forms, or a batch is malformed (wrong counts,
         shapes or labels).
     """
-    dirs = base.search_dirs(data_dir)
-    for folder in base.candidate_dirs(name, dirs):
+    dirs = sources.search_dirs(data_dir)
+    for folder in sources.candidate_dirs(name, dirs):
         found = _find(folder)
         if found is None:
             continue
         layout, files, origin = found
-        return base.DataSource(
+        return sources.DataSource(
             name=name,
             content_id=content.content_id(files, functools.partial(_pieces, layout)),
             train_size=len(TRAIN_BATCHES) * BATCH_SIZE,

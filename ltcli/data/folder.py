@@ -21,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ltcli.core import atomic, paths
 from ltcli.core.errors import UsageError
-from ltcli.data import base, content
+from ltcli.data import content, sources
 
 SPLITS = ("train", "test")
 EXTENSIONS = frozenset(
@@ -186,12 +186,14 @@ def _cached(tree: _Tree | _Archive, content_id: str) -> Path:
     return path
 
 
-def _load(tree: _Tree | _Archive, content_id: str) -> base.Arrays:
+def _load(tree: _Tree | _Archive, content_id: str) -> sources.Arrays:
     with np.load(_cached(tree, content_id)) as arrays:
-        return base.Arrays(arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+        return sources.Arrays(
+            arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"]
+        )
 
 
-def locate(arg: str, data_dir: Path | None) -> base.DataSource:
+def locate(arg: str, data_dir: Path | None) -> sources.DataSource:
     """Finds the image folder or archive `arg` (relative to the working directory), decoding it
     into lt's cache unless an identical one is there already.
 
@@ -220,7 +222,7 @@ def locate(arg: str, data_dir: Path | None) -> base.DataSource:
     with np.load(_cached(tree, content_id)) as arrays:
         y_train, classes = arrays["y_train"], arrays["classes"]
         image_shape = tuple(int(n) for n in arrays["image_shape"])
-    return base.DataSource(
+    return sources.DataSource(
         name=f"folder:{arg}",
         content_id=content_id,
         train_size=len(y_train),

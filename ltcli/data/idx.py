@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcli.core.errors import UsageError
-from ltcli.data import base, content
+from ltcli.data import content, sources
 
 FILES = (
     "train-images-idx3-ubyte",
@@ -83,14 +83,14 @@ def missing_message(name: str, dirs: list[Path]) -> str:
     )
 
 
-def locate(name: str, data_dir: Path | None) -> base.DataSource:
+def locate(name: str, data_dir: Path | None) -> sources.DataSource:
     """Finds an IDX data set (`name` is ``mnist`` or ``fashion-mnist``) and checks its headers.
 
     Raises:
       UsageError: no folder holds all four files, or a file's magic number or shape is wrong.
     """
-    dirs = base.search_dirs(data_dir, SYSTEM_DIRS.get(name))
-    for folder in base.candidate_dirs(name, dirs):
+    dirs = sources.search_dirs(data_dir, SYSTEM_DIRS.get(name))
+    for folder in sources.candidate_dirs(name, dirs):
         files = _find_files(folder)
         if files is None:
             continue
@@ -98,9 +98,9 @@ def locate(name: str, data_dir: Path | None) -> base.DataSource:
             if _header(path) != shape:
                 raise UsageError(f"{path}: expected shape {shape}, found {_header(path)}")
 
-        def load(files: list[Path] = files) -> base.Arrays:
+        def load(files: list[Path] = files) -> sources.Arrays:
             x_train, y_train, x_test, y_test = (_read(p) for p in files)
-            return base.Arrays(
+            return sources.Arrays(
                 x_train[..., None],
                 y_train.astype(np.int32),
                 x_test[..., None],
@@ -111,7 +111,7 @@ def locate(name: str, data_dir: Path | None) -> base.DataSource:
         actually = KNOWN_CONTENT.get(content_id, name)
         if actually != name:
             raise UsageError(f"data set {name}: the files in {folder} are {actually}, not {name}")
-        return base.DataSource(
+        return sources.DataSource(
             name=name,
             content_id=content_id,
             train_size=_SHAPES[0][0],

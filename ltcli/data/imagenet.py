@@ -1,7 +1,7 @@
 """``imagenet`` and ``imagenet:PATH``: ImageNet (ILSVRC-2012) in the layout most clusters hold,
 torchvision's ImageFolder layout ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``, read from
 disk as it trains: 150 GB never fits in memory as arrays, so the `DataSource` has no arrays to
-load and gives its splits through `DataSource.streamed` (`base.StreamSplits`).
+load and gives its splits through `DataSource.streamed` (`sources.StreamSplits`).
 
 Files and labels: the classes are the sorted folder names of ``train/`` (``val/`` must hold the
 same set); a class's files are the regular files directly in its folder whose names end in
@@ -35,7 +35,7 @@ from PIL import Image
 from ltcli.core import atomic, paths
 from ltcli.core.errors import UsageError
 from ltcli.core.meter import Meter
-from ltcli.data import base
+from ltcli.data import sources
 
 NAME = "imagenet"
 SPLITS = ("train", "val")
@@ -466,7 +466,7 @@ class EvalTransform:
 
 
 class Streams:
-    """`DataSource.streamed` of an ImageNet folder: returns its `base.StreamSplits`.
+    """`DataSource.streamed` of an ImageNet folder: returns its `sources.StreamSplits`.
 
     Attributes:
       index: the folder's `Index` (for ``lt data ls``).
@@ -476,11 +476,11 @@ class Streams:
     def __init__(self, index: Index, image_size: int) -> None:
         self.index = index
         self.image_size = image_size
-        self._splits: base.StreamSplits | None = None
+        self._splits: sources.StreamSplits | None = None
 
-    def __call__(self) -> base.StreamSplits:
+    def __call__(self) -> sources.StreamSplits:
         if self._splits is None:  # a million paths: built once
-            self._splits = base.StreamSplits(
+            self._splits = sources.StreamSplits(
                 train=self.index.tree.split("train"),
                 test=self.index.tree.split("val"),
                 train_transform=TrainTransform(self.image_size),
@@ -491,7 +491,7 @@ class Streams:
         return self._splits
 
 
-def no_arrays(name: str) -> base.Arrays:
+def no_arrays(name: str) -> sources.Arrays:
     raise UsageError(
         f"{name} streams from disk; it does not fit in memory as arrays, so it cannot be "
         "loaded whole (read it through DataSource.streamed)"
@@ -508,14 +508,14 @@ def missing_message(dirs: list[Path]) -> str:
 
 
 def _find(data_dir: Path | None) -> Path:
-    dirs = base.search_dirs(data_dir)
-    for folder in base.candidate_dirs(NAME, dirs):
+    dirs = sources.search_dirs(data_dir)
+    for folder in sources.candidate_dirs(NAME, dirs):
         if all((folder / split).is_dir() for split in SPLITS):
             return folder
     raise UsageError(missing_message(dirs))
 
 
-def locate(arg: str, data_dir: Path | None, image_size: int = 224) -> base.DataSource:
+def locate(arg: str, data_dir: Path | None, image_size: int = 224) -> sources.DataSource:
     """Finds ImageNet and identifies it by content (a full read only when its file list
     changed since the last time, see the module's docstring).
 
@@ -541,7 +541,7 @@ def locate(arg: str, data_dir: Path | None, image_size: int = 224) -> base.DataS
                 "PATH/val/<wnid>/*.JPEG"
             )
     found = index(root)
-    return base.DataSource(
+    return sources.DataSource(
         name=name,
         content_id=found.content_id,
         train_size=sum(rel.startswith("train/") for rel in found.tree.rels),
@@ -554,14 +554,14 @@ def locate(arg: str, data_dir: Path | None, image_size: int = 224) -> base.DataS
     )
 
 
-def describe(source: base.DataSource) -> str | None:
+def describe(source: sources.DataSource) -> str | None:
     """How `source`'s content id was had (cached or computed now), for ``lt data ls``; None
     for a data set that is not an ImageNet folder."""
     streams = source.streamed
     return streams.index.describe() if isinstance(streams, Streams) else None
 
 
-def _problem(item: tuple[base.Examples, int]) -> str | None:
+def _problem(item: tuple[sources.Examples, int]) -> str | None:
     examples, i = item
     try:
         if isinstance(examples, Examples):
@@ -573,7 +573,7 @@ def _problem(item: tuple[base.Examples, int]) -> str | None:
     return None
 
 
-def verify(target: base.DataSource | base.StreamSplits | Path | str) -> list[str]:
+def verify(target: sources.DataSource | sources.StreamSplits | Path | str) -> list[str]:
     """Decodes every image of `target` fully once (``lt data ls --verify``).
 
     Args:
@@ -586,13 +586,13 @@ def verify(target: base.DataSource | base.StreamSplits | Path | str) -> list[str
     Raises:
       UsageError: a folder's layout is wrong (see `scan`).
     """
-    parts: list[base.Examples]
-    if isinstance(target, base.DataSource):
+    parts: list[sources.Examples]
+    if isinstance(target, sources.DataSource):
         if target.streamed is None:
             raise UsageError(f"{target.name}: loads as arrays; there are no files to verify")
         splits = target.streamed()
         parts, where = [splits.train, splits.test], target.origin
-    elif isinstance(target, base.StreamSplits):
+    elif isinstance(target, sources.StreamSplits):
         parts = [target.train, target.test]
         where = getattr(target.train, "root", "the streamed splits")
     else:

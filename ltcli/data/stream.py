@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ltcli.data.base import Arrays, DataSource, Examples, StreamSplits
+from ltcli.data.sources import Arrays, DataSource, Examples, StreamSplits
 
 PAD = -1
 """An index that reads as an all-zero image with label 0 (padding of evaluation batches)."""
@@ -25,7 +25,7 @@ PAD = -1
 
 @dataclasses.dataclass(frozen=True)
 class ArrayExamples:
-    """A split of an in-memory data set as `Examples` (`ltcli.data.base`)."""
+    """A split of an in-memory data set as `Examples` (`ltcli.data.sources`)."""
 
     images: np.ndarray
     labels: np.ndarray

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcli.core.errors import UsageError
-from ltcli.data import base
+from ltcli.data import sources
 
 TOKENS = ("bytes", "chars")
 """The token units."""
@@ -152,7 +152,7 @@ def _files(arg: str, data_dir: Path | None) -> tuple[Path, list[str], str]:
     raise UsageError(f"text:{arg}: no such file or folder: {root.resolve()}{also}")
 
 
-def _source(name: str, root: Path, rels: list[str], origin: str, tokens: str) -> base.DataSource:
+def _source(name: str, root: Path, rels: list[str], origin: str, tokens: str) -> sources.DataSource:
     """Reads, checks and hashes the files once; the source keeps the token stream."""
     digest = hashlib.sha256(f"lt-text\0{tokens}\0".encode())
     pieces: list[bytes] = []  # bytes: the files' bytes; chars: nothing
@@ -201,16 +201,16 @@ def _source(name: str, root: Path, rels: list[str], origin: str, tokens: str) ->
         )
     stream.flags.writeable = False
 
-    def load() -> base.TextArrays:
+    def load() -> sources.TextArrays:
         validation, test = stream[a:b], stream[b:]
-        return base.TextArrays(
+        return sources.TextArrays(
             stream[:a].copy(),
             validation.copy(),
             test.copy(),
             np.ones(256, np.int64) if widths is None else widths.astype(np.int64),
         )
 
-    return base.DataSource(
+    return sources.DataSource(
         name=name,
         content_id=digest.hexdigest(),
         train_size=a,
@@ -227,7 +227,7 @@ def _check_tokens(name: str, tokens: str) -> None:
         raise UsageError(f"{name}: data.tokens must be one of {', '.join(TOKENS)}, not {tokens!r}")
 
 
-def locate(arg: str, data_dir: Path | None, tokens: str = "bytes") -> base.DataSource:
+def locate(arg: str, data_dir: Path | None, tokens: str = "bytes") -> sources.DataSource:
     """Finds and reads ``text:ARG``.
 
     Args:
@@ -246,7 +246,7 @@ def locate(arg: str, data_dir: Path | None, tokens: str = "bytes") -> base.DataS
     return _source(name, root, rels, origin, tokens)
 
 
-def stdlib(tokens: str = "bytes") -> base.DataSource:
+def stdlib(tokens: str = "bytes") -> sources.DataSource:
     """``python-stdlib``: the top-level ``*.py`` files of this interpreter's standard library,
     as ``text:<stdlib>/*.py`` (real text on every machine with Python).
 

@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from ltcli.core.errors import UsageError
-from ltcli.data import base, imagenet
+from ltcli.data import imagenet, sources
 
 READ_CHUNK = 4096
 """Examples read per `__getitems__` call."""
@@ -100,7 +100,7 @@ def _read_split(
 
 
 class Examples:
-    """One split of a prepared TFDS data set read example by example (`base.Examples`):
+    """One split of a prepared TFDS data set read example by example (`sources.Examples`):
     the decoded image as uint8 RGB (H, W, 3) and its label. Picklable for worker processes:
     it holds names and the folder, and opens its random-access source on first read.
 
@@ -148,7 +148,7 @@ def _data_source(tfds: ModuleType, name: str, folder: Path | None, split: str) -
         ) from err
 
 
-def locate(name: str, data_dir: Path | None, image_size: int | None = None) -> base.DataSource:
+def locate(name: str, data_dir: Path | None, image_size: int | None = None) -> sources.DataSource:
     """Finds a prepared TFDS image-classification data set.
 
     Args:
@@ -187,12 +187,12 @@ def locate(name: str, data_dir: Path | None, image_size: int | None = None) -> b
             "data.image_size unset"
         )
 
-    def load() -> base.Arrays:
+    def load() -> sources.Arrays:
         x_train, y_train = _read_split(tfds, name, folder, "train", keys, shape)
         x_test, y_test = _read_split(tfds, name, folder, test_split, keys, shape)
-        return base.Arrays(x_train, y_train, x_test, y_test)
+        return sources.Arrays(x_train, y_train, x_test, y_test)
 
-    return base.DataSource(
+    return sources.DataSource(
         name=f"tfds:{name}",
         content_id=_content_id(info),
         train_size=info.splits["train"].num_examples,
@@ -205,11 +205,11 @@ def locate(name: str, data_dir: Path | None, image_size: int | None = None) -> b
 
 def _streamed(
     name: str, folder: Path | None, info: Any, keys: tuple[str, str], test: str, size: int
-) -> base.DataSource:
+) -> sources.DataSource:
     """A prepared data set of images of many sizes, streamed as an ImageNet folder is."""
     if size < 8:
         raise UsageError(f"data.image_size: at least 8, not {size}")
-    splits = base.StreamSplits(
+    splits = sources.StreamSplits(
         train=Examples(name, folder, "train", keys, info.splits["train"].num_examples),
         test=Examples(name, folder, test, keys, info.splits[test].num_examples),
         train_transform=imagenet.TrainTransform(size),
@@ -217,7 +217,7 @@ def _streamed(
         mean=imagenet.MEAN.copy(),
         std=imagenet.STD.copy(),
     )
-    return base.DataSource(
+    return sources.DataSource(
         name=f"tfds:{name}",
         content_id=_content_id(info),
         train_size=info.splits["train"].num_examples,
@@ -230,5 +230,5 @@ def _streamed(
     )
 
 
-def _given(splits: base.StreamSplits) -> base.StreamSplits:
+def _given(splits: sources.StreamSplits) -> sources.StreamSplits:
     return splits

@@ -154,7 +154,7 @@ def apply_overrides(spec: Spec, overrides: Mapping[str, Any]) -> Spec:
 
 def shipped_specs() -> dict[str, Path]:
     """The experiment specs installed with the package, by name."""
-    root = importlib.resources.files("ltcli.experiments")
+    root = importlib.resources.files("ltcli.presets")
     return {
         Path(entry.name).stem: Path(str(entry))
         for entry in root.iterdir()

@@ -1,7 +1,7 @@
 """One ``lt run`` with the outputs that follow it live: TensorBoard event files
 (`ltcli.results.tensorboard`) and the HTML report (`ltcli.results.page`), each fed by the
 run's ``stored`` events and written once more when the run ends, for one run or for every
-point of a sweep (`ltcli.train.sweep`).
+point of a sweep (`ltcli.train.sweep_runner`).
 
 With the Ray executor, or a sweep, the driver takes no receivers: the outputs are written
 when the command ends.
@@ -21,7 +21,7 @@ from ltcli.experiment.spec import Spec
 from ltcli.results import page, tensorboard
 from ltcli.storage.store import Store
 from ltcli.train import launch
-from ltcli.train import sweep as sweeping
+from ltcli.train import sweep_runner as sweeping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +101,7 @@ def run_sweep(
     outputs: LiveOutputs,
     **options: Any,
 ) -> sweeping.SweepRun:
-    """Runs every point of a sweep (`ltcli.train.sweep.run_sweep`), then writes the outputs
+    """Runs every point of a sweep (`ltcli.train.sweep_runner.run_sweep`), then writes the outputs
     of its runs (the report draws them together)."""
     if outputs.tensorboard:
         tensorboard.require("--log tensorboard")

@@ -30,8 +30,8 @@ import orjson
 
 from ltcli import data
 from ltcli.core import atomic
-from ltcli.core.base import Mask
 from ltcli.core.errors import LtError, UsageError
+from ltcli.core.pytrees import Mask
 from ltcli.experiment import descriptor
 from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store

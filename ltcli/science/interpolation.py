@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltcli.core.base import Mask, Params
+from ltcli.core.pytrees import Mask, Params
 
 POINTS = 31
 """Evenly spaced points on the path, both ends included (the paper evaluates 30)."""

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ltcli.core.base import Mask, Params
+from ltcli.core.pytrees import Mask, Params
 
 SEP = "/"
 _KIND_PREFIXES = (

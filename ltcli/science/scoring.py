@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltcli.core.base import Mask, Params
+from ltcli.core.pytrees import Mask, Params
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS, SCORE_MODES
 

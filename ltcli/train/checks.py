@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltcli.core.base import Mask, Params
 from ltcli.core.errors import InvariantError
+from ltcli.core.pytrees import Mask, Params
 from ltcli.science import pruning
 
 

@@ -36,7 +36,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ltcli.core.base import Mask, Params
+from ltcli.core.pytrees import Mask, Params
 from ltcli.train.device_data import (
     DeviceData,
     augment,

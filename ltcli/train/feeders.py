@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltcli.core.base import Mask
+from ltcli.core.pytrees import Mask
 from ltcli.models.layers import BN_MOMENTUM
 from ltcli.science import interpolation
 from ltcli.train.device_data import DeviceData, standardized

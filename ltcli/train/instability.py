@@ -11,7 +11,7 @@ from typing import Any
 
 import jax
 
-from ltcli.core.base import Mask
+from ltcli.core.pytrees import Mask
 from ltcli.experiment.member import PAIRED_KINDS, CellKey
 from ltcli.science import interpolation
 from ltcli.train.context import RunContext

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ltcli.core.base import Params
+from ltcli.core.pytrees import Params
 from ltcli.experiment.fields import FIELDS, Duration
 
 

@@ -30,10 +30,10 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ltcli.core.base import Mask, Params
+from ltcli.core.pytrees import Mask, Params
 from ltcli.data import DataSource
 from ltcli.data import stream as host
-from ltcli.data.base import StreamSplits
+from ltcli.data.sources import StreamSplits
 from ltcli.models.layers import BN_MOMENTUM
 from ltcli.science import interpolation
 from ltcli.train.device_data import (

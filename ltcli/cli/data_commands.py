@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ltcli.cli.base import LtGroup
+from ltcli.cli.options import LtGroup
 from ltcli.core.errors import UsageError
 from ltcli.data import fetch as fetching
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from ltcli.cli.base import STORE_OPTION
-from ltcli.cli.results import complete_runs
+from ltcli.cli.options import STORE_OPTION
+from ltcli.cli.results_commands import complete_runs
 from ltcli.core.paths import default_store
 from ltcli.results import report
 from ltcli.storage import housekeeping

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ltcli.cli import outputs
-from ltcli.cli.base import STORE_OPTION
+from ltcli.cli.options import STORE_OPTION
 from ltcli.core.paths import default_store
 from ltcli.results import ticket as tickets
 from ltcli.storage.store import Store

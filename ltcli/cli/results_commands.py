@@ -17,7 +17,7 @@ import click
 from click.shell_completion import CompletionItem
 
 from ltcli.cli import outputs
-from ltcli.cli.base import STORE_OPTION
+from ltcli.cli.options import STORE_OPTION
 from ltcli.core import atomic
 from ltcli.core.errors import UsageError
 from ltcli.core.paths import default_store

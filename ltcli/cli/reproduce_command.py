@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ltcli.cli import outputs
-from ltcli.cli.base import DATA_DIR_OPTION, STORE_OPTION, LtGroup
+from ltcli.cli.options import DATA_DIR_OPTION, STORE_OPTION, LtGroup
 from ltcli.cli.progress import CliProgress
 from ltcli.core.paths import default_store
 from ltcli.results import reproduce as reproducing
@@ -84,7 +84,8 @@ def reproduce(
 
 
 def main() -> None:
-    """``python -m ltcli.cli.reproduce FIGURE ...``: the command on its own, lt's exit codes."""
+    """``python -m ltcli.cli.reproduce_command FIGURE ...``: the command on its own, with lt's
+    exit codes."""
     LtGroup(commands={"reproduce": reproduce})(["reproduce", *sys.argv[1:]], "lt")
 
 
