@@ -346,3 +346,44 @@ def test_schema_5_re_identifies_text_runs_only():
     assert "scored the first data.validation windows" in descriptor.outdated({"full": before})
     assert descriptor.outdated({"full": gpt.full}) is None
     assert resolve_cifar("cifar10-vit").full["schema"] == 6  # vit_jax's GELU, not text
+
+
+@pytest.mark.parametrize(
+    "name, dataset, run_id",
+    [
+        (
+            "cifar10-conv2",
+            "cifar10",
+            "45e13a78b2594d56987abf305fa489bea3eecb54d0a891533135f5e247f79b4c",
+        ),
+        (
+            "cifar10-resnet20",
+            "cifar10",
+            "67c6cf3f5d5ddea8846cb24436bb3bcb38fa51974dc766a873db516424d7b04a",
+        ),
+        (
+            "cifar10-vgg19-warmup",
+            "cifar10",
+            "26e2210089cda8ebd69330994657046f803a91343788059474003f2726fb948c",
+        ),
+        (
+            "mnist-lenet-at-init",
+            "mnist",
+            "be441061e6c909950eac0eec2cd01824609da84fcc5dfc10666f4e62b02ce158",
+        ),
+    ],
+)
+def test_preset_run_ids_are_the_ids_they_had(name, dataset, run_id):
+    """Ids computed by lt before the house moved (fields, engine, renames): a preset's
+    stored runs stay reachable. Changing one orphans those runs: only with a schema change."""
+    shape = (28, 28, 1) if dataset == "mnist" else (32, 32, 3)
+    source = DataSource(
+        dataset,
+        "0" * 64 if dataset == "mnist" else "1" * 64,
+        60000 if dataset == "mnist" else 50000,
+        shape,
+        10,
+        "x",
+        loader=None,
+    )
+    assert descriptor.resolve(spec.load(name), source).run_id == run_id
