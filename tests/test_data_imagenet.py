@@ -21,7 +21,7 @@ from PIL import Image
 from ltcli import data
 from ltcli.cli.data_commands import data as data_group
 from ltcli.core.errors import UsageError
-from ltcli.data import imagenet, sources
+from ltcli.data import imagenet, imagenet_images, sources
 
 pytestmark = pytest.mark.unit
 
@@ -140,8 +140,8 @@ def test_16_bit_and_transparent_palette_images_decode_without_warnings(tmp_path:
     Image.fromarray(_rgb(1, 5, 4)).convert("P").save(tmp_path / "clear.png", transparency=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        image = imagenet.decode(tmp_path / "deep.png")
-        clear = imagenet.decode(tmp_path / "clear.png")
+        image = imagenet_images.decode(tmp_path / "deep.png")
+        clear = imagenet_images.decode(tmp_path / "clear.png")
     assert np.array_equal(image, np.repeat((deep >> 8).astype(np.uint8)[..., None], 3, axis=2))
     assert clear.shape == (4, 5, 3) and clear.dtype == np.uint8
 
@@ -154,7 +154,7 @@ def test_train_transform_is_a_function_of_the_seed(folder) -> None:
     again = splits.train_transform(image, np.random.default_rng(3))
     assert np.array_equal(again, out[3])
     assert len({o.tobytes() for o in out}) == 8
-    big = imagenet.TrainTransform(224)(image, np.random.default_rng(0))
+    big = imagenet_images.TrainTransform(224)(image, np.random.default_rng(0))
     assert big.shape == (224, 224, 3) and big.flags.c_contiguous
 
 
@@ -163,12 +163,12 @@ def test_train_transform_crops_resizes_and_flips_as_drawn(folder) -> None:
     flips = set()
     for seed in range(12):
         rng = np.random.default_rng(seed)
-        top, left, h, w = imagenet.crop_box(*image.shape[:2], rng)
+        top, left, h, w = imagenet_images.crop_box(*image.shape[:2], rng)
         flip = rng.random() < 0.5
         crop = Image.fromarray(image).crop((left, top, left + w, top + h))
         expected = np.asarray(crop.resize((24, 24), Image.Resampling.BILINEAR))
         expected = expected[:, ::-1] if flip else expected
-        got = imagenet.TrainTransform(24)(image, np.random.default_rng(seed))
+        got = imagenet_images.TrainTransform(24)(image, np.random.default_rng(seed))
         assert np.array_equal(got, expected)
         flips.add(flip)
     assert flips == {True, False}
@@ -178,7 +178,7 @@ def test_crop_boxes_follow_open_lths_scale_ratio_and_torchvisions_fallback() -> 
     rng = np.random.default_rng(0)
     fractions, ratios = [], []
     for _ in range(400):
-        top, left, h, w = imagenet.crop_box(200, 200, rng)
+        top, left, h, w = imagenet_images.crop_box(200, 200, rng)
         assert 0 <= top <= 200 - h and 0 <= left <= 200 - w and h > 0 and w > 0
         fractions.append(h * w / (200 * 200))
         ratios.append(w / h)
@@ -189,9 +189,9 @@ def test_crop_boxes_follow_open_lths_scale_ratio_and_torchvisions_fallback() -> 
     # no random crop fits a strip: the central fallback at the nearest ratio, a wide one
     # w = round(1 * 1.25) = 1 at left (100 - 1) // 2 = 49; a tall one h = round(2 / 0.8) = 2
     # at top (100 - 2) // 2 = 49
-    assert imagenet.crop_box(1, 100, np.random.default_rng(0)) == (0, 49, 1, 1)
-    assert imagenet.crop_box(100, 2, np.random.default_rng(0)) == (49, 0, 2, 2)
-    assert imagenet.crop_box(1, 1, np.random.default_rng(0)) == (0, 0, 1, 1)
+    assert imagenet_images.crop_box(1, 100, np.random.default_rng(0)) == (0, 49, 1, 1)
+    assert imagenet_images.crop_box(100, 2, np.random.default_rng(0)) == (49, 0, 2, 2)
+    assert imagenet_images.crop_box(1, 1, np.random.default_rng(0)) == (0, 0, 1, 1)
 
 
 def test_eval_transform_resizes_then_crops_the_centre(folder) -> None:
@@ -207,9 +207,9 @@ def test_eval_transform_resizes_then_crops_the_centre(folder) -> None:
     tall = _rgb(5, 200, 300)  # 200 wide, 300 high -> 256 x 384, crop at (16, 80)
     resized = Image.fromarray(tall).resize((256, 384), Image.Resampling.BILINEAR)
     expected = np.asarray(resized.crop((16, 80, 240, 304)))
-    assert np.array_equal(imagenet.EvalTransform(224)(tall), expected)
+    assert np.array_equal(imagenet_images.EvalTransform(224)(tall), expected)
     square = _rgb(6, 256, 256)  # already 256: only cropped
-    assert np.array_equal(imagenet.EvalTransform(224)(square), square[16:240, 16:240])
+    assert np.array_equal(imagenet_images.EvalTransform(224)(square), square[16:240, 16:240])
 
 
 def _reads_under(root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:

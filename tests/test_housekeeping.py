@@ -14,7 +14,7 @@ from ltcli.cli.options import LtGroup
 from ltcli.cli.store_commands import gc, rm
 from ltcli.core import atomic
 from ltcli.core.errors import LtError
-from ltcli.results import report
+from ltcli.results import listing
 from ltcli.storage import housekeeping
 from ltcli.storage.store import CellKey, Store
 
@@ -57,7 +57,7 @@ def size(*paths: Path) -> str:
     for path in paths:
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
         total += sum(p.stat().st_size for p in files)
-    return report.format_size(total)
+    return listing.format_size(total)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Issue 23's behaviours that the combination table does not already pin: batch-norm
+"""Instability paths and their inputs, beyond what the combination table pins: batch-norm
 statistics on a class-balanced sample, spawned copies that branch from their ticket's state,
 layer collapse recorded and warned, and early stopping that reads the validation curve."""
 

@@ -1,4 +1,4 @@
-"""Issue 11's behaviours end to end on real data: late rewinding continues the clock,
+"""The run's integrity end to end on real data: late rewinding continues the clock,
 diverged tickets stop pruning, --deterministic cells are bit-identical in any group, and
 checkpoints and metrics are checked before use."""
 

@@ -21,8 +21,8 @@ from ltcli.cli.results_commands import export, plot
 from ltcli.core import atomic
 from ltcli.results import compare as comparing
 from ltcli.results import export as exporting
+from ltcli.results import listing, report
 from ltcli.results import plot as plotting
-from ltcli.results import report
 from ltcli.storage.store import CellKey, Store
 
 pytestmark = pytest.mark.unit
@@ -152,7 +152,7 @@ def test_the_levels_table_counts_cells_and_marks_diverged_ones():
 
 
 def test_ls_best_accuracy_skips_levels_whose_cells_all_diverged(store):
-    overview = report.run_overview(store, store.resolve("flaky"))
+    overview = listing.run_overview(store, store.resolve("flaky"))
     assert overview["best_test_acc"] == pytest.approx(0.98)  # level 0: 0.97, 0.98, 0.99 / 3
     assert overview["cells"] == len(CELLS)
 

@@ -14,7 +14,7 @@ from ltcli.cli.main import cli
 from ltcli.core.errors import UsageError
 from ltcli.experiment import spec, sweep
 from ltcli.experiment.fields import Duration
-from ltcli.results import report
+from ltcli.results import listing
 from ltcli.storage.store import Store
 from ltcli.train import runner
 
@@ -147,7 +147,7 @@ def test_without_sweeps_the_listing_is_the_runs_table():
         "best_test_acc": 0.5,
         "bytes": 10,
     }
-    assert report.runs_listing([overview]) == report.runs_table([overview])
+    assert listing.runs_listing([overview]) == listing.runs_table([overview])
 
 
 # -- CLI: refusals before anything is written -----------------------------------------------
@@ -309,9 +309,9 @@ def test_compare_labels_a_sweeps_runs_by_their_swept_values(swept):
 def test_sweep_labels_name_a_sweeps_runs_for_figures(swept):
     store = Store(swept["store"])
     ids = swept["trained"]
-    assert report.sweep_labels(store, ids) == dict(zip(ids, LABELS, strict=True))
+    assert listing.sweep_labels(store, ids) == dict(zip(ids, LABELS, strict=True))
     # one run of a sweep is named as any run is
-    assert report.sweep_labels(store, ids[:1]) == {ids[0]: ids[0][:12]}
+    assert listing.sweep_labels(store, ids[:1]) == {ids[0]: ids[0][:12]}
 
 
 def test_report_of_a_sweep_draws_its_runs_labelled_by_their_swept_values(swept, tmp_path):

@@ -27,7 +27,7 @@ from ltcli.core import hosts
 from ltcli.core.paths import default_store
 from ltcli.experiment import spec, sweep
 from ltcli.experiment.fields import FIELDS
-from ltcli.results import report, session
+from ltcli.results import listing, report, session
 from ltcli.storage.store import Store
 
 
@@ -280,9 +280,9 @@ def run(
         axes = sweep.parse_axes(sweeps, fixed)
         done = session.run_sweep(loaded, axes, target, live, **where)
         if as_json:
-            click.echo(report.to_json(report.sweep_json(target, done.id)))
+            click.echo(report.to_json(listing.sweep_json(target, done.id)))
         else:
-            click.echo(report.sweep_text(target, done.id))
+            click.echo(listing.sweep_text(target, done.id))
         return
     run_id = session.run(loaded, target, live, **where)
     if hosts.writer():  # in a multi-host job, process 0 alone prints
@@ -312,11 +312,11 @@ def list_runs(as_json: bool, store: Path | None) -> None:
     ids = target.run_ids()
     if not ids:
         click.echo(f"no runs in {target.root}", err=True)
-    overviews = [report.run_overview(target, i) for i in ids]
+    overviews = [listing.run_overview(target, i) for i in ids]
     if as_json:
         click.echo(report.to_json(overviews))
     elif overviews:
-        click.echo(report.runs_listing(overviews))
+        click.echo(listing.runs_listing(overviews))
 
 
 @cli.command()

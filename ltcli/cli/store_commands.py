@@ -9,7 +9,7 @@ import click
 from ltcli.cli.options import STORE_OPTION
 from ltcli.cli.results_commands import complete_runs
 from ltcli.core.paths import default_store
-from ltcli.results import report
+from ltcli.results import listing
 from ltcli.storage import housekeeping
 from ltcli.storage.store import Store
 
@@ -18,8 +18,8 @@ def _echo_removals(removals: list[housekeeping.Removal], dry_run: bool) -> None:
     """One line per removal, then the bytes freed, on stdout."""
     for removal in removals:
         verb = "would remove" if dry_run else "removed"
-        click.echo(f"{verb} {removal.path}  ({removal.why}, {report.format_size(removal.size)})")
-    freed = report.format_size(sum(r.size for r in removals))
+        click.echo(f"{verb} {removal.path}  ({removal.why}, {listing.format_size(removal.size)})")
+    freed = listing.format_size(sum(r.size for r in removals))
     click.echo(f"would free {freed}" if dry_run else f"freed {freed}")
 
 
@@ -41,7 +41,7 @@ def rm(runs: tuple[str, ...], yes: bool, store: Path | None) -> None:
             meta = target.meta(run_id)
             about = " ".join([meta.get("experiment", "?"), *meta.get("names", [])])
             click.echo(
-                f"  {run_id[:12]}  {about}  {report.format_size(target.size_bytes(run_id))}",
+                f"  {run_id[:12]}  {about}  {listing.format_size(target.size_bytes(run_id))}",
                 err=True,
             )
         plural = "s" if len(run_ids) > 1 else ""

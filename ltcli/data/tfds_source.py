@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from ltcli.core.errors import UsageError
-from ltcli.data import imagenet, sources
+from ltcli.data import imagenet, imagenet_images, sources
 
 READ_CHUNK = 4096
 """Examples read per `__getitems__` call."""
@@ -212,10 +212,10 @@ def _streamed(
     splits = sources.StreamSplits(
         train=Examples(name, folder, "train", keys, info.splits["train"].num_examples),
         test=Examples(name, folder, test, keys, info.splits[test].num_examples),
-        train_transform=imagenet.TrainTransform(size),
-        eval_transform=imagenet.EvalTransform(size),
-        mean=imagenet.MEAN.copy(),
-        std=imagenet.STD.copy(),
+        train_transform=imagenet_images.TrainTransform(size),
+        eval_transform=imagenet_images.EvalTransform(size),
+        mean=imagenet_images.MEAN.copy(),
+        std=imagenet_images.STD.copy(),
     )
     return sources.DataSource(
         name=f"tfds:{name}",

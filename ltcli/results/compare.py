@@ -13,7 +13,7 @@ from typing import Any
 
 from ltcli.core.errors import UsageError
 from ltcli.experiment import sweep
-from ltcli.results import diff, report
+from ltcli.results import diff, listing, report
 from ltcli.storage.store import Store
 
 KINDS = ("ticket", "reinit", "random")
@@ -41,9 +41,9 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       Accuracies are fractions, as stored; ``delta`` is the mean minus the first run's mean
       (None for the first run, or where it or the first run lacks that level or kind or has
       no mean). Where two or more of the runs are points of one sweep
-      (`report.sweep_members`), the document starts with ``"sweep": {"id", "name"}``, and
+      (`listing.sweep_members`), the document starts with ``"sweep": {"id", "name"}``, and
       each of its runs has ``"axes"`` (``{field: value}``, its swept values) and is labelled
-      by them (`report.sweep_labels`); otherwise it reads as before sweeps existed.
+      by them (`listing.sweep_labels`); otherwise it reads as before sweeps existed.
 
     Raises:
       UsageError: fewer than two runs.
@@ -63,7 +63,7 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
             entries.append(None if row is None else _entry(row, reference if i else None))
         levels.append({"level": level, "runs": entries})
     fulls = [store.descriptor(run_id)["full"] for run_id in run_ids]
-    labels, members = report.sweep_labels(store, run_ids), report.sweep_members(store, run_ids)
+    labels, members = listing.sweep_labels(store, run_ids), listing.sweep_members(store, run_ids)
     runs = [
         {
             "run_id": run_id,

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from ltcli.core.errors import UsageError
-from ltcli.results import drawing, report
+from ltcli.results import drawing, listing, report
 from ltcli.storage.store import Store
 
 DEFAULT_LEVELS = 5
@@ -97,7 +97,7 @@ class _Run:
     level's curve, where there are any)."""
 
     def __init__(self, store: Store, run_id: str, cells: list[dict[str, Any]] | None = None):
-        self.label = report.run_label(store, run_id)
+        self.label = listing.run_label(store, run_id)
         cells = report.cell_metrics(store, run_id) if cells is None else cells
         if not cells:
             raise UsageError(f"run {self.label}: no finished cells to plot")

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ltcli.core.errors import UsageError
-from ltcli.results import drawing, report
+from ltcli.results import drawing, listing, report
 from ltcli.results.plot import collapse_rings
 from ltcli.storage.store import Store
 
@@ -62,7 +62,7 @@ class _Run:
     copies under each key collapsed (keys without any left out)."""
 
     def __init__(self, store: Store, run_id: str):
-        self.label = report.run_label(store, run_id)
+        self.label = listing.run_label(store, run_id)
         grouped = copies(report.cell_metrics(store, run_id))
         self.records = {key: [c["instability"] for c in group] for key, group in grouped.items()}
         self.collapsed = {

@@ -1,5 +1,9 @@
 """Magnitude pruning as pure functions over parameter and mask pytrees.
 
+(Longer than 500 lines on purpose: IMP's strategies, the N:M groups and the random controls
+all rest on one layer-naming and one rounding rule, which a split would scatter; every other
+module of lt reads them from here.)
+
 Masks are pytrees shaped like the parameters with float32 leaves of 0 and 1; biases,
 batch-norm scales and anything else that is not a prunable kernel stay all ones.
 

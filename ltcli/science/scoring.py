@@ -2,6 +2,10 @@
 Frankle, Dziugaite, Roy & Carbin, "Pruning Neural Networks at Initialization: Why are We
 Missing the Mark?" (ICLR 2021).
 
+(Longer than 500 lines on purpose: the five methods are a few lines each of one harness, the
+forward pass in either mode, the global ranking with exclusions, N:M groups and the
+ablations, which every method shares; split by method, each file would import the others.)
+
 Every function here is pure: it takes parameter, variable and mask pytrees (nested dicts,
 names like ``fc1/kernel``, see `ltcli.science.pruning`) and returns new ones. Scores are pytrees
 shaped like the parameters; only the prunable kernels' entries are ever read.

@@ -21,7 +21,7 @@ the schema of the Vega-Lite version the bundle carries) and drawn as SVG:
   first run.
 
 Several runs (a sweep, or runs to compare) are drawn together, each series labelled by its
-run's alias (`report.run_label`).
+run's alias (`ltcli.results.listing.run_label`).
 
 The package: `data` (the runs' numbers as the tables the charts read), `charts` (the Vega-Lite
 specs), `sections` (what the page shows, in order), `render` (the Jinja2 templates of

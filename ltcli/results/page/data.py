@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ltcli.results import report
+from ltcli.results import listing, report
 from ltcli.storage.store import Store
 
 MAX_CURVE_POINTS = 250
@@ -90,9 +90,9 @@ class Run:
 
 
 def labels(store: Store, run_ids: Sequence[str]) -> list[str]:
-    """`report.sweep_labels` of each run (the swept values of a sweep's points, else the
+    """`listing.sweep_labels` of each run (the swept values of a sweep's points, else the
     run's alias), made unique with the id's first digits where two runs share one."""
-    named = report.sweep_labels(store, run_ids)
+    named = listing.sweep_labels(store, run_ids)
     labels = [named[r] for r in run_ids]
     return [
         f"{label} ({run_id[:8]})" if labels.count(label) > 1 else label

@@ -5,7 +5,8 @@ One module per paper (`frankle2019`: Frankle & Carbin, ICLR 2019) holds its figu
 protocols and its claims as data; the parts every paper shares are kept apart so each can be
 read and tested alone: `protocols` (a figure's spec at a budget, and every cut from the
 paper's), `measures` (a run's cells as numbers per level and replicate, and what a claim
-measures), `claims` (a claim checked and tabulated). `run` ties them together.
+measures), `verdicts` (a claim checked against a run, and the table of them). `run` ties
+them together.
 """
 
 from __future__ import annotations
@@ -17,14 +18,6 @@ from typing import Any
 
 from ltcli.experiment.plan import Progress
 from ltcli.results import report
-from ltcli.results.reproduce.claims import (
-    ACCURACY,
-    HELD,
-    NOT_HELD,
-    ClaimResult,
-    claim_rows,
-    evaluate_claim,
-)
 from ltcli.results.reproduce.frankle2019 import (
     FIGURES,
     accuracy_field,
@@ -38,6 +31,14 @@ from ltcli.results.reproduce.frankle2019 import (
 )
 from ltcli.results.reproduce.measures import MEASURES, Measurements
 from ltcli.results.reproduce.protocols import BUDGETS, Protocol, protocol_cells
+from ltcli.results.reproduce.verdicts import (
+    ACCURACY,
+    HELD,
+    NOT_HELD,
+    ClaimResult,
+    claim_rows,
+    evaluate_claim,
+)
 from ltcli.storage.store import Store
 from ltcli.train import launch
 

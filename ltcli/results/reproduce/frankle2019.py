@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 from ltcli.core.errors import UsageError
 from ltcli.experiment import spec
 from ltcli.results import report
-from ltcli.results.reproduce.claims import (
+from ltcli.results.reproduce.measures import MATCH_TOLERANCE, MEASURES, Measurements
+from ltcli.results.reproduce.protocols import BUDGETS, FigureProtocol, Protocol, cuts, show
+from ltcli.results.reproduce.verdicts import (
     ACCURACY,
     ClaimResult,
     claim_rows,
     evaluate_claim,
 )
-from ltcli.results.reproduce.measures import MATCH_TOLERANCE, MEASURES, Measurements
-from ltcli.results.reproduce.protocols import BUDGETS, FigureProtocol, Protocol, cuts, show
 
 if TYPE_CHECKING:  # `ltcli.results.plot` is imported only when drawing
     from ltcli.results.plot import OverlayPoint
