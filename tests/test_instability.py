@@ -172,6 +172,7 @@ def test_runs_whose_cells_the_fixes_change_get_new_ids(class_folder, prune, chan
 def test_level_barriers_are_measured_between_successive_trained_tickets(class_folder, tmp_path):
     from ltcli.results import export
     from ltcli.train import instability
+    from ltcli.train.feeders import OnDevice
     from ltcli.train.runner import Runner
 
     loaded = _spec(class_folder, run={"rounds": 2, "barriers": True})
@@ -184,7 +185,7 @@ def test_level_barriers_are_measured_between_successive_trained_tickets(class_fo
         # The same path computed here from the two stored tickets, under the mask before.
         before, after = (store.read_trained(run_id, CellKey(0, k)) for k in (lv - 1, lv))
         mask = store.read_mask(run_id, CellKey(0, lv - 1), before["params"])
-        again = instability.path(context.engine, before, after, mask, context.data)
+        again = instability.path(context.engine, before, after, mask, OnDevice(context.data))
         assert recorded["test_error"] == pytest.approx(again["test_error"], abs=1e-6)
         for measure in ("barrier_above_line", "instability"):
             assert recorded[measure] == pytest.approx(again[measure], abs=1e-6)

@@ -20,6 +20,7 @@ from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, instability, launch, runner
 from ltcli.train.device_data import to_device
 from ltcli.train.engine import Engine, unstack
+from ltcli.train.feeders import OnDevice
 from ltcli.train.recipes import TrainConfig, learning_rate
 
 pytestmark = pytest.mark.integration
@@ -120,14 +121,14 @@ def test_two_copies_with_the_same_data_key_are_stable_and_identical(data):
         np.array_equal(x, y)
         for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True)
     )
-    result = instability.path(model, variables(a), variables(b), mask, data)
+    result = instability.path(model, variables(a), variables(b), mask, OnDevice(data))
     assert result["instability"] == pytest.approx(0.0, abs=1e-7)
     assert len(result["alpha"]) == interpolation.POINTS
 
 
 def test_the_paths_ends_are_the_two_networks_own_evaluations(data):
     model, mask, a, b, curves = two_copies(data, [jax.random.PRNGKey(1), jax.random.PRNGKey(2)])
-    result = instability.path(model, variables(a), variables(b), mask, data)
+    result = instability.path(model, variables(a), variables(b), mask, OnDevice(data))
     test_loss, test_acc = curves[:, -1, 2], curves[:, -1, 3]
     np.testing.assert_allclose(result["test_error"][0], 1 - test_acc[0], atol=1e-6)
     np.testing.assert_allclose(result["test_error"][-1], 1 - test_acc[1], atol=1e-6)

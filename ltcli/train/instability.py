@@ -15,9 +15,8 @@ from ltcli.core.pytrees import Mask
 from ltcli.experiment.member import PAIRED_KINDS, CellKey
 from ltcli.science import interpolation
 from ltcli.train.context import RunContext
-from ltcli.train.device_data import DeviceData
 from ltcli.train.engine import Engine, Group
-from ltcli.train.feeders import Feeder, OnDevice
+from ltcli.train.feeders import Feeder
 
 
 def bn_inputs(feeder: Feeder) -> Any:
@@ -30,27 +29,14 @@ def path(
     a: dict[str, Any],
     b: dict[str, Any],
     mask: Mask,
-    data: DeviceData,
-    points: int = interpolation.POINTS,
-    bn_x: Any = None,
-) -> dict[str, Any]:
-    """Test loss and error from network `a` to network `b` under `mask` (see
-    `ltcli.science.interpolation.path`) on the data set on the device; `bn_x` defaults to
-    `bn_inputs` for a network with batch norm (the others, transformers on text among them,
-    need no sample)."""
-    return _path(engine, a, b, mask, OnDevice(data), points, bn_x)
-
-
-def _path(
-    engine: Engine,
-    a: dict[str, Any],
-    b: dict[str, Any],
-    mask: Mask,
     feeder: Feeder,
     points: int = interpolation.POINTS,
     bn_x: Any = None,
 ) -> dict[str, Any]:
-    """`path` on the examples of `feeder`."""
+    """Test loss and error from network `a` to network `b` under `mask` (see
+    `ltcli.science.interpolation.path`) on the examples of `feeder`; `bn_x` defaults to
+    `bn_inputs` for a network with batch norm (the others, transformers on text among them,
+    need no sample)."""
     if bn_x is None and jax.tree.leaves(a["batch_stats"]):
         bn_x = bn_inputs(feeder)
     return feeder.test_path(engine, a, b, mask, bn_x, points)
@@ -63,7 +49,7 @@ def _paths(
     batch-norm sample (drawn only when there is a pair)."""
     has_stats = any(jax.tree.leaves(a["batch_stats"]) for _, a, _, _ in pairs)
     bn_x = bn_inputs(run.feeder) if has_stats else None
-    return {cell: _path(engine, a, b, mask, run.feeder, bn_x=bn_x) for cell, a, b, mask in pairs}
+    return {cell: path(engine, a, b, mask, run.feeder, bn_x=bn_x) for cell, a, b, mask in pairs}
 
 
 def level_barriers(
