@@ -14,6 +14,7 @@ from ltcli.data import Arrays
 from ltcli.science import pruning
 from ltcli.train.device_data import DeviceData
 from ltcli.train.engine import Engine, Group
+from ltcli.train.feeders import HostLoop, OnDevice
 from ltcli.train.recipes import TrainConfig
 
 OPEN_LTH_CPU = 130.0
@@ -71,15 +72,16 @@ def throughput(
     together for `evals` evaluation periods per call: the fastest of `repeats` timed calls
     after a warm-up call (a shared machine's noise only ever slows a call down)."""
     engine = Engine(models.create(model_name, 10), cfg, grouping, evals, deterministic)
+    feeder = (HostLoop if grouping == "host" else OnDevice)(data)
     group = dense_group(engine, shape, cells)
     started = time.perf_counter()
-    group, metrics = engine.segment(group, 0, evals, data)
+    group, metrics = feeder.segment(engine, group, 0, evals)
     metrics.block_until_ready()
     first = time.perf_counter() - started
     step, fastest = evals * cfg.eval_every, float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        group, metrics = engine.segment(group, step, evals, data)
+        group, metrics = feeder.segment(engine, group, step, evals)
         metrics.block_until_ready()
         fastest = min(fastest, time.perf_counter() - started)
         step += evals * cfg.eval_every

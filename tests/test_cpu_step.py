@@ -22,6 +22,7 @@ from ltcli.models.resnet import ResNet
 from ltcli.science import pruning, scoring
 from ltcli.train.device_data import to_device
 from ltcli.train.engine import Engine, Group, unstack
+from ltcli.train.feeders import HostLoop
 from ltcli.train.recipes import TrainConfig
 
 from helpers import assert_trained_under_mask
@@ -64,7 +65,7 @@ def one_step_per_call(engine: Engine, group: Group, data, evals: int):
     """The host loop as it was before unrolling: each step its own jitted call."""
     step = jax.jit(Engine._step, static_argnums=(0,))
     cell = jax.tree.map(lambda x: x[0], group)._replace(rewind=None)
-    ids = engine._host_indices(cell, jnp.asarray(0, jnp.int32), data, evals)
+    ids = engine.period_indices(cell, jnp.asarray(0, jnp.int32), data, evals)
     rows = []
     for period in range(evals):
         for k in range(EVERY):
@@ -72,7 +73,7 @@ def one_step_per_call(engine: Engine, group: Group, data, evals: int):
                 engine, cell, jnp.asarray(period * EVERY + k, jnp.int32), ids[period, k], data
             )
         end = jnp.asarray((period + 1) * EVERY, jnp.int32)
-        cell, row = engine._host_end(cell, end, data, 0)
+        cell, row = engine.end_of_period(cell, end, data, 0)
         rows.append(row)
     return jax.tree.map(lambda x: x[None], cell), jnp.stack(rows)[None]
 
@@ -85,7 +86,7 @@ def trained(name: str, data, fast: bool, unrolled: bool, monkeypatch):
     engine = Engine(model, cfg, "host")
     group = start(engine)
     if unrolled:
-        return engine.segment(group, 0, 1, data)
+        return HostLoop(data).segment(engine, group, 0, 1)
     return one_step_per_call(engine, group, data, 1)
 
 

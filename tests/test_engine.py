@@ -19,6 +19,7 @@ from ltcli.science import pruning
 from ltcli.train import checks
 from ltcli.train.device_data import batch_indices, to_device
 from ltcli.train.engine import Engine, unstack
+from ltcli.train.feeders import HostLoop, OnDevice
 from ltcli.train.level import cell_metrics
 from ltcli.train.recipes import TrainConfig, learning_rate
 from ltcli.train.summary import TextScored, summarize
@@ -51,9 +52,11 @@ def start(engine: Engine, seeds: list[int], sparsity: float = 0.5, **kw):
 
 
 def train(engine: Engine, group, data, chunks=(4,), rewind_at=0):
+    """Trains through the feeder a run with `engine`'s grouping would use."""
+    feeder = (HostLoop if engine.grouping == "host" else OnDevice)(data)
     curves, step = [], 0
     for evals in chunks:
-        group, metrics = engine.segment(group, step, evals, data, rewind_at)
+        group, metrics = feeder.segment(engine, group, step, evals, rewind_at)
         curves.append(np.asarray(metrics))
         step += evals * CFG.eval_every
     return group, np.concatenate(curves, axis=1)

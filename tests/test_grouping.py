@@ -55,21 +55,16 @@ def test_the_faster_grouping_is_chosen_and_remembered(monkeypatch):
     assert len(measured) == 2  # remembered, not measured again
 
 
-def test_transformers_measure_the_host_loop_too(monkeypatch):
-    """A transformer on one device is timed as vmap, serial and host, and the fastest wins;
-    convolutional and dense networks are never timed in the host loop."""
-    assert grouping.candidates(("attn", "mlp"), 1) == ("vmap", "serial", "host")
-    assert grouping.candidates(("attn", "mlp"), 4) == ("vmap", "serial")
-    assert grouping.candidates(("fc", "output"), 1) == ("vmap", "serial")
+def test_the_host_loop_is_never_measured(monkeypatch):
+    """Only programs are timed: the host loop is a feeder, chosen once for the run."""
     engine, data, fresh = _two_cells()
     timed: list[str] = []
 
     def fake(probe, group, data):
         timed.append(probe.grouping)
-        return {"vmap": 2.0, "serial": 3.0, "host": 1.0}[probe.grouping]
+        return {"vmap": 2.0, "serial": 3.0}[probe.grouping]
 
     monkeypatch.setattr(grouping, "seconds_per_period", fake)
     key = grouping.machine_key("tiny-transformer", engine, 2, (8,))
-    groupings = grouping.candidates(("attn", "mlp"), 1)
-    assert grouping.choose(key, engine, fresh, data, groupings) == "host"
-    assert timed == ["vmap", "serial", "host"]
+    assert grouping.choose(key, engine, fresh, data) == "vmap"
+    assert timed == ["vmap", "serial"]

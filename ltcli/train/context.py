@@ -24,7 +24,7 @@ from ltcli.train.device_data import (
     to_device_text,
 )
 from ltcli.train.engine import Engine
-from ltcli.train.feeders import Feeder, OnDevice
+from ltcli.train.feeders import Feeder, HostLoop, OnDevice
 from ltcli.train.grouping import needs_host_loop
 from ltcli.train.recipes import TrainConfig
 from ltcli.train.summary import TextScored
@@ -259,7 +259,8 @@ class RunContext:
     def feeder(self) -> Feeder:
         """How batches reach the step, chosen once: read from the host as training asks for
         them (`streams`: `ltcli.train.streaming.StreamData`), else drawn from `data` on the
-        device (`OnDevice`)."""
+        device, inside the engine's program (`OnDevice`) or stepped from Python (`HostLoop`,
+        where `host_loop`)."""
         if self._feeder is None and self.streams():
             from ltcli.train import streaming  # only when a data set streams
 
@@ -267,7 +268,8 @@ class RunContext:
                 self.source, self.desc["data.validation"], self.reading_workers()
             )
         if self._feeder is None:
-            self._feeder = OnDevice(self.data)
+            host = host_loop(self.grouping, self.desc["model.name"])
+            self._feeder = (HostLoop if host else OnDevice)(self.data)
         return self._feeder
 
     @property

@@ -7,9 +7,9 @@ axis (`Group`). The engine's parts, in reading order:
 - the loop (`Engine.segment`): a whole number of evaluation periods in one jitted call;
   inside, `lax.scan` runs the steps of each period and evaluates validation and test after
   it, so Python never sits in the inner loop. The group runs under `vmap` or one cell after
-  another (`lax.map`) in the same program, or with the ``host`` grouping one cell after
-  another from a Python loop, a few steps a call; which is the `grouping` the caller picks,
-  and the numbers do not depend on it;
+  another (`lax.map`) in the same program; which is the `grouping` the caller picks, and the
+  numbers do not depend on it (the host loop, `ltcli.train.feeders.HostLoop`, calls `steps`
+  from Python instead);
 - evaluation (`Engine._evaluate`): loss and accuracy over whole evaluation batches.
 
 How batches reach the step (data on the device, or read from the host) is the run's
@@ -94,9 +94,9 @@ class Engine:
     Attributes:
       model: the Flax module.
       cfg: training hyperparameters.
-      grouping: ``"vmap"`` (cells side by side), ``"serial"`` (one after another, in the
-        same program) or ``"host"`` (one after another, each step its own call: XLA:CPU runs
-        convolutions inside loops many times slower than at the top level, jax#12868).
+      grouping: ``"vmap"`` (cells side by side) or ``"serial"`` (one after another, in the
+        same program); ``"host"`` where the run's feeder is the host loop
+        (`ltcli.train.feeders.HostLoop`), which then never calls `segment`.
       segment_evals: evaluation periods per jitted call (progress and checkpoints happen
         between calls).
       deterministic: every cell runs the same one-cell program whatever its group: a lone
@@ -334,12 +334,7 @@ class Engine:
             return "single"
         return self.grouping
 
-    # -- the host loop: a few steps a call, for XLA:CPU's slow convolutions in loops --------
-
-    _HOST_UNROLL = 4
-    """Steps per call of the host loop. Unrolled in one program, consecutive steps cost
-    one dispatch and XLA overlaps one step's optimizer update with the next step's work:
-    Conv-2 and ResNet-20 trained 15-20% faster on a 2-core CPU than at one step a call."""
+    # -- the step outside a program: for the host loop (`ltcli.train.feeders.HostLoop`) ----
 
     def _steps(self, cell: Group, t: jax.Array, ids: jax.Array, data: DeviceData) -> Group:
         """`_step` at iterations t, t + 1, ... on the batches `ids` (steps, batch), unrolled:
@@ -348,32 +343,12 @@ class Engine:
             cell = self._step(cell, t + k, ids[k], data)
         return cell
 
-    _host_step = jax.jit(_steps, static_argnums=(0,), donate_argnums=(1,))
-    _host_end = jax.jit(_end_of_period, static_argnums=(0, 4))
-    _host_indices = jax.jit(_indices, static_argnums=(0, 4))
-
-    def _host_segment(
-        self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int
-    ) -> tuple[Group, jax.Array]:
-        every = self.cfg.eval_every
-        cells, curves = [], []
-        for i in range(group.data_key.shape[0]):
-            cell = jax.tree.map(lambda x, i=i: x[i], group)
-            if not rewind_at:
-                cell = cell._replace(rewind=None)
-            ids = self._host_indices(cell, jnp.asarray(step0, jnp.int32), data, evals)
-            metrics = []
-            for period in range(evals):
-                for k in range(0, every, self._HOST_UNROLL):
-                    t = jnp.asarray(step0 + period * every + k, jnp.int32)
-                    batches = ids[period, k : k + self._HOST_UNROLL]
-                    cell = self._host_step(cell, t, batches, data)
-                step = jnp.asarray(step0 + (period + 1) * every, jnp.int32)
-                cell, row = self._host_end(cell, step, data, rewind_at)
-                metrics.append(row)
-            cells.append(cell)
-            curves.append(jnp.stack(metrics))
-        return stack(cells), jnp.stack(curves)
+    steps = jax.jit(_steps, static_argnums=(0,), donate_argnums=(1,))
+    """`_steps` as its own call: one dispatch for a few consecutive steps of one cell."""
+    end_of_period = jax.jit(_end_of_period, static_argnums=(0, 4))
+    """`_end_of_period` as its own call."""
+    period_indices = jax.jit(_indices, static_argnums=(0, 4))
+    """`_indices` as its own call."""
 
     def segment(
         self, group: Group, step0: int, evals: int, data: DeviceData, rewind_at: int = 0
@@ -392,8 +367,6 @@ class Engine:
           The advanced group and metrics of shape (cells, evals, 4), columns
           `ltcli.train.summary.METRICS`.
         """
-        if self.grouping == "host":
-            return self._host_segment(group, step0, evals, data, rewind_at)
         return self._segment(group, jnp.asarray(step0, jnp.int32), data, evals, rewind_at)
 
     # -- evaluation: whole batches, weighted by the real examples ------------------------------

@@ -26,9 +26,8 @@ from ltcli.train.engine import Engine, Group
 from ltcli.train.feeders import Feeder, OnDevice
 
 GROUPINGS = ("vmap", "serial")
-"""The groupings `choose` measures; ``host`` (see `ltcli.train.engine.Engine`) is measured too
-for transformers on one device (`candidates`): for convolutional networks on a CPU it is the
-only sane one, and for dense ones elsewhere the slowest."""
+"""The groupings `choose` measures. The host loop is not among them: it is a feeder, chosen
+once for the run (`ltcli.train.feeders.HostLoop`)."""
 PROBE_STEPS = 10
 
 
@@ -64,13 +63,6 @@ def seconds_per_period(engine: Engine, group: Group, data: DeviceData) -> float:
     return time.perf_counter() - started
 
 
-def candidates(kinds: tuple[str, ...], devices: int) -> tuple[str, ...]:
-    """The groupings measured for a model with these layer kinds: `GROUPINGS`, and ``host``
-    for a transformer (attention) on one device, whose many small matrix products inside a
-    loop body may run slower than dispatched one step at a time, as convolutions do."""
-    return GROUPINGS + (("host",) if "attn" in kinds and devices == 1 else ())
-
-
 def choose(
     key: str,
     engine: Engine,
@@ -85,7 +77,7 @@ def choose(
       engine: the engine the level will train with (its grouping is ignored).
       fresh_group: builds a group like the level's (called once per grouping).
       data: the data set on the device.
-      groupings: the candidates (`candidates`).
+      groupings: the candidates.
     """
     known = _known()
     if key not in known:
@@ -113,11 +105,12 @@ def pick(
     feeder: Feeder,
 ) -> str:
     """The grouping for `cells` cells of `model_name` on this machine: ``host`` where it
-    `needs_host_loop`, ``serial`` for a deterministic engine (every cell the same one-cell
-    program), the engine's own for a lone cell (it trains without batching or a loop), else
-    the faster of `GROUPINGS` as `choose` measures it (streamed data: ``vmap`` unmeasured,
-    since each probe would read the evaluation sets from disk; in a multi-host job,
-    ``vmap`` too, since timings could differ between the processes)."""
+    `needs_host_loop` (the run's feeder is then `ltcli.train.feeders.HostLoop`, or streamed
+    data steps one cell at a time), ``serial`` for a deterministic engine (every cell the
+    same one-cell program), the engine's own for a lone cell (it trains without batching or
+    a loop), else the faster of `GROUPINGS` as `choose` measures it (streamed data: ``vmap``
+    unmeasured, since each probe would read the evaluation sets from disk; in a multi-host
+    job, ``vmap`` too, since timings could differ between the processes)."""
     if needs_host_loop(models.get(model_name).kinds, jax.default_backend()):
         return "host"
     if engine.deterministic:
@@ -129,8 +122,7 @@ def pick(
     if hosts.count() > 1:  # every process must run the same program: none is timed
         return "vmap"
     key = machine_key(model_name, engine, cells, image_shape)
-    groupings = candidates(models.get(model_name).kinds, engine.devices)
-    return choose(key, engine, fresh_group, feeder.data, groupings)
+    return choose(key, engine, fresh_group, feeder.data)
 
 
 def _known() -> dict:
