@@ -96,7 +96,7 @@ def test_densities_from_a_mask_and_from_stored_counts():
 
 
 def test_rigl_training_flops_follow_the_papers_formula():
-    """Evci et al. 2020, appendix H: (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1) per step, over
+    """Evci et al. 2020, the appendix on FLOPs: (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1) per step, over
     3 f_D per step of dense training; per layer, so layers of different densities count."""
     layers = {"a": 100.0, "b": 300.0, "c": 50.0}
     density = {"a": 0.5, "b": 0.1, "c": 1.0}

@@ -1,6 +1,6 @@
 """FLOPs of sparse networks, counted as RigL counts them (Evci et al. 2020, "Rigging the
-Lottery: Making All Tickets Winners", ICML 2020, appendix H; code: google-research/rigl,
-``rigl/sparse_utils.py`` ``get_stats``, which counts with ``micronet_challenge/counting.py``
+Lottery: Making All Tickets Winners", ICML 2020, its appendix on FLOPs; code:
+google-research/rigl, ``rigl/sparse_utils.py`` ``get_stats``, which counts with ``micronet_challenge/counting.py``
 of google-research/google-research, and the colab
 ``rigl/imagenet_resnet/colabs/Resnet_50_Param_Flops_Counting.ipynb``).
 
@@ -17,21 +17,23 @@ Conventions (compared with ``counting.count_ops`` as ``get_stats`` calls it):
   ``vector_length * (1 - sparsity)``): only active weights multiply.
 - Not counted: biases, batch norm, activations, pooling, softmax, LayerNorm, embedding
   lookups, the loss. ``count_ops`` adds one operation per output unit for the ReLU (and
-  the bias addition that cancels the dot product's n - 1 additions to 2n); we leave the
-  activation out, a share of 1 / (2 x fan-in) of a layer's count (under 0.2% for LeNet's
-  smallest fan-in of 300).
+  the bias addition that completes the dot product's n - 1 additions to n); we leave the
+  activation out, a share of 1 / (2 x fan-in) of a layer's count (LeNet-300-100: 410 of
+  532,400 FLOPs, under 0.1%).
 - A product of two activations (a transformer's attention scores and their weighted sum of
   values) has no weights to prune, so it costs its dense FLOPs at every density (a layer
   of `layer_flops` that no mask names). RigL's networks have none.
 
-Training (appendix H): a step of a network at forward cost f costs 3 f: the forward pass,
-the gradient with respect to the activations and the gradient with respect to the weights,
-each as costly as the forward pass. Sparse (static, SET, a pruned ticket): 3 f_S per step;
+Training (the paper's appendix): a step of a network at forward cost f costs 3 f: the
+forward pass, the gradient with respect to the activations and the gradient with respect to
+the weights, each as costly as the forward pass. Sparse (static, SET, a pruned ticket): 3 f_S per step;
 dense: 3 f_D. At a RigL update step the weight gradient is dense: 2 f_S + f_D, so RigL
 averages (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1) per step. Dense-to-sparse methods (GMP) pay
 each step at the density in force then. Counted per layer, so layers of different
-densities (ERK) are exact. The mask update's own selection (sorting magnitudes or
-gradients every ΔT steps) is not counted, as the paper does not count it.
+densities (ERK) are exact. The mask update's own selection (ranking magnitudes or
+gradients once every ΔT steps, of the order of the weights' count) is not counted: the
+colab's pruning count averages ``get_stats`` over the density schedule and adds nothing
+for the updates.
 """
 
 from __future__ import annotations
