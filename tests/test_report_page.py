@@ -631,3 +631,16 @@ def test_clicking_a_legend_entry_shows_that_series_alone(browser):
     shown = {series for series, value in opacity if value == "1"}
     faded = {series for series, value in opacity if value != "1"}
     assert shown == {"imp · reinit"} and faded == {"imp · ticket", "imp · random", "snip · ticket"}
+
+
+def test_the_levels_table_shows_flops_where_the_cells_counted_them(tmp_path):
+    costly = [
+        cell(0, level, layers=layers(level), training_flops=0.5**level, inference_flops=0.25)
+        for level in range(2)
+    ]
+    run_id = make_run(tmp_path, "costly", costly)
+    html = page.build(Store(tmp_path), [run_id])
+    assert "<th>training FLOPs x</th>" in html and "<th>inference FLOPs x</th>" in html
+    assert "<td>0.500</td>" in html and "<td>0.250</td>" in html
+    old = make_run(tmp_path, "old", snip_cells())  # stored before lt counted FLOPs
+    assert "FLOPs x" not in page.build(Store(tmp_path), [old])

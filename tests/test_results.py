@@ -294,3 +294,28 @@ def test_the_levels_table_gives_each_control_kind_its_own_early_stop():
     assert column(table, "random early-stop it") == ["400 ± 0"]
     assert column(table, "random acc @ES %") == ["81.00 ± 1.41"]
     assert column(table, "n") == column(table, "reinit n") == ["2"]
+
+
+def test_export_and_compare_show_each_cells_flops(store):
+    """LeNet-300-100's multiply-adds by hand (2 FLOPs each); a cell trains under its mask,
+    so its training FLOPs (x dense) are its inference FLOPs, and in all 3 forwards a step."""
+    macs = {"fc1": 784 * 300, "fc2": 300 * 100, "out": 100 * 10}
+    dense = 2.0 * sum(macs.values())
+    frame = pd.read_csv(io.StringIO(lt(store, "export").stdout))
+    for _, row in frame.iterrows():
+        sparse = sum(2.0 * m * row[f"remaining_{layer}"] / 100 for layer, m in macs.items())
+        assert row["inference_flops"] == pytest.approx(sparse / dense)
+        assert row["training_flops"] == pytest.approx(sparse / dense)
+        assert row["training_flops_total"] == pytest.approx(3 * sparse * 60 * 200)
+    assert (frame[frame["level"] == 0]["training_flops"] == 1.0).all()
+    assert (frame[frame["level"] > 0]["inference_flops"] < 0.6).all()
+    table = lt(store, "compare", "alpha", "beta").stdout
+    keys = list(zip(*(column(table, h) for h in ("level", "run", "member")), strict=True))
+    beta = frame[(frame["name"] == "beta") & (frame["level"] == 1)]
+    at = keys.index(("1", "beta", "ticket"))
+    mean = report.Stat.of(list(beta["training_flops"]))
+    assert column(table, "train FLOPs x")[at] == report.format_stat(mean, 1, 3)
+    assert column(table, "infer FLOPs x")[keys.index(("0", "alpha", "ticket"))] == "1.000"
+    data = json.loads(lt(store, "compare", "alpha", "beta", "--json").stdout)
+    ticket = data["levels"][1]["runs"][1]["members"]["ticket"]
+    assert ticket["training_flops"]["mean"] == pytest.approx(beta["training_flops"].mean())

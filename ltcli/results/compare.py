@@ -36,6 +36,7 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       {field: {"mean", "std", "n", "diverged", "delta"}}}}`` for the fields of
       `report.SUMMARY_FIELDS`: mean and sample std over the `n` cells that did not diverge
       (both None when every cell diverged), and how many `diverged` cells were left out;
+      `report.COST_FIELDS` (FLOPs x dense) are fields too where the cells recorded them;
       a field whose cells include collapsed ones (`report.is_collapsed`) also has
       ``"collapsed"``, how many of the `n` did (after ``diverged``; absent means 0).
       Accuracies are fractions, as stored; ``delta`` is the mean minus the first run's mean
@@ -149,9 +150,11 @@ def table(result: dict[str, Any]) -> str:
     of nesting), with how many cells the means cover (``n``; diverged and collapsed cells
     are counted there and explained by legend lines under the table), early-stop iteration,
     test accuracy there and at the end (mean ± std over replicates; accuracies in percent)
-    and each one's delta against the first run."""
+    and each one's delta against the first run, then the training and inference FLOPs as
+    multiples of the dense network's (``-`` for cells stored before lt counted them)."""
     headers = ["level", "run", "remaining %", "member", "n", "early-stop it", "Δ it"]
     headers += ["test acc @ES %", "Δ @ES", "final test acc %", "Δ final"]
+    headers += ["train FLOPs x", "infer FLOPs x"]
     labels = [run["label"] for run in result["runs"]]
     lines, stats = [], []
     for level in result["levels"]:
@@ -165,5 +168,8 @@ def table(result: dict[str, Any]) -> str:
                 cells += _cells(fields.get("early_stop_iter"), 1, 0)
                 cells += _cells(fields.get("early_stop_test_acc"), 100, 2)
                 cells += _cells(fields.get("final_test_acc"), 100, 2)
+                cells += [
+                    report.format_stat(_stat(fields.get(f)), 1, 3) for f in report.COST_FIELDS
+                ]
                 lines.append(cells)
     return "\n".join([report.format_table(headers, lines), *report.legend(stats)])

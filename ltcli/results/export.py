@@ -7,7 +7,8 @@ Cell rows have the columns `RUN_COLUMNS` and `CELL_COLUMNS`, then ``remaining_<l
 a prunable layer (``collapsed``, a boolean: the network outputs a constant; `lt show` keeps
 such cells in its means and counts them) and which (``collapsed_layers``, the layer names
 joined by ``;`` such as ``fc1/kernel;fc2/kernel``, empty or null where none), then
-`SUMMARY_COLUMNS` (and `TEXT_COLUMNS` for language models), then `TRAINING_COLUMNS`:
+`SUMMARY_COLUMNS` (and `TEXT_COLUMNS` for language models), then `COST_COLUMNS` (FLOPs),
+then `TRAINING_COLUMNS`:
 whether the cell diverged (its loss became NaN or inf; `lt show` leaves such cells out of its
 means, and a reader of the export should too), and how its group trained (cells trained
 differently agree to float rounding only). Curve rows have `CURVE_COLUMNS`. Accuracies are
@@ -52,6 +53,10 @@ TEXT_COLUMNS = (
 """Bits per byte of a language model's cells (text data sets), and the next-token targets
 (and their UTF-8 bytes) each split scored, after `SUMMARY_COLUMNS` when an exported cell has
 them (the counts are empty for cells stored before lt recorded them)."""
+COST_COLUMNS = ("inference_flops", "training_flops", "training_flops_total")
+"""The cell's forward FLOPs and its training FLOPs as multiples of the dense network's (over
+the same training steps), and its training FLOPs in all, counted as RigL counts them
+(`ltcli.science.flops`); empty for cells stored before lt recorded them."""
 TRAINING_COLUMNS = ("diverged", "grouping", "deterministic")
 INSTABILITY_COLUMNS = (
     "spawn_iteration",
@@ -127,13 +132,14 @@ def cell_rows(store: Store, run_ids: list[str]) -> tuple[list[str], list[Row]]:
     columns = [*RUN_COLUMNS, *CELL_COLUMNS, *map(layer_column, layers), *MASK_COLUMNS]
     columns += SUMMARY_COLUMNS
     text = TEXT_COLUMNS if any(TEXT_COLUMNS[0] in m for _, m in cells) else ()
-    columns += [*text, *TRAINING_COLUMNS, *INSTABILITY_COLUMNS]
+    columns += [*text, *COST_COLUMNS, *TRAINING_COLUMNS, *INSTABILITY_COLUMNS]
     runs = {run_id: _run_fields(store, run_id) for run_id in run_ids}
     rows = []
     for run_id, metrics in cells:
         row = dict.fromkeys(columns)
         row.update(runs[run_id])
-        row.update({c: metrics[c] for c in CELL_COLUMNS + SUMMARY_COLUMNS + text if c in metrics})
+        shown = CELL_COLUMNS + SUMMARY_COLUMNS + text + COST_COLUMNS
+        row.update({c: metrics[c] for c in shown if c in metrics})
         row["start_iteration"] = metrics.get("start_iteration", 0)  # older cells: all from 0
         for layer, (kept, total) in metrics["layers"].items():
             row[layer_column(layer)] = 100.0 * kept / total

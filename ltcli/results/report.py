@@ -29,6 +29,9 @@ from ltcli.storage.store import Store
 SUMMARY_FIELDS = ("early_stop_iter", "early_stop_test_acc", "final_test_acc")
 BPB_FIELD = "early_stop_test_bpb"
 """A language model's test bits per byte at early stopping, summarized beside the others."""
+COST_FIELDS = ("training_flops", "inference_flops")
+"""A cell's training and inference FLOPs as multiples of the dense network's
+(`ltcli.science.flops`), summarized beside the others where the cells recorded them."""
 DIVERGED_NOTE = "diverged: cells whose loss became NaN or inf; not in the means"
 """The legend under a table that shows diverged cells."""
 COLLAPSED_NOTE = (
@@ -133,6 +136,9 @@ def summarize_cells(group: list[dict[str, Any]]) -> dict[str, Stat]:
         stats["instability"] = Stat.of(values, diverged, sum(map(is_collapsed, copies)))
     if any(BPB_FIELD in c for c in group):
         stats[BPB_FIELD] = Stat.of([c[BPB_FIELD] for c in kept], diverged, collapsed)
+    for field in COST_FIELDS:  # cells stored before lt counted FLOPs have none
+        if values := [c[field] for c in kept if c.get(field) is not None]:
+            stats[field] = Stat.of(values, diverged, collapsed)
     return stats
 
 

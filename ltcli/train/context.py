@@ -13,6 +13,7 @@ import jax
 from ltcli import data, models
 from ltcli.core import hosts
 from ltcli.experiment.descriptor import ARCH_FIELDS, Descriptor, one_shot_targets
+from ltcli.models.flops import layer_flops
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
 from ltcli.storage.store import Store
@@ -195,6 +196,12 @@ class RunContext:
     @property
     def run_id(self) -> str:
         return self.desc.run_id
+
+    @property
+    def layer_flops(self) -> dict[str, float]:
+        """Each layer's dense forward FLOPs for one example (`ltcli.models.flops`)."""
+        name, source = self.desc["model.name"], self.source
+        return layer_flops(name, source.image_shape, source.num_classes, self.arch)
 
     def start_step(self, level: int) -> int:
         """The iteration a level's cells start at: 0 for the dense level, else the rewind

@@ -22,9 +22,9 @@ import numpy as np
 from ltcli.core.errors import InvariantError
 from ltcli.experiment.member import PAIRED_KINDS, SPAWN
 from ltcli.experiment.plan import Progress
-from ltcli.science import pruning
+from ltcli.science import flops, pruning
 from ltcli.storage.store import CellKey
-from ltcli.train import checkpoints, checks
+from ltcli.train import checkpoints, checks, cost
 from ltcli.train.context import RunContext
 from ltcli.train.engine import Engine, Group, unstack
 from ltcli.train.grouping import pick as pick_grouping
@@ -344,6 +344,9 @@ class LevelTrainer:
         start, every = run.start_step(level), run.cfg.eval_every
         if cell.member.kind == SPAWN:  # its own training starts where it branched
             start, curve = cell.member.index, curve[(cell.member.index - start) // every :]
+        segments = cost.fixed_mask(mask, run.cfg.iterations - start)
+        final = flops.densities(pruning.counts(mask))
+        facts = facts | cost.cost_facts(run.layer_flops, final, segments, run.cfg.batch_size)
         metrics = cell_metrics(cell, mask, curve, start, every, facts, run.scored)
         view.write_cell(cell, mask, metrics, weights)
         return sum(np.asarray(leaf).nbytes for leaf in jax.tree.leaves(arrays))

@@ -237,17 +237,25 @@ def _mark(stat: report.Stat | None) -> str:
 def levels_html(run: Run) -> Markup:
     """A run's per-level table as `lt show` prints it (`report.format_stat`,
     `report.format_count`), with the cells whose numbers leave out diverged cells (red) or
-    include collapsed ones (magenta) marked, then the legend and notes."""
+    include collapsed ones (magenta) marked, then the legend and notes. Where the cells
+    counted FLOPs, the level's training and inference FLOPs (x dense; its ticket's, or its
+    first member's) follow the percent remaining."""
     summary = run.summary
     kinds = list(dict.fromkeys(k for row in summary for k in row["members"]))
     unstable = {k for k in kinds if any("instability" in r["members"].get(k, {}) for r in summary)}
-    headers = ["level", "remaining %"]
+    costly = [
+        f for f in report.COST_FIELDS if any(f in m for r in summary for m in r["members"].values())
+    ]
+    headers = ["level", "remaining %", *(f"{f.split('_')[0]} FLOPs x" for f in costly)]
     for kind in kinds:
         headers += [f"{kind} n", f"{kind} early-stop it", f"{kind} acc @ES %", f"{kind} final %"]
         headers += [f"{kind} instability pts"] if kind in unstable else []
     rows, classes, stats = [], [], []
     for row in summary:
         cells, marks = [str(row["level"]), f"{row['percent_remaining']:.1f}"], ["", ""]
+        reference = next(iter(row["members"].values()))  # the ticket where there is one
+        cells += [report.format_stat(reference.get(f), 1, 3) for f in costly]
+        marks += [""] * len(costly)
         for kind in kinds:
             member = row["members"].get(kind, {})
             count = member.get("early_stop_iter")
