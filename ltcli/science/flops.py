@@ -1,7 +1,7 @@
 """FLOPs of sparse networks, counted as RigL counts them (Evci et al. 2020, "Rigging the
 Lottery: Making All Tickets Winners", ICML 2020, its appendix on FLOPs; code:
-google-research/rigl, ``rigl/sparse_utils.py`` ``get_stats``, which counts with ``micronet_challenge/counting.py``
-of google-research/google-research, and the colab
+google-research/rigl, ``rigl/sparse_utils.py`` ``get_stats``, which counts with
+``micronet_challenge/counting.py`` of google-research/google-research, and the colab
 ``rigl/imagenet_resnet/colabs/Resnet_50_Param_Flops_Counting.ipynb``).
 
 Pure functions over numbers: a network is a mapping ``{layer: dense forward FLOPs for one
@@ -26,8 +26,8 @@ Conventions (compared with ``counting.count_ops`` as ``get_stats`` calls it):
 
 Training (the paper's appendix): a step of a network at forward cost f costs 3 f: the
 forward pass, the gradient with respect to the activations and the gradient with respect to
-the weights, each as costly as the forward pass. Sparse (static, SET, a pruned ticket): 3 f_S per step;
-dense: 3 f_D. At a RigL update step the weight gradient is dense: 2 f_S + f_D, so RigL
+the weights, each as costly as the forward pass. Sparse (static, SET, a pruned ticket):
+3 f_S per step; dense: 3 f_D. At a RigL update step the weight gradient is dense: 2 f_S + f_D, so RigL
 averages (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1) per step. Dense-to-sparse methods (GMP) pay
 each step at the density in force then. Counted per layer, so layers of different
 densities (ERK) are exact. The mask update's own selection (ranking magnitudes or
