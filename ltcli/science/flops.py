@@ -26,14 +26,13 @@ Conventions (compared with ``counting.count_ops`` as ``get_stats`` calls it):
 
 Training (the paper's appendix): a step of a network at forward cost f costs 3 f: the
 forward pass, the gradient with respect to the activations and the gradient with respect to
-the weights, each as costly as the forward pass. Sparse (static, SET, a pruned ticket):
-3 f_S per step; dense: 3 f_D. At a RigL update step the weight gradient is dense:
-2 f_S + f_D, so RigL averages (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1) per step. Dense-to-sparse methods (GMP) pay
-each step at the density in force then. Counted per layer, so layers of different
-densities (ERK) are exact. The mask update's own selection (ranking magnitudes or
-gradients once every ΔT steps, of the order of the weights' count) is not counted: the
-colab's pruning count averages ``get_stats`` over the density schedule and adds nothing
-for the updates.
+the weights, each as costly as the forward pass. Sparse (static, SET, a pruned ticket): 3
+f_S per step; dense: 3 f_D. At a RigL update step the weight gradient is dense: 2 f_S + f_D,
+so RigL averages (3 f_S ΔT + 2 f_S + f_D) / (ΔT + 1) per step. Dense-to-sparse methods (GMP)
+pay each step at the density in force then. Counted per layer, so layers of different
+densities (ERK) are exact. The mask update's own selection (ranking magnitudes or gradients
+once every ΔT steps, of the order of the weights' count) is not counted: the colab's pruning
+count averages ``get_stats`` over the density schedule and adds nothing for the updates.
 """
 
 from __future__ import annotations
