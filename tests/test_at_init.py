@@ -1,4 +1,4 @@
-"""Issue 13 in runs: several one-shot targets as levels, pruning at initialization, and the
+"""In runs: several one-shot targets as levels, pruning at initialization, and the
 shuffle and invert ablations as controls."""
 
 from __future__ import annotations

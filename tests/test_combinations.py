@@ -1,4 +1,4 @@
-"""The combination table (issue 23, item 3): every method x retraining mode x rewind point x
+"""The combination table: every method x retraining mode x rewind point x
 pruning schedule x member either has a definition of its cell's first inputs or is refused.
 
 The table is stated here on its own (`expected`), apart from `ltcli.experiment.combinations`.

@@ -1,4 +1,4 @@
-"""The CPU's faster convolutional training step (issue 21) against the plain one, on tiny
+"""The CPU's faster convolutional training step against the plain one, on tiny
 networks: `ltcli.models.cpu_ops` (pooling, materialized block outputs, convolutions whose
 weight gradient reads its input from memory and whose strided input gradient goes by
 phases, batch norm) and the host loop's unrolled steps. Both paths are forced, so the tests

@@ -1,4 +1,4 @@
-"""Issue 14: a level's cells sharded over several local devices store the same cells and
+"""A level's cells sharded over several local devices store the same cells and
 numbers as on one device. JAX reads the device count when it starts, so each run is a
 process of its own with four CPU devices."""
 

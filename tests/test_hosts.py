@@ -1,4 +1,4 @@
-"""Issue 24: one cell over many hosts. Two local processes joined by `jax.distributed`
+"""One cell over many hosts. Two local processes joined by `jax.distributed`
 (gloo collectives on the CPU) train the cells one process trains alone, up to the order of
 float additions; process 0 alone writes the store; a killed process fails the job, and a
 rerun resumes what the job had stored."""

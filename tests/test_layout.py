@@ -1,4 +1,4 @@
-"""The package's rooms (issue 19): imports point down the list of packages, never up, and
+"""The package's rooms: imports point down the list of packages, never up, and
 form no circle; every package says in its docstring what it holds and what it may import.
 
 The import rules are import-linter contracts in setup.cfg (``lint-imports`` checks them,

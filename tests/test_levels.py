@@ -1,4 +1,4 @@
-"""Issue 16: nothing recompiles between levels of the same shapes, and controls trained at
+"""Nothing recompiles between levels of the same shapes, and controls trained at
 the end in large groups store the same cells and numbers as controls trained with their
 level."""
 

@@ -1,4 +1,4 @@
-"""Issue 12: retraining modes (Renda et al. 2020) and instability analysis (Frankle et al.
+"""Retraining modes (Renda et al. 2020) and instability analysis (Frankle et al.
 2020): where a pruned level starts, which learning rates it sees, and the error path between
 two copies of a network."""
 

@@ -1,4 +1,4 @@
-"""Sweeps (issue 20, item 4): ``lt run EXP --sweep key=v1,v2 ...`` runs the product as
+"""Sweeps: ``lt run EXP --sweep key=v1,v2 ...`` runs the product as
 separate runs, `lt ls` and `lt compare` show them as one sweep, and a bad value or a point
 that cannot resolve exits 2 before anything is written."""
 

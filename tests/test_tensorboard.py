@@ -1,4 +1,4 @@
-"""TensorBoard event files (issue 20, item 3): ``lt run --log tensorboard`` (``run.log``)
+"""TensorBoard event files: ``lt run --log tensorboard`` (``run.log``)
 writes each cell's curve, learning rate and hyperparameters as its group is stored; ``lt
 export --tensorboard`` writes them for runs made before. Read back with tbparse, the reader
 TensorBoard's own event loader sits under, never by hand."""

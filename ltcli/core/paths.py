@@ -45,7 +45,7 @@ EIGEN_CPU_CONVOLUTIONS_FLAG = (
     "--xla_cpu_experimental_ynn_fusion_type=-LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 )
 """XLA:CPU runs convolutions with Eigen instead of YNNPACK: Conv-2's training step ran
-1.3-1.7x and ResNet-20's 1.1-1.5x faster with it on a 2-core CPU (issue 21)."""
+1.3-1.7x and ResNet-20's 1.1-1.5x faster with it on a 2-core CPU."""
 EIGEN_FLAG_JAXLIB = (0, 10)
 """The oldest jaxlib the Eigen flag was checked with (0.10.2 knows it)."""
 

@@ -1,4 +1,4 @@
-"""Layers whose training step runs faster on XLA:CPU (issue 21); elsewhere the usual ones.
+"""Layers whose training step runs faster on XLA:CPU; elsewhere the usual ones.
 
 XLA:CPU spends much of a convolutional network's training step on work the algorithm does
 not need:
@@ -119,7 +119,7 @@ class BatchNorm(nn.BatchNorm):
     ``a = scale / sqrt(var + epsilon)`` and ``b = bias - mean * a``, where Flax computes
     ``(x - mean) * a + bias``: XLA:CPU writes Flax's ``x - mean`` to memory as a pass of its
     own, since the normalization and its gradient both read it; without it ResNet-20's
-    step ran faster in 7 of 8 interleaved rounds, by up to 15% (issue 21). Statistics, their
+    step ran faster in 7 of 8 interleaved rounds, by up to 15%. Statistics, their
     running averages and variables are Flax's; the output differs by float rounding."""
 
     @nn.compact
