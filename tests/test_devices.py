@@ -26,7 +26,7 @@ def lt_run(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> None:
 
 
 def test_five_cells_over_four_devices_match_one_device(write_spec, tmp_path, real_data):
-    path = write_spec(train={"iterations": "200it"}, run={"rounds": 1, "replicates": 5})
+    path = write_spec(train={"iterations": "100it"}, run={"rounds": 1, "replicates": 5})
     four, one = tmp_path / "four", tmp_path / "one"
     lt_run(path, four, real_data[1], "--deterministic")
     lt_run(path, one, real_data[1], "--deterministic", "--devices", "1")
