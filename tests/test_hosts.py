@@ -158,7 +158,7 @@ def test_each_process_of_a_job_evaluates_its_share(class_folder, tmp_path, monke
 
 
 def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_path, real_data):
-    train = {"iterations": "600it", "optimizer": "sgd", "lr": 0.05}
+    train = {"iterations": "300it", "optimizer": "sgd", "lr": 0.05}
     # A rewind point at 100 makes every jitted call (and checkpoint) 100 iterations long.
     spec = write_spec(train=train, prune={"rewind_iter": "100it"}, run={"rounds": 0})
     store, whole = tmp_path / "job", tmp_path / "whole"
@@ -175,7 +175,7 @@ def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_p
     assert not list(Store(store).finished_cells(run_id))  # nothing of the level was stored
     results = _finish(_job(command))
     assert [c for c, _, _ in results] == [0, 0], results[0][2][-3000:]
-    resumed_at = re.search(r"level 0/0 +1 cells +([\d,]+)/600 it", results[0][2])
+    resumed_at = re.search(r"level 0/0 +1 cells +([\d,]+)/300 it", results[0][2])
     assert resumed_at and int(resumed_at.group(1)) >= 100, results[0][2]
     uninterrupted = _command(spec, whole, real_data[1], "--distributed")
     assert [c for c, _, _ in _finish(_job(uninterrupted))] == [0, 0]

@@ -52,19 +52,41 @@ def reproduce(
     store: Path | None,
     data_dir: Path | None,
 ) -> None:
-    """Reproduce FIGURE of Frankle & Carbin, "The Lottery Ticket Hypothesis" (ICLR 2019).
+    """Reproduce FIGURE of Frankle & Carbin, "The Lottery Ticket Hypothesis" (ICLR 2019),
+    or check sparse training against lottery tickets.
 
     \b
     FIGURE is one of:
       lenet            LeNet-300-100 on MNIST (Figures 3 and 4)
       conv2            Conv-2 on CIFAR-10 (Figure 5)
       resnet20-warmup  ResNet-20 on CIFAR-10, lr 0.03 with warmup (Figure 8)
+      sparse-lenet     static, SET, RigL (uniform and ERK), GMP and IMP on LeNet-300-100
+                       at 90% and 98% sparsity (Evci et al. 2020; Gale et al. 2019)
 
     Runs the paper's protocol through the store (finished cells are reused: a rerun trains
     nothing), prints the per-level table and a table of the paper's claims for the figure
     (lt's measure with its spread over replicates, the paper's number, held / not held / not
     reached), and draws the figure with the paper's reported points as black stars.
+    sparse-lenet runs one run per method and prints each method's accuracy and training
+    FLOPs at each target, then its claims; it draws no figure.
     """
+    if figure in reproducing.SPARSE_CHECKS:
+        if output is not None:
+            raise click.UsageError(f"{figure} draws no figure: drop --output")
+        for line in reproducing.describe_sparse(
+            figure, budget, reproducing.sparse_protocols(figure, budget, settings)
+        ):
+            click.echo(line, err=True)
+        checked = reproducing.check_sparse(
+            figure,
+            budget,
+            Store(store or default_store()),
+            settings=settings,
+            data_dir=data_dir,
+            progress=lambda s: CliProgress(s["run.rounds"]),
+        )
+        click.echo(checked.text)
+        return
     proto = reproducing.protocol(figure, budget, settings)
     figure_path = outputs.check_output(
         output or Path(f"reproduce-{proto.figure}.png"), outputs.image_suffixes(), kind="image type"

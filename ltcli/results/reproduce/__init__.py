@@ -2,11 +2,12 @@
 against the store, and the figure drawn with the paper's own points over it.
 
 One module per paper (`frankle2019`: Frankle & Carbin, ICLR 2019) holds its figures'
-protocols and its claims as data; the parts every paper shares are kept apart so each can be
-read and tested alone: `protocols` (a figure's spec at a budget, and every cut from the
-paper's), `measures` (a run's cells as numbers per level and replicate, and what a claim
-measures), `verdicts` (a claim checked against a run, and the table of them). `run` ties
-them together.
+protocols and its claims as data; `evci2020` checks sparse training against lottery tickets
+(Evci et al. 2020, Gale et al. 2019), one run per method; the parts every paper shares are
+kept apart so each can be read and tested alone: `protocols` (a figure's spec at a budget,
+and every cut from the paper's), `measures` (a run's cells as numbers per level and
+replicate, and what a claim measures), `verdicts` (a claim checked against a run, and the
+table of them). `run` ties them together.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any
 
 from ltcli.experiment.plan import Progress
 from ltcli.results import report
+from ltcli.results.reproduce.evci2020 import CHECKS as SPARSE_CHECKS
+from ltcli.results.reproduce.evci2020 import describe as describe_sparse
+from ltcli.results.reproduce.evci2020 import protocols as sparse_protocols
+from ltcli.results.reproduce.evci2020 import run as check_sparse
 from ltcli.results.reproduce.frankle2019 import (
     FIGURES,
     accuracy_field,
@@ -49,12 +54,15 @@ __all__ = [
     "HELD",
     "MEASURES",
     "NOT_HELD",
+    "SPARSE_CHECKS",
     "Measurements",
     "Protocol",
     "Reproduction",
+    "check_sparse",
     "claim_rows",
     "claims_table",
     "describe",
+    "describe_sparse",
     "evaluate",
     "evaluate_claim",
     "overlay_points",
@@ -63,6 +71,7 @@ __all__ = [
     "protocol_cells",
     "reproduce",
     "run",
+    "sparse_protocols",
 ]
 
 SIZE, DPI = (1500, 500), 100
