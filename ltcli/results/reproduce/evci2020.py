@@ -166,7 +166,8 @@ def describe(check: str, budget: str, specs: Mapping[str, Spec]) -> list[str]:
         f"targets {', '.join(f'{t:g}%' for t in TARGETS)} of weights remaining; "
         f"{first['run.replicates']} replicates, {first['train.iterations']} per level",
     ]
-    paper = spec.apply_overrides(spec.load(str(spec.shipped_specs()[CHECKS[check]])), PAPER)
+    shipped = spec.load(str(spec.shipped_specs()[CHECKS[check]]))
+    paper = spec.apply_overrides(shipped, {**PAPER, **ARMS[0].overrides})
     differs = cuts(paper, first)
     if differs:
         lines.append(f"--budget {budget}: differs from the paper's protocol in:")
@@ -244,11 +245,13 @@ def tables(
                 f"{arm.label:<20} {target:>5g}%  {found.remaining:>8.2f}%  "
                 f"{_stat_text(found.accuracy):<23} {cost}"
             )
-    rows += ["", "claim                       target  difference   verdict   source"]
+    width = max(len(c.says) for c in CLAIMS)
+    rows += ["", f"{'claim':<{width}}  target  difference  verdict      source"]
     for c in checks:
         gap = "-" if c.difference is None else f"{c.difference:+.2f} pts"
         rows.append(
-            f"{c.claim.says:<27} {c.target:>5g}%  {gap:<11}  {c.verdict:<9} {c.claim.source}"
+            f"{c.claim.says:<{width}}  {c.target:>5g}%  {gap:<10}  {c.verdict:<11}  "
+            f"{c.claim.source}"
         )
     return "\n".join(rows)
 
