@@ -14,7 +14,7 @@ from typing import Any
 
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
 from ltcli.science import pruning
-from ltcli.science.methods import PRUNING_METHODS, SCORE_MODES
+from ltcli.science.methods import DISTRIBUTIONS, PRUNING_METHODS, SCORE_MODES
 
 _DURATION = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
 
@@ -398,8 +398,62 @@ FIELDS: dict[str, Field] = {
         PRUNING_METHODS,
         "What to prune by: magnitude of the trained weights (IMP; the default), or a score "
         "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. "
-        "2021), pruning θ0 (θk with rewind_iter) once to each one-shot target.",
+        "2021), pruning θ0 (θk with rewind_iter) once to each one-shot target; or sparse "
+        "training, one job per one-shot target reaching it while it trains: gmp (gradual "
+        "magnitude pruning, Zhu & Gupta 2017), static (a random mask at the layer budget), "
+        "set (Mocanu et al. 2018), rigl (Evci et al. 2020).",
         neutral="magnitude",
+    ),
+    "prune.distribution": choice(
+        "uniform",
+        DISTRIBUTIONS,
+        "Sparse training's layer budget: uniform (one density in every pruned layer) or erk "
+        "(Erdős-Rényi-Kernel, Evci et al. 2020: density proportional to a layer's sum of "
+        "dimensions over their product, capped at 1). Excluded layers stay dense and count "
+        "towards the target.",
+        neutral="uniform",
+    ),
+    "prune.update_every": Field(
+        "duration",
+        Duration(100),
+        "a duration > 0 like 100it",
+        lambda v: v.amount > 0,
+        100,
+        doc="gmp, set, rigl: iterations between mask updates (Δt).",
+    ),
+    "prune.update_start": Field(
+        "float",
+        0.0,
+        "a fraction in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.0,
+        doc="gmp, set, rigl: the first mask update, as a fraction of train.iterations "
+        "(gmp: t0, at which it is still dense).",
+    ),
+    "prune.update_end": Field(
+        "float",
+        0.75,
+        "a fraction in (0, 1]",
+        lambda v: 0 < v <= 1,
+        0.75,
+        doc="gmp, set, rigl: mask updates end here, as a fraction of train.iterations "
+        "(set, rigl: T_end, updates before it; gmp: the target is reached at the last "
+        "pruning step at or before it).",
+    ),
+    "prune.drop_fraction": Field(
+        "float",
+        0.3,
+        "a fraction in (0, 1)",
+        _between(0, 1),
+        0.3,
+        doc="set, rigl: the fraction α of active weights dropped (and regrown) per update.",
+    ),
+    "prune.drop_anneal": choice(
+        "cosine",
+        ("cosine", "constant"),
+        "set, rigl: the drop fraction over the updates, α/2 (1 + cos(π t / T_end)) (Evci et "
+        "al. 2020) or constant α (Mocanu et al. 2018's ζ).",
+        neutral="cosine",
     ),
     "prune.score_mode": choice(
         "eval",
