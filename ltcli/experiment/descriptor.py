@@ -26,7 +26,8 @@ from ltcli import models
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
 from ltcli.experiment import combinations, sparse_spec
-from ltcli.experiment.fields import ALWAYS_HASHED, FIELDS
+from ltcli.experiment.field_types import ALWAYS_HASHED
+from ltcli.experiment.fields import FIELDS
 from ltcli.experiment.spec import Spec
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS, SPARSE_TRAINING
