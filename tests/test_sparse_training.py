@@ -5,6 +5,7 @@ before anything runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -277,3 +278,28 @@ def test_bad_sparse_training_input_exits_2_and_writes_nothing(
     assert result.exit_code == 2, result.output
     assert field in result.stderr
     assert not store.exists()
+
+
+def test_grouped_cells_update_their_masks_as_a_lone_cell_does(data):
+    """Two cells under vmap and one after another (serial) end with the same masks: the
+    update condition is the group's iteration, a real branch under vmap."""
+    results = {}
+    for grouping in ("vmap", "serial"):
+        engine, lone, table, _ = _cell_and_table("rigl")
+        engine = dataclasses.replace(engine, grouping=grouping)
+        cells = [jax.device_get(lone), jax.device_get(lone)]
+        group = engine.start(
+            [c.params for c in cells],
+            [c.batch_stats for c in cells],
+            [c.mask for c in cells],
+            [jax.random.PRNGKey(7), jax.random.PRNGKey(8)],
+            schedules=[table, table],
+        )
+        group, _ = engine.segment(group, 0, 1, data)
+        results[grouping] = jax.device_get(group)
+    a, b = results["vmap"], results["serial"]
+    for x, y in zip(jax.tree.leaves(a.mask), jax.tree.leaves(b.mask), strict=True):
+        assert np.array_equal(x, y)
+    assert not np.array_equal(a.mask["fc1"]["kernel"][0], a.mask["fc1"]["kernel"][1])
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
+        np.testing.assert_allclose(x, y, atol=1e-5)
