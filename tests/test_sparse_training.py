@@ -125,7 +125,7 @@ def _top(score, k):
 
 
 def _cell_and_table(method, every=3, count=3):
-    engine = Engine(MODEL, CFG, "vmap", updates=MaskUpdates(method, 2, every, count))
+    engine = Engine(MODEL, CFG, "vmap")
     params, stats = engine.init(jax.random.PRNGKey(0), (6, 6, 1))
     rng = np.random.default_rng(0)
     flat = pruning.flatten(pruning.dense_mask(jax.device_get(params)))
@@ -140,6 +140,8 @@ def _cell_and_table(method, every=3, count=3):
     table = sparse_training.schedule_table(
         method, sizes, budget, steps, alpha=0.3, start=2, end=2 + every * count, anneal="cosine"
     )
+    updates = MaskUpdates.of(method, steps, every, sizes, [table])
+    engine = dataclasses.replace(engine, updates=updates)
     group = engine.start([start], [stats], [mask], [jax.random.PRNGKey(7)], schedules=[table])
     return engine, jax.tree.map(lambda x: x[0], group), table, steps
 

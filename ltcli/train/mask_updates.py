@@ -32,10 +32,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ltcli.science import pruning
-from ltcli.science.sparse_training import drop_and_grow, prune_to
+from ltcli.science.sparse_training import drop_and_grow, drop_bounds, prune_to
 
 
 def masked_state(opt_state: Any, params: Any, mask: Any) -> Any:
@@ -73,12 +74,27 @@ class MaskUpdates:
       first: the first update step; the others follow every `every` iterations.
       every: Δt in iterations.
       count: how many update steps there are (the length of each cell's table).
+      bounds: per pruned layer, the most weights one update drops (`drop_bounds`).
     """
+
+    @classmethod
+    def of(
+        cls,
+        method: str,
+        steps: np.ndarray,
+        every: int,
+        sizes: dict[str, int],
+        tables: list[dict[str, Any]],
+    ) -> MaskUpdates:
+        """The updates at `steps` (every `every` iterations) of cells with these `tables`."""
+        bounds = tuple(sorted(drop_bounds(method, sizes, tables).items()))
+        return cls(method, int(steps[0]), every, len(steps), bounds)
 
     method: str
     first: int
     every: int
     count: int
+    bounds: tuple[tuple[str, int], ...]
 
     def index(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Whether iteration `t` updates the mask, and which update (row of the table) it is."""
@@ -103,15 +119,16 @@ class MaskUpdates:
         masks = pruning.leaves(base.mask)
         weights, gradients = pruning.leaves(base.params), pruning.leaves(grads)
         grow_key = jax.random.fold_in(step_key, 3)
+        bounds = dict(self.bounds)
         for i, (name, counts) in enumerate(sorted(base.sparse.items())):
             if self.method == "gmp":
-                masks[name] = prune_to(masks[name], weights[name], counts[j])
+                masks[name] = prune_to(masks[name], weights[name], counts[j], bounds[name])
                 continue
             if self.method == "rigl":
                 score = jnp.abs(gradients[name])
             else:
                 score = jax.random.uniform(jax.random.fold_in(grow_key, i), masks[name].shape)
-            masks[name] = drop_and_grow(masks[name], weights[name], score, counts[j])
+            masks[name] = drop_and_grow(masks[name], weights[name], score, counts[j], bounds[name])
         mask = pruning.unflatten(masks)
         params = jax.tree.map(jnp.multiply, base.params, mask)
         opt_state = masked_state(base.opt_state, params, mask)

@@ -79,7 +79,7 @@ def of(starts: Starts, cells: list[CellKey]) -> SparseGroup | None:
         tables.append(table)
         facts.append(fact)
         budgets.append(budget)
-    updates = MaskUpdates(method, int(steps[0]), every, len(steps))
+    updates = MaskUpdates.of(method, steps, every, sizes, tables)
     return SparseGroup(updates, tables, facts, budgets)
 
 
