@@ -305,3 +305,33 @@ def test_grouped_cells_update_their_masks_as_a_lone_cell_does(data):
     assert not np.array_equal(a.mask["fc1"]["kernel"][0], a.mask["fc1"]["kernel"][1])
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True):
         np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_set_updates_masks_alike_on_the_device_streamed_and_in_the_host_loop(
+    class_folder, tmp_path
+):
+    """Every feeder calls the engine's step, where the mask updates live: streamed data
+    gives the on-device cells bit for bit (deterministic), the host loop the same masks."""
+    table = {
+        "data": {"dataset": f"folder:{class_folder}", "validation": 50},
+        "model": {"name": "lenet300"},
+        "train": {"iterations": "200it", "eval_every": "100it", "batch_size": 20},
+        "prune": {"method": "set", "one_shot": 20, "update_every": "40it"},
+        "run": {"deterministic": True},
+    }
+    loaded = spec.from_mapping("sparse", table)
+    stores = {way: Store(tmp_path / way) for way in ("device", "stream", "host")}
+    run_id = launch.run(loaded, stores["device"])
+    as_stream = spec.apply_overrides(loaded, {"data.placement": "stream"})
+    assert launch.run(as_stream, stores["stream"]) == run_id
+    assert launch.run(loaded, stores["host"], grouping="host") == run_id
+    template = stores["device"].load_weights(stores["device"].init_path(run_id, 0))["params"]
+    for cell in (CellKey(0, 0), CellKey(0, 1)):
+        device = stores["device"].read_metrics(run_id, cell)
+        assert device["curve"] == stores["stream"].read_metrics(run_id, cell)["curve"]
+        masks = [s.read_mask(run_id, cell, template) for s in stores.values()]
+        for other in masks[1:]:
+            assert all(np.array_equal(masks[0][k]["kernel"], other[k]["kernel"]) for k in other)
+    ticket = stores["device"].read_metrics(run_id, CellKey(0, 1))
+    assert ticket["mask_update_steps"] == [0, 40, 80, 120]
