@@ -134,7 +134,9 @@ def gmp_kept(size: int, final: int, j: np.ndarray, n: int) -> np.ndarray:
     """Weights a layer of `size` keeps at GMP's pruning steps `j` (1..n) on its way to
     `final`: Zhu & Gupta 2017, eq. 1, s_t = s_f + (s_i - s_f)(1 - (t - t0)/(nΔt))^3 with
     s_i = 0 (dense) and s_f = (size - final) / size, so the layer prunes
-    ``round(s_t * size)`` weights (exactly ``size - final`` at j = n)."""
+    ``round(s_t * size)`` weights (exactly ``size - final`` at j = n). Compared with
+    jaxpruner's ``sparsity_schedules.PolynomialSchedule`` (power 3), which reads the
+    progress one step later, ``(step + 1 - start) / (end - start)``: lt uses the paper's t."""
     s_t = (size - final) / size * (1 - (1 - np.asarray(j, np.float64) / n) ** 3)
     return (size - np.round(s_t * size)).astype(np.int32)
 
