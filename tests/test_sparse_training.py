@@ -19,11 +19,12 @@ from ltcli.experiment import plan, spec
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning, sparse_training
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import context, launch
+from ltcli.train import checks, context, launch
 from ltcli.train.device_data import step_key_of, to_device
 from ltcli.train.engine import Engine
 from ltcli.train.mask_updates import MaskUpdates
 from ltcli.train.recipes import TrainConfig, schedule_steps
+from ltcli.train.starts import masked
 
 from helpers import KillAfter, Killed
 
@@ -335,3 +336,33 @@ def test_set_updates_masks_alike_on_the_device_streamed_and_in_the_host_loop(
             assert all(np.array_equal(masks[0][k]["kernel"], other[k]["kernel"]) for k in other)
     ticket = stores["device"].read_metrics(run_id, CellKey(0, 1))
     assert ticket["mask_update_steps"] == [0, 40, 80, 120]
+
+
+@pytest.mark.integration
+def test_controls_of_a_gmp_ticket_train_its_final_mask_rewound_to_theta_k(class_folder, tmp_path):
+    table = {
+        "data": {"dataset": f"folder:{class_folder}", "validation": 50},
+        "model": {"name": "lenet300"},
+        "train": {"iterations": "300it", "eval_every": "100it", "batch_size": 20},
+        "prune": {"method": "gmp", "one_shot": 20, "update_every": "50it", "rewind_iter": "100it"},
+        "run": {"controls": "rewind:1,reinit:1,random:1"},
+    }
+    store = Store(tmp_path)
+    run_id = launch.run(spec.from_mapping("gmp", table), store)
+    template = store.load_weights(store.init_path(run_id, 0))["params"]
+    theta_k = store.load_weights(store.rewind_path(run_id, 0))["params"]
+    final = store.read_mask(run_id, CellKey(0, 1), template)
+    ticket = store.read_metrics(run_id, CellKey(0, 1))
+    assert ticket["mask_update_steps"] == [50, 100, 150, 200]
+    assert ticket["percent_remaining"] == pytest.approx(20.0, abs=0.01)
+    assert ticket["curve"]["iteration"] == [100, 200, 300]  # trained from θ0 at 0
+    for member in ("rewind-0", "reinit-0", "random-0"):
+        cell = CellKey(0, 1, member)
+        mask = store.read_mask(run_id, cell, template)
+        assert pruning.counts(mask) == pruning.counts(final)
+        same = all(np.array_equal(mask[k]["kernel"], final[k]["kernel"]) for k in final)
+        assert same == (member != "random-0")
+        metrics = store.read_metrics(run_id, cell)
+        assert metrics["curve"]["iteration"] == [200, 300] and metrics["schedule_step"] == 100
+    rewound = store.read_metrics(run_id, CellKey(0, 1, "rewind-0"))["start_digest"]
+    assert rewound == checks.digest(masked(theta_k, final))  # θk under the final mask

@@ -147,10 +147,12 @@ class Starts:
         view = self.run.view
         template = self.init_point(cell.replicate)["params"]
         source = self.sources(cell).mask
-        if source in ("dense", "gmp"):
+        if source == "dense":
             return pruning.dense_mask(template)
         if view.is_finished(cell):  # sparse training: the mask its ticket ended with
             return view.read_mask(cell, template)
+        if source == "gmp":
+            return pruning.dense_mask(template)
         if source in ("budget", "drop_grow"):
             return self.budget_mask(cell.replicate, cell.level)
         if source == "scores":
