@@ -356,6 +356,9 @@ def test_controls_of_a_gmp_ticket_train_its_final_mask_rewound_to_theta_k(class_
     assert ticket["mask_update_steps"] == [50, 100, 150, 200]
     assert ticket["percent_remaining"] == pytest.approx(20.0, abs=0.01)
     assert ticket["curve"]["iteration"] == [100, 200, 300]  # trained from θ0 at 0
+    assert {n: kept[-1] for n, kept in ticket["update_layers"].items()} == {
+        n: kept for n, (kept, _) in ticket["layers"].items()
+    }
     for member in ("rewind-0", "reinit-0", "random-0"):
         cell = CellKey(0, 1, member)
         mask = store.read_mask(run_id, cell, template)

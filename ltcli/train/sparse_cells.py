@@ -8,6 +8,8 @@ Recorded facts (``metrics.json``):
 - ``mask_update_steps``: those iterations;
 - ``update_percent_remaining`` (gmp): percent of prunable weights remaining after each
   pruning step (the excluded layers counted, as ``percent_remaining``);
+- ``update_layers`` (gmp): per pruned layer, the weights it keeps after each pruning step
+  (SET and RigL keep their final ``layers`` counts throughout);
 - ``drop_fractions`` (set, rigl): the fraction of active weights dropped at each update.
 """
 
@@ -73,6 +75,7 @@ def of(starts: Starts, cells: list[CellKey]) -> SparseGroup | None:
             dense = sum(sizes.values()) - sum(sizes[n] for n in budget)
             kept = dense + np.sum([table[n] for n in budget], axis=0)
             fact["update_percent_remaining"] = (100 * kept / sum(sizes.values())).tolist()
+            fact["update_layers"] = {n: table[n].tolist() for n in sorted(budget)}
         else:
             fractions = sparse_training.drop_fraction(steps, **_drop(options))
             fact["drop_fractions"] = fractions.tolist()
