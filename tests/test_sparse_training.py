@@ -147,6 +147,7 @@ def _cell_and_table(method, every=3, count=3):
     return engine, jax.tree.map(lambda x: x[0], group), table, steps
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("method", ["rigl", "set", "gmp"])
 def test_mask_updates_in_the_step_match_numpy(method, data):
     """Every update step keeps each layer's exact count; RigL grows at the top-|g| inactive
@@ -283,6 +284,7 @@ def test_bad_sparse_training_input_exits_2_and_writes_nothing(
     assert not store.exists()
 
 
+@pytest.mark.integration
 def test_grouped_cells_update_their_masks_as_a_lone_cell_does(data):
     """Two cells under vmap and one after another (serial) end with the same masks: the
     update condition is the group's iteration, a real branch under vmap."""
