@@ -27,14 +27,14 @@ import click
 from ltcli.experiment import combinations
 from ltcli.experiment.fields import FIELDS, RETRAIN_MODES
 from ltcli.experiment.member import SPAWN, Member
-from ltcli.science.methods import PRUNING_METHODS
+from ltcli.science.methods import AT_INIT_METHODS, PRUNING_METHODS
 
 MARKER = "<!-- lt:combination-table -->"
 FIELD_MARKER = "<!-- lt:field-table -->"
 """The line of docs/combinations.md that the table replaces."""
 
 RETRAINS = RETRAIN_MODES
-AT_INIT = tuple(m for m in PRUNING_METHODS if m != "magnitude")
+AT_INIT = AT_INIT_METHODS
 MEMBERS = ("ticket", "stability", "reinit", "random", "shuffle", "invert", "rewind")
 """Members of a pruned level, as the table names their kinds."""
 LEVEL0 = ("level 0 ticket", "level 0 spawn-k")
