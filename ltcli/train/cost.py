@@ -64,6 +64,6 @@ def segments(
     ]
     return [
         flops.Segment(end - begin, density)
-        for begin, end, density in zip(bounds, bounds[1:], densities, strict=True)
+        for begin, end, density in zip(bounds[:-1], bounds[1:], densities, strict=True)
         if end > begin
     ]
