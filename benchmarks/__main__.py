@@ -5,7 +5,7 @@ Models train on synthetic data of the real shapes (speed does not depend on pixe
 so the bench needs no data set; the ``lt run smoke`` rows need Fashion-MNIST and are
 skipped without it. Run from the repository root as ``python -m benchmarks [--quick]
 [--only SECTION]``, SECTION one of lenet, deterministic, levels, conv, convstep, smoke,
-stream, resnet50. A development tool: it is not part of the installed package.
+stream, resnet50, sparse. A development tool: it is not part of the installed package.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from benchmarks.common import Row
 from benchmarks.conv import conv_rows, conv_step_rows, resnet50_rows
 from benchmarks.lenet import deterministic_rows, lenet_rows
 from benchmarks.runs import level_rows, smoke_rows
+from benchmarks.sparse import sparse_rows
 from benchmarks.stream import stream_rows
 from ltcli.core import atomic, paths
 from ltcli.results.report import format_table
@@ -43,6 +44,7 @@ SECTIONS: dict[str, Callable[[bool], list[Row]]] = {
     "smoke": lambda quick: smoke_rows(),
     "stream": stream_rows,
     "resnet50": resnet50_rows,
+    "sparse": sparse_rows,
 }
 
 

@@ -27,15 +27,15 @@ import click
 from ltcli.experiment import combinations
 from ltcli.experiment.fields import FIELDS, RETRAIN_MODES
 from ltcli.experiment.member import SPAWN, Member
-from ltcli.science.methods import PRUNING_METHODS
+from ltcli.science.methods import AT_INIT_METHODS, PRUNING_METHODS
 
 MARKER = "<!-- lt:combination-table -->"
 FIELD_MARKER = "<!-- lt:field-table -->"
 """The line of docs/combinations.md that the table replaces."""
 
 RETRAINS = RETRAIN_MODES
-AT_INIT = tuple(m for m in PRUNING_METHODS if m != "magnitude")
-MEMBERS = ("ticket", "stability", "reinit", "random", "shuffle", "invert")
+AT_INIT = AT_INIT_METHODS
+MEMBERS = ("ticket", "stability", "reinit", "random", "shuffle", "invert", "rewind")
 """Members of a pruned level, as the table names their kinds."""
 LEVEL0 = ("level 0 ticket", "level 0 spawn-k")
 KEYS = ("method", "retrain", "schedule", "member")
@@ -75,11 +75,16 @@ MASKS = {
     "ticket": "the ticket's",
     "random": "random, the ticket's per-layer counts",
     "inverted": "the method's lowest scores of θ_r, the ticket's total",
+    "gmp": "dense, pruned by magnitude to target L while it trains",
+    "budget": "random at the layer budget of target L, fixed",
+    "drop_grow": "random at the layer budget of target L, dropped and regrown while it trains",
+    "final": "the mask the ticket ended with",
 }
 ORDERS = {"replicate": "replicate's", "own": "its own", "own_after_k": "its own after k"}
 NUMBERS = {0: "0", K: "k", T: "T"}
 MEMBER_NAMES = {"stability": "stability-i", "reinit": "reinit-i", "random": "random-i"}
 MEMBER_NAMES |= {"shuffle": "shuffle-i", "invert": "invert-i", "level 0 spawn-k": "level 0 spawn-k"}
+MEMBER_NAMES |= {"rewind": "rewind-i"}
 
 Key = tuple[frozenset[str], ...]
 Row = tuple[Key, tuple[str, ...]]

@@ -24,7 +24,12 @@ Sources (their meaning in the papers):
   scores of the network the level trains from: θ0, or θk, "pruning early in training",
   Frankle et al. 2021); ``ticket`` (the level's ticket mask); ``random`` (a random mask with
   the ticket's per-layer counts: random and shuffle); ``inverted`` (the method's lowest
-  scores of the same network, same total).
+  scores of the same network, same total); for sparse training (`SPARSE_TRAINING`, one
+  training job per one-shot target), the ticket's own mask as it starts: ``gmp`` (dense,
+  pruned by magnitude to the target while it trains), ``budget`` (random at the layer
+  budget, fixed: static), ``drop_grow`` (random at the layer budget, then dropped and
+  regrown while it trains: SET, RigL); and ``final`` (the mask the level's ticket ended
+  with: its lottery controls, which train after it).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 
 from ltcli.experiment.member import SPAWN, Member
+from ltcli.science.methods import MASK_UPDATING, SPARSE_TRAINING
 
 SCHEDULES = ("imp", "one-shot", "several")
 """IMP (``prune.one_shot`` unset), one one-shot target, several one-shot targets."""
@@ -75,6 +81,19 @@ def refusal(method: str, retrain: str, schedule: str) -> str | None:
     """
     if method == "magnitude":
         return None
+    if method in SPARSE_TRAINING:
+        if schedule == "imp":
+            return (
+                f"prune.method: {method} trains once to each target sparsity: give its "
+                "targets with prune.one_shot (--one-shot 10,2)"
+            )
+        if retrain != "rewind":
+            return (
+                f"prune.retrain: {retrain} would retrain trained weights, but {method} "
+                "trains each level from θ0 to its target; train its final mask again with "
+                'the rewind control (run.controls rewind:1) and prune.retrain = "rewind"'
+            )
+        return None
     if schedule == "imp":
         return (
             f"prune.method: {method} prunes at initialization, once: give its targets with "
@@ -91,10 +110,21 @@ def refusal(method: str, retrain: str, schedule: str) -> str | None:
 
 def member_refusal(method: str, member_kind: str) -> str | None:
     """Why a control kind is refused for a method, or None."""
-    if member_kind == "invert" and method == "magnitude":
+    if member_kind == "invert" and (method == "magnitude" or method in SPARSE_TRAINING):
         return (
             "run.controls: invert keeps the lowest-scored weights of a pruning-at-"
             "initialization method (prune.method snip, grasp, synflow, ...)"
+        )
+    if member_kind == "rewind" and method not in SPARSE_TRAINING:
+        return (
+            "run.controls: rewind trains a sparse-training ticket's final mask from θ0 (θk) "
+            f"(prune.method gmp, static, set, rigl); with {method} the ticket is that already"
+        )
+    if member_kind == "stability" and method in MASK_UPDATING:
+        return (
+            f"run.controls: stability compares two networks under one mask; {method}'s "
+            "mask changes as the ticket trains, so a copy with another data order ends "
+            "under another mask"
         )
     return None
 
@@ -126,6 +156,8 @@ def inputs(
             return Inputs("ticket_at_k", "dense", k, k, "own_after_k")
         return Inputs("theta0", "dense", 0, 0)
     rewound = "theta_k" if rewind else "theta0"
+    if method in SPARSE_TRAINING:
+        return _sparse_training(method, rewound, rewind, member)
     if method != "magnitude":
         ticket_mask = "scores"
     elif schedule == "imp":
@@ -141,5 +173,23 @@ def inputs(
         order = "own" if kind == "stability" else "replicate"
         return Inputs(weights, ticket_mask, step, rewind, order)
     masks = {"reinit": "ticket", "random": "random", "shuffle": "random", "invert": "inverted"}
+    weights = "fresh" if kind == "reinit" else rewound
+    return Inputs(weights, masks[kind], rewind, rewind)
+
+
+TICKET_MASKS = {"gmp": "gmp", "static": "budget", "set": "drop_grow", "rigl": "drop_grow"}
+"""The mask a sparse-training ticket starts with, by method."""
+
+
+def _sparse_training(method: str, rewound: str, rewind: int, member: Member) -> Inputs:
+    """A sparse-training level's cells: the ticket trains from θ0 at step 0 to its target
+    (its mask `TICKET_MASKS`); the controls train the mask it ended with (``final``) from
+    θ_r (``rewind``: a lottery ticket of it), a fresh initialization (``reinit``), or a
+    random mask of its per-layer counts from θ_r (``random``, ``shuffle``), all at k."""
+    kind = member.kind
+    if kind in ("ticket", "stability"):
+        order = "own" if kind == "stability" else "replicate"
+        return Inputs("theta0", TICKET_MASKS[method], 0, 0, order)
+    masks = {"reinit": "final", "rewind": "final", "random": "random", "shuffle": "random"}
     weights = "fresh" if kind == "reinit" else rewound
     return Inputs(weights, masks[kind], rewind, rewind)

@@ -25,11 +25,12 @@ import orjson
 from ltcli import models
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
-from ltcli.experiment import combinations
-from ltcli.experiment.fields import ALWAYS_HASHED, FIELDS
+from ltcli.experiment import combinations, sparse_spec
+from ltcli.experiment.field_types import ALWAYS_HASHED
+from ltcli.experiment.fields import FIELDS
 from ltcli.experiment.spec import Spec
 from ltcli.science import pruning
-from ltcli.science.methods import DATA_METHODS
+from ltcli.science.methods import DATA_METHODS, SPARSE_TRAINING
 
 SCHEMA = 6
 """The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
@@ -420,9 +421,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     )
     _check(refused is None, refused or "")
     pattern = pruning.parse_pattern(spec["prune.pattern"])
+    sparse_spec.check(spec, iterations, its("prune.update_every"))
     if pattern:
         _check_pattern(spec, pattern, targets, model_name, source, arch, exclude)
-    else:
+    elif method not in SPARSE_TRAINING:
         _check(
             method == "magnitude" or spec["prune.strategy"] == "global",
             f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
@@ -447,8 +449,12 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         # no forward pass on data, or one that neither batch norm nor dropout changes: the
         # mode cannot change a result, so it is not in the id
         del full["prune"]["score_mode"]
+    for name in sparse_spec.not_applying(method):  # changes no result here: not in the id
+        del full["prune"][name]
     one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
     full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
+    if method in SPARSE_TRAINING:  # the layer budget sets every count
+        del full["prune"]["rates"]
     if pattern:
         # N:M fixes every level's counts per group: no rate or strategy changes a result
         del full["prune"]["rates"], full["prune"]["strategy"]

@@ -7,102 +7,20 @@ are generated from it, and so is the docs' field reference.
 
 from __future__ import annotations
 
-import dataclasses
-import re
-from collections.abc import Callable
-from typing import Any
-
+from ltcli.experiment.field_types import (
+    Duration,
+    Field,
+    between,
+    choice,
+)
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
 from ltcli.science import pruning
-from ltcli.science.methods import PRUNING_METHODS, SCORE_MODES
-
-_DURATION = re.compile(r"^\s*(\d+)\s*(it|ep)?\s*$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Duration:
-    """A training length in iterations (``"500it"`` or a bare integer) or epochs (``"40ep"``)."""
-
-    amount: int
-    unit: str = "it"
-
-    def iterations(self, train_size: int, batch_size: int) -> int:
-        """Iterations it spans. An epoch is ``round(train_size / batch_size)`` whole steps, so
-        durations in epochs stay multiples of one another (``160ep`` and ``1ep``)."""
-        if self.unit == "it":
-            return self.amount
-        return self.amount * round(train_size / batch_size)
-
-    def __str__(self) -> str:
-        return f"{self.amount}{self.unit}"
-
-
-def parse_duration(value: Any) -> Duration:
-    """Parses ``500``, ``"500it"`` or ``"40ep"``; raises ValueError otherwise."""
-    if isinstance(value, bool):
-        raise ValueError
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError
-        return Duration(value)
-    if isinstance(value, Duration):
-        return value
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError
-    return Duration(int(match.group(1)), match.group(2) or "it")
-
+from ltcli.science.methods import DISTRIBUTIONS, PRUNING_METHODS, SCORE_MODES
 
 RETRAIN_MODES = ("rewind", "lr-rewind", "finetune")
 """How a pruned level retrains (Renda, Frankle & Carbin 2020): weights and schedule rewound
 to iteration k; the previous level's trained weights with the schedule replayed from k; or
 those weights trained T - k more steps at the schedule's final learning rate."""
-
-ALWAYS_HASHED = object()
-"""`Field.neutral` of a field that existed from the first schema: always in the run id."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """One spec field: its type, default, the rule its value must satisfy, and how it enters
-    the run descriptor.
-
-    Attributes:
-      neutral: the field's resolved value (durations in iterations, lists as lists) that
-        gives the behaviour from before the field existed; the hashed descriptor leaves the
-        field out at that value, so adding a field never changes stored runs' ids.
-      described: whether the field enters the descriptor as itself (the per-kind prune rates
-        enter as one derived ``rates`` table instead; `ltcli.experiment.descriptor`).
-      doc: what the field means, in one paragraph: the one text that its ``lt run`` flag's
-        help (`ltcli.cli.main`) and the docs' field reference show.
-      choices: the values a string field takes, where it takes a fixed few.
-    """
-
-    kind: str
-    default: Any
-    allowed: str
-    check: Callable[[Any], bool] = lambda _: True
-    neutral: Any = ALWAYS_HASHED
-    described: bool = True
-    doc: str = ""
-    choices: tuple[str, ...] = ()
-
-
-def choice(
-    default: str | None,
-    choices: tuple[str, ...],
-    doc: str,
-    *,
-    neutral: Any = ALWAYS_HASHED,
-    described: bool = True,
-) -> Field:
-    """A string field that takes one of `choices` (the CLI's flag for it offers them)."""
-    allowed = " or ".join([", ".join(choices[:-1]), choices[-1]])
-    return Field("str", default, allowed, lambda v: v in choices, neutral, described, doc, choices)
-
-
-def _between(lo: float, hi: float) -> Callable[[Any], bool]:
-    return lambda v: lo < v < hi
 
 
 def _pattern_ok(value: str) -> bool:
@@ -332,7 +250,7 @@ FIELDS: dict[str, Field] = {
         "float",
         0.2,
         "a fraction in (0, 1)",
-        _between(0, 1),
+        between(0, 1),
         described=False,
         doc="Fraction of surviving weights pruned per round: in fc layers (the output layer "
         "gets half and conv layers this rate unless prune.output_rate or prune.conv_rate "
@@ -340,7 +258,7 @@ FIELDS: dict[str, Field] = {
     ),
     **{
         f"prune.{kind}_rate": Field(
-            "float", None, "a fraction in (0, 1)", _between(0, 1), described=False, doc=doc
+            "float", None, "a fraction in (0, 1)", between(0, 1), described=False, doc=doc
         )
         for kind, doc in (
             ("conv", "Conv layers' rate per round (default: prune.rate)."),
@@ -398,8 +316,62 @@ FIELDS: dict[str, Field] = {
         PRUNING_METHODS,
         "What to prune by: magnitude of the trained weights (IMP; the default), or a score "
         "at initialization (snip, grasp, synflow, magnitude-init, random; Frankle et al. "
-        "2021), pruning θ0 (θk with rewind_iter) once to each one-shot target.",
+        "2021), pruning θ0 (θk with rewind_iter) once to each one-shot target; or sparse "
+        "training, one job per one-shot target reaching it while it trains: gmp (gradual "
+        "magnitude pruning, Zhu & Gupta 2017), static (a random mask at the layer budget), "
+        "set (Mocanu et al. 2018), rigl (Evci et al. 2020).",
         neutral="magnitude",
+    ),
+    "prune.distribution": choice(
+        "uniform",
+        DISTRIBUTIONS,
+        "Sparse training's layer budget: uniform (one density in every pruned layer) or erk "
+        "(Erdős-Rényi-Kernel, Evci et al. 2020: density proportional to a layer's sum of "
+        "dimensions over their product, capped at 1). Excluded layers stay dense and count "
+        "towards the target.",
+        neutral="uniform",
+    ),
+    "prune.update_every": Field(
+        "duration",
+        Duration(100),
+        "a duration > 0 like 100it",
+        lambda v: v.amount > 0,
+        100,
+        doc="gmp, set, rigl: iterations between mask updates (Δt).",
+    ),
+    "prune.update_start": Field(
+        "float",
+        0.0,
+        "a fraction in [0, 1)",
+        lambda v: 0 <= v < 1,
+        0.0,
+        doc="gmp, set, rigl: the first mask update, as a fraction of train.iterations "
+        "(gmp: t0, at which it is still dense).",
+    ),
+    "prune.update_end": Field(
+        "float",
+        0.75,
+        "a fraction in (0, 1]",
+        lambda v: 0 < v <= 1,
+        0.75,
+        doc="gmp, set, rigl: mask updates end here, as a fraction of train.iterations "
+        "(set, rigl: T_end, updates before it; gmp: the target is reached at the last "
+        "pruning step at or before it).",
+    ),
+    "prune.drop_fraction": Field(
+        "float",
+        0.3,
+        "a fraction in (0, 1)",
+        between(0, 1),
+        0.3,
+        doc="set, rigl: the fraction α of active weights dropped (and regrown) per update.",
+    ),
+    "prune.drop_anneal": choice(
+        "cosine",
+        ("cosine", "constant"),
+        "set, rigl: the drop fraction over the updates, α/2 (1 + cos(π t / T_end)) (Evci et "
+        "al. 2020) or constant α (Mocanu et al. 2018's ζ).",
+        neutral="cosine",
     ),
     "prune.score_mode": choice(
         "eval",

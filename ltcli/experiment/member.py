@@ -11,14 +11,15 @@ from pathlib import Path
 
 from ltcli.core.commas import comma_list
 
-CONTROL_KINDS = ("reinit", "random", "stability", "shuffle", "invert")
+CONTROL_KINDS = ("reinit", "random", "stability", "shuffle", "invert", "rewind")
 """Control kinds of a pruned level, in the order it lists them. ``reinit``: the ticket's mask
 with a fresh initialization; ``random``: a random mask with the ticket's per-layer counts,
 from θ0 (θk); ``stability``: a copy of the ticket (same start, same mask) trained with
 another data order, for instability analysis (Frankle et al. 2020); ``shuffle``: each
 layer's mask permuted within the layer, from θ0 (the 2021 paper's name for what ``random``
 draws); ``invert``: pruning at initialization keeping the lowest-scored weights instead
-(Frankle et al. 2021)."""
+(Frankle et al. 2021); ``rewind``: a sparse-training ticket's final mask trained again from
+θ0 (θk), as a lottery ticket (`ltcli.experiment.combinations`)."""
 
 SPAWN = "spawn"
 """The dense level's copies for instability analysis: ``spawn-<k>`` follows the dense

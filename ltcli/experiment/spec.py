@@ -21,7 +21,8 @@ from typing import Any
 
 from ltcli.core.commas import comma_list
 from ltcli.core.errors import UsageError
-from ltcli.experiment.fields import FIELDS, SECTIONS, parse_duration
+from ltcli.experiment.field_types import parse_duration
+from ltcli.experiment.fields import FIELDS, SECTIONS
 
 
 def _finite(value: Any) -> float:

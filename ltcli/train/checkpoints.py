@@ -80,13 +80,16 @@ def load(
     inputs: str,
     note: Callable[[str], None],
     discard: Callable[[], None],
+    fixed_masks: bool = True,
 ) -> tuple[Group, int, np.ndarray, dict[str, Any]] | None:
     """The saved state of this group (state, step, curves, notes), or None to start the
     level afresh.
 
     A checkpoint is used only if it holds these cells, every leaf of `like` under its path
     with its shape and dtype, was saved from these masks and start points (the `inputs`
-    fingerprint), and its masks equal `like`'s bit for bit with every pruned weight zero.
+    fingerprint), and its masks equal `like`'s bit for bit (unless not `fixed_masks`: masks
+    that change while the group trains are part of the state it resumes) with every pruned
+    weight zero.
     Anything else is stale (the run changed under it, or the file is not lt's): it is
     deleted by `discard` (the store's, which in a multi-host job only its writer carries
     out), with a `note`.
@@ -103,7 +106,7 @@ def load(
     if why is None:
         names, structure, _ = _leaf_names(like)
         restored = jax.tree.unflatten(structure, [stored[n] for n in names])
-        why = _masks_differ(restored, like)
+        why = _masks_differ(restored, like, fixed_masks)
     if why is not None:
         note(f"note: discarded the checkpoint {path}: {why}; the level starts over")
         discard()
@@ -127,10 +130,11 @@ def _stale(stored: dict[str, Any], cells: list[CellKey], like: Group, inputs: st
     return None
 
 
-def _masks_differ(restored: Group, like: Group) -> str | None:
-    """Why a restored group's masks or pruned weights do not match `like`'s, or None."""
+def _masks_differ(restored: Group, like: Group, fixed: bool = True) -> str | None:
+    """Why a restored group's masks (when `fixed`) or pruned weights do not match `like`'s,
+    or None."""
     fresh = jax.device_get(jax.tree.leaves(like.mask))
-    if not all(
+    if fixed and not all(
         np.array_equal(a, b) for a, b in zip(jax.tree.leaves(restored.mask), fresh, strict=True)
     ):
         return "its masks differ from the level's"

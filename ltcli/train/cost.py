@@ -2,8 +2,9 @@
 the dense network's (`ltcli.science.flops`, RigL's counting), and its training FLOPs in all.
 
 A cell trains from its start iteration to T under the mask it holds, so its schedule is one
-`flops.Segment` (`fixed_mask`); a method whose mask changes while it trains passes its own
-segments (one per mask state, with its dense-gradient update steps) to `cost_facts`.
+`flops.Segment` (`fixed_mask`); a sparse-training ticket, whose mask changes while it
+trains, has the segments its recorded updates give (`segments`: RigL's dense-gradient
+steps, GMP's shrinking densities).
 """
 
 from __future__ import annotations
@@ -38,3 +39,31 @@ def cost_facts(
         "training_flops": ratio,
         "training_flops_total": total,
     }
+
+
+def segments(
+    method: str, mask: Any, facts: Mapping[str, Any], start: int, iterations: int
+) -> list[flops.Segment]:
+    """A cell's training schedule from `start` to `iterations` for FLOPs counting, from its
+    final `mask` and the mask-update facts it records (`ltcli.train.sparse_cells`): one
+    fixed-mask segment for a cell without updates; for RigL, one at the final densities
+    (its counts never change) whose update steps compute the dense gradient; for SET the
+    same without dense gradients; for GMP one segment per density, each pruning step's own
+    step still at the density before it (the mask shrinks after the optimizer step)."""
+    if "mask_updates" not in facts:
+        return fixed_mask(mask, iterations - start)
+    if method != "gmp":
+        dense_steps = facts["mask_updates"] if method == "rigl" else 0
+        final = flops.densities(pruning.counts(mask))
+        return [flops.Segment(iterations - start, final, dense_steps)]
+    totals = {name: total for name, (_, total) in pruning.counts(mask).items()}
+    bounds = [start, *(t + 1 for t in facts["mask_update_steps"]), iterations]
+    densities = [{}] + [
+        {name: kept[i] / totals[name] for name, kept in facts["update_layers"].items()}
+        for i in range(len(facts["mask_update_steps"]))
+    ]
+    return [
+        flops.Segment(end - begin, density)
+        for begin, end, density in zip(bounds[:-1], bounds[1:], densities, strict=True)
+        if end > begin
+    ]

@@ -45,6 +45,7 @@ from ltcli.train.device_data import (
     step_key_of,
     window_starts,
 )
+from ltcli.train.mask_updates import MaskUpdates
 from ltcli.train.recipes import TrainConfig, at_step, in_precision, optimizer
 
 
@@ -54,7 +55,9 @@ class Group(NamedTuple):
     `rewind` holds ``{"params", "batch_stats"}`` captured at the late-rewinding iteration, or
     is None. `first_batch` holds the example indices of the first step each cell trained
     (-1 until it trains): written by the training step itself, so what a cell records as
-    its first batch is what it consumed.
+    its first batch is what it consumed. `sparse` holds, for a cell whose mask changes while
+    it trains (`ltcli.train.mask_updates`), its schedule: per pruned layer one count per
+    update step; None otherwise.
     """
 
     params: Params
@@ -64,6 +67,7 @@ class Group(NamedTuple):
     data_key: jax.Array
     rewind: Any = None
     first_batch: Any = None
+    sparse: Any = None
 
 
 def stack(trees: list[Any]) -> Any:
@@ -112,6 +116,8 @@ class Engine:
       parallel: ``cells`` (a group's cells split over the devices) or ``batch`` (every cell
         on all of them, each device computing a share of its batch; `_split_batch`), for a
         cell too big or too slow for one device. The batch size must divide by `devices`.
+      updates: how the step changes masks while cells train (GMP, SET, RigL), or None: the
+        masks are fixed.
     """
 
     model: nn.Module
@@ -122,6 +128,7 @@ class Engine:
     devices: int = 1
     context: int = 0
     parallel: str = "cells"
+    updates: MaskUpdates | None = None
 
     @property
     def tx(self) -> optax.GradientTransformation:
@@ -144,13 +151,15 @@ class Engine:
         keys: list,
         capture_rewind: bool = False,
         start_step: int | Sequence[int] = 0,
+        schedules: list[dict[str, np.ndarray]] | None = None,
     ) -> Group:
         """Stacks the starting points of cells into a group, with fresh optimizer state whose
         schedule is at `start_step` (one for all cells or one per cell: the iteration a cell
         starts at, or T for one that fine-tunes at the final learning rate; see `at_step`).
 
         `params` must already be masked (pruned weights zero). With `capture_rewind`, the
-        group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill.
+        group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill. `schedules`: each
+        cell's mask-update table (`Group.sparse`), for an engine with `updates`.
         """
         stacked = stack_host(params)
         steps = np.broadcast_to(np.asarray(start_step, np.int32), (len(params),))
@@ -167,6 +176,7 @@ class Engine:
             jnp.stack([jnp.asarray(k) for k in keys]),
             rewind,
             jnp.full((len(params), self.cfg.batch_size), -1, jnp.int32),
+            stack_host(schedules) if schedules else None,
         )
         return self.place_group(group)
 
@@ -236,16 +246,19 @@ class Engine:
             batch = (self.normalized(streamed[0], step_key, data), streamed[1])
         x, y = self._split_batch(batch)
         grad_fn = jax.grad(self._loss, has_aux=True)
-        grads, stats = grad_fn(cell.params, cell.batch_stats, x, y, step_key)
-        grads = jax.tree.map(jnp.multiply, grads, cell.mask)
+        dense_grads, stats = grad_fn(cell.params, cell.batch_stats, x, y, step_key)
+        grads = jax.tree.map(jnp.multiply, dense_grads, cell.mask)
         updates, opt_state = self.tx.update(grads, cell.opt_state, cell.params)
         params = jax.tree.map(jnp.multiply, optax.apply_updates(cell.params, updates), cell.mask)
         first = cell.first_batch
         if first is not None:  # the first step a cell trains records what it trained on
             first = jnp.where(first[0] < 0, ids.astype(first.dtype), first)
-        return cell._replace(
+        after = cell._replace(
             params=params, batch_stats=stats, opt_state=opt_state, first_batch=first
         )
+        if self.updates is None:
+            return after
+        return self.updates.step(cell, after, t, dense_grads, step_key)
 
     # -- the loop: evaluation periods in one program (`lax.scan`) ------------------------------
 

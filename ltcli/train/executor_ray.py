@@ -27,6 +27,7 @@ from ltcli.core.errors import LtError, UsageError
 from ltcli.core.meter import Meter
 from ltcli.experiment.plan import Plan, plan_of, prepare
 from ltcli.experiment.spec import Spec
+from ltcli.science.methods import SPARSE_TRAINING
 from ltcli.storage.store import CellKey, Store
 from ltcli.train.claims import Claims
 from ltcli.train.runner import Runner
@@ -281,6 +282,10 @@ class _Driver:
             if cell.level > 0:
                 ticket = CellKey(cell.replicate, cell.level - 1)
                 if ticket not in done:
+                    continue
+                own = CellKey(cell.replicate, cell.level)  # sparse training's final mask
+                sparse = self.spec["prune.method"] in SPARSE_TRAINING and cell != own
+                if sparse and (own not in done or self._diverged(own)):
                     continue
                 if self._diverged(ticket):
                     self.stopped[cell.replicate] = str(

@@ -4,7 +4,8 @@ A replicate's keys are ``fold_in(fold_in(PRNGKey(seed), stream), replicate)`` wi
 for its initialization, 1 for its data order, 2 and 3 for the data orders of its stability
 and spawned copies (folded with the copy's index, or its spawn iteration) and 4 for its
 pruning-at-initialization scores. Controls draw their masks and fresh initializations from a
-NumPy generator seeded by (run id, replicate, level, index, kind).
+NumPy generator seeded by (run id, replicate, level, index, kind), a sparse-training
+ticket's first mask from one seeded by (run id, replicate, level, 5).
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class Keys:
         kind = CONTROL_KINDS.index(cell.member.kind)
         parts = [int(self.run_id[:16], 16), cell.replicate, cell.level, cell.member.index, kind]
         return np.random.default_rng(parts)
+
+    def budget(self, replicate: int, level: int) -> np.random.Generator:
+        """The generator of a sparse-training ticket's first random mask (static, SET,
+        RigL) at `level`."""
+        return np.random.default_rng([int(self.run_id[:16], 16), replicate, level, 5])
 
     def scored_examples(self, replicate: int) -> np.random.Generator:
         """The generator of the training examples SNIP and GraSP score a replicate on."""

@@ -24,13 +24,14 @@ from ltcli.experiment.member import PAIRED_KINDS, SPAWN
 from ltcli.experiment.plan import Progress
 from ltcli.science import flops, pruning
 from ltcli.storage.store import CellKey
-from ltcli.train import checkpoints, checks, cost
+from ltcli.train import checkpoints, checks, cost, sparse_cells
 from ltcli.train.context import RunContext
 from ltcli.train.engine import Engine, Group, unstack
 from ltcli.train.grouping import pick as pick_grouping
 from ltcli.train.instability import instabilities, level_barriers
 from ltcli.train.keys import Keys
 from ltcli.train.recipes import learning_rate, schedule_steps
+from ltcli.train.sparse_cells import SparseGroup
 from ltcli.train.starts import Starts
 from ltcli.train.summary import METRICS, TextScored, summarize
 
@@ -108,15 +109,21 @@ def check_start(
     return digests, schedule_steps(group.opt_state)
 
 
-def check_trained(group: Group, labels: list[str], inputs: list[Inputs]) -> None:
-    """Pruned weights and their optimizer state are still exactly zero."""
+def check_trained(group: Group, labels: list[str], sparse: SparseGroup | None = None) -> None:
+    """Pruned weights and their optimizer state are still exactly zero (under the masks in
+    force at the end), and each mask-updating cell keeps exactly its layer budget."""
     bad = np.asarray(checks.pruned_nonzero(group.params, group.opt_state, group.mask))
     if bad.any():  # the host checks name the layer (and raise)
         rows = unstack(group, len(labels))
-        for what, row, (_, mask, _) in zip(labels, rows, inputs, strict=True):
-            checks.pruned_are_zero(row.params, mask, f"{what} trained weights")
-            checks.optimizer_state_masked(row.opt_state, row.params, mask, what)
+        for what, row in zip(labels, rows, strict=True):  # the masks in force at the end
+            checks.pruned_are_zero(row.params, row.mask, f"{what} trained weights")
+            checks.optimizer_state_masked(row.opt_state, row.params, row.mask, what)
         raise InvariantError(f"{labels[int(bad.argmax())]}: pruned weights revived")
+    if sparse is not None:
+        masks = unstack(group.mask, len(labels))
+        for what, row, budget in zip(labels, masks, sparse.budgets, strict=True):
+            if why := sparse_cells.final_counts_differ(row, budget):
+                raise InvariantError(f"{what}: after its mask updates {why}")
 
 
 class LevelTrainer:
@@ -154,13 +161,17 @@ class LevelTrainer:
         self.starts.clear()
         labels = [label(c, self.run.run_id) for c in cells]
         self._check_inputs(cells, labels, inputs)
-        engine, fresh_group = self._engine_for(level, cells, inputs)
+        sparse = sparse_cells.of(self.starts, cells)
+        engine, fresh_group = self._engine_for(level, cells, inputs, sparse)
         group = fresh_group()
         digests, steps = check_start(group, labels, inputs)
         started = time.perf_counter()
-        group, curves, branched = self._train_group(level, cells, labels, engine, group, inputs)
+        first_step = self.starts.group_start(level, cells)
+        group, curves, branched = self._train_group(
+            level, first_step, cells, labels, engine, group, inputs
+        )
         wall = (time.perf_counter() - started) / len(cells)
-        check_trained(group, labels, inputs)
+        check_trained(group, labels, sparse)
         rows = unstack(group._replace(opt_state=None), len(cells))
         paths = instabilities(engine, cells, rows, [m for _, m, _ in inputs], self.run)
         barriers = self._barriers(engine, cells[:stored], rows[:stored])
@@ -184,13 +195,14 @@ class LevelTrainer:
                 "schedule_step": start["step"],
                 "first_learning_rate": float(learning_rate(self.run.cfg)(start["step"])),
                 "first_batch": np.asarray(rows[i].first_batch).tolist(),
-                "collapsed": collapsed_layers(inputs[i][1]),
+                "collapsed": collapsed_layers(rows[i].mask),
                 **self.starts.scored(cell),
                 **({"instability": paths[cell]} if cell in paths else {}),
                 **({"level_barrier": barriers[cell]} if cell in barriers else {}),
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
+                **(sparse.facts[i] if sparse else {}),
             }
-            written += self._store_cell(cell, rows[i], inputs[i][1], curves[i], level, facts)
+            written += self._store_cell(cell, rows[i], curves[i], first_step, facts)
         self.run.view.clear_checkpoint(checkpoints.name(cells))
         self.progress.stored(cells[:stored], self.run.view.flush)
         self.progress.note(
@@ -219,7 +231,7 @@ class LevelTrainer:
         by_cell = dict(zip(cells, inputs, strict=True))
         for cell, what, (start, mask, _) in zip(cells, labels, inputs, strict=True):
             strategy = self.run.strategy
-            expected = strategy.expected_counts(start["params"], cell.level)
+            expected = self.starts.expected_counts(cell, start["params"])
             checks.counts(strategy.actual_counts(start["params"], mask), expected, what)
             if strategy.pattern:
                 checks.pattern(strategy, start["params"], mask, cell.level, what)
@@ -237,13 +249,18 @@ class LevelTrainer:
                 )
 
     def _engine_for(
-        self, level: int, cells: list[CellKey], inputs: list[Inputs]
+        self, level: int, cells: list[CellKey], inputs: list[Inputs], sparse: SparseGroup | None
     ) -> tuple[Engine, Callable[[], Group]]:
-        """The engine that trains this group (its grouping picked), and how to start it."""
+        """The engine that trains this group (its grouping picked, its mask updates if
+        `sparse`), and how to start it."""
         keys = [self.keys.data(c) for c in cells]
         # A spawned copy's row follows its ticket from step 0 until it branches at k.
         schedule = [0 if c.member.kind == SPAWN else self.starts.schedule_step(c) for c in cells]
-        base = dataclasses.replace(self.run.engine, parallel=self.run.parallel_for(len(cells)))
+        base = dataclasses.replace(
+            self.run.engine,
+            parallel=self.run.parallel_for(len(cells)),
+            updates=sparse.updates if sparse else None,
+        )
 
         def fresh_group() -> Group:
             return base.start(
@@ -253,6 +270,7 @@ class LevelTrainer:
                 keys,
                 capture_rewind=bool(self._capture(level)),
                 start_step=schedule,
+                schedules=sparse.tables if sparse else None,
             )
 
         engine = self._grouped_engine(base, len(cells), fresh_group)
@@ -268,13 +286,14 @@ class LevelTrainer:
     def _train_group(
         self,
         level: int,
+        start: int,
         cells: list[CellKey],
         labels: list[str],
         engine: Engine,
         group: Group,
         inputs: list[Inputs],
     ) -> tuple[Group, np.ndarray, dict[int, dict[str, Any]]]:
-        """Trains `group` from its level's start to T, resuming from and saving checkpoints
+        """Trains `group` from iteration `start` to T, resuming from and saving checkpoints
         on the way, branching spawned copies off their ticket at their spawn points.
 
         Returns:
@@ -285,10 +304,13 @@ class LevelTrainer:
         name = checkpoints.name(cells)
         where = run.store.checkpoint_path(run.run_id, name)
         fingerprint = checkpoints.fingerprint(inputs)
-        step, curves = run.start_step(level), np.zeros((len(cells), 0, len(METRICS)), np.float32)
+        step, curves = start, np.zeros((len(cells), 0, len(METRICS)), np.float32)
         branched: dict[str, Any] = {}  # a spawned copy's start, recorded as it branches
         discard = partial(run.store.clear_checkpoint, run.run_id, name)
-        restored = checkpoints.load(where, cells, group, fingerprint, self.progress.note, discard)
+        fixed = engine.updates is None  # else the masks are part of the state it resumes
+        restored = checkpoints.load(
+            where, cells, group, fingerprint, self.progress.note, discard, fixed
+        )
         if restored is not None:
             group, step, curves, branched = restored
             group = engine.place_group(group)
@@ -328,11 +350,13 @@ class LevelTrainer:
         return dataclasses.replace(engine, grouping=choice)
 
     def _store_cell(
-        self, cell: CellKey, row: Group, mask: Any, curve: np.ndarray, level: int, facts: dict
+        self, cell: CellKey, row: Group, curve: np.ndarray, start: int, facts: dict
     ) -> int:
-        """Stores a trained cell: its mask, metrics and, for a ticket or a copy, its weights
-        (and θk at level 0). Returns the bytes of the arrays it stores."""
+        """Stores a trained cell: its mask (the one in force at the end), metrics and, for a
+        ticket or a copy, its weights (and θk at level 0); its curve starts at `start`.
+        Returns the bytes of the arrays it stores."""
         view, run = self.run.view, self.run
+        mask = row.mask
         arrays = [mask]
         if cell.member.is_ticket and row.rewind is not None:
             view.save_weights(run.store.rewind_path(run.run_id, cell.replicate), row.rewind)
@@ -341,10 +365,10 @@ class LevelTrainer:
         if cell.member.is_ticket or cell.member.kind in PAIRED_KINDS:  # copies keep theirs
             weights = {"params": row.params, "batch_stats": row.batch_stats}
             arrays.append(weights)
-        start, every = run.start_step(level), run.cfg.eval_every
+        every = run.cfg.eval_every
         if cell.member.kind == SPAWN:  # its own training starts where it branched
             start, curve = cell.member.index, curve[(cell.member.index - start) // every :]
-        segments = cost.fixed_mask(mask, run.cfg.iterations - start)
+        segments = cost.segments(run.desc["prune.method"], mask, facts, start, run.cfg.iterations)
         final = flops.densities(pruning.counts(mask))
         facts = facts | cost.cost_facts(run.layer_flops, final, segments, run.cfg.batch_size)
         metrics = cell_metrics(cell, mask, curve, start, every, facts, run.scored)

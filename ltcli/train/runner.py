@@ -16,6 +16,7 @@ from typing import Any
 from ltcli import data
 from ltcli.experiment.descriptor import Descriptor, id_at_neutral
 from ltcli.experiment.plan import Plan, Progress
+from ltcli.science.methods import SPARSE_TRAINING
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import instability
 from ltcli.train.context import RunContext, local_devices, strategy
@@ -124,6 +125,7 @@ class Runner:
 
     def _levels(self, plan: Plan) -> None:
         stopped: dict[int, DivergedError] = {}
+        unusable: list[DivergedError] = []
         deferred: list[CellKey] = []
         for level in range(plan.rounds + 1):
             todo = [
@@ -138,13 +140,41 @@ class Runner:
                     stopped[replicate] = err
             todo = [c for c in todo if c.replicate not in stopped]
             deferred += [c for c in todo if self._deferred(c)]
-            if now := [c for c in todo if not self._deferred(c)]:
+            now = [c for c in todo if not self._deferred(c)]
+            if self._sparse_training and level > 0:  # its controls need its final masks
+                if tickets := [c for c in now if c.member.is_ticket]:
+                    self.train_level(level, tickets)
+                now = self._final_masks_ready([c for c in now if c not in tickets], unusable)
+            if now:
                 self.train_level(level, now)
+        if self._sparse_training:
+            deferred = self._final_masks_ready(deferred, unusable)
         for start in range(0, len(deferred), MAX_GROUP):
             group = deferred[start : start + MAX_GROUP]
             self.train_level(min(c.level for c in group), group)
-        if stopped:
-            raise DivergedError("; ".join(str(err) for err in stopped.values()))
+        if errors := [*stopped.values(), *unusable]:
+            raise DivergedError("; ".join(str(err) for err in errors))
+
+    @property
+    def _sparse_training(self) -> bool:
+        return self.context.desc["prune.method"] in SPARSE_TRAINING
+
+    def _final_masks_ready(
+        self, controls: list[CellKey], unusable: list[DivergedError]
+    ) -> list[CellKey]:
+        """The sparse-training controls in `controls` whose ticket ended with a usable mask;
+        a diverged ticket's are left untrained (its error added to `unusable`). Levels of
+        sparse training do not build on one another: the replicate's other levels go on."""
+        ready = []
+        for cell in controls:
+            ticket = CellKey(cell.replicate, cell.level)
+            if self.view.read_metrics(ticket)["diverged"]:
+                err = diverged(self.run_id, cell.replicate, cell.level)
+                if str(err) not in map(str, unusable):
+                    unusable.append(err)
+                continue
+            ready.append(cell)
+        return ready
 
     def _deferred(self, cell: CellKey) -> bool:
         """Whether `cell` waits for the end of the run (``controls_at="end"``): the controls

@@ -18,7 +18,9 @@ import numpy as np
 
 from ltcli.core.errors import LtError
 from ltcli.experiment import combinations
-from ltcli.science import pruning, scoring
+from ltcli.science import pruning, scoring, sparse_training
+from ltcli.science.methods import SPARSE_TRAINING
+from ltcli.science.pruning import layer_kind
 from ltcli.storage.store import CellKey
 from ltcli.train.context import RunContext
 from ltcli.train.device_data import standardized
@@ -75,6 +77,15 @@ class Starts:
             member=cell.member,
             level=cell.level,
         )
+
+    def group_start(self, level: int, cells: list[CellKey]) -> int:
+        """The iteration a group of `cells` starts training at: 0 at level 0 (a spawned
+        copy's row follows its ticket from 0), else their data position (k, or 0 for
+        sparse-training tickets, which train from θ0)."""
+        if level == 0:
+            return 0
+        (start,) = {self.sources(c).data_position for c in cells}
+        return start
 
     def schedule_step(self, cell: CellKey) -> int:
         """Where a cell's learning-rate schedule starts (`combinations.Inputs`)."""
@@ -138,8 +149,12 @@ class Starts:
         source = self.sources(cell).mask
         if source == "dense":
             return pruning.dense_mask(template)
-        if view.is_finished(cell):
+        if view.is_finished(cell):  # sparse training: the mask its ticket ended with
             return view.read_mask(cell, template)
+        if source == "gmp":
+            return pruning.dense_mask(template)
+        if source in ("budget", "drop_grow"):
+            return self.budget_mask(cell.replicate, cell.level)
         if source == "scores":
             return self.at_init_mask(cell.replicate, cell.level)
         # IMP prunes the level before; one-shot levels all prune the dense level's network.
@@ -148,6 +163,40 @@ class Starts:
             raise diverged(self.run.run_id, cell.replicate, previous.level)
         trained = view.read_trained(previous)["params"]
         return self.run.strategy.prune(trained, view.read_mask(previous, template), cell.level)
+
+    def budget(self, level: int) -> dict[str, int]:
+        """Sparse training: weights each pruned layer keeps at `level`'s target, by the
+        run's layer budget (``prune.distribution``; `sparse_training.budget_counts`)."""
+        template = self.init_point(0)["params"]
+        shapes = {n: np.shape(v) for n, v in pruning.leaves(template).items() if layer_kind(n)}
+        pruned = list(self.run.strategy.targets(template))
+        target = self.run.strategy.target(level)
+        assert target is not None
+        return sparse_training.budget_counts(
+            shapes, pruned, target, self.run.desc["prune.distribution"]
+        )
+
+    def budget_mask(self, replicate: int, level: int) -> Any:
+        """A random mask keeping `budget` in each pruned layer (the static, SET and RigL
+        tickets' first mask; rigl's ``get_mask_random``), drawn per replicate and level."""
+        flat = pruning.flatten(pruning.dense_mask(self.init_point(replicate)["params"]))
+        rng = self.keys.budget(replicate, level)
+        for name, keep in sorted(self.budget(level).items()):
+            flat[name] = sparse_training.random_mask(flat[name].shape, keep, rng)
+        return pruning.unflatten(flat)
+
+    def expected_counts(self, cell: CellKey, params: Any) -> dict[str, int]:
+        """What each layer of `cell`'s first mask keeps (`checks.counts`): the strategy's
+        counts, or with sparse training its budget (a GMP ticket starts dense)."""
+        if self.run.desc["prune.method"] not in SPARSE_TRAINING or cell.level == 0:
+            return self.run.strategy.expected_counts(params, cell.level)
+        if self.sources(cell).mask == "gmp":
+            return {
+                n: int(np.size(leaf))
+                for n, leaf in pruning.flatten(params).items()
+                if n in self.run.strategy.targets(params)
+            }
+        return self.budget(cell.level)
 
     def score_examples(self, replicate: int) -> np.ndarray | None:
         """The training examples SNIP and GraSP score a replicate's network on: 10 per class
@@ -196,6 +245,14 @@ class Starts:
         """(start variables, mask, starting point) of a cell; start = point under mask."""
         sources = self.sources(cell)
         mask = self.ticket_mask(cell.replicate, cell.level)
+        ticket = CellKey(cell.replicate, cell.level)
+        if sources.mask == "final" or (
+            sources.mask == "random" and self.run.desc["prune.method"] in SPARSE_TRAINING
+        ):
+            if not self.run.view.is_finished(ticket):
+                raise LtError(f"{ticket}: its controls need its final mask; train it first")
+            if self.run.view.read_metrics(ticket)["diverged"]:
+                raise diverged(self.run.run_id, cell.replicate, cell.level)
         if sources.mask == "random":
             mask = pruning.random_like(mask, self.keys.control(cell), self.run.strategy.pattern)
         elif sources.mask == "inverted":
