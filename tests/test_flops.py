@@ -159,3 +159,46 @@ def test_cells_stored_before_flops_were_counted_summarize_without_them():
     assert not set(report.COST_FIELDS) & set(report.summarize_cells([old]))
     stats = report.summarize_cells([old, new])
     assert stats["training_flops"].mean == 0.5 and stats["training_flops"].n == 1
+
+
+def _lenet_mask(keep: dict[str, int]) -> dict:
+    """A LeNet-300-100 mask keeping the first `keep[layer]` weights of each named layer."""
+    shapes = {"fc1": (784, 300), "fc2": (300, 100), "out": (100, 10)}
+    mask = {}
+    for layer, shape in shapes.items():
+        flat = np.zeros(int(np.prod(shape)), np.float32)
+        flat[: keep.get(layer, flat.size)] = 1
+        mask[layer] = {"kernel": flat.reshape(shape), "bias": np.ones(shape[1], np.float32)}
+    return mask
+
+
+def test_a_rigl_ticket_pays_its_dense_gradients_and_a_set_ticket_none():
+    mask = _lenet_mask({"fc1": 23520, "fc2": 3000})
+    facts = {"mask_updates": 4, "mask_update_steps": [0, 100, 200, 300]}
+    (rigl,) = cost.segments("rigl", mask, facts, 0, 1000)
+    (set_,) = cost.segments("set", mask, facts, 0, 1000)
+    assert (rigl.steps, rigl.dense_grad_steps, set_.dense_grad_steps) == (1000, 4, 0)
+    assert rigl.density == {"fc1/kernel": 0.1, "fc2/kernel": 0.1, "out/kernel": 1.0}
+    (fixed,) = cost.segments("magnitude", mask, {}, 200, 1000)
+    assert (fixed.steps, fixed.dense_grad_steps) == (800, 0)
+
+
+def test_a_gmp_ticket_trains_each_stretch_at_the_density_then_in_force():
+    """Pruning after the optimizer step at t: step t still at the density before it."""
+    mask = _lenet_mask({"fc1": 100, "fc2": 30})
+    facts = {
+        "mask_updates": 2,
+        "mask_update_steps": [100, 200],
+        "update_layers": {"fc1/kernel": [1000, 100], "fc2/kernel": [300, 30]},
+    }
+    got = cost.segments("gmp", mask, facts, 0, 500)
+    assert [s.steps for s in got] == [101, 100, 299]
+    assert got[0].density == {}  # dense
+    assert got[1].density == pytest.approx({"fc1/kernel": 1000 / 235200, "fc2/kernel": 0.01})
+    assert got[2].density == pytest.approx({"fc1/kernel": 100 / 235200, "fc2/kernel": 0.001})
+    lenet = {"fc1/kernel": 2 * 235200, "fc2/kernel": 2 * 30000, "out/kernel": 2 * 1000}
+    by_hand = sum(
+        steps * (lenet["fc1/kernel"] * d1 + lenet["fc2/kernel"] * d2 + lenet["out/kernel"])
+        for steps, d1, d2 in ((101, 1, 1), (100, 1000 / 235200, 0.01), (299, 100 / 235200, 0.001))
+    ) / (500 * sum(lenet.values()))
+    assert flops.training_flops(lenet, got) == pytest.approx(by_hand, rel=1e-12)

@@ -15,7 +15,7 @@ from ltcli.storage.store import Store
 
 pytestmark = pytest.mark.integration
 
-TINY = ("train.iterations=100it", "run.replicates=1", "run.rounds=1", "data.validation=500")
+TINY = ("train.iterations=200it", "run.replicates=1", "run.rounds=1", "data.validation=500")
 
 
 @pytest.mark.unit
@@ -39,7 +39,8 @@ def _accuracy(cells: list[dict], target: float) -> float | None:
 
 def test_each_claims_verdict_is_the_stored_accuracies_difference(tmp_path, real_data):
     store = Store(tmp_path / "store")
-    checked = evci2020.run("sparse-lenet", "small", store, settings=TINY, data_dir=real_data[1])
+    settings = (*TINY, f"data.dataset={real_data[0]}")  # the real data set at hand
+    checked = evci2020.run("sparse-lenet", "small", store, settings=settings, data_dir=real_data[1])
     cells = {arm: report.cell_metrics(store, run) for arm, run in checked.runs.items()}
     for arm in ("static", "set", "rigl", "rigl-erk", "gmp"):
         kept = sorted(c["percent_remaining"] for c in cells[arm] if c["level"] > 0)

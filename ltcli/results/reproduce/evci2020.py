@@ -162,7 +162,7 @@ def describe(check: str, budget: str, specs: Mapping[str, Spec]) -> list[str]:
     first = specs[ARMS[0].name]
     lines = [
         f"checking sparse training against lottery tickets ({check}): "
-        + ", ".join(arm.label for arm in ARMS),
+        + "; ".join(arm.label for arm in ARMS),
         f"targets {', '.join(f'{t:g}%' for t in TARGETS)} of weights remaining; "
         f"{first['run.replicates']} replicates, {first['train.iterations']} per level",
     ]
@@ -179,7 +179,8 @@ def describe(check: str, budget: str, specs: Mapping[str, Spec]) -> list[str]:
 class AtTarget:
     """An arm at one target: its level there, that level's percent of weights remaining,
     its tickets' final test accuracy over replicates and their mean training FLOPs (x a
-    dense run of the same steps; None for cells stored without them)."""
+    dense run of the same steps; None for cells stored without them). For IMP, the training
+    FLOPs of every level up to this one: finding the ticket took all of them."""
 
     level: int
     remaining: float
@@ -187,9 +188,11 @@ class AtTarget:
     training_flops: float | None
 
 
-def at_targets(cells: list[dict[str, Any]]) -> dict[float, AtTarget | None]:
+def at_targets(
+    cells: list[dict[str, Any]], iterative: bool = False
+) -> dict[float, AtTarget | None]:
     """An arm's run at each target; None where it has no level there, or every ticket of
-    that level diverged."""
+    that level diverged. `iterative`: its levels are IMP's rounds (see `AtTarget`)."""
     tickets = [c for c in cells if report.member_kind(c["member"]) == "ticket"]
     t = Measurements(tickets)
     found: dict[float, AtTarget | None] = {}
@@ -199,12 +202,14 @@ def at_targets(cells: list[dict[str, Any]]) -> dict[float, AtTarget | None]:
         if not accuracy:
             found[target] = None
             continue
-        costs = [
-            c["training_flops"]
-            for c in tickets
-            if c["level"] == level and c.get("training_flops") is not None
-        ]
-        cost = sum(costs) / len(costs) if costs else None
+        cost = 0.0
+        for paid in range(level + 1) if iterative else (level,):
+            costs = [
+                c["training_flops"]
+                for c in tickets
+                if c["level"] == paid and c.get("training_flops") is not None
+            ]
+            cost = cost + sum(costs) / len(costs) if costs and cost is not None else None
         found[target] = AtTarget(level, t.pm[level], report.Stat.of(accuracy), cost)
     return found
 
@@ -280,6 +285,7 @@ def run(
             s, store, data_dir=data_dir, name=name, progress=progress(s) if progress else None
         )
         runs[arm.name] = run_id
-        measured[arm.name] = at_targets(report.cell_metrics(store, run_id))
+        iterative = "prune.one_shot" not in arm.overrides
+        measured[arm.name] = at_targets(report.cell_metrics(store, run_id), iterative)
     checks = verdicts(measured)
     return SparseCheck(runs, checks, tables(measured, checks))
