@@ -1,5 +1,6 @@
-"""Helpers several test modules share (fixtures live in conftest.py): a trained cell's
-masking checked, and runs killed on purpose, in this process or in another."""
+"""Helpers several test modules share (fixtures live in conftest.py): a tiny learnable data
+set, a trained cell's masking checked, bad input refused, and runs killed on purpose, in
+this process or in another."""
 
 from __future__ import annotations
 
@@ -10,6 +11,31 @@ from pathlib import Path
 import numpy as np
 
 from ltcli.experiment import plan
+
+
+def learnable_data():
+    """A tiny data set on the device (6x6 grey images, 4 classes: the brightest of the first
+    four pixels), 250 training examples, 30 for validation and 50 for test."""
+    from ltcli.data import Arrays
+    from ltcli.train.device_data import to_device
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(330, 6, 6, 1), dtype=np.uint8)
+    y = (x.reshape(330, -1)[:, :4].argmax(1)).astype(np.int32)
+    return to_device(Arrays(x[:280], y[:280], x[280:], y[280:]), validation=30)
+
+
+def assert_refused(spec: Path, args: list[str], field: str, store: Path, data_dir: Path) -> None:
+    """`lt run SPEC ARGS` exits 2 naming `field` on stderr, and writes no `store`."""
+    from click.testing import CliRunner
+
+    from ltcli.cli.main import cli
+
+    command = ["run", str(spec), *args, "--store", str(store), "--data-dir", str(data_dir)]
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 2, result.output
+    assert field in result.stderr
+    assert not store.exists()
 
 
 def assert_trained_under_mask(row, first, layer: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from ltcli.cli.main import cli
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
 from ltcli.experiment import descriptor, spec
 from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch, runner
+
+from helpers import assert_refused
 
 pytestmark = pytest.mark.integration
 
@@ -93,13 +93,7 @@ def test_snip_levels_shuffle_and_invert(write_spec, tmp_path, real_data):
 )
 def test_bad_at_init_input_exits_2_and_writes_nothing(args, field, write_spec, tmp_path, real_data):
     # A spec on the real data found here (the smoke preset needs Fashion-MNIST itself).
-    tiny, store = str(write_spec()), tmp_path / "store"
-    result = CliRunner().invoke(
-        cli, ["run", tiny, *args, "--store", str(store), "--data-dir", str(real_data[1])]
-    )
-    assert result.exit_code == 2, result.output
-    assert field in result.stderr
-    assert not store.exists()
+    assert_refused(write_spec(), args, field, tmp_path / "store", real_data[1])
 
 
 CIFAR = DataSource("cifar10", "0" * 64, 50000, (32, 32, 3), 10, "x", loader=lambda: None)

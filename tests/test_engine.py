@@ -12,19 +12,18 @@ import optax
 import pytest
 
 from ltcli.core.errors import InvariantError
-from ltcli.data import Arrays
 from ltcli.experiment.member import CellKey
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning
 from ltcli.train import checks
-from ltcli.train.device_data import batch_indices, to_device
+from ltcli.train.device_data import batch_indices
 from ltcli.train.engine import Engine, unstack
 from ltcli.train.feeders import HostLoop, OnDevice
 from ltcli.train.level import cell_metrics
 from ltcli.train.recipes import TrainConfig, learning_rate
 from ltcli.train.summary import TextScored, summarize
 
-from helpers import assert_trained_under_mask
+from helpers import assert_trained_under_mask, learnable_data
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +33,7 @@ MODEL = MLP(hidden=(16,), num_classes=4)
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, size=(330, 6, 6, 1), dtype=np.uint8)
-    y = (x.reshape(330, -1)[:, :4].argmax(1)).astype(np.int32)  # a learnable rule
-    return to_device(Arrays(x[:280], y[:280], x[280:], y[280:]), validation=30)
+    return learnable_data()
 
 
 def start(engine: Engine, seeds: list[int], sparsity: float = 0.5, **kw):

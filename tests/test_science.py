@@ -11,17 +11,17 @@ from click.testing import CliRunner
 from PIL import Image
 
 from ltcli.cli.main import cli
-from ltcli.data import Arrays
 from ltcli.experiment import spec
 from ltcli.models.lenet import MLP
 from ltcli.results import plot_instability
 from ltcli.science import interpolation, pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import engine, instability, launch, runner
-from ltcli.train.device_data import to_device
 from ltcli.train.engine import Engine, unstack
 from ltcli.train.feeders import OnDevice
 from ltcli.train.recipes import TrainConfig, learning_rate
+
+from helpers import learnable_data
 
 pytestmark = pytest.mark.integration
 
@@ -91,10 +91,7 @@ MODEL = MLP(hidden=(16,), num_classes=4)
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, size=(330, 6, 6, 1), dtype=np.uint8)
-    y = (x.reshape(330, -1)[:, :4].argmax(1)).astype(np.int32)
-    return to_device(Arrays(x[:280], y[:280], x[280:], y[280:]), validation=30)
+    return learnable_data()
 
 
 def two_copies(data, keys):

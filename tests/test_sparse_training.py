@@ -11,22 +11,19 @@ import math
 import jax
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from ltcli.cli.main import cli
-from ltcli.data import Arrays
 from ltcli.experiment import plan, spec
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning, sparse_training
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import checks, context, launch
-from ltcli.train.device_data import step_key_of, to_device
+from ltcli.train.device_data import step_key_of
 from ltcli.train.engine import Engine
 from ltcli.train.mask_updates import MaskUpdates
 from ltcli.train.recipes import TrainConfig, schedule_steps
 from ltcli.train.starts import masked
 
-from helpers import KillAfter, Killed
+from helpers import KillAfter, Killed, assert_refused, learnable_data
 
 pytestmark = pytest.mark.unit
 
@@ -112,10 +109,7 @@ MODEL = MLP(hidden=(16,), num_classes=4)
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, size=(330, 6, 6, 1), dtype=np.uint8)
-    y = (x.reshape(330, -1)[:, :4].argmax(1)).astype(np.int32)
-    return to_device(Arrays(x[:280], y[:280], x[280:], y[280:]), validation=30)
+    return learnable_data()
 
 
 def _top(score, k):
@@ -275,13 +269,7 @@ def test_a_killed_rigl_level_resumes_to_the_same_cells(
 def test_bad_sparse_training_input_exits_2_and_writes_nothing(
     args, field, write_spec, tmp_path, real_data
 ):
-    tiny, store = str(write_spec()), tmp_path / "store"
-    result = CliRunner().invoke(
-        cli, ["run", tiny, *args, "--store", str(store), "--data-dir", str(real_data[1])]
-    )
-    assert result.exit_code == 2, result.output
-    assert field in result.stderr
-    assert not store.exists()
+    assert_refused(write_spec(), args, field, tmp_path / "store", real_data[1])
 
 
 @pytest.mark.integration
