@@ -75,15 +75,15 @@ def trained_by(stderr: str) -> int:
 def test_ray_stores_the_same_cells_and_numbers_as_the_local_executor(
     write_spec, tmp_path, real_data, cluster
 ):
-    path = write_spec(run={"rounds": 2, "replicates": 2, "controls": "reinit:1"})
+    path = write_spec(run={"rounds": 1, "replicates": 2, "controls": "reinit:1"})
     local = Store(tmp_path / "local")
     loaded = spec.apply_overrides(spec.load(str(path)), {"run.deterministic": True})
     run_id = launch.run(loaded, local, data_dir=real_data[1])
     err = finish(driver(path, tmp_path / "ray", real_data[1], cluster, "--deterministic"))
-    assert trained_by(err) == 10
+    assert trained_by(err) == 6
     remote = Store(tmp_path / "ray")
     cells = list(local.finished_cells(run_id))
-    assert cells == list(remote.finished_cells(run_id)) and len(cells) == 10
+    assert cells == list(remote.finished_cells(run_id)) and len(cells) == 6
     for cell in cells:
         for name in ("mask.npz", "weights.npz"):
             a, b = (s.cell_dir(run_id, cell) / name for s in (local, remote))
@@ -115,7 +115,7 @@ def test_ray_measures_the_barriers_of_stored_levels_as_the_local_executor(
 
 
 def test_a_killed_worker_is_retried_and_nothing_is_lost(write_spec, tmp_path, real_data, cluster):
-    path = write_spec(train={"iterations": "2000it"}, run={"rounds": 1, "replicates": 2})
+    path = write_spec(train={"iterations": "1000it"}, run={"rounds": 1, "replicates": 2})
     proc = driver(path, tmp_path, real_data[1], cluster)
     deadline = time.monotonic() + 300
     victim = None
@@ -134,7 +134,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(write_spec, tmp_path, re
 
 
 def test_two_drivers_on_one_run_train_each_cell_once(write_spec, tmp_path, real_data, cluster):
-    path = write_spec(train={"iterations": "500it"}, run={"rounds": 2, "replicates": 3})
+    path = write_spec(train={"iterations": "500it"}, run={"rounds": 2, "replicates": 2})
     first = driver(path, tmp_path, real_data[1], cluster)
     deadline = time.monotonic() + 300
     while not list(tmp_path.glob("*/claims/*.json")):
@@ -143,5 +143,5 @@ def test_two_drivers_on_one_run_train_each_cell_once(write_spec, tmp_path, real_
     second = driver(path, tmp_path, real_data[1], cluster)
     counts = [trained_by(finish(first)), trained_by(finish(second))]
     (run_id,) = Store(tmp_path).run_ids()
-    assert len(list(Store(tmp_path).finished_cells(run_id))) == 9
-    assert sum(counts) == 9, counts  # every cell trained, none twice
+    assert len(list(Store(tmp_path).finished_cells(run_id))) == 6
+    assert sum(counts) == 6, counts  # every cell trained, none twice
