@@ -26,7 +26,7 @@ install: $(BIN)/python
 ## test: install everything the tests need (Fashion-MNIST and Chromium too, where apt works) and run
 ## every tier of them, printing the 25 slowest
 test: $(STAMP) fashion-mnist chromium
-	$(BIN)/pytest -n 2 --dist loadfile --no-loadscope-reorder -q --durations=25
+	$(BIN)/pytest -n 2 --dist loadfile -q --durations=25
 
 ## test-fast: the unit tier only (no training, no subprocess), for the inner loop
 test-fast: $(STAMP)

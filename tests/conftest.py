@@ -48,23 +48,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.own_markers[:] = [m for m in item.own_markers if m.name not in TIERS] + [tier]
     for node in holders:  # each test now holds its own tier, for -m to read
         node.own_markers[:] = [m for m in node.own_markers if m.name not in TIERS]
-    _heaviest_files_first(items)
-
-
-TIER_SECONDS = {"unit": 0.2, "integration": 6.0, "system": 30.0}
-"""A test's rough cost by tier, to order the files for `make test`'s workers."""
-
-
-def _heaviest_files_first(items: list[pytest.Item]) -> None:
-    """Orders the test files by their tiers' summed `TIER_SECONDS`, heaviest first (each
-    file's tests keep their order). ``make test`` hands whole files to its workers in this
-    order (xdist's ``--dist loadfile --no-loadscope-reorder``): longest first, the last
-    files to finish are short, and neither worker idles long at the end."""
-    cost: dict[str, float] = {}
-    for item in items:
-        (tier,) = (m.name for m in item.own_markers if m.name in TIERS)
-        cost[item.path] = cost.get(item.path, 0.0) + TIER_SECONDS[tier]
-    items.sort(key=lambda item: -cost[item.path])
 
 
 @pytest.fixture(scope="session", autouse=True)
