@@ -1,4 +1,4 @@
-"""FLOPs counted as RigL counts them (`ltcli.science.flops`, `ltcli.models.flops`,
+"""FLOPs counted as RigL counts them (`ltcli.science.flops`, `ltcli.models.flop_trace`,
 `ltcli.train.cost`): each model's dense forward FLOPs against hand-written sums, sparse ones
 at a mask, and training FLOPs against the paper's formulas computed by hand."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ltcli import models
-from ltcli.models.flops import layer_flops
+from ltcli.models.flop_trace import layer_flops
 from ltcli.results import report
 from ltcli.science import flops, pruning
 from ltcli.science.flops import Segment

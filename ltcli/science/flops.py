@@ -5,7 +5,7 @@ google-research/rigl, ``rigl/sparse_utils.py`` ``get_stats``, which counts with
 ``rigl/imagenet_resnet/colabs/Resnet_50_Param_Flops_Counting.ipynb``).
 
 Pure functions over numbers: a network is a mapping ``{layer: dense forward FLOPs for one
-example}`` (`ltcli.models.flops.layer_flops` derives it from a model), a mask's state is a
+example}`` (`ltcli.models.flop_trace.layer_flops` derives it from a model), a mask's state is a
 mapping ``{layer: density}`` (its active fraction of weights; a layer not named is dense).
 
 Conventions (compared with ``counting.count_ops`` as ``get_stats`` calls it):

@@ -13,7 +13,7 @@ import jax
 from ltcli import data, models
 from ltcli.core import hosts
 from ltcli.experiment.descriptor import ARCH_FIELDS, Descriptor, one_shot_targets
-from ltcli.models.flops import layer_flops
+from ltcli.models.flop_trace import layer_flops
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS
 from ltcli.storage.store import Store
@@ -199,7 +199,7 @@ class RunContext:
 
     @property
     def layer_flops(self) -> dict[str, float]:
-        """Each layer's dense forward FLOPs for one example (`ltcli.models.flops`)."""
+        """Each layer's dense forward FLOPs for one example (`ltcli.models.flop_trace`)."""
         name, source = self.desc["model.name"], self.source
         return layer_flops(name, source.image_shape, source.num_classes, self.arch)
 
