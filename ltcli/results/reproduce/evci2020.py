@@ -179,7 +179,8 @@ def describe(check: str, budget: str, specs: Mapping[str, Spec]) -> list[str]:
 class AtTarget:
     """An arm at one target: its level there, that level's percent of weights remaining,
     its tickets' final test accuracy over replicates and their mean training FLOPs (x a
-    dense run of the same steps; None for cells stored without them). For IMP, the training
+    dense run of the same steps, over the tickets that did not diverge, as
+    `report.level_summary` gives it; None for cells stored without them). For IMP, the training
     FLOPs of every level up to this one: finding the ticket took all of them."""
 
     level: int
@@ -195,6 +196,10 @@ def at_targets(
     that level diverged. `iterative`: its levels are IMP's rounds (see `AtTarget`)."""
     tickets = [c for c in cells if report.member_kind(c["member"]) == "ticket"]
     t = Measurements(tickets)
+    flops = {
+        row["level"]: row["members"]["ticket"].get("training_flops")
+        for row in report.level_summary(tickets)
+    }
     found: dict[float, AtTarget | None] = {}
     for target in TARGETS:
         level = t.match(target)
@@ -202,14 +207,9 @@ def at_targets(
         if not accuracy:
             found[target] = None
             continue
-        cost = 0.0
-        for paid in range(level + 1) if iterative else (level,):
-            costs = [
-                c["training_flops"]
-                for c in tickets
-                if c["level"] == paid and c.get("training_flops") is not None
-            ]
-            cost = cost + sum(costs) / len(costs) if costs and cost is not None else None
+        paid = [flops.get(lv) for lv in (range(level + 1) if iterative else (level,))]
+        known = all(stat is not None and stat.mean is not None for stat in paid)
+        cost = sum(stat.mean for stat in paid) if known else None
         found[target] = AtTarget(level, t.pm[level], report.Stat.of(accuracy), cost)
     return found
 
