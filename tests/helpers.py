@@ -5,6 +5,7 @@ this process or in another."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,6 +67,12 @@ class KillAfter(plan.Progress):
         self.steps += steps
         if self.steps >= self.limit:
             raise Killed
+
+
+def lt_process(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> list[str]:
+    """The command line of `lt run` in a process of its own."""
+    where = ["--store", str(store), "--data-dir", str(data_dir)]
+    return [sys.executable, "-m", "ltcli", "run", str(spec_path), *where, *flags]
 
 
 def kill_when(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float) -> None:

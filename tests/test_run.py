@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from ltcli.science import pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import checks, context, engine, launch, runner
 
-from helpers import KillAfter, Killed, kill_when
+from helpers import KillAfter, Killed, kill_when, lt_process
 
 pytestmark = pytest.mark.integration
 
@@ -28,21 +27,6 @@ def lt(*args: str, store: Path, data_dir: Path | None = None):
     if data_dir and args[0] == "run":
         extra += ["--data-dir", str(data_dir)]
     return CliRunner().invoke(cli, [*args, *extra])
-
-
-def lt_process(spec_path: Path, store: Path, data_dir: Path) -> list[str]:
-    """The command line of `lt run` in a process of its own."""
-    return [
-        sys.executable,
-        "-m",
-        "ltcli",
-        "run",
-        str(spec_path),
-        "--store",
-        str(store),
-        "--data-dir",
-        str(data_dir),
-    ]
 
 
 def manifests(store: Path) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Sparse training while training (issue 33): layer budgets, schedules and the mask updates of
+"""Sparse training while training: layer budgets, schedules and the mask updates of
 GMP, SET and RigL inside the engine's step, each against an independent float64 numpy
 computation; a RigL level killed mid-way resumes to the same cells; bad combinations exit 2
 before anything runs."""
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import subprocess
 
 import jax
 import numpy as np
@@ -16,14 +17,14 @@ from ltcli.experiment import plan, spec
 from ltcli.models.lenet import MLP
 from ltcli.science import pruning, sparse_training
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import checks, context, launch
+from ltcli.train import checks, launch
 from ltcli.train.device_data import step_key_of
 from ltcli.train.engine import Engine
 from ltcli.train.mask_updates import MaskUpdates
 from ltcli.train.recipes import TrainConfig, schedule_steps
 from ltcli.train.starts import masked
 
-from helpers import KillAfter, Killed, assert_refused, learnable_data
+from helpers import assert_refused, kill_when, learnable_data, lt_process
 
 pytestmark = pytest.mark.unit
 
@@ -101,6 +102,65 @@ def test_the_cosine_drop_fraction_and_gmp_cubic_schedule_are_the_papers():
         s_t = 0.9 + (0 - 0.9) * (1 - (t - t0) / (n * every)) ** 3
         assert k == size - round(s_t * size)
     assert kept[-1] == final
+
+
+def _drop_and_grow_reference(mask, weights, grow, n):
+    """float64 numpy: drop the n active weights of smallest |w| (among equal |w| the later
+    first), grow n of highest score among the positions not kept (the earlier first)."""
+    active = mask.reshape(-1) > 0
+    magnitude = np.where(active, np.abs(weights.reshape(-1).astype(np.float64)), np.inf)
+    order = np.lexsort((-np.arange(active.size), magnitude))  # smallest |w|, later first
+    kept = active.copy()
+    kept[order[:n]] = False
+    score = np.where(kept, -np.inf, grow.reshape(-1).astype(np.float64))
+    grown = np.zeros_like(kept)
+    grown[np.lexsort((np.arange(active.size), -score))[:n]] = True
+    return (kept | grown).reshape(mask.shape)
+
+
+def _layer_cases(rng):
+    """LeNet's fc1 at 10% density, its weights and grow scores: plain, tied, and with the
+    band's sample stacked against it (the high scores all at its positions)."""
+    shape, size = (784, 300), 784 * 300
+    mask = sparse_training.random_mask(shape, 23520, rng)
+    weights = rng.normal(size=shape).astype(np.float32) * mask
+    grow = np.abs(rng.normal(size=shape)).astype(np.float32)
+    tied = (np.round(weights * 4) / 4, np.round(grow * 2) / 2)
+    skewed_grow = grow.reshape(-1).copy()
+    skewed_grow[sparse_training._sample_positions(size)] += 10.0
+    skewed_weights = weights.reshape(-1).copy()
+    skewed_weights[sparse_training._sample_positions(size)] *= 1e-3
+    return mask, [
+        (weights, grow),
+        tied,
+        (skewed_weights.reshape(shape) * mask.reshape(shape), skewed_grow.reshape(shape)),
+    ]
+
+
+def test_large_layers_drop_and_grow_exactly_numpys_choice_alone_and_in_groups():
+    """A layer large enough for the band selection (`_first_in_band`): the same choice as
+    float64 numpy, with ties and where the sample misleads it, lone and under `vmap`."""
+    rng = np.random.default_rng(3)
+    mask, cases = _layer_cases(rng)
+    bound = 7056
+    one = jax.jit(lambda m, w, g, n: sparse_training.drop_and_grow(m, w, g, n, bound))
+    for weights, grow in cases:
+        for n in (0, 1, 2000, bound):
+            got = np.asarray(one(mask, weights, grow, n))
+            assert np.array_equal(got, _drop_and_grow_reference(mask, weights, grow, n))
+            assert got.sum() == mask.sum()
+    wide = (2000, 500)  # a band of 6,496 for drops of up to 30,000
+    wide_mask = sparse_training.random_mask(wide, 100_000, rng)
+    weights, grow = rng.normal(size=(2, *wide)).astype(np.float32)
+    weights *= wide_mask
+    got = sparse_training.drop_and_grow(wide_mask, weights, grow, 30_000, 30_000)
+    assert np.array_equal(got, _drop_and_grow_reference(wide_mask, weights, grow, 30_000))
+    group = jax.jit(jax.vmap(lambda w, g, n: sparse_training.drop_and_grow(mask, w, g, n, bound)))
+    weights, grow = (np.stack(x) for x in zip(*cases, strict=True))
+    counts = np.array([bound, 1500, 6000])
+    got = np.asarray(group(weights, grow, counts))
+    for i, n in enumerate(counts):
+        assert np.array_equal(got[i], _drop_and_grow_reference(mask, weights[i], grow[i], n))
 
 
 CFG = TrainConfig("adam", 3e-3, batch_size=20, iterations=40, eval_every=10)
@@ -205,28 +265,24 @@ def _adam(opt_state):
     return adam.mu, adam.nu
 
 
-@pytest.mark.integration
-def test_a_killed_rigl_level_resumes_to_the_same_cells(
-    write_spec, tmp_path, real_data, monkeypatch
-):
-    monkeypatch.setattr(context, "SEGMENT_ITERATIONS", 100)
-    loaded = spec.load(
-        str(
-            write_spec(
-                train={"iterations": "300it"},
-                prune={"method": "rigl", "one_shot": 10, "update_every": "50it"},
-                run={"controls": "rewind:1"},
-            )
-        )
+@pytest.mark.system
+def test_a_rigl_level_killed_9_resumes_to_the_same_cells(write_spec, tmp_path, real_data):
+    """kill -9 once the RigL level has checkpointed (after its first 600 of 1,200 steps):
+    the rerun resumes there, masks and schedule restored, and gives the cells of a run
+    never killed."""
+    path = write_spec(
+        train={"iterations": "1200it", "eval_every": "600it"},
+        prune={"method": "rigl", "one_shot": 10, "update_every": "100it"},
+        run={"controls": "rewind:1"},
     )
+    loaded = spec.load(str(path))
     reference = Store(tmp_path / "reference")
     run_id = launch.run(loaded, reference, data_dir=real_data[1])
-    store = Store(tmp_path / "killed")
-    with pytest.raises(Killed):  # level 0's 300 steps, then 200 of the RigL level
-        launch.run(
-            loaded, store, data_dir=real_data[1], progress=KillAfter(500), checkpoint_seconds=0
-        )
-    assert store.checkpoint_path(run_id, "level_1").exists()
+    killed = tmp_path / "killed"
+    command = lt_process(path, killed, real_data[1], "--checkpoint-every", "0")
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, killed, "*/checkpoints/level_1.npz", 300)
+    store = Store(killed)
     resumed = []
 
     class Watch(plan.Progress):
@@ -234,7 +290,7 @@ def test_a_killed_rigl_level_resumes_to_the_same_cells(
             resumed.append((level, start))
 
     launch.run(loaded, store, data_dir=real_data[1], progress=Watch())
-    assert resumed[0] == (1, 200)  # the RigL ticket resumed mid-level, its masks restored
+    assert resumed[0] == (1, 600)  # the RigL ticket resumed mid-level, its masks restored
     template = reference.load_weights(reference.init_path(run_id, 0))["params"]
     for cell in (CellKey(0, 1), CellKey(0, 1, "rewind-0")):
         a, b = reference.read_metrics(run_id, cell), store.read_metrics(run_id, cell)
@@ -245,7 +301,7 @@ def test_a_killed_rigl_level_resumes_to_the_same_cells(
         )
         assert all(np.array_equal(ma[k]["kernel"], mb[k]["kernel"]) for k in ma)
     ticket = reference.read_metrics(run_id, CellKey(0, 1))
-    assert ticket["mask_update_steps"] == [0, 50, 100, 150, 200]
+    assert ticket["mask_update_steps"] == list(range(0, 900, 100))
     assert ticket["percent_remaining"] == pytest.approx(10.0, abs=0.01)
     first = reference.read_mask(run_id, CellKey(0, 1, "rewind-0"), template)
     assert pruning.counts(first) == pruning.counts(

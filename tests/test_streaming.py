@@ -145,7 +145,7 @@ def test_resnet50_streams_two_levels_from_an_imagenet_folder(tmp_path, monkeypat
             "eval_every": "2it",
         },
         "prune": {"strategy": "global", "rate": 0.2},
-        "run": {"rounds": 1, "controls": "random:1"},
+        "run": {"rounds": 1},
     }
     store = Store(tmp_path / "store")
     run_id = launch.run(spec.from_mapping("resnet50", table), store)

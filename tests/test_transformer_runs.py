@@ -90,9 +90,16 @@ def _only_documented_kernels_pruned(store: Store, run_id: str, level: int, kept:
 
 
 @pytest.mark.integration
-def test_a_tiny_gpt_trains_two_imp_levels_with_controls(corpus, tmp_path):
+def test_a_tiny_gpt_trains_imp_levels_with_controls_late_rewinding_and_copies(corpus, tmp_path):
+    """One run for several members (each compile of a transformer costs seconds): IMP levels
+    rewound to iteration 20 with reinit and random controls, stability copies and a copy
+    spawned at 20."""
+    loaded = spec.apply_overrides(
+        gpt_spec(corpus, rewind_iter="20it"),
+        {"run.controls": "reinit:1,random:1,stability:1", "run.spawn": ["20it"]},
+    )
     store = Store(tmp_path / "store")
-    run_id = launch.run(gpt_spec(corpus), store)
+    run_id = launch.run(loaded, store)
     for level, kept in ((1, 50.0), (2, 25.0)):
         _only_documented_kernels_pruned(store, run_id, level, kept)
     dense = store.read_metrics(run_id, CellKey(0, 0, Member()))
@@ -103,6 +110,12 @@ def test_a_tiny_gpt_trains_two_imp_levels_with_controls(corpus, tmp_path):
     # 66-symbol text: a model that learned anything beats the uniform log2(vocab) bits
     _, source = launch.prepare(gpt_spec(corpus))
     assert dense["min_val_bpb"] < np.log2(source.num_classes)
+    ticket = store.read_metrics(run_id, CellKey(0, 1, Member()))
+    copy = store.read_metrics(run_id, CellKey(0, 1, Member.parse("stability-0")))
+    spawned = store.read_metrics(run_id, CellKey(0, 0, Member.parse("spawn-20")))
+    assert ticket["start_iteration"] == 20 and copy["start_iteration"] == 20
+    for metrics in (copy, spawned):
+        assert np.isfinite(metrics["instability"]["instability"])
 
 
 @pytest.mark.integration
@@ -220,22 +233,6 @@ def test_a_cnn_takes_no_transformer_fields(class_folder):
     table["model"] = {"name": "lenet300", "depth": 3}
     with pytest.raises(UsageError, match=r"model\.depth"):
         launch.prepare(spec.from_mapping("bad", table))
-
-
-@pytest.mark.integration
-def test_a_gpt_takes_late_rewinding_stability_and_spawned_copies(corpus, tmp_path):
-    loaded = spec.apply_overrides(
-        gpt_spec(corpus, rewind_iter="20it"),
-        {"run.rounds": 1, "run.controls": "stability:1", "run.spawn": ["20it"]},
-    )
-    store = Store(tmp_path / "store")
-    run_id = launch.run(loaded, store)
-    ticket = store.read_metrics(run_id, CellKey(0, 1, Member()))
-    copy = store.read_metrics(run_id, CellKey(0, 1, Member.parse("stability-0")))
-    spawned = store.read_metrics(run_id, CellKey(0, 0, Member.parse("spawn-20")))
-    assert ticket["start_iteration"] == 20 and copy["start_iteration"] == 20
-    for metrics in (copy, spawned):
-        assert np.isfinite(metrics["instability"]["instability"])
 
 
 @pytest.mark.integration

@@ -5,7 +5,9 @@ count per update step, `ltcli.science.sparse_training.schedule_table`).
 `MaskUpdates.step` runs in the engine's step, wherever that step runs (the scan on the
 device, the host loop, streamed data), as a `lax.cond` on "is iteration t an update step":
 no return to Python. The iteration is the same for every cell of a group, so under `vmap`
-the condition stays a real branch, and the sorts run only at update steps.
+the condition stays a real branch, and the selections run only at update steps. On the
+device only the first step of every `MaskUpdates.stride` carries the branch
+(`ltcli.train.engine.Engine._period_steps`).
 
 At an update step:
 - ``gmp``: the optimizer step as usual, then each layer keeps its `prune_to` count of largest
@@ -28,6 +30,7 @@ value and moments, as in both references (neither counts it as a new connection)
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
@@ -95,6 +98,12 @@ class MaskUpdates:
     every: int
     count: int
     bounds: tuple[tuple[str, int], ...]
+
+    def stride(self, period: int) -> int:
+        """The longest stretch, dividing a `period` of iterations, whose steps after the first
+        never update: every update step is a multiple of it, so with periods starting at
+        multiples of `period` an update can only fall on a stretch's first step."""
+        return math.gcd(period, self.every, self.first)
 
     def index(self, t: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Whether iteration `t` updates the mask, and which update (row of the table) it is."""
