@@ -316,7 +316,7 @@ def test_the_paper_budget_is_the_shipped_spec_of_the_paper():
 def test_unknown_figures_and_missing_data_exit_2(tmp_path, monkeypatch):
     result = CliRunner().invoke(group, ["reproduce", "vgg19", "--store", str(tmp_path)])
     assert result.exit_code == 2
-    assert "lenet, conv2, resnet20-warmup" in result.stderr
+    assert "'lenet', 'conv2', 'resnet20-warmup', 'sparse-lenet'" in result.stderr
     monkeypatch.setenv("LT_DATA_DIR", str(tmp_path / "empty"))
     args = ["reproduce", "conv2", "--budget", "small", "--store", str(tmp_path / "s")]
     result = CliRunner().invoke(group, [*args, "--data-dir", str(tmp_path / "empty")])

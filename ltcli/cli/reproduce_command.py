@@ -18,7 +18,11 @@ from ltcli.storage.store import Store
 
 
 @click.command()
-@click.argument("figure", metavar="FIGURE")
+@click.argument(
+    "figure",
+    metavar="FIGURE",
+    type=click.Choice([*reproducing.FIGURES, *reproducing.SPARSE_CHECKS]),
+)
 @click.option(
     "--budget",
     type=click.Choice(reproducing.BUDGETS),

@@ -32,11 +32,12 @@ class DivergedError(LtError):
 
 
 def diverged(run_id: str, replicate: int, level: int) -> DivergedError:
-    """The error for a replicate whose ticket at `level` diverged: it is not pruned from."""
+    """The error for a replicate whose ticket at `level` diverged: nothing starts from it (it
+    is not pruned from, and its final mask seeds no control)."""
     return DivergedError(
         f"run {run_id[:12]} replicate {replicate} level {level} ticket diverged (its loss "
-        "went NaN or infinite), so it cannot be pruned by magnitude; try a lower learning "
-        "rate (--lr) or a warmup (--set train.warmup=...)"
+        "went NaN or infinite), so no later level or control can start from its weights or "
+        "mask; try a lower learning rate (--lr) or a warmup (--set train.warmup=...)"
     )
 
 
