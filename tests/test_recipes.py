@@ -1,5 +1,6 @@
 """The transformer training recipes: AdamW's decoupled decay, the cosine schedule, gradient
-clipping and label smoothing, each checked against its definition."""
+clipping and label smoothing, each checked against its definition; and the pixel
+normalization of data kept whole."""
 
 from __future__ import annotations
 
@@ -113,3 +114,20 @@ def test_adam_betas_are_the_moment_decays_of_every_step(optimizer):
         m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
         expected = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
         np.testing.assert_allclose(updates["w"], expected, rtol=2e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_pixel_stats_are_float64_numpys_mean_and_std(channels):
+    """The normalization of data kept whole, from histograms, against a float64 pass over
+    every pixel: the same float32 numbers, uniform and clipped-normal pixels alike."""
+    rng = np.random.default_rng(channels)
+    for spread in (None, 3, 40):
+        shape = (500, 28, 28, channels)
+        if spread is None:
+            images = rng.integers(0, 256, shape, dtype=np.uint8)
+        else:
+            images = rng.normal(100, spread, shape).clip(0, 255).astype(np.uint8)
+        pixels = images.reshape(-1, channels).astype(np.float64)
+        mean, std = device_data.pixel_stats(images)
+        np.testing.assert_array_equal(mean, pixels.mean(0).astype(np.float32))
+        np.testing.assert_array_equal(std, (pixels.std(0) + 1e-8).astype(np.float32))

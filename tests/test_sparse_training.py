@@ -268,12 +268,11 @@ def _adam(opt_state):
 @pytest.mark.system
 def test_a_rigl_level_killed_9_resumes_to_the_same_cells(write_spec, tmp_path, real_data):
     """kill -9 once the RigL level has checkpointed (after its first 600 of 1,200 steps):
-    the rerun resumes there, masks and schedule restored, and gives the cells of a run
+    the rerun resumes there, masks and schedule restored, and gives the ticket of a run
     never killed."""
     path = write_spec(
-        train={"iterations": "1200it", "eval_every": "600it"},
+        train={"iterations": "1200it", "eval_every": "600it", "batch_size": 20},
         prune={"method": "rigl", "one_shot": 10, "update_every": "100it"},
-        run={"controls": "rewind:1"},
     )
     loaded = spec.load(str(path))
     reference = Store(tmp_path / "reference")
@@ -292,21 +291,13 @@ def test_a_rigl_level_killed_9_resumes_to_the_same_cells(write_spec, tmp_path, r
     launch.run(loaded, store, data_dir=real_data[1], progress=Watch())
     assert resumed[0] == (1, 600)  # the RigL ticket resumed mid-level, its masks restored
     template = reference.load_weights(reference.init_path(run_id, 0))["params"]
-    for cell in (CellKey(0, 1), CellKey(0, 1, "rewind-0")):
-        a, b = reference.read_metrics(run_id, cell), store.read_metrics(run_id, cell)
-        assert a["curve"] == b["curve"]
-        ma, mb = (
-            reference.read_mask(run_id, cell, template),
-            store.read_mask(run_id, cell, template),
-        )
-        assert all(np.array_equal(ma[k]["kernel"], mb[k]["kernel"]) for k in ma)
+    a, b = (done.read_metrics(run_id, CellKey(0, 1)) for done in (reference, store))
+    assert a["curve"] == b["curve"]
+    ma, mb = (done.read_mask(run_id, CellKey(0, 1), template) for done in (reference, store))
+    assert all(np.array_equal(ma[k]["kernel"], mb[k]["kernel"]) for k in ma)
     ticket = reference.read_metrics(run_id, CellKey(0, 1))
     assert ticket["mask_update_steps"] == list(range(0, 900, 100))
     assert ticket["percent_remaining"] == pytest.approx(10.0, abs=0.01)
-    first = reference.read_mask(run_id, CellKey(0, 1, "rewind-0"), template)
-    assert pruning.counts(first) == pruning.counts(
-        reference.read_mask(run_id, CellKey(0, 1), template)
-    )
 
 
 @pytest.mark.parametrize(

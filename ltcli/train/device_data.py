@@ -7,6 +7,7 @@ augmentation.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from typing import NamedTuple
 
 import jax
@@ -123,9 +124,19 @@ def validation_split(n: int, validation: int) -> tuple[np.ndarray, np.ndarray]:
 
 def pixel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation (float32) of uint8 images, the
-    normalization of every data set lt keeps whole."""
-    pixels = images.reshape(-1, images.shape[-1]).astype(np.float64)
-    return pixels.mean(0).astype(np.float32), (pixels.std(0) + 1e-8).astype(np.float32)
+    normalization of every data set lt keeps whole.
+
+    Computed from each channel's histogram of the 256 values in exact integer arithmetic,
+    then rounded once: the float64 mean and variance are the correctly rounded ones (a
+    float64 pass over MNIST's 46M pixels took 2 s a run)."""
+    means, stds = [], []
+    values = np.arange(256, dtype=np.int64)
+    for channel in range(images.shape[-1]):
+        counts = np.bincount(images[..., channel].reshape(-1), minlength=256).astype(np.int64)
+        n, total, squares = (int(x) for x in (counts.sum(), counts @ values, counts @ values**2))
+        means.append(total / n)
+        stds.append(math.sqrt(Fraction(n * squares - total * total, n * n)) + 1e-8)
+    return np.asarray(means, np.float32), np.asarray(stds, np.float32)
 
 
 def split_validation(arrays: Arrays, validation: int) -> tuple[Arrays, np.ndarray, np.ndarray]:
