@@ -75,15 +75,15 @@ def trained_by(stderr: str) -> int:
 def test_ray_stores_the_same_cells_and_numbers_as_the_local_executor(
     write_spec, tmp_path, real_data, cluster
 ):
-    path = write_spec(run={"rounds": 1, "replicates": 2, "controls": "reinit:1"})
+    path = write_spec(run={"rounds": 1, "controls": "reinit:1"})
     local = Store(tmp_path / "local")
     loaded = spec.apply_overrides(spec.load(str(path)), {"run.deterministic": True})
     run_id = launch.run(loaded, local, data_dir=real_data[1])
     err = finish(driver(path, tmp_path / "ray", real_data[1], cluster, "--deterministic"))
-    assert trained_by(err) == 6
+    assert trained_by(err) == 3
     remote = Store(tmp_path / "ray")
     cells = list(local.finished_cells(run_id))
-    assert cells == list(remote.finished_cells(run_id)) and len(cells) == 6
+    assert cells == list(remote.finished_cells(run_id)) and len(cells) == 3
     for cell in cells:
         for name in ("mask.npz", "weights.npz"):
             a, b = (s.cell_dir(run_id, cell) / name for s in (local, remote))

@@ -354,8 +354,8 @@ def test_set_updates_masks_alike_on_the_device_streamed_and_in_the_host_loop(
     table = {
         "data": {"dataset": f"folder:{class_folder}", "validation": 50},
         "model": {"name": "lenet300"},
-        "train": {"iterations": "200it", "eval_every": "100it", "batch_size": 20},
-        "prune": {"method": "set", "one_shot": 20, "update_every": "40it"},
+        "train": {"iterations": "100it", "eval_every": "50it", "batch_size": 20},
+        "prune": {"method": "set", "one_shot": 20, "update_every": "20it"},
         "run": {"deterministic": True},
     }
     loaded = spec.from_mapping("sparse", table)
@@ -372,7 +372,7 @@ def test_set_updates_masks_alike_on_the_device_streamed_and_in_the_host_loop(
         for other in masks[1:]:
             assert all(np.array_equal(masks[0][k]["kernel"], other[k]["kernel"]) for k in other)
     ticket = stores["device"].read_metrics(run_id, CellKey(0, 1))
-    assert ticket["mask_update_steps"] == [0, 40, 80, 120]
+    assert ticket["mask_update_steps"] == [0, 20, 40, 60]
 
 
 @pytest.mark.integration
