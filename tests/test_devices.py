@@ -14,13 +14,14 @@ import pytest
 
 from ltcli.storage.store import Store
 
+from helpers import lt_process
+
 pytestmark = pytest.mark.system
 
 
 def lt_run(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> None:
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
-    command = [sys.executable, "-m", "ltcli", "run", str(spec_path), "--store", str(store)]
-    command += ["--data-dir", str(data_dir), *flags]
+    command = lt_process(spec_path, store, data_dir, *flags)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
 

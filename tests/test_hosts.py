@@ -21,7 +21,7 @@ from ltcli.experiment.member import CellKey
 from ltcli.science import pruning
 from ltcli.storage.store import Store
 
-from helpers import kill_when
+from helpers import kill_when, lt_process
 
 pytestmark = pytest.mark.system
 
@@ -30,11 +30,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _command(spec: Path, store: Path, data_dir: Path, *flags: str) -> list[str]:
-    command = [sys.executable, "-m", "ltcli", "run", str(spec), "--store", str(store)]
-    return [*command, "--data-dir", str(data_dir), *flags]
 
 
 def _job(command: list[str], processes: int = 2) -> list[subprocess.Popen]:
@@ -108,14 +103,16 @@ def test_two_processes_train_the_cells_one_process_trains(write_spec, tmp_path, 
     train = {"iterations": "200it", "optimizer": "sgd", "lr": 0.05}  # see test_devices
     spec = write_spec(train=train, run={"rounds": 1})
     job, alone = tmp_path / "job", tmp_path / "alone"
-    streamed = _command(spec, job, real_data[1], "--distributed", "--set", "data.placement=stream")
+    streamed = lt_process(
+        spec, job, real_data[1], "--distributed", "--set", "data.placement=stream"
+    )
     results = _finish(_job(streamed))
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2]
     (_, table, _), (_, follower_out, follower_err) = results
     assert "level" in table and follower_out == ""  # process 0 alone prints the table
     assert "level 1" not in follower_err  # ... and the progress
     done = subprocess.run(
-        _command(spec, alone, real_data[1], "--devices", "1"), capture_output=True, text=True
+        lt_process(spec, alone, real_data[1], "--devices", "1"), capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
     (run_id,) = Store(job).run_ids()
@@ -133,7 +130,7 @@ def test_each_process_of_a_job_evaluates_its_share(class_folder, tmp_path, monke
     )
     job, alone = tmp_path / "job", tmp_path / "alone"
     monkeypatch.setenv("LT_READS", str(tmp_path / "reads"))  # the job's processes read it
-    lt = [sys.executable, "-c", _COUNTING_LT, *_command(spec, job, class_folder)[3:]]
+    lt = [sys.executable, "-c", _COUNTING_LT, *lt_process(spec, job, class_folder)[3:]]
     results = _finish(_job([*lt, "--distributed"]))
     assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2]
     reads = [_evaluation_reads(tmp_path / "reads", rank) for rank in (0, 1)]
@@ -143,7 +140,7 @@ def test_each_process_of_a_job_evaluates_its_share(class_folder, tmp_path, monke
         assert split == other_split and not set(mine) & set(theirs), (mine, theirs)
         assert len(set(mine + theirs)) == {300: 51, 100: 100}[split]  # validation, test
         assert abs(len(mine) - len(theirs)) <= 1  # 51 in batches of 52: a padded row
-    done = subprocess.run(_command(spec, alone, class_folder), capture_output=True, text=True)
+    done = subprocess.run(lt_process(spec, alone, class_folder), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     (run_id,) = Store(job).run_ids()
     for cell in (CellKey(0, 0), CellKey(0, 1)):
@@ -162,7 +159,7 @@ def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_p
     # A rewind point at 100 makes every jitted call (and checkpoint) 100 iterations long.
     spec = write_spec(train=train, prune={"rewind_iter": "100it"}, run={"rounds": 0})
     store, whole = tmp_path / "job", tmp_path / "whole"
-    command = _command(spec, store, real_data[1], "--distributed", "--checkpoint-every", "0")
+    command = lt_process(spec, store, real_data[1], "--distributed", "--checkpoint-every", "0")
     job = _job(command)
     # the follower dies mid-level, after the writer saved a checkpoint
     kill_when(job[1], store, "*/checkpoints/*.npz", 300)
@@ -177,7 +174,7 @@ def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_p
     assert [c for c, _, _ in results] == [0, 0], results[0][2][-3000:]
     resumed_at = re.search(r"level 0/0 +1 cells +([\d,]+)/300 it", results[0][2])
     assert resumed_at and int(resumed_at.group(1)) >= 100, results[0][2]
-    uninterrupted = _command(spec, whole, real_data[1], "--distributed")
+    uninterrupted = lt_process(spec, whole, real_data[1], "--distributed")
     assert [c for c, _, _ in _finish(_job(uninterrupted))] == [0, 0]
     (cell,) = Store(store).finished_cells(run_id)
     a, b = (Store(s).cell_dir(run_id, cell) for s in (store, whole))
@@ -237,7 +234,7 @@ def test_a_refused_job_exits_2_before_its_processes_meet(write_spec, tmp_path, r
         (_settings("run.spawn=150it"), "run.spawn: each must be"),
         (["--one-shot", "50", *_settings(*snip, "data.placement=stream")], "snip scores"),
     ):
-        command = _command(spec, store, real_data[1], "--distributed", *extra)
+        command = lt_process(spec, store, real_data[1], "--distributed", *extra)
         started = time.monotonic()
         done = subprocess.run(
             command, env=_one_process_of(2), capture_output=True, text=True, timeout=60
@@ -251,11 +248,11 @@ def test_a_job_of_one_process_is_a_job(write_spec, tmp_path, real_data):
     """JAX_NUM_PROCESSES=1: the job's refusals hold (the README lists them for any job),
     and what it accepts trains as one process, which writes the store and prints."""
     spec, store = write_spec(train={"iterations": "100it"}, run={"rounds": 0}), tmp_path / "s"
-    refused = _command(spec, store, real_data[1], "--distributed", "--deterministic")
+    refused = lt_process(spec, store, real_data[1], "--distributed", "--deterministic")
     done = subprocess.run(refused, env=_one_process_of(1), capture_output=True, text=True)
     assert done.returncode == 2 and "--distributed: a deterministic" in done.stderr, done.stderr
     assert not store.exists()
-    command = _command(spec, store, real_data[1], "--distributed")
+    command = lt_process(spec, store, real_data[1], "--distributed")
     done = subprocess.run(command, env=_one_process_of(1), capture_output=True, text=True)
     assert done.returncode == 0 and "level" in done.stdout, done.stderr
     (run_id,) = Store(store).run_ids()

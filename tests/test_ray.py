@@ -22,6 +22,8 @@ from ltcli.experiment import spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
+from helpers import lt_process
+
 pytest.importorskip("ray")
 pytestmark = [pytest.mark.system, pytest.mark.ray]
 
@@ -54,8 +56,7 @@ def cluster():
 
 
 def driver(path: Path, store: Path, data_dir: Path, address: str, *flags: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "ltcli", "run", str(path), "--store", str(store)]
-    command += ["--data-dir", str(data_dir), "--executor", "ray", "--address", address, *flags]
+    command = lt_process(path, store, data_dir, "--executor", "ray", "--address", address, *flags)
     env = dict(os.environ, LT_DATA_DIR=str(data_dir))
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

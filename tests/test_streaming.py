@@ -5,7 +5,6 @@ resumes to the same cells."""
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from ltcli.experiment import spec
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
-from helpers import kill_when
+from helpers import kill_when, lt_process
 
 pytestmark = pytest.mark.integration
 
@@ -97,8 +96,7 @@ def test_a_killed_streaming_level_resumes_to_the_uninterrupted_cells(
     reference = Store(tmp_path / "reference")
     run_id = launch.run(spec.load(str(path)), reference, data_dir=real_data[1])
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "ltcli", "run", str(path), "--store", str(killed)]
-    command += ["--data-dir", str(real_data[1]), "--checkpoint-every", "0"]
+    command = lt_process(path, killed, real_data[1], "--checkpoint-every", "0")
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
     proc = subprocess.Popen(command, **quiet)
     kill_when(proc, killed, "*/checkpoints/level_0.npz", 300)
