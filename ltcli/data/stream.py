@@ -114,9 +114,9 @@ def batches(
 def _read_options(examples: Examples, batch: int) -> Any:
     """How this process's threads read ahead: not at all for arrays in memory (grain's own
     advice: threads only contend for the GIL), else two batches ahead (grain's 16 threads,
-    fewer for a buffer smaller than that). grain's default
-    buffer of 500 costs a scan of every buffered element at each element read (its prefetch
-    depth statistic): 0.8 ms an element here, most of a streamed MNIST run's time."""
+    fewer for a buffer smaller than that). grain's default buffer of 500 costs a scan of
+    every buffered element at each element read (its prefetch depth statistic): 0.8 ms an
+    element here, most of a streamed MNIST run's time."""
     import grain
 
     if isinstance(examples, ArrayExamples):
