@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/pip install -q -e '.[test,tfds,ray]'
+	$(BIN)/pip install -q -e '.[test,tfds,ray,slurm,wandb,mlflow]'
 	touch $@
 
 $(DOCS_STAMP): $(BIN)/python setup.cfg pyproject.toml
@@ -23,9 +23,9 @@ $(DOCS_STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(BIN)/python
 	$(BIN)/pip install -q -e .
 
-## test: install everything the tests need (Fashion-MNIST and Chromium too, where apt works) and run
+## test: install everything the tests need (Fashion-MNIST, Chromium and Slurm too, where apt works) and run
 ## every tier of them, printing the 25 slowest
-test: $(STAMP) fashion-mnist chromium
+test: $(STAMP) fashion-mnist chromium slurm
 	$(BIN)/pytest -n 2 --dist loadfile -q --durations=25
 
 ## test-fast: the unit tier only (no training, no subprocess), for the inner loop
@@ -70,6 +70,16 @@ chromium:
 	     (apt-get update -qq && apt-get install -y -qq chromium)) >/dev/null \
 	    || echo "note: could not install chromium; the report's browser tests will be skipped"; \
 	  else echo "note: chromium not installed (needs apt as root); the report's browser tests will be skipped"; fi; \
+	fi
+
+.PHONY: slurm
+slurm:
+	@if ! command -v slurmctld >/dev/null 2>&1; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -qq slurm-wlm munge || \
+	     (apt-get update -qq && apt-get install -y -qq slurm-wlm munge)) >/dev/null \
+	    || echo "note: could not install slurm-wlm; the Slurm executor's cluster tests will be skipped"; \
+	  else echo "note: slurm-wlm not installed (needs apt as root); the Slurm executor's cluster tests will be skipped"; fi; \
 	fi
 
 clean:

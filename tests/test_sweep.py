@@ -93,7 +93,8 @@ def test_an_axis_reads_values_like_set_and_checks_them():
         (["train.lr=1e-3,"], "an empty value"),
         (["train.lr=1e-3,0.001"], "given twice"),
         (["train.seed=0,1", "train.seed=2"], "swept twice"),
-        (["run.replicates=1,2"], "run.* fields"),
+        (["run.replicates=1,2"], "run.* and slurm.* fields"),
+        (["slurm.tasks=1,2"], "run.* and slurm.* fields"),
         (["prune.one_shot=[50,50]"], "prune.one_shot: must be"),
     ],
 )
@@ -326,7 +327,7 @@ def test_report_of_a_sweep_draws_its_runs_labelled_by_their_swept_values(swept, 
 def test_a_diverged_point_does_not_stop_the_others(class_folder, tmp_path, monkeypatch):
     from ltcli.train import launch
     from ltcli.train import sweep_runner as sweeping
-    from ltcli.train.starts import DivergedError
+    from ltcli.train.divergence import DivergedError
 
     original = launch.run
 

@@ -245,7 +245,7 @@ def test_run_log_is_a_checked_run_field_outside_the_run_id(class_folder):
     assert _spec(class_folder)["run.log"] == "tensorboard"
     assert _spec(class_folder, log="")["run.log"] == ""
     with pytest.raises(UsageError, match=r"run\.log"):
-        _spec(class_folder, log="wandb")
+        _spec(class_folder, log="comet")
     with_log, _ = launch.prepare(_spec(class_folder))
     without, _ = launch.prepare(_spec(class_folder, log=""))
     assert with_log.run_id == without.run_id

@@ -26,9 +26,10 @@ from ltcli.cli.ticket_command import ticket
 from ltcli.core import hosts
 from ltcli.core.paths import default_store
 from ltcli.experiment import spec, sweep
-from ltcli.experiment.fields import FIELDS
+from ltcli.experiment.fields import FIELDS, UNHASHED_SECTIONS
 from ltcli.results import listing, report, session
 from ltcli.storage.store import Store
+from ltcli.train import executor_slurm
 
 
 @click.group(cls=LtGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -68,6 +69,14 @@ FIELD_FLAGS: dict[str, str] = {
     "--deterministic": "run.deterministic",
     "--barriers": "run.barriers",
     "--log": "run.log",
+    "--slurm-partition": "slurm.partition",
+    "--slurm-time": "slurm.time",
+    "--slurm-gpus": "slurm.gpus",
+    "--slurm-cpus": "slurm.cpus",
+    "--slurm-mem": "slurm.mem",
+    "--slurm-account": "slurm.account",
+    "--slurm-qos": "slurm.qos",
+    "--slurm-tasks": "slurm.tasks",
 }
 """The flags of ``lt run`` that set a spec field; each one's help is the field's doc."""
 
@@ -77,7 +86,7 @@ _METAVARS = {
     "--spawn": "LIST",
     "--controls": "LIST",
     "--devices": "N",
-    "--log": "tensorboard",
+    "--log": "tensorboard|wandb|mlflow",
 }
 
 
@@ -85,7 +94,7 @@ def _field_option(flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any
     """The Click option of `flag`: its type, choices and help from its field's row."""
     key = FIELD_FLAGS[flag]
     field = FIELDS[key]
-    where = "; not part of the run id" if key.startswith("run.") else ""
+    where = "; not part of the run id" if key.split(".")[0] in UNHASHED_SECTIONS else ""
     options: dict[str, Any] = {"help": f"{field.doc} [spec field {key}{where}]"}
     if field.kind == "bool":
         options.update(is_flag=True, default=None)
@@ -188,11 +197,18 @@ JSON_OPTION = click.option(
 )
 @click.option(
     "--executor",
-    type=click.Choice(["local", "ray"]),
+    type=click.Choice(["local", "ray", "slurm"]),
     default="local",
     show_default=True,
-    help="Where cells train: this process (local), or as tasks on a standing Ray cluster "
-    "(ray; pip install 'lt[ray]'), whose nodes must all see the store.",
+    help="Where cells train: this process (local), as tasks on a standing Ray cluster "
+    "(ray; pip install 'lt[ray]'), or as Slurm job arrays (slurm; pip install 'lt[slurm]'; "
+    "resources from the --slurm-* flags). The cluster's nodes must all see the store.",
+)
+@click.option(
+    "--detach",
+    is_flag=True,
+    help="With --executor slurm: exit once the ready cells are submitted; the jobs submit "
+    "the next levels themselves. lt status RUN shows them; the same lt run follows them.",
 )
 @click.option(
     "--address",
@@ -241,6 +257,7 @@ def run(
     checkpoint_every: float,
     executor: str,
     address: str | None,
+    detach: bool,
     distributed: bool,
     as_json: bool,
     sweeps: tuple[str, ...],
@@ -262,7 +279,7 @@ def run(
         click.echo(f"note: {models.get(loaded['model.name']).note}", err=True)
     target = Store(store or default_store())
     live = session.LiveOutputs(
-        tensorboard=loaded["run.log"] == "tensorboard",
+        log=loaded["run.log"],
         report=reporting.check_report_path(report_to, "--report") if report_to else None,
         note=lambda text: click.echo(text, err=True),
     )
@@ -274,6 +291,8 @@ def run(
         raise click.UsageError("--distributed trains one run; drop --sweep")
     if distributed:
         where.update(distributed=True)
+    if detach:
+        where.update(detach=True)
     if sweeps:
         fixed = {spec.parse_assignment(s)[0] for s in settings}
         fixed |= {key for key, value in _overrides(**flags).items() if value is not None}
@@ -345,6 +364,17 @@ def path(run_ref: str, store: Path | None) -> None:
     """Print the folder of RUN in the store (absolute), as in `cd "$(lt path RUN)"`."""
     target = Store(store or default_store())
     click.echo(target.run_dir(target.resolve(run_ref)).absolute())
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN", shell_complete=complete_runs)
+@STORE_OPTION
+def status(run_ref: str, store: Path | None) -> None:
+    """Show what of RUN is stored, running and queued: its cells' Slurm tasks (--executor
+    slurm) by state and job, cells other drivers hold, and each task that ended with its
+    cells unfinished, with the end of its log (the same lt run resubmits those cells)."""
+    target = Store(store or default_store())
+    click.echo(executor_slurm.status(target, target.resolve(run_ref)))
 
 
 for command in (data, compare, diff, export, plot, reproduce, rm, gc, ticket):

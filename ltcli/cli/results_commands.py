@@ -24,7 +24,7 @@ from ltcli.core.paths import default_store
 from ltcli.results import compare as comparing
 from ltcli.results import diff as diffing
 from ltcli.results import export as exporting
-from ltcli.results import tensorboard
+from ltcli.results import session
 from ltcli.storage.store import Store
 
 DPI = 100
@@ -168,6 +168,22 @@ def diff(run_a: str, run_b: str, as_json: bool, store: Path | None) -> None:
     "instead (as lt run --log tensorboard does) and print the folders.",
 )
 @click.option(
+    "--wandb",
+    "as_wandb",
+    is_flag=True,
+    help="Log every finished cell to Weights & Biases instead, one W&B run per cell grouped "
+    "by run id (as lt run --log wandb does; offline without an API key or WANDB_MODE), and "
+    "print where each run's cells went.",
+)
+@click.option(
+    "--mlflow",
+    "as_mlflow",
+    is_flag=True,
+    help="Log every finished cell to MLflow instead, one MLflow run per cell tagged "
+    "lt.run_id (as lt run --log mlflow does; MLFLOW_TRACKING_URI, else "
+    "sqlite:///STORE/mlflow.db), and print where each run's cells went.",
+)
+@click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -180,6 +196,8 @@ def export(
     as_json: bool,
     curves: bool,
     as_tensorboard: bool,
+    as_wandb: bool,
+    as_mlflow: bool,
     output: Path | None,
     store: Path | None,
 ) -> None:
@@ -198,17 +216,14 @@ def export(
     val_loss, val_acc, test_loss, test_acc.
     With --tensorboard: each run's event files (one per cell, in RUN_DIR/tensorboard/,
     cells already written skipped), for `tensorboard --logdir`; prints each folder.
+    With --wandb or --mlflow: each run's cells logged to that tracker (cells logged before
+    skipped); prints where each run's cells went.
     """
-    if as_tensorboard:
-        if as_csv or as_json or curves or output is not None:
-            raise UsageError(
-                "--tensorboard writes event files into each run's folder; "
-                "drop --csv, --json, --curves and -o"
-            )
-        tensorboard.require("--tensorboard")
-        target, run_ids = _resolve(store, run_refs)
-        for run_id in run_ids:
-            click.echo(tensorboard.write_run(target, run_id).absolute())
+    chosen = {"tensorboard": as_tensorboard, "wandb": as_wandb, "mlflow": as_mlflow}
+    trackers = [name for name, wanted in chosen.items() if wanted]
+    if trackers:
+        rows = as_csv or as_json or curves or output is not None
+        _export_to_tracker(trackers, store, run_refs, rows)
         return
     fmt = outputs.export_format(output, as_csv, as_json)
     target, run_ids = _resolve(store, run_refs)
@@ -217,6 +232,23 @@ def export(
         click.echo(text, nl=False)
     else:
         atomic.write_bytes(output, text.encode())
+
+
+def _export_to_tracker(
+    trackers: list[str], store: Path | None, run_refs: tuple[str, ...], rows: bool
+) -> None:
+    """``lt export --tensorboard|--wandb|--mlflow``: writes each run's finished cells to the
+    tracker and prints, one line per run, where they went."""
+    flag = f"--{trackers[0]}"
+    if len(trackers) > 1:
+        raise UsageError("--tensorboard, --wandb and --mlflow: pick one")
+    if rows:
+        raise UsageError(f"{flag} logs to a tracker, not rows; drop --csv, --json, --curves and -o")
+    tracker = session.TRACKERS[trackers[0]]
+    tracker.require(flag)
+    target, run_ids = _resolve(store, run_refs)
+    for run_id in run_ids:
+        click.echo(tracker.write_run(target, run_id))
 
 
 @click.command()

@@ -27,7 +27,7 @@ from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
 from ltcli.experiment import combinations, sparse_spec
 from ltcli.experiment.field_types import ALWAYS_HASHED
-from ltcli.experiment.fields import FIELDS
+from ltcli.experiment.fields import FIELDS, UNHASHED_SECTIONS
 from ltcli.experiment.spec import Spec
 from ltcli.science import pruning
 from ltcli.science.methods import DATA_METHODS, SPARSE_TRAINING
@@ -469,7 +469,7 @@ def _described(spec: Spec, its: Callable[[str], int]) -> dict[str, Any]:
     full: dict[str, Any] = {}
     for key, field in FIELDS.items():
         section, name = key.split(".")
-        if section == "run" or not field.described:
+        if section in UNHASHED_SECTIONS or not field.described:
             continue
         value = spec[key]
         if field.kind == "duration":

@@ -46,6 +46,23 @@ def parse_duration(value: Any) -> Duration:
     return Duration(int(match.group(1)), match.group(2) or "it")
 
 
+def slurm_minutes(limit: str) -> float:
+    """A Slurm time limit in minutes, in any of sbatch's forms: ``M``, ``M:S``, ``H:M:S``,
+    ``D-H``, ``D-H:M`` or ``D-H:M:S``; raises ValueError otherwise."""
+    days, dash, clock = limit.strip().rpartition("-")
+    fields = [int(part) for part in clock.split(":")]  # ValueError if not whole numbers
+    whole_days = int(days) if dash else 0
+    if dash and len(fields) <= 3:
+        hours, mins, secs = (*fields, 0, 0)[:3]
+    elif not dash and len(fields) <= 3:
+        hours, mins, secs = fields if len(fields) == 3 else (0, *fields, 0)[:3]
+    else:
+        raise ValueError(limit)
+    if min(whole_days, hours, mins, secs) < 0:
+        raise ValueError(limit)
+    return whole_days * 1440 + hours * 60 + mins + secs / 60
+
+
 ALWAYS_HASHED = object()
 """`Field.neutral` of a field that existed from the first schema: always in the run id."""
 

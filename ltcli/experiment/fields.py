@@ -12,6 +12,7 @@ from ltcli.experiment.field_types import (
     Field,
     between,
     choice,
+    slurm_minutes,
 )
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
 from ltcli.science import pruning
@@ -29,6 +30,13 @@ def _pattern_ok(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _slurm_time_ok(value: str) -> bool:
+    try:
+        return slurm_minutes(value) > 0
+    except ValueError:
+        return False
 
 
 def _controls_ok(value: str) -> bool:
@@ -456,11 +464,72 @@ FIELDS: dict[str, Field] = {
     "run.log": Field(
         "str",
         "",
-        '"" (none) or "tensorboard"',
-        lambda v: v in ("", "tensorboard"),
-        doc="tensorboard: also write TensorBoard event files under the run's folder "
-        '(tensorboard --logdir "$(lt path RUN)/tensorboard"), each group of cells as it is '
-        "stored (with --executor ray or --sweep: at the end).",
+        '"" (none), "tensorboard", "wandb" or "mlflow"',
+        lambda v: v in ("", "tensorboard", "wandb", "mlflow"),
+        doc="Also log each cell to an experiment tracker, each group of cells as it is "
+        "stored (with --executor ray or --sweep: at the end): tensorboard (event files under "
+        '"$(lt path RUN)/tensorboard"), wandb (a W&B run per cell grouped by run id; offline '
+        "unless WANDB_MODE or an API key says otherwise) or mlflow (an MLflow run per cell, "
+        "tagged lt.run_id; MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db).",
+    ),
+    "slurm.partition": Field(
+        "str",
+        "",
+        "a partition name, or empty",
+        doc="--executor slurm: the partition each task is submitted to (empty: "
+        "$SBATCH_PARTITION, else the cluster's default).",
+    ),
+    "slurm.time": Field(
+        "str",
+        "",
+        "minutes, or one of sbatch's forms like 2-12:00:00 (over 0); empty for the default",
+        lambda v: v == "" or _slurm_time_ok(v),
+        doc="--executor slurm: each task's time limit (empty: $SBATCH_TIMELIMIT, else 60 "
+        "minutes). A task reaching it is requeued and resumes from its level's checkpoint.",
+    ),
+    "slurm.gpus": Field(
+        "int",
+        0,
+        "an integer >= 0",
+        lambda v: v >= 0,
+        doc="--executor slurm: GPUs per task (0: $SBATCH_GPUS_PER_TASK, else none).",
+    ),
+    "slurm.cpus": Field(
+        "int",
+        0,
+        "an integer >= 0",
+        lambda v: v >= 0,
+        doc="--executor slurm: CPUs per task (0: the cluster's default).",
+    ),
+    "slurm.mem": Field(
+        "int",
+        0,
+        "an integer >= 0",
+        lambda v: v >= 0,
+        doc="--executor slurm: memory per task in GB (0: $SBATCH_MEM_PER_NODE, else the "
+        "cluster's default).",
+    ),
+    "slurm.account": Field(
+        "str",
+        "",
+        "an account name, or empty",
+        doc="--executor slurm: the account charged (empty: $SBATCH_ACCOUNT, else yours).",
+    ),
+    "slurm.qos": Field(
+        "str",
+        "",
+        "a QoS name, or empty",
+        doc="--executor slurm: the quality of service (empty: $SBATCH_QOS, else the default).",
+    ),
+    "slurm.tasks": Field(
+        "int",
+        4,
+        "an integer >= 1",
+        lambda v: v >= 1,
+        doc="--executor slurm: the most tasks in a level's job array; a level's ready cells "
+        "are split evenly among them, and each task trains its cells as one group.",
     ),
 }
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
+UNHASHED_SECTIONS = ("run", "slurm")
+"""Sections of how and where a run trains, never of what it trains: not in the run id."""

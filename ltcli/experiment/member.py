@@ -78,6 +78,12 @@ class CellKey:
     def relpath(self) -> Path:
         return Path(f"replicate_{self.replicate}", f"level_{self.level}", str(self.member))
 
+    @classmethod
+    def from_relpath(cls, relpath: str | Path) -> CellKey:
+        """The cell whose folder in its run is `relpath` (``replicate_R/level_L/MEMBER``)."""
+        replicate, level, member = Path(relpath).parts[-3:]
+        return cls(int(replicate.split("_")[1]), int(level.split("_")[1]), member)
+
 
 def parse_controls(text: str) -> dict[str, int]:
     """``"reinit:3,random:1"`` -> ``{"reinit": 3, "random": 1}``.

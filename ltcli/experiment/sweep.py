@@ -31,7 +31,7 @@ from typing import Any
 
 from ltcli.core.errors import UsageError
 from ltcli.experiment import descriptor
-from ltcli.experiment.fields import FIELDS, Duration
+from ltcli.experiment.fields import FIELDS, UNHASHED_SECTIONS, Duration
 from ltcli.experiment.spec import Spec, apply_overrides, check_field, parse_assignment
 
 _OPENING = {"[": "]", "{": "}"}
@@ -109,8 +109,8 @@ def parse_axis(text: str) -> Axis:
     """One ``--sweep key=v1,v2,...``.
 
     Raises:
-      UsageError: no ``=``, an unknown or ``run.*`` field, an empty or bad value, or a value
-        given twice; the message names the field.
+      UsageError: no ``=``, an unknown, ``run.*`` or ``slurm.*`` field, an empty or bad
+        value, or a value given twice; the message names the field.
     """
     key, sep, raw = text.partition("=")
     key = key.strip()
@@ -118,9 +118,9 @@ def parse_axis(text: str) -> Axis:
         raise UsageError(f"--sweep {text}: must look like section.field=value,value,...")
     if key not in FIELDS:
         check_field(key, None)  # raises: an unknown field, named with the known ones
-    if key.startswith("run."):
+    if key.split(".")[0] in UNHASHED_SECTIONS:
         raise UsageError(
-            f"--sweep {key}: run.* fields say what to run, not what a run is, so every "
+            f"--sweep {key}: run.* and slurm.* fields say how to run, not what a run is, so every "
             "point would be the same run; give it once (--set or its flag)"
         )
     values, seen = [], []

@@ -1,7 +1,8 @@
-"""One ``lt run`` with the outputs that follow it live: TensorBoard event files
-(`ltcli.results.tensorboard`) and the HTML report (`ltcli.results.page`), each fed by the
-run's ``stored`` events and written once more when the run ends, for one run or for every
-point of a sweep (`ltcli.train.sweep_runner`).
+"""One ``lt run`` with the outputs that follow it live: an experiment tracker (`TRACKERS`:
+TensorBoard event files, `ltcli.results.tensorboard`; Weights & Biases runs,
+`ltcli.results.wandb_log`; MLflow runs, `ltcli.results.mlflow_log`) and the HTML report
+(`ltcli.results.page`), each fed by the run's ``stored`` events and written once more when
+the run ends, for one run or for every point of a sweep (`ltcli.train.sweep_runner`).
 
 With the Ray executor, or a sweep, the driver takes no receivers: the outputs are written
 when the command ends.
@@ -18,10 +19,38 @@ from ltcli.core import hosts
 from ltcli.experiment import sweep
 from ltcli.experiment.plan import Fanout, Progress
 from ltcli.experiment.spec import Spec
-from ltcli.results import page, tensorboard
+from ltcli.results import mlflow_log, page, tensorboard, wandb_log
 from ltcli.storage.store import Store
 from ltcli.train import launch
 from ltcli.train import sweep_runner as sweeping
+
+
+@dataclasses.dataclass(frozen=True)
+class Tracker:
+    """An experiment tracker as ``lt run`` and ``lt export`` drive it: its module's three
+    entry points.
+
+    Attributes:
+      require: raises a UsageError, for a flag, when its package is not installed.
+      logger: the progress receiver that writes a run's cells as they are stored.
+      write_run: writes a run's finished cells not written yet; says where, in words.
+    """
+
+    require: Callable[[str], Any]
+    logger: Callable[[Store, str], Progress]
+    write_run: Callable[[Store, str], str]
+
+
+TRACKERS = {
+    "tensorboard": Tracker(
+        tensorboard.require,
+        tensorboard.Logger,
+        lambda store, run_id: str(tensorboard.write_run(store, run_id).absolute()),
+    ),
+    "wandb": Tracker(wandb_log.require, wandb_log.Logger, wandb_log.write_run),
+    "mlflow": Tracker(mlflow_log.require, mlflow_log.Logger, mlflow_log.write_run),
+}
+"""Each tracker by its name in ``run.log`` (``lt run --log NAME``, ``lt export --NAME``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,28 +58,28 @@ class LiveOutputs:
     """What a run writes beside its cells.
 
     Attributes:
-      tensorboard: write TensorBoard event files (``run.log = "tensorboard"``).
+      log: the tracker that follows the run (``run.log``: a name in `TRACKERS`), or "".
       report: the HTML report's path, or None.
       note: told what was written where (a line for stderr).
     """
 
-    tensorboard: bool = False
+    log: str = ""
     report: Path | None = None
     note: Callable[[str], None] = lambda _: None
 
     def receivers(self, store: Store, run_id: str) -> list[Progress]:
         """The progress receivers that keep the outputs of `run_id` current as it trains."""
         found: list[Progress] = []
-        if self.tensorboard:
-            found.append(tensorboard.Logger(store, run_id))
+        if self.log:
+            found.append(TRACKERS[self.log].logger(store, run_id))
         if self.report is not None:
             found.append(page.Rewrite(store, [run_id], self.report, note=self.note))
         return found
 
     def finish(self, store: Store, run_ids: list[str]) -> None:
         """Writes the outputs of `run_ids` once more, now that they ended."""
-        for run_id in run_ids if self.tensorboard else ():
-            self.note(f"tensorboard: {tensorboard.write_run(store, run_id).absolute()}")
+        for run_id in run_ids if self.log else ():
+            self.note(f"{self.log}: {TRACKERS[self.log].write_run(store, run_id)}")
         if self.report is not None:
             page.write(store, run_ids, self.report)
             self.note(f"report: {self.report}")
@@ -70,14 +99,14 @@ def run(
     In a multi-host job (``distributed``) the processes other than the store's writer
     write no outputs (`ltcli.core.hosts`); every refusal that needs no other process comes
     before the job meets (`ltcli.train.launch.join`)."""
-    if outputs.tensorboard:
-        tensorboard.require("--log tensorboard")
+    if outputs.log:
+        TRACKERS[outputs.log].require(f"--log {outputs.log}")
     prepared = None
     if options.get("distributed"):
         prepared = launch.join(spec, data_dir, options.get("grouping", "auto"), executor)
         if not hosts.writer():
             outputs = LiveOutputs()
-    if executor == "local" and (outputs.tensorboard or outputs.report is not None):
+    if executor == "local" and (outputs.log or outputs.report is not None):
         prepared = prepared or launch.prepare(spec, data_dir)
         receivers = outputs.receivers(store, prepared[0].run_id)
         progress = Fanout(progress, *receivers)
@@ -103,8 +132,8 @@ def run_sweep(
 ) -> sweeping.SweepRun:
     """Runs every point of a sweep (`ltcli.train.sweep_runner.run_sweep`), then writes the outputs
     of its runs (the report draws them together)."""
-    if outputs.tensorboard:
-        tensorboard.require("--log tensorboard")
+    if outputs.log:
+        TRACKERS[outputs.log].require(f"--log {outputs.log}")
     done = sweeping.run_sweep(spec, axes, store, **options)
     outputs.finish(store, done.run_ids)
     return done

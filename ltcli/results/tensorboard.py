@@ -8,13 +8,10 @@ lies under the run's ``tensorboard/`` folder (`run_name`)::
     <store>/<run id>/tensorboard/r<R>/level_<LL>/<member>/events.out.tfevents.<ns>.lt
 
 (``r0/level_03/ticket``, ``r1/level_03/reinit-0``; levels have two digits so they sort).
-It holds, at each evaluation, with the iteration on the run's 0..T axis as the global step:
-`SCALARS` (validation and test loss and accuracy, the values of the cell's metrics.json
-curve) and ``learning_rate`` (the run's schedule at the optimizer's step there: the
-iteration, or T and beyond for a fine-tuned cell, whose schedule starts at T). Then the
-cell's hyperparameters for the HParams dashboard (`hparams`: the run's descriptor flattened
-to dotted fields, and the cell's replicate, level, member and % of weights remaining) as a
-session whose metrics are the `SUMMARY` scalars at the cell's last iteration.
+It holds what every tracker shows of a cell (`ltcli.results.cell_scalars`): at each
+evaluation, with the iteration as the global step, `SCALARS` and ``learning_rate``; then the
+cell's parameters for the HParams dashboard as a session whose metrics are the ``summary/``
+scalars at the cell's last iteration.
 
 Writing a cell is idempotent. A cell's folder keeps a fingerprint of what its event file was
 written from (`MARKER`); a cell whose fingerprint matches is skipped, so a rerun rewrites
@@ -27,23 +24,20 @@ again, so no point is shown twice.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import orjson
 
 from ltcli.core import atomic
 from ltcli.core.errors import UsageError
 from ltcli.experiment.plan import Progress
+from ltcli.results import cell_scalars
+from ltcli.results.cell_scalars import LEARNING_RATE as LEARNING_RATE
+from ltcli.results.cell_scalars import SCALARS as SCALARS
+from ltcli.results.cell_scalars import run_name
 from ltcli.storage.store import CellKey, Store
 
 FOLDER = "tensorboard"
@@ -52,23 +46,6 @@ FORMAT = 1
 """What an event file holds; a change rewrites every cell's file at its next write."""
 MARKER = ".lt-source.json"
 """In each cell's folder: the fingerprint of what its event file was written from."""
-SCALARS = {
-    "loss/val": "val_loss",
-    "loss/test": "test_loss",
-    "accuracy/val": "val_acc",
-    "accuracy/test": "test_acc",
-}
-"""Tag of each scalar written at every evaluation: the curve field it comes from."""
-LEARNING_RATE = "learning_rate"
-SUMMARY = (
-    "final_test_acc",
-    "final_test_loss",
-    "early_stop_test_acc",
-    "early_stop_test_loss",
-    "early_stop_iter",
-    "min_val_loss",
-)
-"""The cell's metrics that are its HParams session's metrics, as ``summary/<name>``."""
 
 
 def require(flag: str) -> Any:
@@ -92,113 +69,37 @@ def folder(store: Store, run_id: str) -> Path:
     return store.run_dir(run_id) / FOLDER
 
 
-def run_name(cell: CellKey) -> str:
-    """The cell's TensorBoard run, relative to `folder`: ``r0/level_03/ticket``."""
-    return f"r{cell.replicate}/level_{cell.level:02d}/{cell.member}"
-
-
 def cell_folder(store: Store, run_id: str, cell: CellKey) -> Path:
     return folder(store, run_id) / run_name(cell)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _hparam(value: Any) -> bool | int | float | str:
-    """A value the HParams plugin takes: numbers, strings and booleans as they are, None as
-    ``"none"``, lists and empty tables as JSON."""
-    if value is None:
-        return "none"
-    if isinstance(value, bool | int | float | str):
-        return value
-    return orjson.dumps(value).decode()
-
-
-def hparams(
-    record: dict[str, Any], meta: dict[str, Any], cell: CellKey, metrics: dict[str, Any]
-) -> dict:
-    """The cell's hyperparameters: ``run`` (the id's first 12 digits), ``experiment``, the
-    run descriptor's fields (``train.lr``, ``prune.rates.fc``, ``data.content``, ...), and
-    the cell's ``replicate``, ``level``, ``member``, ``member_kind``, ``percent_remaining``
-    and ``start_iteration``."""
-    values: dict[str, Any] = {
-        "run": record["run_id"][:12],
-        "experiment": meta.get("experiment", ""),
-        **_flatten(record["full"]),
-        "replicate": cell.replicate,
-        "level": cell.level,
-        "member": str(cell.member),
-        "member_kind": cell.member.kind,
-        "percent_remaining": metrics.get("percent_remaining"),
-        "start_iteration": metrics.get("start_iteration", 0),
-    }
-    return {key: _hparam(value) for key, value in values.items()}
-
-
-def _fingerprint(hyper: dict[str, Any], metrics: dict[str, Any]) -> str:
-    content = orjson.dumps(
-        {"format": FORMAT, "hparams": hyper, "metrics": metrics}, option=orjson.OPT_SORT_KEYS
-    )
-    return hashlib.sha256(content).hexdigest()
-
-
-def learning_rates(
-    schedule: Callable[[Any], Any], metrics: dict[str, Any], iterations: list[int]
-) -> np.ndarray:
-    """The learning rate at each of `iterations` of a cell: the schedule at the optimizer's
-    step there, which counts from the cell's ``schedule_step`` at its ``start_iteration``."""
-    import jax
-
-    if not len(iterations):
-        return np.zeros(0, np.float32)
-    start = metrics.get("start_iteration", 0)
-    steps = np.asarray(iterations, np.int32) - start + metrics.get("schedule_step", start)
-    return np.asarray(jax.vmap(schedule)(steps), np.float32)
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _events(hyper: dict[str, Any], metrics: dict[str, Any], rates: np.ndarray) -> bytes:
+def _events(params: dict[str, Any], scalars: cell_scalars.Scalars) -> bytes:
     """The cell's event file, written by tensorboardX in a temporary folder: one event per
-    evaluation holding its `SCALARS` and the learning rate, the HParams session's start and
-    end, and the `SUMMARY` scalars at the cell's last iteration. A diverged cell's NaN (null
-    in metrics.json) stays NaN. (tensorboardX's `EventsWriter`, which writes as it is
-    called: its `SummaryWriter` sends each scalar through a queue to a thread, several times
-    slower for a cell of 500 evaluations.)"""
+    evaluation holding its scalars, the HParams session's start and end, and the summary
+    scalars at the cell's last iteration. (tensorboardX's `EventsWriter`, which writes as
+    it is called: its `SummaryWriter` sends each scalar through a queue to a thread,
+    several times slower for a cell of 500 evaluations.)"""
     from tensorboardX.event_file_writer import EventsWriter
     from tensorboardX.proto.event_pb2 import Event
     from tensorboardX.proto.summary_pb2 import Summary
     from tensorboardX.summary import hparams as hparams_summaries
 
-    def values(pairs: Iterable[tuple[str, Any]]) -> Summary:
-        return Summary(value=[Summary.Value(tag=t, simple_value=_number(v)) for t, v in pairs])
+    def values(pairs: Iterable[tuple[str, float]]) -> Summary:
+        return Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in pairs])
 
-    curve = metrics["curve"]
-    summary = {f"summary/{name}": _number(metrics[name]) for name in SUMMARY if name in metrics}
-    last = int(metrics.get("iterations") or max(curve["iteration"], default=0))
     now = time.time()
     with tempfile.TemporaryDirectory(prefix="lt-tensorboard-") as tmp:
         writer = EventsWriter(os.path.join(tmp, "events"))
         try:
-            for i, step in enumerate(curve["iteration"]):
-                scalars = [(tag, curve[field][i]) for tag, field in SCALARS.items()]
-                scalars.append((LEARNING_RATE, rates[i]))
-                writer.write_event(Event(wall_time=now, step=int(step), summary=values(scalars)))
+            for step, point in scalars.points:
+                writer.write_event(Event(wall_time=now, step=step, summary=values(point.items())))
             # The session's start and end; no experiment summary: TensorBoard then builds
             # the experiment from every session under --logdir (several runs' cells too).
-            _, begin, end = hparams_summaries(hyper, summary)
+            _, begin, end = hparams_summaries(params, scalars.summary)
             for event in (begin, end):
-                writer.write_event(Event(wall_time=now, step=last, summary=event))
-            writer.write_event(Event(wall_time=now, step=last, summary=values(summary.items())))
+                writer.write_event(Event(wall_time=now, step=scalars.last, summary=event))
+            summary = values(scalars.summary.items())
+            writer.write_event(Event(wall_time=now, step=scalars.last, summary=summary))
         finally:
             writer.close()
         (written,) = Path(tmp).glob("*tfevents*")
@@ -236,18 +137,6 @@ def _is_current(target: Path, fingerprint: str) -> bool:
     return isinstance(marker, dict) and marker.get("fingerprint") == fingerprint and has_events
 
 
-@contextlib.contextmanager
-def _lock(root: Path) -> Iterator[None]:
-    """Holds the run's event files for this process (a live run and an export may meet)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def write_cells(store: Store, run_id: str, cells: Iterable[CellKey]) -> list[Path]:
     """Writes the event file of each of `cells` (finished cells of run `run_id`) whose file
     is missing or was written from anything else; returns the folders written.
@@ -257,23 +146,16 @@ def write_cells(store: Store, run_id: str, cells: Iterable[CellKey]) -> list[Pat
       LtError: a cell's metrics do not match its manifest.
     """
     require("TensorBoard event files")
-    record, meta = store.descriptor(run_id), store.meta(run_id)
-    schedule = None
+    run = cell_scalars.RunCells(store, run_id)
     written = []
-    with _lock(folder(store, run_id)):
-        for cell in cells:
-            metrics = store.read_metrics(run_id, cell)
-            hyper = hparams(record, meta, cell, metrics)
-            fingerprint = _fingerprint(hyper, metrics)
-            target = cell_folder(store, run_id, cell)
+    with cell_scalars.locked(folder(store, run_id) / ".lock"):
+        for key in cells:
+            cell = run.read(key)
+            fingerprint = cell.fingerprint(FORMAT)
+            target = cell_folder(store, run_id, key)
             if _is_current(target, fingerprint):
                 continue
-            if schedule is None:
-                from ltcli.train import recipes  # JAX: only when something is written
-
-                schedule = recipes.learning_rate(recipes.TrainConfig.of(record["full"]["train"]))
-            rates = learning_rates(schedule, metrics, metrics["curve"]["iteration"])
-            _place(target, _events(hyper, metrics, rates), fingerprint)
+            _place(target, _events(cell.params, run.scalars(cell)), fingerprint)
             written.append(target)
     return written
 

@@ -296,11 +296,8 @@ class Store:
 
     def finished_cells(self, run_id: str) -> Iterator[CellKey]:
         """Every finished cell of a run, in (replicate, level, member) order."""
-        found = []
-        for manifest in self.run_dir(run_id).glob(f"replicate_*/level_*/*/{MANIFEST}"):
-            member, level, replicate = manifest.parent.parts[-1:-4:-1]
-            found.append(CellKey(int(replicate.split("_")[1]), int(level.split("_")[1]), member))
-        yield from sorted(found)
+        found = self.run_dir(run_id).glob(f"replicate_*/level_*/*/{MANIFEST}")
+        yield from sorted(CellKey.from_relpath(manifest.parent) for manifest in found)
 
     @contextlib.contextmanager
     def lock(self, run_id: str) -> Iterator[None]:

@@ -5,7 +5,10 @@ File locks are per host and unreliable on network filesystems, so a claim is a f
 by hard-linking a fully written temporary file to the claim's name: ``link`` either creates
 the name or fails if it exists, atomically, on local disks and on NFS alike. A claim names its
 owner and an expiry; the owner renews it while it trains, and a claim past its expiry (its
-driver was killed) may be taken over. A cell is finished only by its manifest, never by a
+driver was killed) may be taken over. A claim handed to a Slurm job (`Claims.assign`) holds
+instead while Slurm still queues or runs that job (`ltcli.train.slurm_queue`), whatever its
+expiry: the job may wait in the queue for days with no driver to renew it, be requeued, and
+once cancelled its cells are free at once. A cell is finished only by its manifest, never by a
 claim: claims only decide who trains.
 """
 
@@ -24,6 +27,7 @@ import orjson
 
 from ltcli.core import atomic
 from ltcli.storage.store import CellKey, Store
+from ltcli.train import slurm_queue
 
 LEASE_SECONDS = 300.0
 """How long a claim holds without renewal; the driver renews every third of it."""
@@ -38,9 +42,10 @@ class Claims:
         run_id: str,
         lease: float = LEASE_SECONDS,
         clock: Callable[[], float] = time.time,
+        owner: str | None = None,
     ):
         self.store, self.run_id, self.lease, self.clock = store, run_id, lease, clock
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.folder = store.run_dir(run_id) / "claims"
 
     def path(self, cell: CellKey) -> Path:
@@ -50,12 +55,24 @@ class Claims:
         return orjson.dumps({"owner": self.owner, "expires": self.clock() + self.lease})
 
     def holder(self, cell: CellKey) -> dict[str, Any] | None:
-        """The live claim on `cell` (owner and expiry), or None if there is none or it
-        expired."""
+        """The live claim on `cell` (owner and expiry, and the Slurm job holding it), or None
+        if there is none, it expired, or its Slurm job left the queue."""
         record = _read(self.path(cell))
-        if record is None or record["expires"] < self.clock():
-            return None
-        return record
+        return record if record is not None and self._live(record) else None
+
+    def holders(self) -> dict[CellKey, dict[str, Any]]:
+        """Every live claim on a cell of the run, ours included."""
+        found = {}
+        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else ():
+            record = _read(path)
+            if record is not None and self._live(record):
+                found[CellKey.from_relpath(Path(*path.stem.split(".", 2)))] = record
+        return found
+
+    def _live(self, record: dict[str, Any]) -> bool:
+        if "job" in record:
+            return slurm_queue.state(record["job"]) is not None
+        return record["expires"] >= self.clock()
 
     def claim(self, cell: CellKey) -> bool:
         """Claims `cell` for this driver: True if it is now ours (also if it already was),
@@ -71,7 +88,7 @@ class Claims:
             if current["owner"] == self.owner:
                 self.renew([cell])
                 return True
-            if current["expires"] >= self.clock():
+            if self._live(current):
                 return False
             if not _take_over(path, current, self.owner):
                 return False
@@ -81,6 +98,13 @@ class Claims:
         """Pushes the expiry of our claims on `cells` a lease ahead."""
         for cell in cells:
             atomic.write_bytes(self.path(cell), self._record())
+
+    def assign(self, cells: Iterable[CellKey], job: str) -> None:
+        """Hands our claims on `cells` to the Slurm job `job`: they now hold while Slurm
+        queues or runs it, and no longer count as ours."""
+        for cell in cells:
+            record = {"owner": f"slurm:{job}", "job": job, "expires": self.clock() + self.lease}
+            atomic.write_bytes(self.path(cell), orjson.dumps(record))
 
     def release(self, cells: Iterable[CellKey]) -> None:
         """Drops our claims on `cells` (a finished cell needs none)."""

@@ -16,7 +16,6 @@ it, ``--executor ray`` says how to install it.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import uuid
@@ -27,11 +26,11 @@ from ltcli.core.errors import LtError, UsageError
 from ltcli.core.meter import Meter
 from ltcli.experiment.plan import Plan, plan_of, prepare
 from ltcli.experiment.spec import Spec
-from ltcli.science.methods import SPARSE_TRAINING
 from ltcli.storage.store import CellKey, Store
 from ltcli.train.claims import Claims
-from ltcli.train.runner import Runner
-from ltcli.train.starts import DivergedError, diverged
+from ltcli.train.cluster_schedule import Schedule
+from ltcli.train.cluster_task import measure_barriers, train_group
+from ltcli.train.divergence import DivergedError
 
 MAX_RETRIES = 3
 """Times Ray retries a group whose worker or node died."""
@@ -52,60 +51,6 @@ def _ray() -> Any:
             "(from a clone: pip install -e '.[ray]')"
         ) from err
     return ray
-
-
-# -- the worker side ------------------------------------------------------------------------
-
-_RUNNERS: dict[tuple[str, str], Runner] = {}
-"""A worker process's runners, by store and run: data and compiled programs stay loaded
-between the groups Ray sends it."""
-
-
-def train_group(
-    spec: Spec, store_root: str, data_dir: str | None, spawn: tuple[int, ...], cells: list[str]
-) -> list[str]:
-    """Trains and stores the cells `cells` (relative paths) of one level; returns those it
-    trained (a retried group skips what an earlier attempt stored)."""
-    store = Store(Path(store_root))
-    keys = [_cell(path) for path in cells]
-    runner = _runner(spec, store, data_dir)
-    runner.spawn = spawn
-    runner.trainer.barriers = spec["run.barriers"]
-    todo = [c for c in keys if not store.is_finished(runner.run_id, c)]
-    if todo:
-        runner.train_level(todo[0].level, todo)
-        runner.view.flush()
-    return [str(c.relpath) for c in todo]
-
-
-def measure_barriers(spec: Spec, store_root: str, data_dir: str | None, cells: list[str]) -> None:
-    """Measures the level barriers of the stored tickets `cells` (relative paths) from the
-    store and adds them to their metrics (`Runner.measure_stored_barriers`)."""
-    runner = _runner(spec, Store(Path(store_root)), data_dir)
-    runner.measure_stored_barriers([_cell(path) for path in cells])
-
-
-def _runner(spec: Spec, store: Store, data_dir: str | None) -> Runner:
-    """This worker's runner of `spec`'s run in `store`, made on first use."""
-    key = (str(store.root), spec.experiment + repr(sorted(spec.values.items())))
-    if key not in _RUNNERS:
-        desc, source = prepare(spec, Path(data_dir) if data_dir else None)
-        _RUNNERS[key] = Runner(
-            store,
-            desc,
-            source,
-            deterministic=spec["run.deterministic"],
-            devices=spec["run.devices"],
-            parallel=spec["run.parallel"],
-            placement=spec["data.placement"],
-            workers=spec["data.workers"],
-        )
-    return _RUNNERS[key]
-
-
-def _cell(relpath: str) -> CellKey:
-    replicate, level, member = Path(relpath).parts
-    return CellKey(int(replicate.split("_")[1]), int(level.split("_")[1]), member)
 
 
 def _read_probe(path: str, token: str) -> bool:
@@ -199,11 +144,10 @@ class _Driver:
         self.ray, self.spec, self.store, self.run_id, self.plan = ray, spec, store, run_id, plan
         self.data_dir = str(data_dir.resolve()) if data_dir else None
         self.claims = Claims(store, run_id)
-        self.cells = [c for level in range(plan.rounds + 1) for c in plan.cells(level)]
+        self.schedule = Schedule(spec, store, run_id, plan, self.claims)
+        self.cells = self.schedule.cells
         self.running: dict[Any, list[CellKey]] = {}
         self.trained: list[CellKey] = []
-        self.stopped: dict[int, str] = {}
-        self.tickets_diverged: dict[CellKey, bool] = {}
         resources = ray.cluster_resources()
         self.gpus = int(resources.get("GPU", 0))
         self.slots = max(1, self.gpus or int(resources.get("CPU", 1)))
@@ -212,17 +156,14 @@ class _Driver:
         self.barrier_task = ray.remote(max_retries=MAX_RETRIES, **options)(measure_barriers)
         self.meter = Meter("cells", len(self.cells), unit="cells", every=progress_every)
 
-    def finished(self, cell: CellKey) -> bool:
-        return self.store.is_finished(self.run_id, cell)
-
     def run(self) -> None:
         self._measure_stored_barriers()
-        done = {c for c in self.cells if self.finished(c)}
+        done = {c for c in self.cells if self.schedule.finished(c)}
         self.meter.add(len(done))
         last_renewal = time.monotonic()
         while True:
-            self._submit(self._ready(done))
-            if not self.running and all(c in done or self._blocked(c) for c in self.cells):
+            self._submit(done)
+            if not self.running and self.schedule.settled(done):
                 break
             if self.running:
                 finished, _ = self.ray.wait(list(self.running), num_returns=1, timeout=POLL_SECONDS)
@@ -233,7 +174,7 @@ class _Driver:
             if time.monotonic() - last_renewal >= LEASE_RENEWAL:
                 self.claims.renew(c for cells in self.running.values() for c in cells)
                 last_renewal = time.monotonic()
-            new = {c for c in self.cells if c not in done and self.finished(c)}
+            new = {c for c in self.cells if c not in done and self.schedule.finished(c)}
             self.meter.add(len(new))
             done |= new
             self._label(done)
@@ -243,8 +184,8 @@ class _Driver:
             f"this driver trained {mine} of {len(self.cells)} cells"
             + (f"; {len(self.cells) - mine} were stored already or by another driver")
         )
-        if self.stopped:
-            raise DivergedError("; ".join(self.stopped.values()))
+        if self.schedule.stopped:
+            raise DivergedError("; ".join(self.schedule.stopped.values()))
 
     def _measure_stored_barriers(self) -> None:
         """Measures, in one task, the level barriers of the stored tickets that lack one
@@ -261,62 +202,22 @@ class _Driver:
         queued = len(self.cells) - len(done) - running
         self.meter.label = f"cells ({running} running, {queued} queued)"
 
-    def _blocked(self, cell: CellKey) -> bool:
-        return cell.replicate in self.stopped
-
-    def _diverged(self, ticket: CellKey) -> bool:
-        """Whether a stored ticket diverged, read once (the driver polls every cell)."""
-        if ticket not in self.tickets_diverged:
-            metrics = self.store.read_metrics(self.run_id, ticket)
-            self.tickets_diverged[ticket] = bool(metrics["diverged"])
-        return self.tickets_diverged[ticket]
-
-    def _ready(self, done: set[CellKey]) -> list[CellKey]:
-        """Unfinished cells whose level can start (the replicate's ticket of the level
-        before is stored and did not diverge), not in flight here, not claimed elsewhere."""
-        in_flight = {c for cells in self.running.values() for c in cells}
-        ready = []
-        for cell in self.cells:
-            if cell in done or cell in in_flight or self._blocked(cell):
-                continue
-            if cell.level > 0:
-                ticket = CellKey(cell.replicate, cell.level - 1)
-                if ticket not in done:
-                    continue
-                own = CellKey(cell.replicate, cell.level)  # sparse training's final mask
-                sparse = self.spec["prune.method"] in SPARSE_TRAINING and cell != own
-                if sparse and (own not in done or self._diverged(own)):
-                    continue
-                if self._diverged(ticket):
-                    self.stopped[cell.replicate] = str(
-                        diverged(self.run_id, ticket.replicate, ticket.level)
-                    )
-                    continue
-            holder = self.claims.holder(cell)
-            if holder is None or holder["owner"] == self.claims.owner:
-                ready.append(cell)
-        return ready
-
-    def _submit(self, ready: list[CellKey]) -> None:
-        """Packs each level's ready cells into at most one group per free slot and submits
-        the groups whose cells this driver could claim."""
-        by_level: dict[int, list[CellKey]] = {}
-        for cell in ready:
-            by_level.setdefault(cell.level, []).append(cell)
-        for level_cells in by_level.values():
-            free = max(1, self.slots - len(self.running))
-            size = math.ceil(len(level_cells) / free)
-            for start in range(0, len(level_cells), size):
-                group = [c for c in level_cells[start : start + size] if self.claims.claim(c)]
-                if group:
-                    ref = self.task.remote(
-                        self.spec,
-                        str(self.store.root),
-                        self.data_dir,
-                        self.plan.spawn,
-                        [str(c.relpath) for c in group],
-                    )
-                    self.running[ref] = group
+    def _submit(self, done: set[CellKey]) -> None:
+        """Submits each level's ready cells as at most one group per free slot, those this
+        driver could claim."""
+        in_flight = [c for cells in self.running.values() for c in cells]
+        ready = self.schedule.ready(done, in_flight)
+        free = max(1, self.slots - len(self.running))
+        for groups in self.schedule.claim_groups(ready, free).values():
+            for group in groups:
+                ref = self.task.remote(
+                    self.spec,
+                    str(self.store.root),
+                    self.data_dir,
+                    self.plan.spawn,
+                    [str(c.relpath) for c in group],
+                )
+                self.running[ref] = group
 
     def _collect(self, ref: Any) -> None:
         group = self.running.pop(ref)
@@ -331,5 +232,5 @@ class _Driver:
                 f"a group of {len(group)} cells failed {MAX_RETRIES + 1} times on the cluster: "
                 f"{str(err).splitlines()[0]}"
             ) from err
-        self.trained += [_cell(path) for path in trained]
+        self.trained += [CellKey.from_relpath(path) for path in trained]
         self.claims.release(group)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltcli.core import hosts, paths
-from ltcli.core.errors import UsageError
+from ltcli.core.errors import LtError, UsageError
 from ltcli.data import DataSource
 from ltcli.experiment.descriptor import Descriptor
 from ltcli.experiment.plan import Progress, plan_of, prepare
 from ltcli.experiment.spec import Spec
 from ltcli.storage.store import Store
+from ltcli.train.claims import Claims
 
 __all__ = ["join", "plan_of", "prepare", "run"]
 
@@ -23,10 +24,10 @@ __all__ = ["join", "plan_of", "prepare", "run"]
 def job_refusal(spec: Spec, grouping: str, executor: str) -> str | None:
     """Why a multi-host job (``--distributed``, `ltcli.core.hosts`) cannot run `spec` this
     way, whatever its size, or None: what the spec and the flags alone decide."""
-    if executor == "ray":
+    if executor != "local":
         return (
-            "--distributed trains one cell over many hosts; --executor ray spreads many "
-            "cells over a cluster: use one of them"
+            f"--distributed trains one cell over many hosts; --executor {executor} spreads "
+            "many cells over a cluster: use one of them"
         )
     if spec["run.deterministic"]:
         return (
@@ -97,6 +98,7 @@ def run(
     progress_every: float = 60.0,
     prepared: tuple[Descriptor, DataSource] | None = None,
     distributed: bool = False,
+    detach: bool = False,
 ) -> str:
     """Runs (or resumes, or extends) the experiment `spec` in `store`; returns the run id.
 
@@ -105,7 +107,9 @@ def run(
     ``run.deterministic``, every cell trains as the same one-cell program whatever its group
     (`ltcli.train.engine.Engine`), and XLA's GPU kernels are asked to be deterministic. With
     ``executor="ray"`` the cells train as tasks on the Ray cluster at `address`
-    (`ltcli.train.executor_ray`). `prepared` is what `prepare` gave for `spec`, for a caller
+    (`ltcli.train.executor_ray`); with ``executor="slurm"`` as Slurm jobs
+    (`ltcli.train.executor_slurm`), the driver returning once they are submitted with
+    `detach`. `prepared` is what `prepare` gave for `spec`, for a caller
     that needed the run id first (the local executor then does not locate the data again).
     On a CPU, XLA is asked for its faster convolutions
     (`paths.request_fast_cpu_convolutions`; Ray's workers inherit the flag). With
@@ -119,6 +123,20 @@ def run(
             prepared = join(spec, data_dir, grouping, executor, prepared)
         if not hosts.writer():
             store, progress = store.follower(), None
+    if detach and executor != "slurm":
+        raise UsageError("--detach: only --executor slurm runs with no driver; drop --detach")
+    if executor == "slurm":
+        from ltcli.train import executor_slurm
+
+        return executor_slurm.run(
+            spec,
+            store,
+            data_dir=data_dir,
+            name=name,
+            progress_every=progress_every,
+            checkpoint_seconds=checkpoint_seconds,
+            detach=detach,
+        )
     if executor == "ray":
         from ltcli.train import executor_ray
 
@@ -155,6 +173,7 @@ def run(
     store.save_run(desc, spec.experiment, name)
     with store.lock(desc.run_id):
         if plan.anything_left(store, desc.run_id):
+            _refuse_claimed(store, desc.run_id)
             if deterministic:
                 paths.request_deterministic_gpu_ops()
             paths.enable_compile_cache()
@@ -177,3 +196,22 @@ def run(
             with hosts.failing_together():
                 runner.run(plan)
     return desc.run_id
+
+
+def _refuse_claimed(store: Store, run_id: str) -> None:
+    """A local driver trains every cell it finds, so it refuses a run whose cells a cluster
+    driver or a Slurm job holds (`ltcli.train.claims`); cluster drivers claim nothing while it
+    holds the run.
+
+    Raises:
+      LtError: live claims exist.
+    """
+    held = Claims(store, run_id).holders()
+    if held:
+        jobs = sorted({record["job"] for record in held.values() if "job" in record})
+        by = f"Slurm job(s) {', '.join(jobs[:5])}" if jobs else "a Ray or Slurm driver"
+        raise LtError(
+            f"run {run_id[:12]}: {len(held)} of its cells are being trained by {by}; "
+            "wait for them (lt status RUN), or follow them with the same lt run and its "
+            "--executor"
+        )

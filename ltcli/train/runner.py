@@ -20,9 +20,10 @@ from ltcli.science.methods import SPARSE_TRAINING
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import instability
 from ltcli.train.context import RunContext, local_devices, strategy
+from ltcli.train.divergence import DivergedError, diverged
 from ltcli.train.keys import Keys
 from ltcli.train.level import LevelTrainer
-from ltcli.train.starts import DivergedError, Starts, diverged, masked
+from ltcli.train.starts import Starts, masked
 
 __all__ = ["DivergedError", "Runner", "diverged", "local_devices", "masked", "strategy"]
 

@@ -5,7 +5,7 @@ Level 0 starts from θ0 with a dense mask. A pruned level's ticket mask comes fr
 L-1's trained ticket (IMP), from level 0's (one-shot targets) or from a method's scores of
 the network the level trains from (pruning at initialization, `ltcli.science.scoring`); its
 weights from θ0, θk, or a trained ticket (``lr-rewind`` and ``finetune``). A replicate whose
-ticket diverged cannot be pruned from (`DivergedError`).
+ticket diverged cannot be pruned from (`ltcli.train.divergence`).
 """
 
 from __future__ import annotations
@@ -24,21 +24,8 @@ from ltcli.science.pruning import layer_kind
 from ltcli.storage.store import CellKey
 from ltcli.train.context import RunContext
 from ltcli.train.device_data import standardized
+from ltcli.train.divergence import diverged
 from ltcli.train.keys import Keys
-
-
-class DivergedError(LtError):
-    """A ticket diverged, so its replicate cannot be pruned further (exit 1)."""
-
-
-def diverged(run_id: str, replicate: int, level: int) -> DivergedError:
-    """The error for a replicate whose ticket at `level` diverged: nothing starts from it (it
-    is not pruned from, and its final mask seeds no control)."""
-    return DivergedError(
-        f"run {run_id[:12]} replicate {replicate} level {level} ticket diverged (its loss "
-        "went NaN or infinite), so no later level or control can start from its weights or "
-        "mask; try a lower learning rate (--lr) or a warmup (--set train.warmup=...)"
-    )
 
 
 def masked(params: Any, mask: Any) -> Any:

@@ -23,6 +23,7 @@ from ltcli.experiment.plan import Progress, plan_of, prepare
 from ltcli.experiment.spec import Spec
 from ltcli.storage.store import Store
 from ltcli.train import launch
+from ltcli.train.divergence import DivergedError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,15 +111,11 @@ def run_sweep(
                 **options,
             )
         except LtError as err:
-            from ltcli.train.starts import DivergedError  # loaded by now if it diverged
-
             if not isinstance(err, DivergedError):
                 raise
             diverged.append(f"{point.label}: {err}")
         store.add_sweep(run_id, sweep.entry(identity, name, point, len(resolved)))
         points.append((point, run_id))
     if diverged:
-        from ltcli.train.starts import DivergedError
-
         raise DivergedError("; ".join(diverged))
     return SweepRun(identity, name, points)
