@@ -19,7 +19,7 @@ from ltcli.core.errors import UsageError
 from ltcli.experiment import spec
 from ltcli.experiment.member import Member
 from ltcli.experiment.plan import Fanout, Progress
-from ltcli.results import tensorboard
+from ltcli.results import session, tensorboard
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch, recipes
 
@@ -88,7 +88,7 @@ def logged(class_folder, tmp_path_factory):
     prepared = launch.prepare(loaded)
     run_id = prepared[0].run_id
     spy = LevelSpy(store, run_id)
-    progress = Fanout(tensorboard.Logger(store, run_id), spy)
+    progress = Fanout(session.TRACKERS["tensorboard"].logger(store, run_id), spy)
     assert launch.run(loaded, store, progress=progress, prepared=prepared) == run_id
     return store, run_id, spy.seen
 
@@ -237,7 +237,7 @@ def test_without_tensorboardx_log_exits_2_saying_how_to_install(
     exported = CliRunner().invoke(cli, ["export", "--tensorboard", "--store", str(store)])
     assert exported.exit_code == 2 and "--tensorboard: tensorboardX" in exported.stderr
     with pytest.raises(UsageError, match="pip install tensorboardX"):
-        tensorboard.Logger(Store(store), "0" * 64)
+        session.TRACKERS["tensorboard"].logger(Store(store), "0" * 64)
 
 
 @pytest.mark.unit

@@ -17,9 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from mlflow.tracking import MlflowClient
 from tbparse import SummaryReader
-from wandb.proto import wandb_internal_pb2
 
 from ltcli.cli.main import cli
 from ltcli.core.errors import UsageError
@@ -92,6 +90,8 @@ def _records(path: Path) -> list:
     """The W&B records of a ``.wandb`` file: a LevelDB log (a 7-byte header, then 32 KiB
     blocks of chunks, each with its CRC-32, length and type: whole, first, middle or last)
     of `wandb_internal_pb2.Record` messages."""
+    from wandb.proto import wandb_internal_pb2
+
     data = path.read_bytes()
     assert data[:7] == struct.pack("<4sHB", b":W&B", 0xBEE1, 0)
     records, parts, at = [], [], 7
@@ -145,6 +145,8 @@ def _wandb_runs(folder: Path) -> dict[str, dict]:
 def _mlflow_runs(uri: str, experiment: str, run_id: str) -> dict[str, dict]:
     """Each active MLflow run of lt run `run_id`, by its cell: name, status, tags, params
     and scalars ((name, step) -> value)."""
+    from mlflow.tracking import MlflowClient
+
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     runs = {}
@@ -246,7 +248,7 @@ def logged(class_folder, tmp_path_factory):
         prepared = launch.prepare(loaded)
         run_id = prepared[0].run_id
         spy = Spy(store, run_id)
-        loggers = [m.Logger(store, run_id) for m in (tensorboard, wandb_log, mlflow_log)]
+        loggers = [session.TRACKERS[name].logger(store, run_id) for name in session.TRACKERS]
         progress = Fanout(*loggers, spy)
         assert launch.run(loaded, store, progress=progress, prepared=prepared) == run_id
     return store, run_id, spy.seen
@@ -278,6 +280,8 @@ def test_each_group_is_logged_as_it_is_stored(logged):
 
 
 def test_logging_again_logs_nothing_twice(logged, class_folder, tmp_path):
+    from mlflow.tracking import MlflowClient
+
     store, run_id, _ = logged
     copy = Store(tmp_path / "store")
     shutil.copytree(store.root, copy.root)
@@ -373,7 +377,7 @@ def test_without_the_library_lt_exits_2_saying_how_to_install(
     exported = CliRunner().invoke(cli, ["export", f"--{log}", "--store", str(store)])
     assert exported.exit_code == 2 and f"--{log}: {package} is not installed" in exported.stderr
     with pytest.raises(UsageError, match=f"pip install -e '.\\[{log}\\]'"):
-        module.Logger(Store(store), "0" * 64)
+        session.TRACKERS[log].logger(Store(store), "0" * 64)
 
 
 @pytest.mark.unit
@@ -426,7 +430,7 @@ def test_run_log_takes_each_tracker_and_stays_out_of_the_run_id(class_folder):
 def test_lt_run_follows_the_run_with_the_trackers_logger(module, tmp_path):
     log = module.__name__.split(".")[-1].removesuffix("_log")
     (receiver,) = session.LiveOutputs(log=log).receivers(Store(tmp_path), "0" * 64)
-    assert isinstance(receiver, module.Logger)
+    assert receiver.tracker.write_cells is module.write_cells
 
 
 @pytest.mark.unit

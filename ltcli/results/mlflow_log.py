@@ -1,6 +1,6 @@
 """MLflow runs of a run's cells: ``lt run --log mlflow`` logs each group of cells as it is
-stored (`Logger`, a progress receiver), ``lt export --mlflow`` logs them for runs made before
-(`write_run`).
+stored (`write_cells`, through `ltcli.results.session`'s progress receiver), ``lt export
+--mlflow`` logs them for runs made before (`write_run`).
 
 The tracking server is ``MLFLOW_TRACKING_URI`` when set, else an SQLite file in the store,
 one for all its runs (`tracking_uri`)::
@@ -27,11 +27,10 @@ from __future__ import annotations
 import importlib
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from ltcli.core.errors import UsageError
-from ltcli.experiment.plan import Progress
 from ltcli.results import cell_scalars
 from ltcli.storage.store import CellKey, Store
 
@@ -145,16 +144,3 @@ def write_run(store: Store, run_id: str) -> str:
     returns where the runs went, in words."""
     write_cells(store, run_id, list(store.finished_cells(run_id)))
     return f"{tracking_uri(store)} (experiment {experiment()}, tag {TAG_RUN}={run_id})"
-
-
-class Logger(Progress):
-    """A progress receiver that logs each group of cells once they are stored, so MLflow
-    shows a run as it trains, group by group."""
-
-    def __init__(self, store: Store, run_id: str):
-        require("--log mlflow")
-        self.store, self.run_id = store, run_id
-
-    def stored(self, cells: list[CellKey], flush: Callable[[], None]) -> None:
-        flush()
-        write_cells(self.store, self.run_id, cells)

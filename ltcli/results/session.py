@@ -20,7 +20,7 @@ from ltcli.experiment import sweep
 from ltcli.experiment.plan import Fanout, Progress
 from ltcli.experiment.spec import Spec
 from ltcli.results import mlflow_log, page, tensorboard, wandb_log
-from ltcli.storage.store import Store
+from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 from ltcli.train import sweep_runner as sweeping
 
@@ -31,24 +31,46 @@ class Tracker:
     entry points.
 
     Attributes:
+      name: its name in ``run.log``.
       require: raises a UsageError, for a flag, when its package is not installed.
-      logger: the progress receiver that writes a run's cells as they are stored.
+      write_cells: writes the given stored cells of a run (those not written yet).
       write_run: writes a run's finished cells not written yet; says where, in words.
     """
 
+    name: str
     require: Callable[[str], Any]
-    logger: Callable[[Store, str], Progress]
+    write_cells: Callable[[Store, str, list[CellKey]], Any]
     write_run: Callable[[Store, str], str]
+
+    def logger(self, store: Store, run_id: str) -> Progress:
+        """The progress receiver that writes each group of `run_id`'s cells once they are
+        stored, so the tracker shows the run as it trains, group by group.
+
+        Raises:
+          UsageError: the tracker's package is not installed.
+        """
+        self.require(f"--log {self.name}")
+        return _Logger(self, store, run_id)
+
+
+class _Logger(Progress):
+    def __init__(self, tracker: Tracker, store: Store, run_id: str):
+        self.tracker, self.store, self.run_id = tracker, store, run_id
+
+    def stored(self, cells: list[CellKey], flush: Callable[[], None]) -> None:
+        flush()
+        self.tracker.write_cells(self.store, self.run_id, cells)
 
 
 TRACKERS = {
     "tensorboard": Tracker(
+        "tensorboard",
         tensorboard.require,
-        tensorboard.Logger,
+        tensorboard.write_cells,
         lambda store, run_id: str(tensorboard.write_run(store, run_id).absolute()),
     ),
-    "wandb": Tracker(wandb_log.require, wandb_log.Logger, wandb_log.write_run),
-    "mlflow": Tracker(mlflow_log.require, mlflow_log.Logger, mlflow_log.write_run),
+    "wandb": Tracker("wandb", wandb_log.require, wandb_log.write_cells, wandb_log.write_run),
+    "mlflow": Tracker("mlflow", mlflow_log.require, mlflow_log.write_cells, mlflow_log.write_run),
 }
 """Each tracker by its name in ``run.log`` (``lt run --log NAME``, ``lt export --NAME``)."""
 

@@ -1,6 +1,7 @@
 """TensorBoard event files of a run's cells, written with tensorboardX (no TensorFlow):
-``lt run --log tensorboard`` writes each group of cells as it is stored (`Logger`, a progress
-receiver), ``lt export --tensorboard`` writes them for runs made before (`write_run`).
+``lt run --log tensorboard`` writes each group of cells as it is stored (`write_cells`,
+through `ltcli.results.session`'s progress receiver), ``lt export --tensorboard`` writes them
+for runs made before (`write_run`).
 
 One event file per cell, each its own TensorBoard run, named in the run selector by where it
 lies under the run's ``tensorboard/`` folder (`run_name`)::
@@ -27,13 +28,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ltcli.core import atomic
 from ltcli.core.errors import UsageError
-from ltcli.experiment.plan import Progress
 from ltcli.results import cell_scalars
 from ltcli.results.cell_scalars import LEARNING_RATE as LEARNING_RATE
 from ltcli.results.cell_scalars import SCALARS as SCALARS
@@ -165,16 +165,3 @@ def write_run(store: Store, run_id: str) -> Path:
     one; returns the run's event-file folder (`folder`)."""
     write_cells(store, run_id, list(store.finished_cells(run_id)))
     return folder(store, run_id)
-
-
-class Logger(Progress):
-    """A progress receiver that writes the event files of each group of cells once they are
-    stored, so ``tensorboard --logdir`` shows a run as it trains, group by group."""
-
-    def __init__(self, store: Store, run_id: str):
-        require("--log tensorboard")
-        self.store, self.run_id = store, run_id
-
-    def stored(self, cells: list[CellKey], flush: Callable[[], None]) -> None:
-        flush()
-        write_cells(self.store, self.run_id, cells)

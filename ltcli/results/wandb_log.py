@@ -1,6 +1,6 @@
 """Weights & Biases runs of a run's cells: ``lt run --log wandb`` logs each group of cells as
-it is stored (`Logger`, a progress receiver), ``lt export --wandb`` logs them for runs made
-before (`write_run`).
+it is stored (`write_cells`, through `ltcli.results.session`'s progress receiver), ``lt
+export --wandb`` logs them for runs made before (`write_run`).
 
 One W&B run per cell, in the project `project` (``WANDB_PROJECT``, else ``lt``), grouped
 by the lt run id (W&B's ``group``), named by `ltcli.results.cell_scalars.run_name`
@@ -28,13 +28,12 @@ from __future__ import annotations
 import netrc
 import os
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ltcli.core import atomic
 from ltcli.core.errors import UsageError
-from ltcli.experiment.plan import Progress
 from ltcli.results import cell_scalars
 from ltcli.storage.store import CellKey, Store
 
@@ -156,16 +155,3 @@ def write_run(store: Store, run_id: str) -> str:
     if mode() == "offline":
         return f"{where} (offline; to upload: wandb sync {where}/offline-run-*)"
     return f"{where} ({mode()}, project {project()}, group {run_id})"
-
-
-class Logger(Progress):
-    """A progress receiver that logs each group of cells once they are stored, so W&B
-    shows a run as it trains, group by group."""
-
-    def __init__(self, store: Store, run_id: str):
-        require("--log wandb")
-        self.store, self.run_id = store, run_id
-
-    def stored(self, cells: list[CellKey], flush: Callable[[], None]) -> None:
-        flush()
-        write_cells(self.store, self.run_id, cells)

@@ -9,8 +9,9 @@ are free as soon as it leaves the queue unfinished.
 A task trains its group exactly as the local executor would (`ltcli.train.cluster_task`), then
 submits what its cells made ready (the replicates' next level), so a run goes on with no
 driver: ``--detach`` submits and exits. Without it the driver stays, shows the cells stored,
-running, queued and failed with an ETA, submits what no task did, and stops at the first task
-that ended with its cells unfinished, naming its job and showing its log's tail. A task
+running, queued and failed with an ETA, submits what no task did, shows each task that ended
+with its cells unfinished as soon as it sees it (its job and its log's tail), and fails once
+nothing else runs or waits in the queue. A task
 preempted or reaching its time limit is signalled ``SIGNAL_DELAY_SECONDS`` before, and
 requeued by submitit (`SlurmGroup` is checkpointable); the requeued task resumes each cell
 from its level's last checkpoint. A task cancelled, failed or killed leaves its cells
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -96,7 +98,7 @@ def parameters(spec: Spec) -> dict[str, Any]:
     for name, value in given.items():
         value = value or os.environ.get(_ENV_DEFAULTS.get(name, ""), "") or None
         if value is not None:
-            found[name] = int(value) if name == "gpus_per_task" else value
+            found[name] = value
     limit = found.get("time", DEFAULT_MINUTES)
     try:
         found["time"] = math.ceil(slurm_minutes(str(limit)))  # submitit counts in minutes
@@ -141,7 +143,14 @@ class SlurmGroup:
         Claims(store, desc.run_id, owner=f"slurm:{job}").release(
             CellKey.from_relpath(path) for path in cells
         )
-        submit_ready(spec, store, desc.run_id, plan, data_dir, token, checkpoint_seconds)
+        try:
+            submit_ready(spec, store, desc.run_id, plan, data_dir, token, checkpoint_seconds)
+        except Exception as err:  # its cells are stored: a driver submits what follows
+            print(
+                f"lt: could not submit the next cells from this node ({err}); the next lt run "
+                "submits them",
+                file=sys.stderr,
+            )
         return trained
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -329,7 +338,8 @@ def run(
     Raises:
       UsageError: submitit is missing.
       DivergedError: as the local executor.
-      LtError: a task ended with its cells unfinished (failed, cancelled or killed).
+      LtError: tasks ended with their cells unfinished (failed, cancelled or killed), and
+        nothing else runs or is queued.
     """
     _submitit()
     desc, source = prepare(spec, data_dir)
@@ -359,18 +369,28 @@ def run(
         return run_id
     done = set(store.finished_cells(run_id)) & set(schedule.cells)
     meter.add(len(done))
+    told: set[str] = set()
     while True:
         schedule.ready(done)  # notes the replicates stopped by a diverged ticket
         if schedule.settled(done):
             break
         ended = ended_unfinished(store, run_id)
-        if ended:
+        for task, why in ended:
+            if task["job"] not in told:  # each failure shown once, as soon as it is seen
+                meter.note(why)
+                told.add(task["job"])
+        now = counts(store, run_id, schedule.cells)
+        failed = sum(len(task["cells"]) for task, _ in ended)
+        meter.label = f"cells ({now['running']} running, {now['queued']} queued, {failed} failed)"
+        if ended and not now["running"] and not now["queued"]:  # nothing else will change
             meter.close()
-            raise LtError("\n".join(why for _, why in ended))
+            jobs = ", ".join(task["job"] for task, _ in ended)
+            raise LtError(
+                f"run {run_id[:12]}: task(s) {jobs} ended with cells unfinished (above); the "
+                "cells that could train are stored; run lt run again to resubmit the rest"
+            )
         submit_ready(spec, store, run_id, plan, data, token, checkpoint_seconds)
         time.sleep(POLL_SECONDS)
-        now = counts(store, run_id, schedule.cells)
-        meter.label = f"cells ({now['running']} running, {now['queued']} queued)"
         new = (set(store.finished_cells(run_id)) & set(schedule.cells)) - done
         meter.add(len(new))
         done |= new
