@@ -97,28 +97,6 @@ def _evaluation_reads(prefix: Path, rank: int) -> list[tuple[int, list[int]]]:
     return [tuple(json.loads(line)) for line in lines]
 
 
-def test_two_processes_train_the_cells_one_process_trains(write_spec, tmp_path, real_data):
-    """The job streams its batches, each process reading its half of every batch; the
-    process alone trains on data on its device."""
-    train = {"iterations": "200it", "optimizer": "sgd", "lr": 0.05}  # see test_devices
-    spec = write_spec(train=train, run={"rounds": 1})
-    job, alone = tmp_path / "job", tmp_path / "alone"
-    streamed = lt_process(
-        spec, job, real_data[1], "--distributed", "--set", "data.placement=stream"
-    )
-    results = _finish(_job(streamed))
-    assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2]
-    (_, table, _), (_, follower_out, follower_err) = results
-    assert "level" in table and follower_out == ""  # process 0 alone prints the table
-    assert "level 1" not in follower_err  # ... and the progress
-    done = subprocess.run(
-        lt_process(spec, alone, real_data[1], "--devices", "1"), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    (run_id,) = Store(job).run_ids()
-    _agree(Store(job), Store(alone), run_id)
-
-
 def test_each_process_of_a_job_evaluates_its_share(class_folder, tmp_path, monkeypatch):
     """Every evaluation of a job's streamed data (validation, test, each point of a level
     barrier's path) is read half by each process, and gives what one process gives alone."""
@@ -154,12 +132,34 @@ def test_each_process_of_a_job_evaluates_its_share(class_folder, tmp_path, monke
     assert ours["test_error"] == its["test_error"]
 
 
-def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_path, real_data):
-    train = {"iterations": "300it", "optimizer": "sgd", "lr": 0.05}
+def test_a_job_trains_what_one_process_trains_and_resumes_after_a_killed_process(
+    write_spec, tmp_path, real_data
+):
+    """The job streams its batches, each process reading its half of every batch, and
+    trains the cells one process trains alone on data on its device (to float rounding).
+    A process killed mid-level fails the job; a rerun resumes from the level's checkpoint
+    to the cells of an uninterrupted job, bit for bit."""
+    train = {"iterations": "300it", "optimizer": "sgd", "lr": 0.05}  # SGD: see test_devices
     # A rewind point at 100 makes every jitted call (and checkpoint) 100 iterations long.
-    spec = write_spec(train=train, prune={"rewind_iter": "100it"}, run={"rounds": 0})
-    store, whole = tmp_path / "job", tmp_path / "whole"
-    command = lt_process(spec, store, real_data[1], "--distributed", "--checkpoint-every", "0")
+    spec = write_spec(train=train, prune={"rewind_iter": "100it"}, run={"rounds": 1})
+    store, whole, alone = tmp_path / "job", tmp_path / "whole", tmp_path / "alone"
+    stream = ("--set", "data.placement=stream")
+    uninterrupted = lt_process(spec, whole, real_data[1], "--distributed", *stream)
+    results = _finish(_job(uninterrupted))
+    assert [code for code, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2]
+    (_, table, _), (_, follower_out, follower_err) = results
+    assert "level" in table and follower_out == ""  # process 0 alone prints the table
+    assert "level 1" not in follower_err  # ... and the progress
+    done = subprocess.run(
+        lt_process(spec, alone, real_data[1], "--devices", "1"), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    (run_id,) = Store(whole).run_ids()
+    _agree(Store(whole), Store(alone), run_id)
+
+    command = lt_process(
+        spec, store, real_data[1], "--distributed", *stream, "--checkpoint-every", "0"
+    )
     job = _job(command)
     # the follower dies mid-level, after the writer saved a checkpoint
     kill_when(job[1], store, "*/checkpoints/*.npz", 300)
@@ -168,20 +168,19 @@ def test_a_killed_process_fails_the_job_and_a_rerun_resumes_it(write_spec, tmp_p
     assert job[0].returncode != 0, "the writer must fail when a process of its job dies"
     assert time.monotonic() - started < 60
     job[1].communicate()
-    (run_id,) = Store(store).run_ids()
     assert not list(Store(store).finished_cells(run_id))  # nothing of the level was stored
     results = _finish(_job(command))
     assert [c for c, _, _ in results] == [0, 0], results[0][2][-3000:]
-    resumed_at = re.search(r"level 0/0 +1 cells +([\d,]+)/300 it", results[0][2])
+    resumed_at = re.search(r"level 0/1 +1 cells +([\d,]+)/300 it", results[0][2])
     assert resumed_at and int(resumed_at.group(1)) >= 100, results[0][2]
-    uninterrupted = lt_process(spec, whole, real_data[1], "--distributed")
-    assert [c for c, _, _ in _finish(_job(uninterrupted))] == [0, 0]
-    (cell,) = Store(store).finished_cells(run_id)
-    a, b = (Store(s).cell_dir(run_id, cell) for s in (store, whole))
-    for name in ("mask.npz", "weights.npz"):  # the same programs: the same bits
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    curves = [Store(s).read_metrics(run_id, cell)["curve"] for s in (store, whole)]
-    assert curves[0] == curves[1]
+    cells = list(Store(store).finished_cells(run_id))
+    assert cells == list(Store(whole).finished_cells(run_id)) and len(cells) == 2
+    for cell in cells:
+        a, b = (Store(s).cell_dir(run_id, cell) for s in (store, whole))
+        for name in ("mask.npz", "weights.npz"):  # the same programs: the same bits
+            assert (a / name).read_bytes() == (b / name).read_bytes(), (cell, name)
+        curves = [Store(s).read_metrics(run_id, cell)["curve"] for s in (store, whole)]
+        assert curves[0] == curves[1]
 
 
 def test_a_job_that_cannot_form_or_mixes_executors_exits_2_writing_nothing(tmp_path, real_data):
