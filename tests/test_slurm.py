@@ -378,6 +378,21 @@ def test_without_submitit_the_slurm_executor_exits_2_saying_how_to_install(
 
 
 @pytest.mark.unit
+def test_barriers_missing_from_stored_tickets_are_refused_before_anything_is_submitted(
+    write_spec, tmp_path, monkeypatch
+):
+    from ltcli.core.errors import UsageError
+    from ltcli.experiment.plan import Plan
+
+    pytest.importorskip("submitit")
+    monkeypatch.setattr(Plan, "barriers_missing", lambda self, store, run_id: [CellKey(0, 1)])
+    loaded = spec.apply_overrides(spec.load(str(write_spec())), {"run.barriers": True})
+    with pytest.raises(UsageError, match="1 stored tickets of this run lack their level"):
+        executor_slurm.run(loaded, Store(tmp_path / "s"))
+    assert not (tmp_path / "s").exists()  # nothing written, nothing submitted
+
+
+@pytest.mark.unit
 def test_detach_without_slurm_is_refused(write_spec, tmp_path):
     result = CliRunner().invoke(
         cli, ["run", str(write_spec()), "--detach", "--store", str(tmp_path)]

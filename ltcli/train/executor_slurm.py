@@ -336,7 +336,7 @@ def run(
     With `detach`, returns once the ready cells are submitted.
 
     Raises:
-      UsageError: submitit is missing.
+      UsageError: submitit is missing, or stored tickets lack the level barriers asked for.
       DivergedError: as the local executor.
       LtError: tasks ended with their cells unfinished (failed, cancelled or killed), and
         nothing else runs or is queued.
@@ -346,6 +346,13 @@ def run(
     plan = plan_of(spec, desc, source)
     root = store.root.resolve()  # tasks start elsewhere: never a relative path
     store = Store(root)
+    if missing := plan.barriers_missing(store, desc.run_id):
+        raise UsageError(
+            f"--executor slurm --barriers: {len(missing)} stored tickets of this run lack their "
+            "level barrier (their levels trained without --barriers); measure them from the "
+            "store first with the same lt run without --executor (nothing trains), then "
+            "submit"
+        )
     store.save_run(desc, spec.experiment, name)
     run_id = desc.run_id
     token = _token(store)
