@@ -26,7 +26,7 @@ from ltcli.core.errors import LtError
 from ltcli.experiment import spec
 from ltcli.experiment.plan import plan_of, prepare
 from ltcli.storage.store import CellKey, Store
-from ltcli.train import executor_slurm, launch, slurm_queue
+from ltcli.train import checkpoints, executor_slurm, launch, slurm_queue
 from ltcli.train.claims import Claims
 from ltcli.train.cluster_schedule import Schedule
 
@@ -169,16 +169,19 @@ def driver(path: Path, store: Path, data_dir: Path, env: dict, *flags: str) -> s
 
 
 def wait_for_checkpoint(proc: subprocess.Popen, store: Path, level: int) -> str:
-    """Waits until the task training `level` has saved a checkpoint; returns its job id."""
+    """Waits until the task training replicate 0's ticket of `level` has saved a checkpoint
+    (its group's, named by its cells); returns its job id."""
+    ticket = CellKey(0, level)
+    name = checkpoints.name([ticket], by_cells=True)
     deadline = time.monotonic() + 240
-    while not list(store.glob(f"*/checkpoints/level_{level}.npz")):
+    while not list(store.glob(f"*/checkpoints/{name}.npz")):
         assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"no task checkpointed level {level}"
+        assert time.monotonic() < deadline, f"no task checkpointed {ticket}"
         time.sleep(0.05)
     for record in store.glob("*/slurm/tasks/*.json"):
-        if f"replicate_0/level_{level}/ticket" in json.loads(record.read_text())["cells"]:
+        if str(ticket.relpath) in json.loads(record.read_text())["cells"]:
             return record.stem
-    raise AssertionError(f"no task of level {level} on record")
+    raise AssertionError(f"no task of {ticket} on record")
 
 
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
@@ -210,11 +213,14 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     """One run through every fault. Its level-0 task is sent SIGUSR2, what Slurm sends a
     task before its time limit (``--signal``) and when it is preempted: submitit requeues
     it, and it resumes from its checkpoint. The driver is SIGKILLed meanwhile, and a local
-    lt run is refused while the job holds the cells. A new driver attaches; the level-1
-    task is cancelled mid-level (scancel), and the driver stops naming it. A detached rerun
-    resubmits its cells, and an attached one follows to the end. The cells are those of an
-    uninterrupted local run, bit for bit, each trained by one task once."""
-    path = write_spec(train=SLOW, run={"rounds": 1, "deterministic": True})
+    lt run is refused while the job holds the cells. A new driver attaches; level 1 runs as
+    a job array (the ticket and its control, a task each), and the ticket's task is
+    cancelled mid-level (scancel): the driver names it at once, follows the control's task to
+    its end, and fails. A detached rerun resubmits the ticket, and an attached one follows to
+    the end. The cells are those of an uninterrupted local run, bit for bit, each trained by
+    one task once."""
+    run = {"rounds": 1, "controls": "reinit:1", "deterministic": True}
+    path = write_spec(train=SLOW, run=run)
     local = Store(tmp_path / "local")
     run_id = launch.run(spec.load(str(path)), local, data_dir=real_data[1])
     store = tmp_path / "slurm"
@@ -233,12 +239,13 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     subprocess.run(["scancel", second], env=slurm, check=True)
     code, err = finish(proc)
     assert code == 1 and f"task {second} ended before its cells finished" in err, err
+    assert "_" in second  # a task of an array: level 1's two groups went as one
     shown = CliRunner().invoke(cli, ["status", run_id[:12], "--store", str(store)])
     assert shown.exit_code == 0 and f"task {second} ended before" in shown.output, shown.output
-    assert "1 cells stored" in shown.output
+    assert "2 cells stored" in shown.output  # the dense ticket and the control
 
     code, err = finish(driver(path, store, real_data[1], slurm, *flags, "--detach"))
-    assert code == 0 and "detached: 1 of 2 cells stored, 0 running, 1 queued" in err, err
+    assert code == 0 and "detached: 2 of 3 cells stored" in err, err
     assert f"resubmitting the unfinished cells of task(s) {second}" in err
     code, err = finish(driver(path, store, real_data[1], slurm, *flags))  # follows the tasks
     assert code == 0, err
@@ -247,11 +254,12 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     assert f"Requeued job {first}" in log, log[-2000:]
     remote = Store(store)
     cells = list(local.finished_cells(run_id))
-    assert cells == list(remote.finished_cells(run_id)) == [CellKey(0, 0), CellKey(0, 1)]
+    assert cells == list(remote.finished_cells(run_id)) and len(cells) == 3
     for cell in cells:
-        for name in ("mask.npz", "weights.npz"):
+        for name in ("mask.npz", "weights.npz"):  # a control keeps no weights
             a, b = (s.cell_dir(run_id, cell) / name for s in (local, remote))
-            assert a.read_bytes() == b.read_bytes(), (cell, name)
+            assert a.exists() == b.exists()
+            assert not a.exists() or a.read_bytes() == b.read_bytes(), (cell, name)
         curves = [s.read_metrics(run_id, cell)["curve"] for s in (local, remote)]
         assert curves[0] == curves[1]
     assert trained_cells(remote, run_id) == [str(c.relpath) for c in cells]  # once each

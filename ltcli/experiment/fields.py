@@ -526,8 +526,8 @@ FIELDS: dict[str, Field] = {
         4,
         "an integer >= 1",
         lambda v: v >= 1,
-        doc="--executor slurm: the most tasks in a level's job array; a level's ready cells "
-        "are split evenly among them, and each task trains its cells as one group.",
+        doc="--executor slurm: the most tasks in one job array; the cells of a level submitted "
+        "together are split evenly among them, and each task trains its cells as one group.",
     ),
 }
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})

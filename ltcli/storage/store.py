@@ -12,6 +12,7 @@ Layout (``<root>`` is ``results/``, ``--store`` or ``$LT_STORE``)::
         added-<sha>.json analyses measured after the cell was stored (`Store.add_to_metrics`)
         manifest.json sha256 of each file above; written last: a cell is finished iff present
     <root>/<run id>/checkpoints/level_<L>.npz   a level's group state while it trains
+                                                (level_<L>_<digest>.npz: a cluster task's group)
 
 Every file is written to a temporary name and renamed into place (`ltcli.core.atomic`).
 """

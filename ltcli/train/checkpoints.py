@@ -24,13 +24,14 @@ from ltcli.train import checks
 from ltcli.train.engine import Group
 
 
-def name(cells: list[CellKey]) -> str:
+def name(cells: list[CellKey], by_cells: bool = False) -> str:
     """A group's checkpoint: ``level_<L>`` for one level's cells, else (deferred controls)
-    named by the cells it holds."""
+    named by the cells it holds. With `by_cells`, a level's group is named by its cells too
+    (``level_<L>_<digest>``): cluster tasks train several groups of one level at once."""
     levels = {c.level for c in cells}
-    if len(levels) == 1:
-        return f"level_{levels.pop()}"
     digest = hashlib.sha256(" ".join(str(c.relpath) for c in cells).encode()).hexdigest()
+    if len(levels) == 1:
+        return f"level_{levels.pop()}" + (f"_{digest[:12]}" if by_cells else "")
     return f"controls_{digest[:12]}"
 
 

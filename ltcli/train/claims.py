@@ -101,10 +101,12 @@ class Claims:
 
     def assign(self, cells: Iterable[CellKey], job: str) -> None:
         """Hands our claims on `cells` to the Slurm job `job`: they now hold while Slurm
-        queues or runs it, and no longer count as ours."""
+        queues or runs it, and no longer count as ours. A claim no longer ours is left."""
         for cell in cells:
-            record = {"owner": f"slurm:{job}", "job": job, "expires": self.clock() + self.lease}
-            atomic.write_bytes(self.path(cell), orjson.dumps(record))
+            current = _read(self.path(cell))
+            if current is not None and current["owner"] == self.owner:
+                record = {"owner": f"slurm:{job}", "job": job, "expires": self.clock() + self.lease}
+                atomic.write_bytes(self.path(cell), orjson.dumps(record))
 
     def release(self, cells: Iterable[CellKey]) -> None:
         """Drops our claims on `cells` (a finished cell needs none)."""

@@ -4,8 +4,9 @@ stored tickets, and write them to the store exactly as the local executor would
 (`Runner.train_level`).
 
 A worker process keeps its runners (data and compiled programs) between the groups it is
-sent. A retried or requeued group skips the cells an earlier attempt stored, and resumes a
-cell from its level's last checkpoint.
+sent. A retried or requeued group skips the cells an earlier attempt stored, and resumes its
+cells from their last checkpoint, which is named by the group's cells: other tasks train the
+level's other groups at the same time.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def train_group(
     runner = _runner(spec, store, data_dir, checkpoint_seconds)
     runner.spawn = spawn
     runner.trainer.barriers = spec["run.barriers"]
+    runner.trainer.checkpoints_by_cells = True  # other tasks train the level's other groups
     todo = [c for c in keys if not store.is_finished(runner.run_id, c)]
     if todo:
         runner.train_level(todo[0].level, todo)

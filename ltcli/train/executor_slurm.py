@@ -1,32 +1,39 @@
 """``lt run --executor slurm``: a run's cells trained as Slurm jobs, submitted through submitit.
 
-Each level's ready cells (`ltcli.train.cluster_schedule`) are packed into at most
-``slurm.tasks`` groups and submitted as one job array, a task per group (`submit_ready`). The
-cells are claimed first and their claims handed to the task's job (`Claims.assign`): they hold
-while Slurm queues or runs it, so no other driver (Slurm, Ray or local) trains them, and they
-are free as soon as it leaves the queue unfinished.
+The ready cells of each level (`ltcli.train.cluster_schedule`) are packed into at most
+``slurm.tasks`` groups and submitted together as one job array, a task per group
+(`submit_ready`): the driver submits what is ready when it starts, and each task what its own
+cells made ready when it ends (the next level of its replicates). The cells are claimed
+first and their claims handed to the task's job (`Claims.assign`): they hold while Slurm
+queues or runs it, so no other driver (Slurm, Ray or local) trains them, and they are free as
+soon as it leaves the queue unfinished.
 
-A task trains its group exactly as the local executor would (`ltcli.train.cluster_task`), then
-submits what its cells made ready (the replicates' next level), so a run goes on with no
-driver: ``--detach`` submits and exits. Without it the driver stays, shows the cells stored,
-running, queued and failed with an ETA, submits what no task did, shows each task that ended
-with its cells unfinished as soon as it sees it (its job and its log's tail), and fails once
-nothing else runs or waits in the queue. A task
-preempted or reaching its time limit is signalled ``SIGNAL_DELAY_SECONDS`` before, and
-requeued by submitit (`SlurmGroup` is checkpointable); the requeued task resumes each cell
-from its level's last checkpoint. A task cancelled, failed or killed leaves its cells
+A task trains its group exactly as the local executor would (`ltcli.train.cluster_task`), so
+a run goes on with no driver: ``--detach`` submits and exits. Without it the driver stays,
+shows the cells stored, running, queued and failed with an ETA, submits what no task did,
+shows each task that ended with its cells unfinished as soon as it sees it (its job and its
+log's tail), and fails once nothing else runs or waits in the queue. A task reaching its time
+limit is signalled ``SIGNAL_DELAY_SECONDS`` before (``SIGUSR2``, as a preempted task is where
+the cluster sends it one) and requeued by submitit (`SlurmGroup` is checkpointable); a task
+the cluster requeues itself on preemption keeps its job id too. Either way it resumes each
+cell from its level's last checkpoint. A task cancelled, failed or killed leaves its cells
 unfinished and unclaimed: the next ``lt run`` resubmits them.
 
-The store (and the data and compile cache, when given as folders) must be paths every node
-sees: each task checks a token the driver wrote before it trains. submitit is an optional
-extra: without it, ``--executor slurm`` says how to install it.
+The store must be a folder every node sees at the same path: each task reads a token the
+driver wrote into it before it trains (as the Ray executor checks its nodes), and fails
+naming its node where it cannot. The data and lt's cache are found as ``lt run`` finds them
+(``$LT_DATA_DIR`` and ``$LT_CACHE_DIR`` reach the tasks with the driver's environment); a
+task that cannot find the data fails, and its log says why. submitit is an optional extra:
+without it, ``--executor slurm`` says how to install it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
+import signal
 import sys
 import time
 import uuid
@@ -53,12 +60,17 @@ SIGNAL_DELAY_SECONDS = 120
 the limit where that is shorter)."""
 DEFAULT_MINUTES = 60
 """A task's time limit when neither ``slurm.time`` nor ``$SBATCH_TIMELIMIT`` gives one."""
+MAX_TIMEOUTS = 100
+"""How often submitit requeues a task that reached its time limit (each time it resumes from
+its checkpoint); a preempted task is requeued however often."""
 POLL_SECONDS = 5.0
 """How often an attached driver looks at the store and the queue."""
 LOG_TAIL_LINES = 20
 """Lines of a failed task's log shown."""
 FOLDER = "slurm"
 """In the run's folder: the tasks' records (``tasks/``) and submitit's files and logs."""
+TOKEN = ".lt-slurm-token"
+"""In the store: a random token each task reads before it trains (`_check_visible`)."""
 _ENV_DEFAULTS = {
     "partition": "SBATCH_PARTITION",
     "time": "SBATCH_TIMELIMIT",
@@ -114,43 +126,62 @@ def parameters(spec: Spec) -> dict[str, Any]:
 # -- the task --------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class Submission:
+    """What every task of a run is submitted with, resolved once by the driver, so that a
+    task submitting the next level submits it as the driver would (the ``$SBATCH_*``
+    defaults are read on the driver's host, not in a job, which does not see them).
+
+    Attributes:
+      spec: the experiment.
+      store_root: the store, as an absolute path.
+      data_dir: the data folder given to ``lt run``, absolute, or None.
+      token: the store's token (`_check_visible`).
+      checkpoint_seconds: how often a task saves its level's state.
+      parameters: submitit's Slurm parameters (`parameters`).
+    """
+
+    spec: Spec
+    store_root: str
+    data_dir: str | None
+    token: str
+    checkpoint_seconds: float
+    parameters: dict[str, Any]
+
+    @property
+    def store(self) -> Store:
+        return Store(Path(self.store_root))
+
+
 class SlurmGroup:
     """A Slurm task: checks that it sees the store, trains one group of a level's cells,
-    releases their claims and submits what they made ready. Preempted or at its time limit,
-    submitit requeues it with the same arguments (`checkpoint`): the group resumes from its
-    cells' checkpoints."""
+    submits what they made ready, then releases their claims. Preempted with a signal or at
+    its time limit, submitit requeues it with the same arguments (`checkpoint`): the group
+    resumes from its cells' checkpoints."""
 
-    def __call__(
-        self,
-        spec: Spec,
-        store_root: str,
-        data_dir: str | None,
-        cells: list[str],
-        token: str,
-        checkpoint_seconds: float,
-    ) -> list[str]:
+    def __call__(self, submission: Submission, cells: list[str]) -> list[str]:
         from ltcli.train import cluster_task  # JAX: only in the task
 
         submitit = _submitit()
-        _check_visible(Path(store_root), token)
+        _check_visible(submission.store.root, submission.token)
+        spec, data_dir = submission.spec, submission.data_dir
         desc, source = prepare(spec, Path(data_dir) if data_dir else None)
         plan = plan_of(spec, desc, source)
         trained = cluster_task.train_group(
-            spec, store_root, data_dir, plan.spawn, cells, checkpoint_seconds
+            spec, submission.store_root, data_dir, plan.spawn, cells, submission.checkpoint_seconds
         )
-        store = Store(Path(store_root))
-        job = submitit.JobEnvironment().job_id
-        Claims(store, desc.run_id, owner=f"slurm:{job}").release(
-            CellKey.from_relpath(path) for path in cells
-        )
-        try:
-            submit_ready(spec, store, desc.run_id, plan, data_dir, token, checkpoint_seconds)
+        try:  # before our claims go, so a driver never sees a moment with nothing queued
+            submit_ready(submission, desc.run_id, plan)
         except Exception as err:  # its cells are stored: a driver submits what follows
             print(
                 f"lt: could not submit the next cells from this node ({err}); the next lt run "
                 "submits them",
                 file=sys.stderr,
             )
+        job = submitit.JobEnvironment().job_id
+        Claims(submission.store, desc.run_id, owner=f"slurm:{job}").release(
+            CellKey.from_relpath(path) for path in cells
+        )
         return trained
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
@@ -159,9 +190,9 @@ class SlurmGroup:
 
 
 def _check_visible(root: Path, token: str) -> None:
-    """The driver wrote `token` into the run's Slurm folder; a node that cannot read it
+    """The driver wrote `token` into the store's `TOKEN` file; a node that cannot read it
     does not see the store the driver writes."""
-    probe = root / ".lt-slurm-token"
+    probe = root / TOKEN
     try:
         seen = probe.read_text()
     except OSError:
@@ -177,22 +208,16 @@ def _check_visible(root: Path, token: str) -> None:
 
 
 def submit_ready(
-    spec: Spec,
-    store: Store,
-    run_id: str,
-    plan: Plan,
-    data_dir: str | None,
-    token: str,
-    checkpoint_seconds: float,
-    *,
-    again: bool = False,
+    submission: Submission, run_id: str, plan: Plan, *, again: bool = False
 ) -> list[str]:
-    """Claims the run's ready cells and submits each level's as one job array (at most
-    ``slurm.tasks`` tasks); returns the job ids submitted. Cells a task was given before and
-    left unfinished (cancelled, failed) only `again`: a driver starting resubmits them, but
-    neither a task nor a driver following the tasks does, so a cancelled task stays
-    cancelled until the next ``lt run``. Claims nothing while a local driver holds the run."""
+    """Claims the run's ready cells and submits those of each level as one job array (at
+    most ``slurm.tasks`` tasks); returns the job ids submitted. Cells a task was given before
+    and left unfinished (cancelled, failed) only `again`: a driver starting resubmits them,
+    but neither a task nor a driver following the tasks does, so a cancelled task stays
+    cancelled until the next ``lt run``. Claims nothing while a local driver holds the run.
+    Slurm's requeue signal waits while jobs are submitted and their claims handed over."""
     submitit = _submitit()
+    spec, store = submission.spec, submission.store
     claims = Claims(store, run_id)
     schedule = Schedule(spec, store, run_id, plan, claims)
     done = set(store.finished_cells(run_id))
@@ -203,30 +228,35 @@ def submit_ready(
     groups = schedule.claim_groups(ready, spec["slurm.tasks"])
     submitted = []
     for level, level_groups in sorted(groups.items()):
-        folder = store.run_dir(run_id) / FOLDER
-        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=100)
-        executor.update_parameters(job_name=f"lt-{run_id[:8]}-L{level}", **parameters(spec))
-        n = len(level_groups)
-        try:
-            with _submission_env():
-                jobs = executor.map_array(
-                    SlurmGroup(),
-                    [spec] * n,
-                    [str(store.root)] * n,
-                    [data_dir] * n,
-                    [[str(c.relpath) for c in group] for group in level_groups],
-                    [token] * n,
-                    [checkpoint_seconds] * n,
-                )
-        except Exception:
-            claims.release(c for group in level_groups for c in group)
-            raise
-        for job, group in zip(jobs, level_groups, strict=True):
-            claims.assign(group, job.job_id)
-            _record_task(store, run_id, job.job_id, group)
-            submitted.append(job.job_id)
+        executor = submitit.SlurmExecutor(
+            folder=store.run_dir(run_id) / FOLDER, max_num_timeout=100
+        )
+        executor.update_parameters(job_name=f"lt-{run_id[:8]}-L{level}", **submission.parameters)
+        paths = [[str(c.relpath) for c in group] for group in level_groups]
+        with _held(signal.SIGUSR2):
+            try:
+                with _submission_env():
+                    jobs = executor.map_array(SlurmGroup(), [submission] * len(paths), paths)
+            except Exception:
+                claims.release(c for group in level_groups for c in group)
+                raise
+            for job, group in zip(jobs, level_groups, strict=True):
+                claims.assign(group, job.job_id)
+                _record_task(store, run_id, job.job_id, group)
+                submitted.append(job.job_id)
     slurm_queue.forget()
     return submitted
+
+
+@contextlib.contextmanager
+def _held(signum: int) -> Iterator[None]:
+    """Delivers `signum` only after the block (in a task: submitit's requeue), so that what
+    is submitted is handed its claims before the task may stop."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signum})
 
 
 @contextlib.contextmanager
@@ -268,10 +298,10 @@ def tasks(store: Store, run_id: str) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["submitted"])
 
 
-def ended_unfinished(store: Store, run_id: str) -> list[tuple[dict[str, Any], str]]:
+def ended_unfinished(store: Store, run_id: str) -> list[tuple[dict[str, Any], list[CellKey], str]]:
     """Tasks that left Slurm's queue with cells of theirs unfinished (cells not handed to a
-    later task), each with why: its error and log tail, or that it was cancelled or
-    killed."""
+    later task): each with those cells and why (its error and log tail, or that it was
+    cancelled or killed)."""
     records = tasks(store, run_id)
     latest = {cell: i for i, task in enumerate(records) for cell in task["cells"]}
     finished = set(store.finished_cells(run_id))
@@ -281,9 +311,9 @@ def ended_unfinished(store: Store, run_id: str) -> list[tuple[dict[str, Any], st
         mine = [c for c in mine if c not in finished]
         if not mine or slurm_queue.state(task["job"]) is not None:
             continue
-        if all(store.is_finished(run_id, c) for c in mine):
-            continue  # stored just before it left the queue
-        found.append((task, _why_ended(store.run_dir(run_id) / FOLDER, task["job"])))
+        mine = [c for c in mine if not store.is_finished(run_id, c)]  # stored as it left
+        if mine:
+            found.append((task, mine, _why_ended(store.run_dir(run_id) / FOLDER, task["job"])))
     return found
 
 
@@ -355,15 +385,17 @@ def run(
         )
     store.save_run(desc, spec.experiment, name)
     run_id = desc.run_id
-    token = _token(store)
     data = str(data_dir.resolve()) if data_dir else None
+    submission = Submission(
+        spec, str(root), data, _token(store), checkpoint_seconds, parameters(spec)
+    )
     schedule = Schedule(spec, store, run_id, plan, Claims(store, run_id))
     meter = Meter("cells", len(schedule.cells), unit="cells", every=progress_every)
     stale = ended_unfinished(store, run_id)
     if stale:
-        jobs = ", ".join(task["job"] for task, _ in stale)
+        jobs = ", ".join(task["job"] for task, _, _ in stale)
         meter.note(f"resubmitting the unfinished cells of task(s) {jobs}")
-    jobs = submit_ready(spec, store, run_id, plan, data, token, checkpoint_seconds, again=True)
+    jobs = submit_ready(submission, run_id, plan, again=True)
     if jobs:
         meter.note(f"submitted Slurm job(s) {', '.join(sorted({j.split('_')[0] for j in jobs}))}")
     if detach:
@@ -374,6 +406,16 @@ def run(
             "levels themselves: follow with lt status RUN, or the same lt run"
         )
         return run_id
+    _follow(submission, run_id, plan, schedule, meter)
+    return run_id
+
+
+def _follow(
+    submission: Submission, run_id: str, plan: Plan, schedule: Schedule, meter: Meter
+) -> None:
+    """Follows the run's tasks to the end: submits what no task did, shows each task that
+    ended with cells unfinished once, and fails once nothing else runs or is queued."""
+    store = submission.store
     done = set(store.finished_cells(run_id)) & set(schedule.cells)
     meter.add(len(done))
     told: set[str] = set()
@@ -381,22 +423,23 @@ def run(
         schedule.ready(done)  # notes the replicates stopped by a diverged ticket
         if schedule.settled(done):
             break
+        submit_ready(submission, run_id, plan)
         ended = ended_unfinished(store, run_id)
-        for task, why in ended:
-            if task["job"] not in told:  # each failure shown once, as soon as it is seen
+        for task, _, why in ended:
+            if task["job"] not in told:  # each shown once, as soon as it is seen
                 meter.note(why)
                 told.add(task["job"])
         now = counts(store, run_id, schedule.cells)
-        failed = sum(len(task["cells"]) for task, _ in ended)
+        failed = sum(len(cells) for _, cells, _ in ended)
         meter.label = f"cells ({now['running']} running, {now['queued']} queued, {failed} failed)"
-        if ended and not now["running"] and not now["queued"]:  # nothing else will change
+        in_queue = any(slurm_queue.state(t["job"]) for t in tasks(store, run_id))
+        if ended and not in_queue:  # nothing else will change
             meter.close()
-            jobs = ", ".join(task["job"] for task, _ in ended)
+            jobs = ", ".join(task["job"] for task, _, _ in ended)
             raise LtError(
                 f"run {run_id[:12]}: task(s) {jobs} ended with cells unfinished (above); the "
                 "cells that could train are stored; run lt run again to resubmit the rest"
             )
-        submit_ready(spec, store, run_id, plan, data, token, checkpoint_seconds)
         time.sleep(POLL_SECONDS)
         new = (set(store.finished_cells(run_id)) & set(schedule.cells)) - done
         meter.add(len(new))
@@ -404,15 +447,20 @@ def run(
     meter.close()
     if schedule.stopped:
         raise DivergedError("; ".join(schedule.stopped.values()))
-    return run_id
 
 
 def _token(store: Store) -> str:
-    """The token tasks check to see that they share the driver's store (written once per
-    store, so that a requeued task of an earlier driver still finds it)."""
-    probe = store.root / ".lt-slurm-token"
+    """The token tasks check to see that they share the driver's store: made once per store
+    (linked into place, so two drivers starting together agree on it), and kept, so that a
+    requeued task of an earlier driver still finds it."""
+    probe = store.root / TOKEN
     if not probe.is_file():
-        atomic.write_bytes(probe, uuid.uuid4().hex.encode())
+        store.root.mkdir(parents=True, exist_ok=True)
+        draft = store.root / f".{TOKEN}.{uuid.uuid4().hex}"
+        atomic.write_bytes(draft, uuid.uuid4().hex.encode())
+        with contextlib.suppress(FileExistsError):
+            os.link(draft, probe)
+        draft.unlink()
     return probe.read_text()
 
 
@@ -439,7 +487,7 @@ def status(store: Store, run_id: str) -> str:
         lines.append(f"  {counted[state]} cells {state} in Slurm task(s) {shown}")
     if others:
         lines.append(f"  {others} cells claimed by a Ray or Slurm driver")
-    lines += [f"  {why}" for _, why in ended_unfinished(store, run_id)]
+    lines += [f"  {why}" for _, _, why in ended_unfinished(store, run_id)]
     if len(lines) == 1:
         lines.append("  nothing queued or running")
     return "\n".join(lines)

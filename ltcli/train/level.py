@@ -132,6 +132,9 @@ class LevelTrainer:
     Attributes:
       spawn: the run's spawn points (the dense level's copies).
       barriers: whether each IMP ticket's error barrier to the level before is measured.
+      checkpoints_by_cells: name each group's checkpoint by its cells
+        (`ltcli.train.checkpoints.name`), for cluster tasks that train several groups of one
+        level at once.
     """
 
     def __init__(
@@ -146,6 +149,7 @@ class LevelTrainer:
         self.checkpoint_seconds = checkpoint_seconds
         self.spawn: tuple[int, ...] = ()
         self.barriers = False
+        self.checkpoints_by_cells = False
 
     def train(self, level: int, cells: list[CellKey]) -> None:
         """Trains `cells` as one group, checks every invariant, then stores them. A spawned
@@ -203,7 +207,7 @@ class LevelTrainer:
                 **(sparse.facts[i] if sparse else {}),
             }
             written += self._store_cell(cell, rows[i], curves[i], first_step, facts)
-        self.run.view.clear_checkpoint(checkpoints.name(cells))
+        self.run.view.clear_checkpoint(checkpoints.name(cells, self.checkpoints_by_cells))
         self.progress.stored(cells[:stored], self.run.view.flush)
         self.progress.note(
             f"level {level}: {stored} cells stored, {written / 2**20:,.1f} MiB of masks and weights"
@@ -301,7 +305,7 @@ class LevelTrainer:
           digest of its weights and its schedule step just after it branched.
         """
         cfg, run = self.run.cfg, self.run
-        name = checkpoints.name(cells)
+        name = checkpoints.name(cells, self.checkpoints_by_cells)
         where = run.store.checkpoint_path(run.run_id, name)
         fingerprint = checkpoints.fingerprint(inputs)
         step, curves = start, np.zeros((len(cells), 0, len(METRICS)), np.float32)

@@ -23,7 +23,6 @@ ACTIVE = {
     "REQUEUE_FED",
     "RESIZING",
     "SUSPENDED",
-    "PREEMPTED",
     "SIGNALING",
     "STAGE_OUT",
     "STOPPED",
@@ -31,6 +30,8 @@ ACTIVE = {
 """The states of a job that may still train: it holds its cells' claims."""
 FRESH_SECONDS = 5.0
 """How long an answer of squeue is reused."""
+SQUEUE_SECONDS = 60.0
+"""How long squeue may take before its job counts as alive (``UNKNOWN``)."""
 
 _SEEN: dict[str, tuple[float, str | None]] = {}
 
@@ -52,12 +53,16 @@ def state(job: str) -> str | None:
             f"cells of this run are claimed by Slurm job {job}, and this host has no Slurm "
             "client (squeue) to ask whether it still runs: run lt from a host of the cluster"
         )
-    found = subprocess.run(
-        ["squeue", "--noheader", "--array", "--jobs", job, "--format=%i %T"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    try:
+        found = subprocess.run(
+            ["squeue", "--noheader", "--array", "--jobs", job, "--format=%i %T"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=SQUEUE_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        found = subprocess.CompletedProcess([], 1, "", "timed out")
     answer: str | None = None
     if found.returncode != 0 and "Invalid job id" not in found.stderr:
         answer = "UNKNOWN"  # Slurm did not answer: count the job as alive, train nothing twice
