@@ -4,6 +4,7 @@ this process or in another."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltcli.experiment import plan
+from ltcli.experiment import plan, spec
 
 
 def learnable_data():
@@ -84,3 +85,36 @@ def kill_when(proc: subprocess.Popen, folder: Path, pattern: str, timeout: float
         time.sleep(0.05)
     proc.kill()
     proc.wait()
+
+
+LOGGED_LR = 1.2e-3
+LOGGED_RUN = {
+    "model": {"name": "lenet300"},
+    "train": {
+        "iterations": "200it",
+        "eval_every": "100it",
+        "batch_size": 20,
+        "lr": LOGGED_LR,
+        "warmup": "200it",  # the schedule moves: lr/2 at 100, lr at 200
+    },
+    "prune": {"rate": 0.5, "retrain": "finetune"},  # level 1 trains at the final rate
+    "run": {"rounds": 1, "controls": "reinit:1"},
+}
+"""The tiny run the trackers' tests log (TensorBoard, W&B, MLflow), less its data."""
+
+
+def logged_spec(folder: Path, log: str) -> spec.Spec:
+    """`LOGGED_RUN` on the ``folder:`` data set `folder`, followed by the tracker `log`."""
+    table = {"data": {"dataset": f"folder:{folder}", "validation": 50}, **LOGGED_RUN}
+    table["run"] = {**LOGGED_RUN["run"], "log": log}
+    return spec.from_mapping("logged", table)
+
+
+def logged_toml(folder: Path, path: Path) -> Path:
+    """`LOGGED_RUN` on `folder` written to `path` as a spec file (no tracker)."""
+    lines = [f'[data]\ndataset = "folder:{folder}"\nvalidation = 50']
+    for section, fields in LOGGED_RUN.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path

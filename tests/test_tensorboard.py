@@ -23,19 +23,9 @@ from ltcli.results import session, tensorboard
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch, recipes
 
-LR = 1.2e-3
-TABLE = {
-    "model": {"name": "lenet300"},
-    "train": {
-        "iterations": "200it",
-        "eval_every": "100it",
-        "batch_size": 20,
-        "lr": LR,
-        "warmup": "200it",  # the schedule moves: lr/2 at 100, lr at 200
-    },
-    "prune": {"rate": 0.5, "retrain": "finetune"},  # level 1 trains at the final rate
-    "run": {"rounds": 1, "controls": "reinit:1"},
-}
+from helpers import LOGGED_LR, logged_spec, logged_toml
+
+LR = LOGGED_LR
 CELLS = [CellKey(0, 0), CellKey(0, 1), CellKey(0, 1, Member("reinit", 0))]
 pytestmark = [
     pytest.mark.integration,
@@ -44,20 +34,7 @@ pytestmark = [
 
 
 def _spec(folder: Path, log: str = "tensorboard") -> spec.Spec:
-    table = {"data": {"dataset": f"folder:{folder}", "validation": 50}, **TABLE}
-    table["run"] = {**TABLE["run"], "log": log}
-    return spec.from_mapping("tb", table)
-
-
-def _toml(folder: Path, path: Path) -> Path:
-    lines = [f'[data]\ndataset = "folder:{folder}"\nvalidation = 50']
-    for section, fields in TABLE.items():
-        lines.append(f"[{section}]")
-        lines += [
-            f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in fields.items()
-        ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return logged_spec(folder, log)
 
 
 def _read(root: Path) -> tuple:
@@ -182,7 +159,7 @@ def test_writing_again_duplicates_nothing(logged, class_folder, tmp_path):
 
 
 def test_export_writes_the_event_files_of_a_run_made_without_log(class_folder, tmp_path):
-    path = _toml(class_folder, tmp_path / "tb.toml")
+    path = logged_toml(class_folder, tmp_path / "tb.toml")
     store = tmp_path / "store"
     made = CliRunner().invoke(cli, ["run", str(path), "--store", str(store), "--name", "old"])
     assert made.exit_code == 0, made.output
@@ -207,7 +184,7 @@ def test_export_writes_the_event_files_of_a_run_made_without_log(class_folder, t
 
 
 def test_lt_run_log_writes_the_event_files(class_folder, tmp_path):
-    path = _toml(class_folder, tmp_path / "tb.toml")
+    path = logged_toml(class_folder, tmp_path / "tb.toml")
     store = tmp_path / "store"
     result = CliRunner().invoke(
         cli, ["run", str(path), "--store", str(store), "--log", "tensorboard", "--rounds", "0"]
@@ -225,7 +202,7 @@ def test_without_tensorboardx_log_exits_2_saying_how_to_install(
     class_folder, tmp_path, monkeypatch
 ):
     monkeypatch.setitem(sys.modules, "tensorboardX", None)  # `import tensorboardX` fails
-    path = _toml(class_folder, tmp_path / "tb.toml")
+    path = logged_toml(class_folder, tmp_path / "tb.toml")
     store = tmp_path / "store"
     result = CliRunner().invoke(
         cli, ["run", str(path), "--store", str(store), "--log", "tensorboard"]

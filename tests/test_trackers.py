@@ -27,18 +27,8 @@ from ltcli.results import cell_scalars, mlflow_log, session, tensorboard, wandb_
 from ltcli.storage.store import Store
 from ltcli.train import launch
 
-TABLE = {
-    "model": {"name": "lenet300"},
-    "train": {
-        "iterations": "200it",
-        "eval_every": "100it",
-        "batch_size": 20,
-        "lr": 1.2e-3,
-        "warmup": "200it",  # the learning rate moves: lr/2 at 100, lr at 200
-    },
-    "prune": {"rate": 0.5, "retrain": "finetune"},
-    "run": {"rounds": 1, "controls": "reinit:1"},
-}
+from helpers import logged_spec, logged_toml
+
 NAMES = {"r0/level_00/ticket", "r0/level_01/ticket", "r0/level_01/reinit-0"}
 TAGS = {
     *cell_scalars.SCALARS,
@@ -72,18 +62,7 @@ def offline(tmp_path, monkeypatch):
 
 
 def _spec(folder: Path, log: str = "") -> spec.Spec:
-    table = {"data": {"dataset": f"folder:{folder}", "validation": 50}, **TABLE}
-    table["run"] = {**TABLE["run"], "log": log}
-    return spec.from_mapping("trackers", table)
-
-
-def _toml(folder: Path, path: Path) -> Path:
-    lines = [f'[data]\ndataset = "folder:{folder}"\nvalidation = 50']
-    for section, fields in TABLE.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return logged_spec(folder, log)
 
 
 def _records(path: Path) -> list:
@@ -321,7 +300,7 @@ def test_logging_again_logs_nothing_twice(logged, class_folder, tmp_path):
 
 
 def test_export_logs_a_run_made_without_log_the_same(logged, class_folder, tmp_path, monkeypatch):
-    path = _toml(class_folder, tmp_path / "trackers.toml")
+    path = logged_toml(class_folder, tmp_path / "trackers.toml")
     store = tmp_path / "store"
     made = CliRunner().invoke(cli, ["run", str(path), "--store", str(store), "--name", "old"])
     assert made.exit_code == 0, made.output
@@ -367,7 +346,7 @@ def test_without_the_library_lt_exits_2_saying_how_to_install(
     log, module, package, class_folder, tmp_path, monkeypatch
 ):
     monkeypatch.setitem(sys.modules, package, None)  # `import <package>` fails
-    path = _toml(class_folder, tmp_path / "trackers.toml")
+    path = logged_toml(class_folder, tmp_path / "trackers.toml")
     store = tmp_path / "store"
     result = CliRunner().invoke(cli, ["run", str(path), "--store", str(store), "--log", log])
     assert result.exit_code == 2, result.output

@@ -24,13 +24,12 @@ deleted and the cell logged again.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from ltcli.core.errors import UsageError
+from ltcli.core import extras
 from ltcli.results import cell_scalars
 from ltcli.storage.store import CellKey, Store
 
@@ -67,13 +66,12 @@ def require(flag: str) -> None:
     scheme = (os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:").split(":")[0]
     needed = ["mlflow"] + (["sqlalchemy", "alembic"] if scheme.split("+")[0] in _SQL else [])
     for name in needed:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise UsageError(
-                f"{flag}: {name} is not installed; install it: pip install mlflow-skinny "
-                "sqlalchemy alembic (from a clone: pip install -e '.[mlflow]')"
-            ) from err
+        extras.require(
+            name,
+            flag,
+            "pip install mlflow-skinny sqlalchemy alembic (from a clone: pip install -e "
+            "'.[mlflow]')",
+        )
 
 
 def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:

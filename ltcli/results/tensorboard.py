@@ -32,8 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ltcli.core import atomic
-from ltcli.core.errors import UsageError
+from ltcli.core import atomic, extras
 from ltcli.results import cell_scalars
 from ltcli.results.cell_scalars import LEARNING_RATE as LEARNING_RATE
 from ltcli.results.cell_scalars import SCALARS as SCALARS
@@ -54,14 +53,11 @@ def require(flag: str) -> Any:
     Raises:
       UsageError: it is not installed; the message, for `flag`, says how to install it.
     """
-    try:
-        import tensorboardX
-    except ImportError as err:
-        raise UsageError(
-            f"{flag}: tensorboardX is not installed; install it: pip install tensorboardX "
-            "(from a clone, pip install -e . installs it with lt)"
-        ) from err
-    return tensorboardX
+    return extras.require(
+        "tensorboardX",
+        flag,
+        "pip install tensorboardX (from a clone, pip install -e . installs it with lt)",
+    )
 
 
 def folder(store: Store, run_id: str) -> Path:

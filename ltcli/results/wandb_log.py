@@ -32,8 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ltcli.core import atomic
-from ltcli.core.errors import UsageError
+from ltcli.core import atomic, extras
 from ltcli.results import cell_scalars
 from ltcli.storage.store import CellKey, Store
 
@@ -53,14 +52,9 @@ def require(flag: str) -> Any:
     Raises:
       UsageError: it is not installed; the message, for `flag`, says how to install it.
     """
-    try:
-        import wandb
-    except ImportError as err:
-        raise UsageError(
-            f"{flag}: wandb is not installed; install it: pip install wandb "
-            "(from a clone: pip install -e '.[wandb]')"
-        ) from err
-    return wandb
+    return extras.require(
+        "wandb", flag, "pip install wandb (from a clone: pip install -e '.[wandb]')"
+    )
 
 
 def _has_api_key() -> bool:

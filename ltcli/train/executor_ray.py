@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ltcli.core import extras
 from ltcli.core.errors import LtError, UsageError
 from ltcli.core.meter import Meter
 from ltcli.experiment.plan import Plan, plan_of, prepare
@@ -43,14 +44,9 @@ LEASE_RENEWAL = 60.0
 
 
 def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as err:
-        raise UsageError(
-            "--executor ray: Ray is not installed; install lt's extra: pip install 'lt[ray]' "
-            "(from a clone: pip install -e '.[ray]')"
-        ) from err
-    return ray
+    return extras.require(
+        "ray", "--executor ray", "pip install 'lt[ray]' (from a clone: pip install -e '.[ray]')"
+    )
 
 
 def _read_probe(path: str, token: str) -> bool:

@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from ltcli.core import atomic
+from ltcli.core import atomic, extras
 from ltcli.core.errors import LtError, UsageError
 from ltcli.core.meter import Meter
 from ltcli.experiment.field_types import slurm_minutes
@@ -83,14 +83,11 @@ _ENV_DEFAULTS = {
 
 
 def _submitit() -> Any:
-    try:
-        import submitit
-    except ImportError as err:
-        raise UsageError(
-            "--executor slurm: submitit is not installed; install lt's extra: pip install "
-            "'lt[slurm]' (from a clone: pip install -e '.[slurm]')"
-        ) from err
-    return submitit
+    return extras.require(
+        "submitit",
+        "--executor slurm",
+        "pip install 'lt[slurm]' (from a clone: pip install -e '.[slurm]')",
+    )
 
 
 def parameters(spec: Spec) -> dict[str, Any]:
