@@ -92,8 +92,13 @@ def _submitit() -> Any:
 
 def parameters(spec: Spec) -> dict[str, Any]:
     """submitit's Slurm parameters of `spec`'s tasks: each ``slurm.*`` field, else the
-    variable sbatch reads for it (``$SBATCH_PARTITION``, ...), else Slurm's default (a
-    60-minute time limit, which submitit always sets)."""
+    variable sbatch reads for it (``$SBATCH_PARTITION``, ...), else the cluster's default;
+    the time limit else `DEFAULT_MINUTES` (submitit always sets one), and the requeue signal
+    `SIGNAL_DELAY_SECONDS` before it, or a quarter of it where that is shorter.
+
+    Raises:
+      UsageError: the time limit is not one of sbatch's forms.
+    """
     given = {
         "partition": spec["slurm.partition"],
         "time": spec["slurm.time"],
