@@ -106,5 +106,15 @@ def choice(
     return Field("str", default, allowed, lambda v: v in choices, neutral, described, doc, choices)
 
 
+def integer(default: int | None, least: int, doc: str) -> Field:
+    """An integer field of at least `least`."""
+    return Field("int", default, f"an integer >= {least}", lambda v: v >= least, doc=doc)
+
+
+def text(allowed: str, doc: str, check: Callable[[Any], bool] = lambda _: True) -> Field:
+    """A string field that is empty unless given (its default is then found elsewhere)."""
+    return Field("str", "", allowed, check, doc=doc)
+
+
 def between(lo: float, hi: float) -> Callable[[Any], bool]:
     return lambda v: lo < v < hi

@@ -12,7 +12,9 @@ from ltcli.experiment.field_types import (
     Field,
     between,
     choice,
+    integer,
     slurm_minutes,
+    text,
 )
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
 from ltcli.science import pruning
@@ -56,12 +58,10 @@ FIELDS: dict[str, Field] = {
         bool,
         doc="The data set: a name, an image folder, a TFDS set, or text (for gpt).",
     ),
-    "data.validation": Field(
-        "int",
+    "data.validation": integer(
         5000,
-        "an integer >= 1",
-        lambda v: v >= 1,
-        doc="Training examples held out for validation (text: the windows of the context "
+        1,
+        "Training examples held out for validation (text: the windows of the context "
         "that evaluation scores in each of validation and test, spread evenly over the "
         "split).",
     ),
@@ -241,13 +241,7 @@ FIELDS: dict[str, Field] = {
         0.0,
         doc="Label smoothing of the training loss; evaluation reports the plain loss.",
     ),
-    "train.seed": Field(
-        "int",
-        0,
-        "an integer >= 0",
-        lambda v: v >= 0,
-        doc="Seed of the initializations and data order.",
-    ),
+    "train.seed": integer(0, 0, "Seed of the initializations and data order."),
     "prune.strategy": choice(
         "layerwise",
         ("layerwise", "global"),
@@ -389,20 +383,8 @@ FIELDS: dict[str, Field] = {
         "the batch, as GraSP's code does).",
         neutral="train",
     ),
-    "run.rounds": Field(
-        "int",
-        1,
-        "an integer >= 0",
-        lambda v: v >= 0,
-        doc="Pruning rounds (levels after the dense one).",
-    ),
-    "run.replicates": Field(
-        "int",
-        1,
-        "an integer >= 1",
-        lambda v: v >= 1,
-        doc="Independent replicates (seeds) per level.",
-    ),
+    "run.rounds": integer(1, 0, "Pruning rounds (levels after the dense one)."),
+    "run.replicates": integer(1, 1, "Independent replicates (seeds) per level."),
     "run.controls": Field(
         "str",
         "",
@@ -472,61 +454,39 @@ FIELDS: dict[str, Field] = {
         "unless WANDB_MODE or an API key says otherwise) or mlflow (an MLflow run per cell, "
         "tagged lt.run_id; MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db).",
     ),
-    "slurm.partition": Field(
-        "str",
-        "",
+    "slurm.partition": text(
         "a partition name, or empty",
-        doc="--executor slurm: the partition each task is submitted to (empty: "
+        "--executor slurm: the partition each task is submitted to (empty: "
         "$SBATCH_PARTITION, else the cluster's default).",
     ),
-    "slurm.time": Field(
-        "str",
-        "",
+    "slurm.time": text(
         "minutes, or one of sbatch's forms like 2-12:00:00 (over 0); empty for the default",
-        lambda v: v == "" or _slurm_time_ok(v),
-        doc="--executor slurm: each task's time limit (empty: $SBATCH_TIMELIMIT, else 60 "
+        "--executor slurm: each task's time limit (empty: $SBATCH_TIMELIMIT, else 60 "
         "minutes). A task reaching it is requeued and resumes from its level's checkpoint.",
+        lambda v: v == "" or _slurm_time_ok(v),
     ),
-    "slurm.gpus": Field(
-        "int",
-        0,
-        "an integer >= 0",
-        lambda v: v >= 0,
-        doc="--executor slurm: GPUs per task (0: $SBATCH_GPUS_PER_TASK, else none).",
+    "slurm.gpus": integer(
+        0, 0, "--executor slurm: GPUs per task (0: $SBATCH_GPUS_PER_TASK, else none)."
     ),
-    "slurm.cpus": Field(
-        "int",
+    "slurm.cpus": integer(0, 0, "--executor slurm: CPUs per task (0: the cluster's default)."),
+    "slurm.mem": integer(
         0,
-        "an integer >= 0",
-        lambda v: v >= 0,
-        doc="--executor slurm: CPUs per task (0: the cluster's default).",
-    ),
-    "slurm.mem": Field(
-        "int",
         0,
-        "an integer >= 0",
-        lambda v: v >= 0,
-        doc="--executor slurm: memory per task in GB (0: $SBATCH_MEM_PER_NODE, else the "
+        "--executor slurm: memory per task in GB (0: $SBATCH_MEM_PER_NODE, else the "
         "cluster's default).",
     ),
-    "slurm.account": Field(
-        "str",
-        "",
+    "slurm.account": text(
         "an account name, or empty",
-        doc="--executor slurm: the account charged (empty: $SBATCH_ACCOUNT, else yours).",
+        "--executor slurm: the account charged (empty: $SBATCH_ACCOUNT, else yours).",
     ),
-    "slurm.qos": Field(
-        "str",
-        "",
+    "slurm.qos": text(
         "a QoS name, or empty",
-        doc="--executor slurm: the quality of service (empty: $SBATCH_QOS, else the default).",
+        "--executor slurm: the quality of service (empty: $SBATCH_QOS, else the default).",
     ),
-    "slurm.tasks": Field(
-        "int",
+    "slurm.tasks": integer(
         4,
-        "an integer >= 1",
-        lambda v: v >= 1,
-        doc="--executor slurm: the most tasks in one job array; the cells of a level submitted "
+        1,
+        "--executor slurm: the most tasks in one job array; the cells of a level submitted "
         "together are split evenly among them, and each task trains its cells as one group.",
     ),
 }
