@@ -213,14 +213,11 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     """One run through every fault. Its level-0 task is sent SIGUSR2, what Slurm sends a
     task before its time limit (``--signal``) and when it is preempted: submitit requeues
     it, and it resumes from its checkpoint. The driver is SIGKILLed meanwhile, and a local
-    lt run is refused while the job holds the cells. A new driver attaches; level 1 runs as
-    a job array (the ticket and its control, a task each), and the ticket's task is
-    cancelled mid-level (scancel): the driver names it at once, follows the control's task to
-    its end, and fails. A detached rerun resubmits the ticket, and an attached one follows to
-    the end. The cells are those of an uninterrupted local run, bit for bit, each trained by
-    one task once."""
-    run = {"rounds": 1, "controls": "reinit:1", "deterministic": True}
-    path = write_spec(train=SLOW, run=run)
+    lt run is refused while the job holds the cells. A new driver attaches; level 1's task
+    is cancelled mid-level (scancel): the driver names it and fails. A detached rerun
+    resubmits its cells, and an attached one follows to the end. The cells are those of an
+    uninterrupted local run, bit for bit, each trained by one task once."""
+    path = write_spec(train=SLOW, run={"rounds": 1, "deterministic": True})
     local = Store(tmp_path / "local")
     run_id = launch.run(spec.load(str(path)), local, data_dir=real_data[1])
     store = tmp_path / "slurm"
@@ -239,13 +236,12 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     subprocess.run(["scancel", second], env=slurm, check=True)
     code, err = finish(proc)
     assert code == 1 and f"task {second} ended before its cells finished" in err, err
-    assert "_" in second  # a task of an array: level 1's two groups went as one
     shown = CliRunner().invoke(cli, ["status", run_id[:12], "--store", str(store)])
     assert shown.exit_code == 0 and f"task {second} ended before" in shown.output, shown.output
-    assert "2 cells stored" in shown.output  # the dense ticket and the control
+    assert "1 cells stored" in shown.output
 
     code, err = finish(driver(path, store, real_data[1], slurm, *flags, "--detach"))
-    assert code == 0 and "detached: 2 of 3 cells stored" in err, err
+    assert code == 0 and "detached: 1 of 2 cells stored" in err, err
     assert f"resubmitting the unfinished cells of task(s) {second}" in err
     code, err = finish(driver(path, store, real_data[1], slurm, *flags))  # follows the tasks
     assert code == 0, err
@@ -254,7 +250,7 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     assert f"Requeued job {first}" in log, log[-2000:]
     remote = Store(store)
     cells = list(local.finished_cells(run_id))
-    assert cells == list(remote.finished_cells(run_id)) and len(cells) == 3
+    assert cells == list(remote.finished_cells(run_id)) == [CellKey(0, 0), CellKey(0, 1)]
     for cell in cells:
         for name in ("mask.npz", "weights.npz"):  # a control keeps no weights
             a, b = (s.cell_dir(run_id, cell) / name for s in (local, remote))
@@ -398,6 +394,52 @@ def test_barriers_missing_from_stored_tickets_are_refused_before_anything_is_sub
     with pytest.raises(UsageError, match="1 stored tickets of this run lack their level"):
         executor_slurm.run(loaded, Store(tmp_path / "s"))
     assert not (tmp_path / "s").exists()  # nothing written, nothing submitted
+
+
+@pytest.mark.unit
+def test_a_levels_groups_go_as_one_job_array_and_their_claims_to_its_tasks(claimed, monkeypatch):
+    """submit_ready packs a level's ready cells into at most slurm.tasks groups, submits
+    them in one map_array call (one job array), hands each group's claims to its task and
+    records the task. sbatch is replaced by a recorder of what it would be given."""
+    loaded, store, run_id, states = claimed
+    del states["7_0"]  # the fixture's job left the queue: the dense ticket is free
+    submitit = pytest.importorskip("submitit")
+    arrays = []
+
+    class Recorder:
+        def __init__(self, folder, max_num_timeout):
+            pass
+
+        def update_parameters(self, **parameters):
+            pass
+
+        def map_array(self, fn, submissions, groups):
+            arrays.append(groups)
+            job = 8 + len(arrays)
+            return [type("Job", (), {"job_id": f"{job}_{i}"}) for i in range(len(groups))]
+
+    monkeypatch.setattr(submitit, "SlurmExecutor", Recorder)
+    loaded = spec.apply_overrides(loaded, {"run.controls": "reinit:1,random:2"})
+    desc, source = prepare(loaded, None)
+    plan = plan_of(loaded, desc, source)
+    submission = executor_slurm.Submission(loaded, str(store.root), None, "t", 60.0, {})
+    assert executor_slurm.submit_ready(submission, run_id, plan) == ["9_0"]
+    manifest = store.cell_dir(run_id, CellKey(0, 0)) / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text("{}")  # as if stored: level 1's ticket and its 3 controls are ready
+    monkeypatch.setattr(Store, "read_metrics", lambda self, run, cell: {"diverged": False})
+    jobs = executor_slurm.submit_ready(submission, run_id, plan)
+    assert jobs == ["10_0", "10_1", "10_2", "10_3"]
+    assert [[len(group) for group in groups] for groups in arrays] == [[1], [1, 1, 1, 1]]
+    states.update({job: "PENDING" for job in jobs})
+    held = {cell: record["job"] for cell, record in Claims(store, run_id).holders().items()}
+    level_1 = list(plan.cells(1))
+    assert sorted(held[c] for c in level_1) == jobs and len(held) == 4
+    recorded = {t["job"]: t["cells"] for t in executor_slurm.tasks(store, run_id)}
+    assert recorded["9_0"] == ["replicate_0/level_0/ticket"]
+    assert sorted(c for job in jobs for c in recorded[job]) == sorted(
+        str(c.relpath) for c in level_1
+    )
 
 
 @pytest.mark.unit
