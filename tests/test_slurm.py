@@ -327,6 +327,26 @@ def test_slurm_fields_are_not_in_the_run_id(write_spec):
     assert prepare(base, None)[0].run_id == prepare(moved, None)[0].run_id
 
 
+@pytest.mark.unit
+def test_squeue_is_asked_once_for_many_jobs_and_its_answers_are_kept(tmp_path, monkeypatch):
+    calls = tmp_path / "calls"
+    squeue = tmp_path / "squeue"  # a stand-in on PATH that records its arguments
+    squeue.write_text(
+        f'#!/bin/sh\necho "$@" >> {calls}\n[ -e {tmp_path}/down ] && exit 1\n'
+        'echo "12_0 RUNNING"\necho "12_1 PENDING"\necho "13 COMPLETED"\n'
+    )
+    squeue.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(slurm_queue, "_SEEN", {})
+    got = slurm_queue.states(["12_0", "12_1", "13", "14"])
+    assert got == {"12_0": "RUNNING", "12_1": "PENDING", "13": None, "14": None}
+    assert slurm_queue.state("12_1") == "PENDING"  # kept: squeue not asked again
+    (asked,) = calls.read_text().splitlines()
+    assert "--jobs 12_0,12_1,13,14" in asked
+    (tmp_path / "down").touch()  # squeue fails: the job counts as alive
+    assert slurm_queue.state("15") == "UNKNOWN"
+
+
 @pytest.fixture
 def claimed(write_spec, tmp_path, monkeypatch):
     """A run whose dense ticket is claimed by Slurm job 7_0, in a state the test sets."""
@@ -338,7 +358,7 @@ def claimed(write_spec, tmp_path, monkeypatch):
     assert claims.claim(CellKey(0, 0))
     claims.assign([CellKey(0, 0)], "7_0")
     states = {"7_0": "PENDING"}
-    monkeypatch.setattr(slurm_queue, "state", states.get)
+    monkeypatch.setattr(slurm_queue, "states", lambda jobs: {j: states.get(j) for j in jobs})
     return loaded, store, desc.run_id, states
 
 

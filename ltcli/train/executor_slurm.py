@@ -220,6 +220,7 @@ def submit_ready(
     Slurm's requeue signal waits while jobs are submitted and their claims handed over."""
     submitit = _submitit()
     spec, store = submission.spec, submission.store
+    _ask_queue(store, run_id)
     claims = Claims(store, run_id)
     schedule = Schedule(spec, store, run_id, plan, claims)
     done = set(store.finished_cells(run_id))
@@ -230,9 +231,8 @@ def submit_ready(
     groups = schedule.claim_groups(ready, spec["slurm.tasks"])
     submitted = []
     for level, level_groups in sorted(groups.items()):
-        executor = submitit.SlurmExecutor(
-            folder=store.run_dir(run_id) / FOLDER, max_num_timeout=100
-        )
+        folder = store.run_dir(run_id) / FOLDER
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_TIMEOUTS)
         executor.update_parameters(job_name=f"lt-{run_id[:8]}-L{level}", **submission.parameters)
         paths = [[str(c.relpath) for c in group] for group in level_groups]
         with _held(signal.SIGUSR2):
@@ -246,7 +246,6 @@ def submit_ready(
                 claims.assign(group, job.job_id)
                 _record_task(store, run_id, job.job_id, group)
                 submitted.append(job.job_id)
-    slurm_queue.forget()
     return submitted
 
 
@@ -393,6 +392,7 @@ def run(
     )
     schedule = Schedule(spec, store, run_id, plan, Claims(store, run_id))
     meter = Meter("cells", len(schedule.cells), unit="cells", every=progress_every)
+    _ask_queue(store, run_id)
     stale = ended_unfinished(store, run_id)
     if stale:
         jobs = ", ".join(task["job"] for task, _, _ in stale)
@@ -422,6 +422,7 @@ def _follow(
     meter.add(len(done))
     told: set[str] = set()
     while True:
+        _ask_queue(store, run_id)  # the states this poll reads, in one squeue call
         schedule.ready(done)  # notes the replicates stopped by a diverged ticket
         if schedule.settled(done):
             break
@@ -434,8 +435,7 @@ def _follow(
         now = counts(store, run_id, schedule.cells)
         failed = sum(len(cells) for _, cells, _ in ended)
         meter.label = f"cells ({now['running']} running, {now['queued']} queued, {failed} failed)"
-        in_queue = any(slurm_queue.state(t["job"]) for t in tasks(store, run_id))
-        if ended and not in_queue:  # nothing else will change
+        if ended and not any(_ask_queue(store, run_id).values()):  # nothing else will change
             meter.close()
             jobs = ", ".join(task["job"] for task, _, _ in ended)
             raise LtError(
@@ -449,6 +449,12 @@ def _follow(
     meter.close()
     if schedule.stopped:
         raise DivergedError("; ".join(schedule.stopped.values()))
+
+
+def _ask_queue(store: Store, run_id: str) -> dict[str, str | None]:
+    """The state of every task of the run, in one squeue call; what is asked of a job in the
+    next few seconds (its cells' claims, `ended_unfinished`, `counts`) is answered from it."""
+    return slurm_queue.states(task["job"] for task in tasks(store, run_id))
 
 
 def _token(store: Store) -> str:
@@ -471,6 +477,7 @@ def status(store: Store, run_id: str) -> str:
     those other drivers hold, and each task that ended with its cells unfinished, with why
     and its log's tail (the next ``lt run`` resubmits them)."""
     stored = sum(1 for _ in store.finished_cells(run_id))
+    _ask_queue(store, run_id)
     holders = Claims(store, run_id).holders()
     by_state: dict[str, set[str]] = {}
     counted: dict[str, int] = {}
