@@ -61,13 +61,14 @@ class Claims:
         return record if record is not None and self._live(record) else None
 
     def holders(self) -> dict[CellKey, dict[str, Any]]:
-        """Every live claim on a cell of the run, ours included."""
-        found = {}
+        """Every live claim on a cell of the run, ours included (Slurm asked of all their
+        jobs at once)."""
+        records = {}
         for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else ():
-            record = _read(path)
-            if record is not None and self._live(record):
-                found[CellKey.from_relpath(Path(*path.stem.split(".", 2)))] = record
-        return found
+            if (record := _read(path)) is not None:
+                records[CellKey.from_relpath(Path(*path.stem.split(".", 2)))] = record
+        slurm_queue.states(r["job"] for r in records.values() if "job" in r)
+        return {cell: record for cell, record in records.items() if self._live(record)}
 
     def _live(self, record: dict[str, Any]) -> bool:
         if "job" in record:
