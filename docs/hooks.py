@@ -36,6 +36,7 @@ FIELD_MARKER = "<!-- lt:field-table -->"
 RETRAINS = RETRAIN_MODES
 AT_INIT = AT_INIT_METHODS
 MEMBERS = ("ticket", "stability", "reinit", "random", "shuffle", "invert", "rewind")
+MEMBERS += ("sign", "signed_reinit")
 """Members of a pruned level, as the table names their kinds."""
 LEVEL0 = ("level 0 ticket", "level 0 spawn-k")
 KEYS = ("method", "retrain", "schedule", "member")
@@ -66,11 +67,13 @@ WEIGHTS = {
     "trained_previous": "level L-1's trained ticket",
     "trained_dense": "level 0's trained ticket (the network its mask was pruned from)",
     "ticket_at_k": "the dense ticket's whole state at k (bit for bit, optimizer state included)",
+    "signed_constant": "θ_r's signs times each layer's std in θ_r (Zhou et al. 2019)",
+    "fresh_signed": "a fresh initialization's magnitudes with θ_r's signs (Zhou et al. 2019)",
 }
 MASKS = {
     "dense": "dense",
-    "imp": "magnitude of level L-1's trained ticket",
-    "one_shot": "magnitude of level 0's trained ticket, to target L",
+    "imp": "magnitude (or prune.criterion) of level L-1's trained ticket",
+    "one_shot": "magnitude (or prune.criterion) of level 0's trained ticket, to target L",
     "scores": "the method's scores of θ_r",
     "ticket": "the ticket's",
     "random": "random, the ticket's per-layer counts",
@@ -79,12 +82,13 @@ MASKS = {
     "budget": "random at the layer budget of target L, fixed",
     "drop_grow": "random at the layer budget of target L, dropped and regrown while it trains",
     "final": "the mask the ticket ended with",
+    "learned": "learned while it trains (dense at the start): top-|w|, top scores or drawn",
 }
 ORDERS = {"replicate": "replicate's", "own": "its own", "own_after_k": "its own after k"}
 NUMBERS = {0: "0", K: "k", T: "T"}
 MEMBER_NAMES = {"stability": "stability-i", "reinit": "reinit-i", "random": "random-i"}
 MEMBER_NAMES |= {"shuffle": "shuffle-i", "invert": "invert-i", "level 0 spawn-k": "level 0 spawn-k"}
-MEMBER_NAMES |= {"rewind": "rewind-i"}
+MEMBER_NAMES |= {"rewind": "rewind-i", "sign": "sign-i", "signed_reinit": "signed_reinit-i"}
 
 Key = tuple[frozenset[str], ...]
 Row = tuple[Key, tuple[str, ...]]

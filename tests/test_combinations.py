@@ -33,6 +33,8 @@ SPARSE = ("gmp", "static", "set", "rigl")
 RETRAINS = ("rewind", "lr-rewind", "finetune")
 SCHEDULES = ("imp", "one-shot", "several")
 T, K = 200, 100
+SIGNED = {"sign": "signed_constant", "signed_reinit": "fresh_signed"}
+"""Zhou et al. 2019's controls of an IMP ticket, and the weights each starts from."""
 
 
 def expected(method, retrain, rewind, schedule, kind, level):
@@ -43,7 +45,7 @@ def expected(method, retrain, rewind, schedule, kind, level):
     at_init = method != "magnitude"
     if at_init and (schedule == "imp" or retrain != "rewind"):
         return "refused"
-    if (kind == "invert" and not at_init) or kind == "rewind":
+    if (kind == "invert" and not at_init) or kind == "rewind" or (kind in SIGNED and at_init):
         return "refused"
     if level == 0:
         if kind == SPAWN:  # spawn-k, here k = K
@@ -60,15 +62,16 @@ def expected(method, retrain, rewind, schedule, kind, level):
         mask = "scores" if at_init else "imp" if schedule == "imp" else "one_shot"
         step = T if retrain == "finetune" else rewind
         return (weights, mask, step, rewind, "own" if kind == "stability" else "replicate")
-    weights = "fresh" if kind == "reinit" else rewound
+    weights = "fresh" if kind == "reinit" else SIGNED.get(kind, rewound)
     mask = {"reinit": "ticket", "random": "random", "shuffle": "random", "invert": "inverted"}
+    mask |= {"sign": "ticket", "signed_reinit": "ticket"}
     return (weights, mask[kind], rewind, rewind, "replicate")
 
 
 def expected_sparse(method, retrain, rewind, schedule, kind, level):
     """Sparse training (issue 33): one job per one-shot target from θ0 at step 0; its
     lottery controls train the mask the ticket ended with, at k."""
-    if schedule == "imp" or retrain != "rewind" or kind == "invert":
+    if schedule == "imp" or retrain != "rewind" or kind == "invert" or kind in SIGNED:
         return "refused"
     if kind == "stability" and method != "static":  # the mask changes while it trains
         return "refused"
@@ -136,7 +139,9 @@ BATCH = 20
 def _spec(folder: Path, tmp_path: Path, method, retrain, rewind, schedule):
     controls = "reinit:1,random:1,stability:1,shuffle:1"
     prune = {"rate": 0.5, "retrain": retrain, "rewind_iter": f"{rewind}it"}
-    if method != "magnitude":
+    if method == "magnitude":
+        controls += ",sign:1,signed_reinit:1"
+    else:
         controls += ",invert:1"
         prune.update(method=method, strategy="global")
     if TARGETS[schedule]:
@@ -220,6 +225,8 @@ def test_every_cell_starts_where_the_table_says(
         for kind in kinds:
             if (kind == "invert" and method == "magnitude") or kind == "rewind":
                 continue  # refused (the rewind control is sparse training's)
+            if kind in SIGNED and method != "magnitude":
+                continue  # refused (Zhou et al. 2019's controls of an IMP ticket)
             member = Member(kind, K if kind == SPAWN else 0)
             cell = CellKey(0, level, member)
             want = expected(method, retrain, rewind, schedule, kind, level)
@@ -255,7 +262,17 @@ def test_every_cell_starts_where_the_table_says(
             if w_name == "ticket_at_k" and not rewind:  # θk is stored only when k = K
                 under = runner.masked(theta0["params"], mask)
                 assert metrics["start_digest"] != checks.digest(under), label
-            elif w_name == "fresh":
+            elif w_name == "signed_constant":  # θ_r's signs times each kernel's std in θ_r
+                point = pruning.flatten(weights_of("theta_k" if rewind else "theta0", level))
+                signed = {
+                    n: (np.sign(w) * np.std(w.astype(np.float64))).astype(w.dtype)
+                    if n.endswith("kernel")
+                    else w
+                    for n, w in point.items()
+                }
+                under = runner.masked(pruning.unflatten(signed)["params"], mask)
+                assert metrics["start_digest"] == checks.digest(under), label
+            elif w_name in ("fresh", "fresh_signed"):
                 for other in ("theta0", "theta_k"):
                     if other == "theta_k" and not rewind:
                         continue

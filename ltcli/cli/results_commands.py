@@ -96,8 +96,16 @@ def _resolve(store: Path | None, refs: tuple[str, ...]) -> tuple[Store, list[str
     help="Print JSON instead of the table: the same numbers, accuracies as fractions, and "
     "each run's differences from the first.",
 )
+@click.option(
+    "--masks",
+    is_flag=True,
+    help="Also compare each RUN's ticket masks with the first RUN's: the Jaccard index per "
+    "prunable layer and over all of them, for each replicate both have and each pair of "
+    "tickets at the same % of weights remaining (to 0.1), under the table (in JSON: each "
+    'run\'s "mask_overlap").',
+)
 @STORE_OPTION
-def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> None:
+def compare(run_refs: tuple[str, ...], as_json: bool, masks: bool, store: Path | None) -> None:
     """Compare runs level by level, with deltas against the first RUN.
 
     For each level (by index; each run shows its own % of weights remaining), member kind
@@ -112,16 +120,24 @@ def compare(run_refs: tuple[str, ...], as_json: bool, store: Path | None) -> Non
     One SWEEP (its name or a prefix of its id, as `lt ls` shows them) compares its runs in
     the sweep's order. Runs of one sweep are labelled by their swept values
     (train.lr=0.001 train.seed=0), and in JSON have "axes".
+
+    With --masks, under the table: how far each RUN's ticket masks agree with the first
+    RUN's, whatever their methods (Jaccard = weights both keep / weights either keeps, and
+    what random masks of the same per-layer counts give), each pair marked where the two
+    tickets' θ0 differ (then they are masks of different networks). Runs of different
+    models say their masks are not comparable.
     """
     if len(run_refs) == 1 and (found := Store(store or default_store()).resolve_sweep(run_refs[0])):
         run_refs = tuple(found["runs"])
     target, run_ids = _resolve(store, run_refs)
-    result = comparing.compare(target, run_ids)
+    result = comparing.compare(target, run_ids, masks=masks)
     if as_json:
         click.echo(comparing.to_json(result))
         return
     click.echo(comparing.differences_text(result) + "\n", err=True)
     click.echo(comparing.table(result))
+    if masks:
+        click.echo("\n" + comparing.overlap_text(result))
 
 
 @click.command(name="diff")

@@ -2,14 +2,14 @@
 
 Features multiply: pruning method x retraining mode x rewind point (0 or k) x pruning
 schedule (IMP, one one-shot target, several) x member (ticket, reinit, random, shuffle,
-invert, stability, spawn). `inputs` says, for each combination, where a cell's weights
-start, where its mask comes from, at which schedule step and data position it starts, and
-in which data order; `refusal` names the combinations no paper defines, which the spec check
-refuses (exit 2). The runner materializes these answers and nothing else. The
-documentation's Combinations table (docs/combinations.md) is generated from this module when
-the site is built (docs/hooks.py puts every combination to `refusal`, `member_refusal` and
-`inputs`), so it states the same, row for row; tests/test_docs.py checks that every
-combination is in exactly one row. No JAX here: the spec check uses it.
+invert, stability, spawn, rewind, sign, signed_reinit). `inputs` says, for each combination,
+where a cell's weights start, where its mask comes from, at which schedule step and data
+position it starts, and in which data order; `refusal` names the combinations no paper
+defines, which the spec check refuses (exit 2). The runner materializes these answers and
+nothing else. The documentation's Combinations table (docs/combinations.md) is generated
+from this module when the site is built (docs/hooks.py puts every combination to `refusal`,
+`member_refusal` and `inputs`), so it states the same, row for row; tests/test_docs.py
+checks that every combination is in exactly one row. No JAX here: the spec check uses it.
 
 Sources (their meaning in the papers):
 - weights: ``theta0`` (the replicate's initialization), ``theta_k`` (its dense network at
@@ -18,9 +18,13 @@ Sources (their meaning in the papers):
   ``trained_dense`` (the trained ticket of level L-1 / of level 0: learning-rate rewinding
   and fine-tuning, Renda et al. 2020, which one-shot retraining takes from the network its
   mask was pruned from), ``ticket_at_k`` (a spawned copy: the dense ticket's whole state at
-  iteration k, bit for bit).
-- masks: ``dense``; ``imp`` (magnitude of level L-1's trained ticket, IMP); ``one_shot``
-  (magnitude of level 0's trained ticket); ``scores`` (a pruning-at-initialization method's
+  iteration k, bit for bit), ``signed_constant`` (θ0's, or θk's, signs times each layer's
+  standard deviation there: Zhou et al. 2019's "constant, init sign", the sign control),
+  ``fresh_signed`` (a new initialization's magnitudes with θ0's, or θk's, signs: their
+  "reinit, init sign", the signed_reinit control; `ltcli.science.criteria`).
+- masks: ``dense``; ``imp`` (magnitude of level L-1's trained ticket, IMP, or the score
+  ``prune.criterion`` names, Zhou et al. 2019); ``one_shot`` (the same of level 0's trained
+  ticket); ``scores`` (a pruning-at-initialization method's
   scores of the network the level trains from: θ0, or θk, "pruning early in training",
   Frankle et al. 2021); ``ticket`` (the level's ticket mask); ``random`` (a random mask with
   the ticket's per-layer counts: random and shuffle); ``inverted`` (the method's lowest
@@ -28,8 +32,10 @@ Sources (their meaning in the papers):
   training job per one-shot target), the ticket's own mask as it starts: ``gmp`` (dense,
   pruned by magnitude to the target while it trains), ``budget`` (random at the layer
   budget, fixed: static), ``drop_grow`` (random at the layer budget, then dropped and
-  regrown while it trains: SET, RigL); and ``final`` (the mask the level's ticket ended
-  with: its lottery controls, which train after it).
+  regrown while it trains: SET, RigL); for masks learned by gradient (`LEARNED_MASKS`, one
+  training job per one-shot target too), ``learned`` (dense at the start; each step's
+  forward keeps the mask the method computes: `ltcli.science.learned_masks`); and ``final``
+  (the mask the level's ticket ended with: its lottery controls, which train after it).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 
 from ltcli.experiment.member import SPAWN, Member
-from ltcli.science.methods import MASK_UPDATING, SPARSE_TRAINING
+from ltcli.science.methods import LEARNED_MASKS, MASK_UPDATING, TRAINS_TO_TARGET
 
 SCHEDULES = ("imp", "one-shot", "several")
 """IMP (``prune.one_shot`` unset), one one-shot target, several one-shot targets."""
@@ -81,7 +87,7 @@ def refusal(method: str, retrain: str, schedule: str) -> str | None:
     """
     if method == "magnitude":
         return None
-    if method in SPARSE_TRAINING:
+    if method in TRAINS_TO_TARGET:
         if schedule == "imp":
             return (
                 f"prune.method: {method} trains once to each target sparsity: give its "
@@ -110,21 +116,27 @@ def refusal(method: str, retrain: str, schedule: str) -> str | None:
 
 def member_refusal(method: str, member_kind: str) -> str | None:
     """Why a control kind is refused for a method, or None."""
-    if member_kind == "invert" and (method == "magnitude" or method in SPARSE_TRAINING):
+    if member_kind == "invert" and (method == "magnitude" or method in TRAINS_TO_TARGET):
         return (
             "run.controls: invert keeps the lowest-scored weights of a pruning-at-"
             "initialization method (prune.method snip, grasp, synflow, ...)"
         )
-    if member_kind == "rewind" and method not in SPARSE_TRAINING:
+    if member_kind == "rewind" and method not in TRAINS_TO_TARGET:
         return (
-            "run.controls: rewind trains a sparse-training ticket's final mask from θ0 (θk) "
-            f"(prune.method gmp, static, set, rigl); with {method} the ticket is that already"
+            "run.controls: rewind trains a sparse-training or learned ticket's final mask "
+            "from θ0 (θk) (prune.method gmp, static, set, rigl, ste, edge-popup, supermask); "
+            f"with {method} the ticket is that already"
         )
-    if member_kind == "stability" and method in MASK_UPDATING:
+    if member_kind == "stability" and (method in MASK_UPDATING or method in LEARNED_MASKS):
         return (
             f"run.controls: stability compares two networks under one mask; {method}'s "
             "mask changes as the ticket trains, so a copy with another data order ends "
             "under another mask"
+        )
+    if member_kind in SIGN_CONTROLS and method != "magnitude":
+        return (
+            f"run.controls: {member_kind} is Zhou et al. 2019's control of an IMP ticket "
+            f"(prune.method magnitude); a {method} ticket has none such"
         )
     return None
 
@@ -156,7 +168,7 @@ def inputs(
             return Inputs("ticket_at_k", "dense", k, k, "own_after_k")
         return Inputs("theta0", "dense", 0, 0)
     rewound = "theta_k" if rewind else "theta0"
-    if method in SPARSE_TRAINING:
+    if method in TRAINS_TO_TARGET:
         return _sparse_training(method, rewound, rewind, member)
     if method != "magnitude":
         ticket_mask = "scores"
@@ -173,19 +185,32 @@ def inputs(
         order = "own" if kind == "stability" else "replicate"
         return Inputs(weights, ticket_mask, step, rewind, order)
     masks = {"reinit": "ticket", "random": "random", "shuffle": "random", "invert": "inverted"}
-    weights = "fresh" if kind == "reinit" else rewound
+    masks |= dict.fromkeys(SIGN_CONTROLS, "ticket")
+    weights = {"reinit": "fresh", **SIGN_CONTROLS}.get(kind, rewound)
     return Inputs(weights, masks[kind], rewind, rewind)
 
 
-TICKET_MASKS = {"gmp": "gmp", "static": "budget", "set": "drop_grow", "rigl": "drop_grow"}
-"""The mask a sparse-training ticket starts with, by method."""
+SIGN_CONTROLS = {"sign": "signed_constant", "signed_reinit": "fresh_signed"}
+"""Zhou et al. 2019's controls of an IMP ticket and their weight sources: the ticket's mask
+from its rewind point's signs (`ltcli.science.criteria`)."""
+
+
+TICKET_MASKS = {
+    "gmp": "gmp",
+    "static": "budget",
+    "set": "drop_grow",
+    "rigl": "drop_grow",
+    **dict.fromkeys(LEARNED_MASKS, "learned"),
+}
+"""The mask a sparse-training or learned-mask ticket starts with, by method."""
 
 
 def _sparse_training(method: str, rewound: str, rewind: int, member: Member) -> Inputs:
-    """A sparse-training level's cells: the ticket trains from θ0 at step 0 to its target
-    (its mask `TICKET_MASKS`); the controls train the mask it ended with (``final``) from
-    θ_r (``rewind``: a lottery ticket of it), a fresh initialization (``reinit``), or a
-    random mask of its per-layer counts from θ_r (``random``, ``shuffle``), all at k."""
+    """A sparse-training or learned-mask level's cells: the ticket trains from θ0 at step 0
+    to its target (its mask `TICKET_MASKS`); the controls train the mask it ended with
+    (``final``) from θ_r (``rewind``: a lottery ticket of it), a fresh initialization
+    (``reinit``), or a random mask of its per-layer counts from θ_r (``random``,
+    ``shuffle``), all at k."""
     kind = member.kind
     if kind in ("ticket", "stability"):
         order = "own" if kind == "stability" else "replicate"

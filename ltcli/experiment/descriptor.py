@@ -25,12 +25,12 @@ import orjson
 from ltcli import models
 from ltcli.core.errors import UsageError
 from ltcli.data import DataSource
-from ltcli.experiment import combinations, sparse_spec
+from ltcli.experiment import combinations, criterion_spec, sparse_spec
 from ltcli.experiment.field_types import ALWAYS_HASHED
 from ltcli.experiment.fields import FIELDS, UNHASHED_SECTIONS
 from ltcli.experiment.spec import Spec
 from ltcli.science import pruning
-from ltcli.science.methods import DATA_METHODS, SPARSE_TRAINING
+from ltcli.science.methods import DATA_METHODS, TRAINS_TO_TARGET
 
 SCHEMA = 6
 """The newest schema. A run's descriptor carries the oldest schema whose behaviour it shares
@@ -422,9 +422,10 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
     _check(refused is None, refused or "")
     pattern = pruning.parse_pattern(spec["prune.pattern"])
     sparse_spec.check(spec, iterations, its("prune.update_every"))
+    criterion_spec.check(spec)
     if pattern:
         _check_pattern(spec, pattern, targets, model_name, source, arch, exclude)
-    elif method not in SPARSE_TRAINING:
+    elif method not in TRAINS_TO_TARGET:
         _check(
             method == "magnitude" or spec["prune.strategy"] == "global",
             f'prune.strategy: {method} ranks all prunable layers together; set it to "global"',
@@ -451,13 +452,16 @@ def resolve(spec: Spec, source: DataSource) -> Descriptor:
         del full["prune"]["score_mode"]
     for name in sparse_spec.not_applying(method):  # changes no result here: not in the id
         del full["prune"][name]
+    if method != "magnitude":  # IMP's mask criterion does not apply: not in the id
+        del full["prune"]["criterion"]
     one_shot = targets[0] if len(targets) == 1 else targets or None  # one: as before
     full["prune"].update(rates=_rates(spec, model.kinds), exclude=exclude, one_shot=one_shot)
-    if method in SPARSE_TRAINING:  # the layer budget sets every count
+    if method in TRAINS_TO_TARGET:  # the layer budget sets every count
         del full["prune"]["rates"]
     if pattern:
         # N:M fixes every level's counts per group: no rate or strategy changes a result
-        del full["prune"]["rates"], full["prune"]["strategy"]
+        full["prune"].pop("rates", None)
+        del full["prune"]["strategy"]
         full["prune"]["pattern"] = f"{pattern[0]}:{pattern[1]}"  # "02:4" is "2:4"
     full["schema"] = schema_of(full)
     return Descriptor(full, hashed_form(full))

@@ -13,12 +13,16 @@ from ltcli.experiment.field_types import (
     between,
     choice,
     integer,
-    slurm_minutes,
-    text,
 )
 from ltcli.experiment.member import CONTROL_KINDS, parse_controls
-from ltcli.science import pruning
-from ltcli.science.methods import DISTRIBUTIONS, PRUNING_METHODS, SCORE_MODES
+from ltcli.experiment.slurm_fields import SLURM_FIELDS
+from ltcli.science import criteria, pruning
+from ltcli.science.methods import (
+    DISTRIBUTIONS,
+    FROZEN_INITS,
+    PRUNING_METHODS,
+    SCORE_MODES,
+)
 
 RETRAIN_MODES = ("rewind", "lr-rewind", "finetune")
 """How a pruned level retrains (Renda, Frankle & Carbin 2020): weights and schedule rewound
@@ -32,13 +36,6 @@ def _pattern_ok(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _slurm_time_ok(value: str) -> bool:
-    try:
-        return slurm_minutes(value) > 0
-    except ValueError:
-        return False
 
 
 def _controls_ok(value: str) -> bool:
@@ -304,6 +301,16 @@ FIELDS: dict[str, Field] = {
         "weights. Refused with an at-init method.",
         neutral="rewind",
     ),
+    "prune.criterion": choice(
+        criteria.DEFAULT,
+        criteria.CRITERIA,
+        "IMP's mask criterion (Zhou et al. 2019), keeping IMP's counts of the survivors of "
+        "highest score by init (θ0, θk) and final (the trained ticket pruned) weights: "
+        "large_final (|final|: IMP), small_final, large_init, small_init, large_init_large_final "
+        "and small_init_small_final (top in both), magnitude_increase (|final| - |init|), "
+        "movement (|final - init|), random. prune.method magnitude only.",
+        neutral=criteria.DEFAULT,
+    ),
     "prune.one_shot": Field(
         "percents",
         None,
@@ -321,7 +328,10 @@ FIELDS: dict[str, Field] = {
         "2021), pruning θ0 (θk with rewind_iter) once to each one-shot target; or sparse "
         "training, one job per one-shot target reaching it while it trains: gmp (gradual "
         "magnitude pruning, Zhu & Gupta 2017), static (a random mask at the layer budget), "
-        "set (Mocanu et al. 2018), rigl (Evci et al. 2020).",
+        "set (Mocanu et al. 2018), rigl (Evci et al. 2020); or a mask learned by gradient, "
+        "one job per one-shot target: ste (straight-through top-|w|), edge-popup (Ramanujan "
+        "et al. 2020: scores over frozen weights), supermask (Zhou et al. 2019: Bernoulli "
+        "masks over frozen weights).",
         neutral="magnitude",
     ),
     "prune.distribution": choice(
@@ -383,6 +393,25 @@ FIELDS: dict[str, Field] = {
         "the batch, as GraSP's code does).",
         neutral="train",
     ),
+    "prune.frozen_init": choice(
+        "auto",
+        FROZEN_INITS,
+        "edge-popup, supermask: the frozen weights: auto (edge-popup: signed-kaiming-constant; "
+        "supermask: model), signed-kaiming-constant (θ0's signs times sqrt(2 / fan-in), "
+        "Ramanujan et al. 2020), kaiming-normal (a fresh N(0, 2 / fan-in) draw), "
+        "signed-constant (θ0's signs times the std of each layer's θ0, Zhou et al. 2019) or "
+        "model (θ0 as the model initializes it).",
+        neutral="auto",
+    ),
+    "prune.srste_decay": Field(
+        "float",
+        0.0,
+        "a number >= 0 (0: plain straight-through)",
+        lambda v: v >= 0,
+        0.0,
+        doc="ste: SR-STE's λ_W (Zhou et al. 2021; 2e-4 in the paper): each step adds λ_W w "
+        "to the gradient of every weight the forward pruned.",
+    ),
     "run.rounds": integer(1, 0, "Pruning rounds (levels after the dense one)."),
     "run.replicates": integer(1, 1, "Independent replicates (seeds) per level."),
     "run.controls": Field(
@@ -393,7 +422,8 @@ FIELDS: dict[str, Field] = {
         doc="Control cells per pruned level, like reinit:3,random:1 (stability: a copy of "
         "the ticket with another data order, for instability analysis; shuffle: each "
         "layer's mask permuted; invert: keep the lowest scores, for pruning at "
-        "initialization).",
+        "initialization; sign and signed_reinit: the ticket's mask from θ0's signs with "
+        "constant or fresh magnitudes, Zhou et al. 2019).",
     ),
     "run.deterministic": Field(
         "bool",
@@ -454,41 +484,7 @@ FIELDS: dict[str, Field] = {
         "unless WANDB_MODE or an API key says otherwise) or mlflow (an MLflow run per cell, "
         "tagged lt.run_id; MLFLOW_TRACKING_URI, else sqlite:///STORE/mlflow.db).",
     ),
-    "slurm.partition": text(
-        "a partition name, or empty",
-        "--executor slurm: the partition each task is submitted to (empty: "
-        "$SBATCH_PARTITION, else the cluster's default).",
-    ),
-    "slurm.time": text(
-        "minutes, or one of sbatch's forms like 2-12:00:00 (over 0); empty for the default",
-        "--executor slurm: each task's time limit (empty: $SBATCH_TIMELIMIT, else 60 "
-        "minutes). A task reaching it is requeued and resumes from its level's checkpoint.",
-        lambda v: v == "" or _slurm_time_ok(v),
-    ),
-    "slurm.gpus": integer(
-        0, 0, "--executor slurm: GPUs per task (0: $SBATCH_GPUS_PER_TASK, else none)."
-    ),
-    "slurm.cpus": integer(0, 0, "--executor slurm: CPUs per task (0: the cluster's default)."),
-    "slurm.mem": integer(
-        0,
-        0,
-        "--executor slurm: memory per task in GB (0: $SBATCH_MEM_PER_NODE, else the "
-        "cluster's default).",
-    ),
-    "slurm.account": text(
-        "an account name, or empty",
-        "--executor slurm: the account charged (empty: $SBATCH_ACCOUNT, else yours).",
-    ),
-    "slurm.qos": text(
-        "a QoS name, or empty",
-        "--executor slurm: the quality of service (empty: $SBATCH_QOS, else the default).",
-    ),
-    "slurm.tasks": integer(
-        4,
-        1,
-        "--executor slurm: the most tasks in one job array; the cells of a level submitted "
-        "together are split evenly among them, and each task trains its cells as one group.",
-    ),
+    **SLURM_FIELDS,
 }
 SECTIONS = sorted({key.split(".")[0] for key in FIELDS})
 UNHASHED_SECTIONS = ("run", "slurm")

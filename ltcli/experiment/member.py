@@ -11,7 +11,16 @@ from pathlib import Path
 
 from ltcli.core.commas import comma_list
 
-CONTROL_KINDS = ("reinit", "random", "stability", "shuffle", "invert", "rewind")
+CONTROL_KINDS = (
+    "reinit",
+    "random",
+    "stability",
+    "shuffle",
+    "invert",
+    "rewind",
+    "sign",
+    "signed_reinit",
+)
 """Control kinds of a pruned level, in the order it lists them. ``reinit``: the ticket's mask
 with a fresh initialization; ``random``: a random mask with the ticket's per-layer counts,
 from θ0 (θk); ``stability``: a copy of the ticket (same start, same mask) trained with
@@ -19,7 +28,12 @@ another data order, for instability analysis (Frankle et al. 2020); ``shuffle``:
 layer's mask permuted within the layer, from θ0 (the 2021 paper's name for what ``random``
 draws); ``invert``: pruning at initialization keeping the lowest-scored weights instead
 (Frankle et al. 2021); ``rewind``: a sparse-training ticket's final mask trained again from
-θ0 (θk), as a lottery ticket (`ltcli.experiment.combinations`)."""
+θ0 (θk), as a lottery ticket (`ltcli.experiment.combinations`); ``sign``: the ticket's
+mask, each kept weight its rewind point's sign times its layer's standard deviation there
+(Zhou et al. 2019's "constant, init sign"); ``signed_reinit``: the ticket's mask, each
+kept weight a fresh initialization's magnitude with its rewind point's sign ("reinit, init
+sign"; `ltcli.science.criteria`). New kinds go last: a control's random stream is seeded by
+its kind's place here (`ltcli.train.keys`)."""
 
 SPAWN = "spawn"
 """The dense level's copies for instability analysis: ``spawn-<k>`` follows the dense

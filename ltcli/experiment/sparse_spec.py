@@ -1,53 +1,66 @@
-"""The spec check of sparse training (``prune.method`` gmp, static, set, rigl): which of its
-fields apply to which method, and what it refuses (exit 2, before anything runs)."""
+"""The spec check of the methods that train to each one-shot target: sparse training
+(``prune.method`` gmp, static, set, rigl) and masks learned by gradient (ste, edge-popup,
+supermask): which of their fields apply to which method, and what they refuse (exit 2,
+before anything runs)."""
 
 from __future__ import annotations
 
 from ltcli.core.errors import UsageError
+from ltcli.experiment.fields import FIELDS as SPEC_FIELDS
 from ltcli.experiment.spec import Spec
 from ltcli.science import pruning
-from ltcli.science.methods import MASK_UPDATING, SPARSE_TRAINING
+from ltcli.science.methods import FROZEN_WEIGHTS, MASK_UPDATING, TRAINS_TO_TARGET
 
 FIELDS = {
-    "distribution": SPARSE_TRAINING,
+    "distribution": TRAINS_TO_TARGET,
     "update_every": MASK_UPDATING,
     "update_start": MASK_UPDATING,
     "update_end": MASK_UPDATING,
     "drop_fraction": ("set", "rigl"),
     "drop_anneal": ("set", "rigl"),
+    "frozen_init": FROZEN_WEIGHTS,
+    "srste_decay": ("ste",),
 }
-"""The ``prune`` fields of sparse training and the methods each applies to."""
+"""The ``prune`` fields of these methods and the methods each applies to."""
+
+REFUSED_ELSEWHERE = ("distribution", "frozen_init", "srste_decay")
+"""The fields of `FIELDS` that a spec of another method may not set (the others are left
+out of its run id, as they always were)."""
 
 
 def not_applying(method: str) -> list[str]:
-    """The sparse-training fields that cannot change a run of `method` (left out of its
+    """The fields of `FIELDS` that cannot change a run of `method` (left out of its
     descriptor, so their values never re-identify it)."""
     return [name for name, methods in FIELDS.items() if method not in methods]
 
 
 def check(spec: Spec, iterations: int, every: int) -> None:
-    """Refuses what sparse training cannot do: a layer budget with another method, a global
-    or N:M strategy, and mask updates that do not fit in the training (GMP needs one
-    pruning step after its start).
+    """Refuses what these methods cannot do: their fields with another method
+    (`REFUSED_ELSEWHERE`), a global strategy, N:M but with ste, and mask updates that do not
+    fit in the training (GMP needs one pruning step after its start).
 
     Raises:
       UsageError: naming the field.
     """
     method = spec["prune.method"]
-    if method not in SPARSE_TRAINING:
-        if spec["prune.distribution"] != "uniform":
+    for name in REFUSED_ELSEWHERE:
+        field, methods = f"prune.{name}", FIELDS[name]
+        if method not in methods and spec[field] != SPEC_FIELDS[field].default:
             raise UsageError(
-                "prune.distribution: the layer budget of sparse training (prune.method gmp, "
-                f"static, set, rigl); {method} prunes by its own rule"
+                f"{field} applies to prune.method {', '.join(methods)}; {method} prunes by "
+                "its own rule"
             )
+    if method not in TRAINS_TO_TARGET:
         return
     if spec["prune.strategy"] != "layerwise":
         raise UsageError(
             f"prune.strategy: {method} keeps each layer at its budget (prune.distribution); "
             'set it to "layerwise"'
         )
-    if spec["prune.pattern"] != pruning.UNSTRUCTURED:
-        raise UsageError(f"prune.pattern: {method} trains unstructured masks only")
+    if spec["prune.pattern"] != pruning.UNSTRUCTURED and method != "ste":
+        raise UsageError(
+            f"prune.pattern: {method} trains unstructured masks only (ste learns N:M masks)"
+        )
     if method not in MASK_UPDATING:
         return
     start = round(spec["prune.update_start"] * iterations)

@@ -4,28 +4,39 @@ Runs align by level index (level 0 is the dense network), whatever sparsity each
 there, so every run's row shows its own percent of weights remaining. Means leave out
 diverged cells (see `ltcli.results.report`); every number says how many cells it covers, how many
 diverged cells it left out and how many collapsed ones (a layer emptied) it kept.
+
+With ``masks`` (``lt compare --masks``), each run's ticket masks are also compared with the
+first run's (`mask_overlap`): the Jaccard index of the weights they keep, per prunable layer
+and over all of them (`ltcli.science.mask_overlap`), for each replicate both runs have and
+each pair of their tickets at the same percent of weights remaining (rounded to 0.1).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
+
+import numpy as np
 
 from ltcli.core.errors import UsageError
 from ltcli.experiment import sweep
 from ltcli.results import diff, listing, report
-from ltcli.storage.store import Store
+from ltcli.science import mask_overlap as overlaps
+from ltcli.science import pruning
+from ltcli.storage.store import CellKey, Store
 
 KINDS = ("ticket", "reinit", "random")
 """Member kinds in the order the table lists them (any other kind follows, sorted)."""
 
 
-def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
+def compare(store: Store, run_ids: list[str], masks: bool = False) -> dict[str, Any]:
     """The per-level summaries of `run_ids`, with deltas against the first run.
 
     Args:
       store: the store holding the runs.
       run_ids: two or more run ids; the first is the reference (the same id may repeat).
+      masks: also compare each run's ticket masks with the first run's (`mask_overlap`).
 
     Returns:
       ``{"runs": [{"run_id", "label", "differences"}, ...], "levels": [{"level", "runs":
@@ -45,6 +56,8 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
       (`listing.sweep_members`), the document starts with ``"sweep": {"id", "name"}``, and
       each of its runs has ``"axes"`` (``{field: value}``, its swept values) and is labelled
       by them (`listing.sweep_labels`); otherwise it reads as before sweeps existed.
+      With `masks`, every run after the first also has ``"mask_overlap"``: `mask_overlap`
+      of the first run and it.
 
     Raises:
       UsageError: fewer than two runs.
@@ -74,6 +87,9 @@ def compare(store: Store, run_ids: list[str]) -> dict[str, Any]:
         }
         for run_id, full in zip(run_ids, fulls, strict=True)
     ]
+    if masks:
+        for run in runs[1:]:
+            run["mask_overlap"] = mask_overlap(store, run_ids[0], run["run_id"])
     if not members:
         return {"runs": runs, "levels": levels}
     first = next(iter(members.values()))
@@ -173,3 +189,199 @@ def table(result: dict[str, Any]) -> str:
                 ]
                 lines.append(cells)
     return "\n".join([report.format_table(headers, lines), *report.legend(stats)])
+
+
+# -- mask overlap ---------------------------------------------------------------------------
+
+PERCENT_DIGITS = 1
+"""Tickets pair where their percents of weights remaining agree rounded to this many digits."""
+POOLED = "all"
+"""How tables name the overlap pooled over every prunable layer."""
+NOT_COMPARABLE = "masks are not comparable"
+THETA0_NOTE = (
+    "note: θ0 differs where marked: those tickets grew from different initial networks "
+    "(another seed, or another stored θ0), so their masks are of different networks"
+)
+OVERLAP_ABOUT = (
+    "Jaccard: weights both tickets keep / weights either keeps (a layer both empty: 1); "
+    "chance: the same for random masks of the same per-layer counts"
+)
+THETA0_UNKNOWN = "note: θ0 unknown where marked: a run's stored θ0 (init.npz) is missing"
+
+
+def _tickets(store: Store, run_id: str) -> dict[int, list[tuple[CellKey, float]]]:
+    """``{replicate: [(cell, percent_remaining), ...]}`` of a run's finished tickets."""
+    found: dict[int, list[tuple[CellKey, float]]] = {}
+    for cell in store.finished_cells(run_id):
+        if cell.member.is_ticket:
+            percent = store.read_metrics(run_id, cell)["percent_remaining"]
+            found.setdefault(cell.replicate, []).append((cell, percent))
+    return found
+
+
+def _mask_shapes(store: Store, run_id: str, cell: CellKey) -> dict[str, tuple[int, ...]]:
+    """``{layer: shape}`` of a finished cell's stored mask (`ltcli.storage.store.pack_mask`
+    keeps each prunable layer's shape beside its bits as ``LAYER#shape``)."""
+    with np.load(store.cell_dir(run_id, cell) / "mask.npz") as npz:
+        return {
+            name.removesuffix("#shape"): tuple(int(d) for d in npz[name])
+            for name in npz.files
+            if name.endswith("#shape")
+        }
+
+
+def _stored_mask(store: Store, run_id: str, cell: CellKey) -> dict[str, np.ndarray]:
+    """A finished cell's mask, ``{layer: 0/1 array}`` of its prunable layers, read as
+    `Store.read_mask` reads it (checked against the cell's manifest)."""
+    shapes = _mask_shapes(store, run_id, cell)
+    template = pruning.unflatten({n: np.broadcast_to(np.float32(0), s) for n, s in shapes.items()})
+    return pruning.flatten(store.read_mask(run_id, cell, template))
+
+
+def theta0_digest(store: Store, run_id: str, replicate: int) -> str | None:
+    """sha256 of a replicate's stored θ0 (every array of ``init.npz`` by name, with its dtype
+    and shape; the file's own bytes hold a time stamp), or None where it is missing."""
+    path = store.init_path(run_id, replicate)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    for name, array in sorted(pruning.flatten(store.load_weights(path)).items()):
+        digest.update(f"{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _overlap_json(found: overlaps.Overlap) -> dict[str, Any]:
+    return {
+        "jaccard": found.jaccard,
+        "chance": found.chance,
+        "intersection": found.intersection,
+        "union": found.union,
+        "kept": found.kept_b,
+        "against_kept": found.kept_a,
+        "weights": found.weights,
+    }
+
+
+def _model(store: Store, run_id: str) -> str:
+    return str(store.descriptor(run_id)["full"].get("model", {}).get("name", "?"))
+
+
+def mask_overlap(store: Store, against: str, run_id: str) -> dict[str, Any]:
+    """How far the ticket masks of run `run_id` agree with those of run `against`.
+
+    Tickets pair within a replicate both runs have, wherever their percents of weights
+    remaining (as stored in their metrics) are equal rounded to `PERCENT_DIGITS` digits,
+    whatever their levels and methods; other tickets are not paired, and neither are dense
+    ones (100.0%: every mask keeps every weight). Each pair's masks are compared layer by
+    layer and pooled (`ltcli.science.mask_overlap`). Runs whose stored masks differ in
+    prunable layers or shapes (other models) are not comparable: no pairs, and a note.
+
+    Args:
+      store: the store holding both runs.
+      against: the reference run's id (A in the overlap's counts).
+      run_id: the other run's id (B).
+
+    Returns:
+      ``{"against": id, "comparable": bool, "note": str | None, "pairs": [pair, ...]}``,
+      pairs by level, then replicate, each ``{"replicate", "level", "against_level",
+      "percent_remaining", "against_percent_remaining", "theta0", "overall", "layers":
+      {layer: overlap}}`` where ``theta0`` is ``"same"`` or ``"differs"`` (the replicate's
+      stored θ0 of the two runs, by `theta0_digest`), or ``"unknown"`` (one is missing), and
+      an overlap is ``{"jaccard", "chance", "intersection", "union", "kept",
+      "against_kept", "weights"}`` (``kept``: weights B keeps; ``chance``: the Jaccard index
+      of random masks of the same per-layer counts).
+    """
+    result: dict[str, Any] = {"against": against, "comparable": False, "note": None, "pairs": []}
+    mine, theirs = _tickets(store, run_id), _tickets(store, against)
+    if not mine or not theirs:
+        lacking = run_id if not mine else against
+        result["note"] = f"{NOT_COMPARABLE}: run {lacking[:12]} has no finished ticket"
+        return result
+    shapes = [
+        _mask_shapes(store, r, found[min(found)][0][0])
+        for r, found in ((against, theirs), (run_id, mine))
+    ]
+    if shapes[0] != shapes[1]:
+        models = f"{_model(store, against)} and {_model(store, run_id)}"
+        result["note"] = f"{NOT_COMPARABLE}: their prunable layers differ ({models})"
+        return result
+    result["comparable"] = True
+    pairs = []
+    for replicate in sorted(mine.keys() & theirs.keys()):
+        matched = [
+            (cell, percent, other, other_percent)
+            for cell, percent in mine[replicate]
+            for other, other_percent in theirs[replicate]
+            if round(percent, PERCENT_DIGITS) == round(other_percent, PERCENT_DIGITS)
+            and round(percent, PERCENT_DIGITS) != 100.0
+        ]
+        if not matched:
+            continue
+        digests = {r: theta0_digest(store, r, replicate) for r in (against, run_id)}
+        same = None if None in digests.values() else digests[against] == digests[run_id]
+        for cell, percent, other, other_percent in matched:
+            layers = overlaps.overlap(
+                _stored_mask(store, against, other), _stored_mask(store, run_id, cell)
+            )
+            pairs.append(
+                {
+                    "replicate": replicate,
+                    "level": cell.level,
+                    "against_level": other.level,
+                    "percent_remaining": percent,
+                    "against_percent_remaining": other_percent,
+                    "theta0": "unknown" if same is None else "same" if same else "differs",
+                    "overall": _overlap_json(overlaps.pooled(layers.values())),
+                    "layers": {name: _overlap_json(o) for name, o in layers.items()},
+                }
+            )
+    result["pairs"] = sorted(pairs, key=lambda p: (p["level"], p["against_level"], p["replicate"]))
+    return result
+
+
+def layer_label(name: str) -> str:
+    """A prunable kernel's name as tables show it: its layer's (``fc1/kernel`` -> ``fc1``)."""
+    return name.removesuffix(f"{pruning.SEP}kernel")
+
+
+def overlap_text(result: dict[str, Any]) -> str:
+    """The mask overlaps of `result` (`compare` with ``masks``) as text: per run after the
+    first, a heading line, then a table of one line per paired ticket and layer (the pooled
+    overlap first, as ``all``) with the Jaccard index and its chance value (4 digits), and
+    notes where θ0 differs or is unknown; or a line saying why nothing is shown; then what
+    the numbers are (`OVERLAP_ABOUT`) where any table was. Empty where `result` holds no
+    overlaps."""
+    first, *others = result["runs"]
+    blocks = []
+    for run in others:
+        found = run.get("mask_overlap")
+        if found is None:
+            continue
+        head = f"mask overlap of {run['label']}'s tickets with {first['label']}'s"
+        if not found["comparable"]:
+            blocks.append(f"{head}: {found['note']}")
+            continue
+        if not found["pairs"]:
+            blocks.append(
+                f"{head}: no pair of tickets of one replicate at the same % of weights "
+                f"remaining (to {10**-PERCENT_DIGITS:g}%) below 100%"
+            )
+            continue
+        headers = ["run", "replicate", "level", f"{first['label']} level", "remaining %", "θ0"]
+        headers += ["layer", "Jaccard", "chance"]
+        rows = []
+        for pair in found["pairs"]:
+            start = [run["label"], str(pair["replicate"]), str(pair["level"])]
+            start += [str(pair["against_level"]), f"{pair['percent_remaining']:.1f}"]
+            start.append(pair["theta0"])
+            named = [(POOLED, pair["overall"]), *pair["layers"].items()]
+            for name, o in named:
+                label = name if name == POOLED else layer_label(name)
+                rows.append([*start, label, f"{o['jaccard']:.4f}", f"{o['chance']:.4f}"])
+        states = {pair["theta0"] for pair in found["pairs"]}
+        notes = [THETA0_NOTE] * ("differs" in states) + [THETA0_UNKNOWN] * ("unknown" in states)
+        blocks.append("\n".join([f"{head}:", report.format_table(headers, rows), *notes]))
+    if any(run.get("mask_overlap", {}).get("pairs") for run in others):
+        blocks.append(OVERLAP_ABOUT)
+    return "\n\n".join(blocks)

@@ -81,16 +81,17 @@ def load(
     inputs: str,
     note: Callable[[str], None],
     discard: Callable[[], None],
-    fixed_masks: bool = True,
+    masks: str = "fixed",
 ) -> tuple[Group, int, np.ndarray, dict[str, Any]] | None:
     """The saved state of this group (state, step, curves, notes), or None to start the
     level afresh.
 
     A checkpoint is used only if it holds these cells, every leaf of `like` under its path
     with its shape and dtype, was saved from these masks and start points (the `inputs`
-    fingerprint), and its masks equal `like`'s bit for bit (unless not `fixed_masks`: masks
-    that change while the group trains are part of the state it resumes) with every pruned
-    weight zero.
+    fingerprint), and its masks equal `like`'s bit for bit with every pruned weight zero.
+    `masks` says how the group's masks behave: ``fixed``; ``updated`` (they change while it
+    trains, so they are part of the state it resumes, pruned weights still zero); or
+    ``learned`` (the weights are dense under masks the step computes: neither is checked).
     Anything else is stale (the run changed under it, or the file is not lt's): it is
     deleted by `discard` (the store's, which in a multi-host job only its writer carries
     out), with a `note`.
@@ -107,7 +108,7 @@ def load(
     if why is None:
         names, structure, _ = _leaf_names(like)
         restored = jax.tree.unflatten(structure, [stored[n] for n in names])
-        why = _masks_differ(restored, like, fixed_masks)
+        why = None if masks == "learned" else _masks_differ(restored, like, masks == "fixed")
     if why is not None:
         note(f"note: discarded the checkpoint {path}: {why}; the level starts over")
         discard()

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from ltcli.experiment.plan import Plan
 from ltcli.experiment.spec import Spec
-from ltcli.science.methods import SPARSE_TRAINING
+from ltcli.science.methods import TRAINS_TO_TARGET
 from ltcli.storage.store import CellKey, Store
 from ltcli.train.claims import Claims
 from ltcli.train.divergence import diverged
@@ -62,7 +62,7 @@ class Schedule:
                 if ticket not in done:
                     continue
                 own = CellKey(cell.replicate, cell.level)  # sparse training's final mask
-                sparse = self.spec["prune.method"] in SPARSE_TRAINING and cell != own
+                sparse = self.spec["prune.method"] in TRAINS_TO_TARGET and cell != own
                 if sparse and (own not in done or self._diverged(own)):
                     continue
                 if self._diverged(ticket):

@@ -49,7 +49,12 @@ def segments(
     fixed-mask segment for a cell without updates; for RigL, one at the final densities
     (its counts never change) whose update steps compute the dense gradient; for SET the
     same without dense gradients; for GMP one segment per density, each pruning step's own
-    step still at the density before it (the mask shrinks after the optimizer step)."""
+    step still at the density before it (the mask shrinks after the optimizer step); for a
+    learned mask, one at its final densities whose every step computes the dense gradient
+    (straight-through: to every weight, or every score)."""
+    if "learned_mask" in facts:  # every step's gradient reaches every weight (or score)
+        steps = iterations - start
+        return [flops.Segment(steps, flops.densities(pruning.counts(mask)), steps)]
     if "mask_updates" not in facts:
         return fixed_mask(mask, iterations - start)
     if method != "gmp":

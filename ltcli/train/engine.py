@@ -33,7 +33,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltcli.core.pytrees import Mask, Params
@@ -45,7 +44,9 @@ from ltcli.train.device_data import (
     step_key_of,
     window_starts,
 )
+from ltcli.train.learned_masks import EVALUATED, LearnedMasks
 from ltcli.train.mask_updates import MaskUpdates
+from ltcli.train.placement import Placement
 from ltcli.train.recipes import TrainConfig, at_step, in_precision, optimizer
 
 
@@ -57,7 +58,9 @@ class Group(NamedTuple):
     (-1 until it trains): written by the training step itself, so what a cell records as
     its first batch is what it consumed. `sparse` holds, for a cell whose mask changes while
     it trains (`ltcli.train.mask_updates`), its schedule: per pruned layer one count per
-    update step; None otherwise.
+    update step; None otherwise. `scores` holds, for an edge-popup or supermask ticket
+    (`ltcli.train.learned_masks`), the scores it trains over its frozen `params` (shaped
+    like them, 0 in the layers it does not learn); None otherwise.
     """
 
     params: Params
@@ -68,6 +71,7 @@ class Group(NamedTuple):
     rewind: Any = None
     first_batch: Any = None
     sparse: Any = None
+    scores: Any = None
 
 
 def stack(trees: list[Any]) -> Any:
@@ -92,7 +96,7 @@ def _variables(params: Params, batch_stats: Any) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Engine:
+class Engine(Placement):
     """Trains groups of cells of one model on one data set.
 
     Attributes:
@@ -118,6 +122,7 @@ class Engine:
         cell too big or too slow for one device. The batch size must divide by `devices`.
       updates: how the step changes masks while cells train (GMP, SET, RigL), or None: the
         masks are fixed.
+      learned: how the step learns masks by gradient (ste, edge-popup, supermask), or None.
     """
 
     model: nn.Module
@@ -129,6 +134,7 @@ class Engine:
     context: int = 0
     parallel: str = "cells"
     updates: MaskUpdates | None = None
+    learned: LearnedMasks | None = None
 
     @property
     def tx(self) -> optax.GradientTransformation:
@@ -152,6 +158,7 @@ class Engine:
         capture_rewind: bool = False,
         start_step: int | Sequence[int] = 0,
         schedules: list[dict[str, np.ndarray]] | None = None,
+        scores: list[Params] | None = None,
     ) -> Group:
         """Stacks the starting points of cells into a group, with fresh optimizer state whose
         schedule is at `start_step` (one for all cells or one per cell: the iteration a cell
@@ -159,11 +166,15 @@ class Engine:
 
         `params` must already be masked (pruned weights zero). With `capture_rewind`, the
         group gets a `rewind` slot for `segment(..., rewind_at=k)` to fill. `schedules`: each
-        cell's mask-update table (`Group.sparse`), for an engine with `updates`.
+        cell's mask-update table (`Group.sparse`), for an engine with `updates`. `scores`:
+        each cell's first scores (`Group.scores`), for an engine that learns masks over
+        frozen weights; the optimizer then trains them instead of the weights.
         """
         stacked = stack_host(params)
         steps = np.broadcast_to(np.asarray(start_step, np.int32), (len(params),))
-        opt_state = self._init_opt_state(stacked, jnp.asarray(steps))
+        stacked_scores = stack_host(scores) if scores else None
+        trained = stacked if stacked_scores is None else stacked_scores
+        opt_state = self._init_opt_state(trained, jnp.asarray(steps))
         stats = stack_host(batch_stats)
         rewind = None
         if capture_rewind:
@@ -177,6 +188,7 @@ class Engine:
             rewind,
             jnp.full((len(params), self.cfg.batch_size), -1, jnp.int32),
             stack_host(schedules) if schedules else None,
+            stacked_scores,
         )
         return self.place_group(group)
 
@@ -254,14 +266,17 @@ class Engine:
         else:
             batch = (self.normalized(streamed[0], step_key, data), streamed[1])
         x, y = self._split_batch(batch)
+        first = cell.first_batch
+        if first is not None:  # the first step a cell trains records what it trained on
+            first = jnp.where(first[0] < 0, ids.astype(first.dtype), first)
+        if self.learned is not None:  # the mask is learned: `ltcli.train.learned_masks`
+            after = self.learned.step(self._loss, self.tx, cell, x, y, step_key)
+            return after._replace(first_batch=first)
         grad_fn = jax.grad(self._loss, has_aux=True)
         dense_grads, stats = grad_fn(cell.params, cell.batch_stats, x, y, step_key)
         grads = jax.tree.map(jnp.multiply, dense_grads, cell.mask)
         updates, opt_state = self.tx.update(grads, cell.opt_state, cell.params)
         params = jax.tree.map(jnp.multiply, optax.apply_updates(cell.params, updates), cell.mask)
-        first = cell.first_batch
-        if first is not None:  # the first step a cell trains records what it trained on
-            first = jnp.where(first[0] < 0, ids.astype(first.dtype), first)
         after = cell._replace(
             params=params, batch_stats=stats, opt_state=opt_state, first_batch=first
         )
@@ -274,17 +289,18 @@ class Engine:
     def _end_of_period(
         self, cell: Group, step: jax.Array, data: DeviceData, rewind_at: int
     ) -> tuple[Group, jax.Array]:
-        """Captures θk if `step` is the rewind iteration; evaluates validation and test."""
+        """Captures θk if `step` is the rewind iteration; evaluates validation and test (a
+        learned mask: under the mask of the state reached, `LearnedMasks.evaluated`)."""
         if rewind_at:
             now = {"params": cell.params, "batch_stats": cell.batch_stats}
             rewind = jax.tree.map(lambda p, r: jnp.where(step == rewind_at, p, r), now, cell.rewind)
             cell = cell._replace(rewind=rewind)
-        val = self._evaluate(
-            cell.params, cell.batch_stats, data, data.x_val, data.y_val, data.w_val
-        )
-        test = self._evaluate(
-            cell.params, cell.batch_stats, data, data.x_test, data.y_test, data.w_test
-        )
+        params = cell.params
+        if self.learned is not None:
+            key = jax.random.fold_in(step_key_of(cell.data_key, step), EVALUATED)
+            cell, params = self.learned.evaluated(cell, key)
+        val = self._evaluate(params, cell.batch_stats, data, data.x_val, data.y_val, data.w_val)
+        test = self._evaluate(params, cell.batch_stats, data, data.x_test, data.y_test, data.w_test)
         return cell, jnp.stack([*val, *test])
 
     def _indices(self, cell: Group, step0: jax.Array, data: DeviceData, evals: int) -> jax.Array:
@@ -444,59 +460,3 @@ class Engine:
         if self.context:
             loss, correct = loss.mean(-1), correct.mean(-1)
         return jnp.sum(jnp.where(w > 0, loss, 0.0)), jnp.sum(correct * w)
-
-    # -- the devices: the mesh a group and its batches lie on ----------------------------------
-
-    def mesh(self) -> Mesh:
-        """The first `devices` local devices along one axis: ``cells``, or ``batch`` when
-        every cell's batch is split over them (`parallel`). In a multi-host job
-        (`ltcli.core.hosts`), every device of every process."""
-        devices = jax.devices() if jax.process_count() > 1 else jax.local_devices()
-        return Mesh(np.asarray(devices[: self.devices]), (self._axis,))
-
-    @property
-    def _axis(self) -> str:
-        return "batch" if self.parallel == "batch" else "cells"
-
-    def _split_batch(self, tree: Any) -> Any:
-        """`tree` (one cell's examples along axis 0) laid out over the mesh's ``batch`` axis,
-        where `parallel` is ``batch``: XLA then computes each device's share of the batch and
-        reduces across devices where the cell needs the whole batch (the loss, its gradient,
-        batch norm's statistics: over the global batch). The numbers are the one-device
-        numbers up to the order of float additions."""
-        return self._laid_out(tree, P("batch"))
-
-    def _replicated(self, tree: Any) -> Any:
-        """`tree` whole on every device, where `parallel` is ``batch``: what a split batch
-        left split (the first batch's ids) is gathered, so that every process of a
-        multi-host job can read every result (`ltcli.core.hosts`)."""
-        return self._laid_out(tree, P())
-
-    def _laid_out(self, tree: Any, spec: P) -> Any:
-        """Every leaf of `tree` constrained to `spec` over the mesh where `parallel` is
-        ``batch`` (as it is elsewhere)."""
-        if self.parallel != "batch" or self.devices == 1:
-            return tree
-        sharding = NamedSharding(self.mesh(), spec)
-        return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
-
-    def place_data(self, data: DeviceData) -> DeviceData:
-        """`data` replicated on every device of the mesh (as is with one device)."""
-        if self.devices == 1:
-            return data
-        return jax.device_put(data, NamedSharding(self.mesh(), P()))
-
-    def place_group(self, group: Group) -> Group:
-        """`group` padded to a multiple of `devices` cells (copies of its last cell) and
-        split along the cell axis over the mesh."""
-        if self.devices == 1:
-            return group
-        if self.parallel == "batch":  # every device holds every cell: parameters replicated
-            return jax.device_put(group, NamedSharding(self.mesh(), P()))
-        cells = group.data_key.shape[0]
-        pad = -cells % self.devices
-
-        def padded(x: jax.Array) -> jax.Array:
-            return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
-
-        return jax.device_put(jax.tree.map(padded, group), NamedSharding(self.mesh(), P("cells")))

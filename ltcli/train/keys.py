@@ -5,7 +5,10 @@ for its initialization, 1 for its data order, 2 and 3 for the data orders of its
 and spawned copies (folded with the copy's index, or its spawn iteration) and 4 for its
 pruning-at-initialization scores. Controls draw their masks and fresh initializations from a
 NumPy generator seeded by (run id, replicate, level, index, kind), a sparse-training
-ticket's first mask from one seeded by (run id, replicate, level, 5).
+ticket's first mask from one seeded by (run id, replicate, level, 5), and the scores of the
+``random`` mask criterion (``prune.criterion``, Zhou et al. 2019) from one seeded by (run id,
+replicate, level, 6); an edge-popup ticket's first scores from one seeded by (run id,
+replicate, level, 8).
 """
 
 from __future__ import annotations
@@ -59,6 +62,15 @@ class Keys:
         """The generator of a sparse-training ticket's first random mask (static, SET,
         RigL) at `level`."""
         return np.random.default_rng([int(self.run_id[:16], 16), replicate, level, 5])
+
+    def criterion(self, replicate: int, level: int) -> np.random.Generator:
+        """The generator of the ``random`` mask criterion's scores of `level`'s ticket
+        (`ltcli.science.criteria`)."""
+        return np.random.default_rng([int(self.run_id[:16], 16), replicate, level, 6])
+
+    def scores(self, replicate: int, level: int) -> np.random.Generator:
+        """The generator of an edge-popup ticket's first scores at `level`."""
+        return np.random.default_rng([int(self.run_id[:16], 16), replicate, level, 8])
 
     def scored_examples(self, replicate: int) -> np.random.Generator:
         """The generator of the training examples SNIP and GraSP score a replicate on."""

@@ -24,12 +24,13 @@ from ltcli.experiment.member import PAIRED_KINDS, SPAWN
 from ltcli.experiment.plan import Progress
 from ltcli.science import flops, pruning
 from ltcli.storage.store import CellKey
-from ltcli.train import checkpoints, checks, cost, sparse_cells
+from ltcli.train import checkpoints, checks, cost, learned_cells, sparse_cells
 from ltcli.train.context import RunContext
 from ltcli.train.engine import Engine, Group, unstack
 from ltcli.train.grouping import pick as pick_grouping
 from ltcli.train.instability import instabilities, level_barriers
 from ltcli.train.keys import Keys
+from ltcli.train.learned_cells import LearnedGroup
 from ltcli.train.recipes import learning_rate, schedule_steps
 from ltcli.train.sparse_cells import SparseGroup
 from ltcli.train.starts import Starts
@@ -126,6 +127,14 @@ def check_trained(group: Group, labels: list[str], sparse: SparseGroup | None = 
                 raise InvariantError(f"{what}: after its mask updates {why}")
 
 
+def _masks_kind(engine: Engine) -> str:
+    """How a group's masks behave while it trains (`checkpoints.load`): ``fixed``,
+    ``updated`` (GMP, SET, RigL) or ``learned`` (ste, edge-popup, supermask)."""
+    if engine.learned is not None:
+        return "learned"
+    return "fixed" if engine.updates is None else "updated"
+
+
 class LevelTrainer:
     """Trains groups of one run's cells and stores them.
 
@@ -166,7 +175,8 @@ class LevelTrainer:
         labels = [label(c, self.run.run_id) for c in cells]
         self._check_inputs(cells, labels, inputs)
         sparse = sparse_cells.of(self.starts, cells)
-        engine, fresh_group = self._engine_for(level, cells, inputs, sparse)
+        learned = learned_cells.of(self.starts, cells)
+        engine, fresh_group = self._engine_for(level, cells, inputs, sparse, learned)
         group = fresh_group()
         digests, steps = check_start(group, labels, inputs)
         started = time.perf_counter()
@@ -175,6 +185,8 @@ class LevelTrainer:
             level, first_step, cells, labels, engine, group, inputs
         )
         wall = (time.perf_counter() - started) / len(cells)
+        if learned:  # each cell under its learned mask, its invariants checked
+            group = learned_cells.finished(group, labels, digests, learned)
         check_trained(group, labels, sparse)
         rows = unstack(group._replace(opt_state=None), len(cells))
         paths = instabilities(engine, cells, rows, [m for _, m, _ in inputs], self.run)
@@ -205,6 +217,7 @@ class LevelTrainer:
                 **({"level_barrier": barriers[cell]} if cell in barriers else {}),
                 **({"spawn_iteration": cell.member.index} if cell.member.kind == SPAWN else {}),
                 **(sparse.facts[i] if sparse else {}),
+                **(learned.facts if learned else {}),
             }
             written += self._store_cell(cell, rows[i], curves[i], first_step, facts)
         self.run.view.clear_checkpoint(checkpoints.name(cells, self.checkpoints_by_cells))
@@ -253,10 +266,15 @@ class LevelTrainer:
                 )
 
     def _engine_for(
-        self, level: int, cells: list[CellKey], inputs: list[Inputs], sparse: SparseGroup | None
+        self,
+        level: int,
+        cells: list[CellKey],
+        inputs: list[Inputs],
+        sparse: SparseGroup | None,
+        learned: LearnedGroup | None,
     ) -> tuple[Engine, Callable[[], Group]]:
         """The engine that trains this group (its grouping picked, its mask updates if
-        `sparse`), and how to start it."""
+        `sparse`, its learned masks if `learned`), and how to start it."""
         keys = [self.keys.data(c) for c in cells]
         # A spawned copy's row follows its ticket from step 0 until it branches at k.
         schedule = [0 if c.member.kind == SPAWN else self.starts.schedule_step(c) for c in cells]
@@ -264,6 +282,7 @@ class LevelTrainer:
             self.run.engine,
             parallel=self.run.parallel_for(len(cells)),
             updates=sparse.updates if sparse else None,
+            learned=learned.learned if learned else None,
         )
 
         def fresh_group() -> Group:
@@ -275,6 +294,7 @@ class LevelTrainer:
                 capture_rewind=bool(self._capture(level)),
                 start_step=schedule,
                 schedules=sparse.tables if sparse else None,
+                scores=learned.scores if learned else None,
             )
 
         engine = self._grouped_engine(base, len(cells), fresh_group)
@@ -311,9 +331,8 @@ class LevelTrainer:
         step, curves = start, np.zeros((len(cells), 0, len(METRICS)), np.float32)
         branched: dict[str, Any] = {}  # a spawned copy's start, recorded as it branches
         discard = partial(run.store.clear_checkpoint, run.run_id, name)
-        fixed = engine.updates is None  # else the masks are part of the state it resumes
         restored = checkpoints.load(
-            where, cells, group, fingerprint, self.progress.note, discard, fixed
+            where, cells, group, fingerprint, self.progress.note, discard, _masks_kind(engine)
         )
         if restored is not None:
             group, step, curves, branched = restored

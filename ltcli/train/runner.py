@@ -16,7 +16,7 @@ from typing import Any
 from ltcli import data
 from ltcli.experiment.descriptor import Descriptor, id_at_neutral
 from ltcli.experiment.plan import Plan, Progress
-from ltcli.science.methods import SPARSE_TRAINING
+from ltcli.science.methods import TRAINS_TO_TARGET
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import instability
 from ltcli.train.context import RunContext, local_devices, strategy
@@ -158,7 +158,7 @@ class Runner:
 
     @property
     def _sparse_training(self) -> bool:
-        return self.context.desc["prune.method"] in SPARSE_TRAINING
+        return self.context.desc["prune.method"] in TRAINS_TO_TARGET
 
     def _final_masks_ready(
         self, controls: list[CellKey], unusable: list[DivergedError]

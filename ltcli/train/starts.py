@@ -18,8 +18,8 @@ import numpy as np
 
 from ltcli.core.errors import LtError
 from ltcli.experiment import combinations
-from ltcli.science import pruning, scoring, sparse_training
-from ltcli.science.methods import SPARSE_TRAINING
+from ltcli.science import criteria, learned_masks, pruning, scoring, sparse_training
+from ltcli.science.methods import FROZEN_WEIGHTS, TRAINS_TO_TARGET
 from ltcli.science.pruning import layer_kind
 from ltcli.storage.store import CellKey
 from ltcli.train.context import RunContext
@@ -80,9 +80,19 @@ class Starts:
         return self.sources(cell).schedule_step
 
     def fresh(self, key: jax.Array) -> dict[str, Any]:
-        """A new initialization (params and batch-norm state) from `key`."""
+        """A new initialization (params and batch-norm state) from `key`; for edge-popup and
+        the supermask, with the frozen weights ``prune.frozen_init`` names in every layer
+        they learn a mask of (`learned_masks.frozen_weights`, drawn from `key` too)."""
         params, stats = self.run.engine.init(key, self.run.input_shape)
-        return jax.device_get({"params": params, "batch_stats": stats})
+        point = jax.device_get({"params": params, "batch_stats": stats})
+        method = self.run.desc["prune.method"]
+        if method not in FROZEN_WEIGHTS:
+            return point
+        kind = learned_masks.frozen_kind(method, self.run.desc["prune.frozen_init"])
+        flat = pruning.flatten(point["params"])
+        for i, name in enumerate(sorted(self.run.strategy.targets(point["params"]))):
+            flat[name] = learned_masks.frozen_weights(kind, flat[name], jax.random.fold_in(key, i))
+        return dict(point, params=pruning.unflatten(flat))
 
     def init_point(self, replicate: int) -> dict[str, Any]:
         """θ0 of a replicate, created and stored once, read from disk once (read-only). A
@@ -117,8 +127,15 @@ class Starts:
             return self.init_point(replicate)
         if source == "theta_k":
             return self.rewind_point(replicate, cell.level)
-        if source == "fresh":
-            return self.fresh(jax.random.PRNGKey(int(self.keys.control(cell).integers(2**31))))
+        if source in ("fresh", "fresh_signed"):  # the control's own stream, as reinit's
+            fresh = self.fresh(jax.random.PRNGKey(int(self.keys.control(cell).integers(2**31))))
+            if source == "fresh":
+                return fresh
+            signs = self.rewind_point(replicate, cell.level)["params"]
+            return dict(fresh, params=criteria.signed_reinit(fresh["params"], signs))
+        if source == "signed_constant":
+            point = self.rewind_point(replicate, cell.level)
+            return dict(point, params=criteria.signed_constant(point["params"]))
         previous = 0 if source == "trained_dense" else cell.level - 1
         return self.run.view.read_trained(CellKey(replicate, previous))
 
@@ -139,7 +156,7 @@ class Starts:
             return pruning.dense_mask(template)
         if view.is_finished(cell):  # sparse training: the mask its ticket ended with
             return view.read_mask(cell, template)
-        if source == "gmp":
+        if source in ("gmp", "learned"):  # dense until the ticket trains
             return pruning.dense_mask(template)
         if source in ("budget", "drop_grow"):
             return self.budget_mask(cell.replicate, cell.level)
@@ -150,7 +167,14 @@ class Starts:
         if view.read_metrics(previous)["diverged"]:
             raise diverged(self.run.run_id, cell.replicate, previous.level)
         trained = view.read_trained(previous)["params"]
-        return self.run.strategy.prune(trained, view.read_mask(previous, template), cell.level)
+        mask = view.read_mask(previous, template)
+        criterion = self.run.desc.get("prune.criterion", criteria.DEFAULT)
+        if criterion == criteria.DEFAULT:  # IMP: the survivors of largest trained |w|
+            return self.run.strategy.prune(trained, mask, cell.level)
+        # Zhou et al. 2019: scored by θ0 (θk), the network the survivors are rewound to
+        init = self.rewind_point(cell.replicate, cell.level)["params"]
+        rng = self.keys.criterion(cell.replicate, cell.level)
+        return criteria.prune(self.run.strategy, criterion, init, trained, mask, cell.level, rng)
 
     def budget(self, level: int) -> dict[str, int]:
         """Sparse training: weights each pruned layer keeps at `level`'s target, by the
@@ -175,15 +199,20 @@ class Starts:
 
     def expected_counts(self, cell: CellKey, params: Any) -> dict[str, int]:
         """What each layer of `cell`'s first mask keeps (`checks.counts`): the strategy's
-        counts, or with sparse training its budget (a GMP ticket starts dense)."""
-        if self.run.desc["prune.method"] not in SPARSE_TRAINING or cell.level == 0:
+        counts, or with sparse training and learned masks its budget (a GMP or learned
+        ticket starts dense; a supermask learns its own counts, which its controls keep)."""
+        method = self.run.desc["prune.method"]
+        if method not in TRAINS_TO_TARGET or cell.level == 0:
             return self.run.strategy.expected_counts(params, cell.level)
-        if self.sources(cell).mask == "gmp":
+        if self.sources(cell).mask in ("gmp", "learned"):
             return {
                 n: int(np.size(leaf))
                 for n, leaf in pruning.flatten(params).items()
                 if n in self.run.strategy.targets(params)
             }
+        if method == "supermask":
+            counts = pruning.counts(self.ticket_mask(cell.replicate, cell.level))
+            return {name: counts[name][0] for name in self.budget(cell.level)}
         return self.budget(cell.level)
 
     def score_examples(self, replicate: int) -> np.ndarray | None:
@@ -235,7 +264,7 @@ class Starts:
         mask = self.ticket_mask(cell.replicate, cell.level)
         ticket = CellKey(cell.replicate, cell.level)
         if sources.mask == "final" or (
-            sources.mask == "random" and self.run.desc["prune.method"] in SPARSE_TRAINING
+            sources.mask == "random" and self.run.desc["prune.method"] in TRAINS_TO_TARGET
         ):
             if not self.run.view.is_finished(ticket):
                 raise LtError(f"{ticket}: its controls need its final mask; train it first")

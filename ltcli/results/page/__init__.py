@@ -16,6 +16,9 @@ the schema of the Vega-Lite version the bundle carries) and drawn as SVG:
   from the level before against % remaining (`data.LEVEL_MEASURES`), where the runs have them;
 * pruning at initialization against IMP, where any run prunes at initialization;
 * per-layer weights remaining as a level x layer heat map;
+* where several runs include an IMP run, the mask overlap of each other run's tickets with
+  those of the first IMP run of its model (per-layer and pooled Jaccard at equal % remaining,
+  `ltcli.results.compare.mask_overlap`, as ``lt compare --masks`` prints it);
 * the paper's claims table when a run is a `lt reproduce` figure, each run's per-level table
   with diverged and collapsed cells marked, its hyperparameters and its differences from the
   first run.

@@ -1,5 +1,6 @@
 """The report page's data: the stored runs' numbers as tidy columns, one table per chart data
-set (``summary``, ``spawn``, ``curves``, ``layers``), embedded in the page as JSON.
+set (``summary``, ``spawn``, ``curves``, ``layers``), embedded in the page as JSON; and which
+runs' masks the page compares with an IMP run's (`overlaps`).
 
 Every number comes from `ltcli.results.report` (`Stat`, `level_summary`, `summarize_cells`);
 only min/max over cells and the per-evaluation curve means are computed here.
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ltcli.results import listing, report
+from ltcli.results import compare, listing, report
 from ltcli.storage.store import Store
 
 MAX_CURVE_POINTS = 250
@@ -76,7 +77,7 @@ class Run:
     """One run's cells and how the page names it."""
 
     def __init__(self, store: Store, run_id: str, label: str):
-        self.run_id, self.label = run_id, label
+        self.store, self.run_id, self.label = store, run_id, label
         self.record = store.descriptor(run_id)
         self.meta = store.meta(run_id)
         self.full = self.record["full"]
@@ -84,6 +85,8 @@ class Run:
         self.summary = report.level_summary(self.cells)
         self.groups = report.by_level_and_kind(self.cells)
         self.method = self.full.get("prune", {}).get("method", "magnitude")
+        # IMP: magnitude pruning, iterative (no one-shot targets)
+        self.is_imp = self.method == "magnitude" and not self.full.get("prune", {}).get("one_shot")
 
     def series(self, kind: str, several: bool) -> str:
         return f"{self.label} · {kind}" if several else kind
@@ -348,3 +351,21 @@ def flags(
         "diverged": any(cols["diverged"][i] for i in rows),
         "collapsed": any(cols["collapsed"][i] for i in rows),
     }
+
+
+def overlaps(runs: Sequence[Run]) -> list[tuple[Run, Run, dict[str, Any]]]:
+    """Each run's ticket masks against an IMP run's (`compare.mask_overlap`): for every run,
+    the first IMP run of the page (`Run.is_imp`) whose masks are comparable (the same model);
+    that IMP run is its model's reference and is not compared itself. (reference, run,
+    overlap) for each run that has a reference."""
+    imps = [run for run in runs if run.is_imp]
+    found = []
+    for run in runs:
+        for reference in imps:
+            if reference is run:
+                break  # the first IMP run of its model: the reference
+            result = compare.mask_overlap(run.store, reference.run_id, run.run_id)
+            if result["comparable"]:
+                found.append((reference, run, result))
+                break
+    return found

@@ -1,7 +1,8 @@
 """The report page's sections, in order: the paper's claims (runs `lt reproduce` made, or any
 run with a figure named), the charts against weights remaining, the training curves, the
 instability charts, pruning at initialization (where a run prunes there), the weights
-remaining per layer, each run's tables and the hyperparameters with the runs' differences.
+remaining per layer, the mask overlap with IMP (several runs, one of them IMP), each run's
+tables and the hyperparameters with the runs' differences.
 
 Each section's charts are registered on a `Page` with the data sets they read; its tables are
 rows made here and written by the macros of ``templates/parts.html.j2``.
@@ -16,6 +17,7 @@ from typing import Any
 from markupsafe import Markup
 
 from ltcli.experiment.descriptor import outdated
+from ltcli.results import compare as comparing
 from ltcli.results import diff, report
 from ltcli.results.page import charts, data, render
 from ltcli.results.page.data import Columns, Run
@@ -35,6 +37,14 @@ NO_INSTABILITY = (
 LAYERS_ABOUT = (
     "Percent of each prunable layer's weights the level's tickets keep (their mean); a red "
     "outline marks a layer some ticket empties."
+)
+OVERLAP_ABOUT = (
+    "How far each run's ticket masks agree with those of an IMP run of the same model (the "
+    "first on the page): the Jaccard index, weights both tickets keep / weights either keeps "
+    "(1: the same mask, 0: no weight in common; a layer both empty: 1), per prunable layer and "
+    "over all of them (all). Tickets pair within a replicate both runs have, where their "
+    "percents of weights remaining are equal to 0.1 (dense levels left out); chance: the "
+    "index of random masks with the same per-layer counts. As lt compare --masks prints it."
 )
 
 
@@ -74,6 +84,8 @@ def build(runs: list[Run], figure: str | None, validate: bool) -> str:
     if any(run.method != "magnitude" for run in runs):
         _at_init_section(page, summary, ticks)
     _layer_section(page, runs)
+    if len(runs) > 1:
+        _overlap_section(page, runs)
     for run in runs:
         page.section(f"run-{run.run_id[:12]}", f"Run {run.label}", run_html(run))
     page.section("hyperparameters", "Hyperparameters", hyperparameters_html(runs))
@@ -225,7 +237,46 @@ def _layer_section(page: Page, runs: list[Run]) -> None:
     page.section("layers", "Weights remaining per layer", box)
 
 
+def _overlap_section(page: Page, runs: list[Run]) -> None:
+    """The mask overlap of each run's tickets with an IMP run's (`data.overlaps`), where a
+    run has one: a table per run."""
+    found = data.overlaps(runs)
+    if not found:
+        return
+    body = render.parts().notes([OVERLAP_ABOUT])
+    for reference, run, result in found:
+        body += overlap_html(reference, run, result)
+    page.section("overlap", "Mask overlap with IMP", body)
+
+
 # -- tables ---------------------------------------------------------------------------------
+
+
+def overlap_html(reference: Run, run: Run, result: dict[str, Any]) -> Markup:
+    """One run's mask overlap with its IMP run as a table: a row per paired ticket (replicate,
+    levels, % remaining, θ0), the pooled Jaccard index and its chance value, then each
+    layer's index (4 digits); θ0 that differ marked, and noted."""
+    parts = render.parts()
+    title = f"{run.label} against {reference.label}"
+    pairs = result["pairs"]
+    if not pairs:
+        return parts.overlap(title, Markup(""), ["no pair of tickets at the same % remaining"])
+    names = list(pairs[0]["layers"])
+    headers = ["replicate", "level", f"{reference.label} level", "remaining %", "θ0"]
+    headers += [comparing.POOLED, "chance", *map(comparing.layer_label, names)]
+    rows, classes = [], []
+    for pair in pairs:
+        row = [str(pair["replicate"]), str(pair["level"]), str(pair["against_level"])]
+        row += [f"{pair['percent_remaining']:.1f}", pair["theta0"]]
+        row += [f"{pair['overall']['jaccard']:.4f}", f"{pair['overall']['chance']:.4f}"]
+        row += [f"{pair['layers'][n]['jaccard']:.4f}" for n in names]
+        rows.append(row)
+        mark = "differs" if pair["theta0"] != "same" else ""
+        classes.append(["", "", "", "", mark, *[""] * (2 + len(names))])
+    states = {pair["theta0"] for pair in pairs}
+    notes = [comparing.THETA0_NOTE] * ("differs" in states)
+    notes += [comparing.THETA0_UNKNOWN] * ("unknown" in states)
+    return parts.overlap(title, parts.table(headers, rows, classes), notes)
 
 
 def _mark(stat: report.Stat | None) -> str:
