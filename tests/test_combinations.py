@@ -30,6 +30,7 @@ pytestmark = pytest.mark.unit
 
 METHODS = ("magnitude", "snip", "grasp", "synflow", "magnitude-init", "random")
 SPARSE = ("gmp", "static", "set", "rigl")
+LEARNED = ("ste", "edge-popup", "supermask")
 RETRAINS = ("rewind", "lr-rewind", "finetune")
 SCHEDULES = ("imp", "one-shot", "several")
 T, K = 200, 100
@@ -40,7 +41,7 @@ SIGNED = {"sign": "signed_constant", "signed_reinit": "fresh_signed"}
 def expected(method, retrain, rewind, schedule, kind, level):
     """The README's combination table: (weights, mask, schedule step, data position, data
     order) of a cell, or "refused"."""
-    if method in SPARSE:
+    if method in SPARSE + LEARNED:
         return expected_sparse(method, retrain, rewind, schedule, kind, level)
     at_init = method != "magnitude"
     if at_init and (schedule == "imp" or retrain != "rewind"):
@@ -69,18 +70,19 @@ def expected(method, retrain, rewind, schedule, kind, level):
 
 
 def expected_sparse(method, retrain, rewind, schedule, kind, level):
-    """Sparse training (issue 33): one job per one-shot target from θ0 at step 0; its
-    lottery controls train the mask the ticket ended with, at k."""
+    """Sparse training (issue 33) and learned masks (issue 35): one job per one-shot target
+    from θ0 at step 0; its lottery controls train the mask the ticket ended with, at k."""
     if schedule == "imp" or retrain != "rewind" or kind == "invert" or kind in SIGNED:
         return "refused"
-    if kind == "stability" and method != "static":  # the mask changes while it trains
+    if kind == "stability" and method != "static":  # the mask changes (or is learned)
         return "refused"
     if level == 0:
         if kind == SPAWN:
             return ("ticket_at_k", "dense", K, K, "own_after_k")
         return ("theta0", "dense", 0, 0, "replicate")
     if kind in ("ticket", "stability"):
-        start = {"gmp": "gmp", "static": "budget"}.get(method, "drop_grow")
+        start = {"gmp": "gmp", "static": "budget"} | dict.fromkeys(LEARNED, "learned")
+        start = start.get(method, "drop_grow")
         return ("theta0", start, 0, 0, "own" if kind == "stability" else "replicate")
     weights = "fresh" if kind == "reinit" else "theta_k" if rewind else "theta0"
     mask = {"reinit": "final", "rewind": "final", "random": "random", "shuffle": "random"}
@@ -95,7 +97,7 @@ def _refused(method, retrain, schedule, kind):
 
 @pytest.mark.parametrize(
     "method,retrain,rewind,schedule",
-    list(itertools.product(METHODS + SPARSE, RETRAINS, (0, K), SCHEDULES)),
+    list(itertools.product(METHODS + SPARSE + LEARNED, RETRAINS, (0, K), SCHEDULES)),
 )
 def test_the_table_in_the_code_is_the_readme_table(method, retrain, rewind, schedule):
     for kind, level in [("ticket", 0), (SPAWN, 0)] + [

@@ -19,7 +19,7 @@ from ltcli.science import learned_masks, pruning
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 from ltcli.train.engine import Engine
-from ltcli.train.learned_masks import LearnedMasks
+from ltcli.train.mask_learning import LearnedMasks
 from ltcli.train.recipes import TrainConfig
 
 from helpers import assert_refused, kill_when, learnable_data, lt_process
@@ -149,6 +149,19 @@ def test_ste_masks_the_top_weights_of_every_step_and_trains_the_pruned_ones(data
                 np.mean(after.params[layer]["kernel"][pruned] != before[layer]["kernel"][pruned])
                 > 0.5
             )
+
+
+def test_an_n_m_ste_mask_is_the_top_n_of_every_group_of_the_weights_of_each_step(data):
+    engine = _engine("ste", pattern=(2, 4))
+    _, group = _start(engine, scores=False)
+    cell = _one(group)
+    for t in range(3):
+        before = jax.device_get(cell.params)
+        cell = engine.steps(cell, jnp.asarray(t), jnp.arange(20).reshape(1, 20) + 20 * t, data)
+        for layer in ("fc1", "out"):
+            w = np.abs(before[layer]["kernel"])
+            expected = pruning.keep_per_group(w, np.ones_like(w), 2, 4)
+            assert np.array_equal(np.asarray(cell.mask[layer]["kernel"]), expected)
 
 
 def test_sr_ste_decays_the_pruned_weights_only(data):

@@ -21,6 +21,7 @@ from ltcli.experiment import spec
 from ltcli.experiment.fields import FIELDS
 from ltcli.experiment.plan import Plan
 from ltcli.results import plot, report, reproduce
+from ltcli.results.reproduce import arms, ramanujan2020, zhou2019
 from ltcli.storage.store import CellKey, Store
 from ltcli.train import launch
 
@@ -332,3 +333,182 @@ def test_cells_beyond_the_protocol_are_left_out():
         cell(0, 7, "random-0", stop=100, acc=0.5),  # a control kind it does not ask for
     ]
     assert reproduce.protocol_cells(small_cells() + extra, small) == small_cells()
+
+
+# Zhou et al. 2019 (supermask-lenet) and Ramanujan et al. 2020 (edge-popup-lenet): one run
+# per arm; the runs are stubbed here (the cells written by hand), so nothing trains.
+
+
+def arm_cells(levels: dict[int, tuple[float, list[float]]], diverged: tuple[int, ...] = ()):
+    """Tickets at each level: (percent remaining, final test accuracy per replicate)."""
+    return [
+        dict(
+            cell(r, level, stop=100, acc=acc, diverged=level in diverged),
+            percent_remaining=remaining,
+        )
+        for level, (remaining, accs) in levels.items()
+        for r, acc in enumerate(accs)
+    ]
+
+
+def stub_runs(monkeypatch, cells_by_arm: dict[str, list[dict]]) -> list:
+    """`launch.run` returns the arm's name as its run id (recording each spec), and the
+    store's cells of that id are `cells_by_arm[name]`."""
+    launched = []
+
+    def fake_run(s, store, *, data_dir=None, name=None, progress=None):
+        arm = launched_arm(s)
+        launched.append((arm, name, s))
+        return arm
+
+    def launched_arm(s) -> str:
+        if s["prune.method"] == "supermask":
+            return "supermask"
+        if s["prune.method"] == "edge-popup":
+            return "edge-popup-kn" if s["prune.frozen_init"] == "kaiming-normal" else "edge-popup"
+        return s["prune.criterion"]
+
+    monkeypatch.setattr(launch, "run", fake_run)
+    monkeypatch.setattr(report, "cell_metrics", lambda store, run_id: cells_by_arm[run_id])
+    return launched
+
+
+def test_zhou_and_ramanujan_paper_protocols_are_their_reference_codes():
+    papers = {
+        "supermask-lenet": zhou2019.protocols("supermask-lenet", "paper"),
+        "edge-popup-lenet": ramanujan2020.protocols("edge-popup-lenet", "paper"),
+    }
+    sm = papers["supermask-lenet"]["supermask"]
+    # train_supermask.py's README command: sgd, lr 100, momentum 0.9, batch 250, 2000 epochs
+    assert (sm["train.optimizer"], sm["train.lr"], sm["train.momentum"]) == ("sgd", 100.0, 0.9)
+    assert sm["train.batch_size"] == 250 and sm["train.iterations"].iterations(55000, 250) == 440000
+    assert (sm["prune.method"], list(sm["prune.one_shot"])) == ("supermask", [50.0])
+    for criterion in zhou2019.CRITERIA:  # print_train_command.sh's fc: adam 0.0012, 55 epochs
+        s = papers["supermask-lenet"][criterion]
+        assert (s["prune.method"], s["prune.criterion"]) == ("magnitude", criterion)
+        assert list(s["prune.one_shot"]) == [20.0, 5.0] and s["train.optimizer"] == "adam"
+        assert s["train.lr"] == 1.2e-3 and s["train.batch_size"] == 60
+        assert s["train.iterations"].iterations(55000, 60) == 55 * 917
+    ep = papers["edge-popup-lenet"]
+    for s in ep.values():  # simple_mnist_example.py's defaults
+        assert (s["train.optimizer"], s["train.lr"], s["train.momentum"]) == ("sgd", 0.1, 0.9)
+        assert (s["train.weight_decay"], s["train.schedule"]) == (5e-4, "cosine")
+        assert (
+            s["train.batch_size"] == 64 and s["train.iterations"].iterations(55000, 64) == 14 * 859
+        )
+        assert (s["prune.method"], list(s["prune.one_shot"])) == ("edge-popup", [50.0])
+    assert ep["edge-popup"]["prune.frozen_init"] == "auto"
+    assert ep["edge-popup-kn"]["prune.frozen_init"] == "kaiming-normal"
+    for module, check in ((zhou2019, "supermask-lenet"), (ramanujan2020, "edge-popup-lenet")):
+        assert all(s["run.replicates"] == 5 for s in papers[check].values())
+        small = module.protocols(check, "small", ["train.seed=3"])
+        for arm in module.ARMS:  # the small budget's cuts, as the docs list them, and --set
+            assert arms.arm_cuts(check, module.CHECKS, arm, papers[check][arm.name]) == ()
+            assert set(arms.arm_cuts(check, module.CHECKS, arm, small[arm.name])) == {
+                f"train.iterations: {papers[check][arm.name]['train.iterations']} -> 2000it",
+                "train.eval_every: 1ep -> 100it",
+                "run.replicates: 5 -> 1",
+                "train.seed: 0 -> 3",
+            }
+    with pytest.raises(Exception, match="unknown"):
+        zhou2019.protocols("edge-popup-lenet", "small")
+
+
+def test_a_supermask_is_read_where_it_learned_its_density_and_criteria_at_their_targets():
+    supermask = zhou2019.ARMS[0]
+    # level 0 diverged (lr 100 trains the dense net too): the supermask does not need it
+    found = arms.read_arm(arm_cells({0: (100.0, [0.1]), 1: (31.0, [0.93])}, (0,)), supermask)
+    assert found[50.0].level == 1 and found[50.0].remaining == 31.0
+    assert found[50.0].accuracy.mean == pytest.approx(0.93)
+    assert arms.read_arm(arm_cells({0: (100.0, [0.1])}), supermask)[50.0] is None
+    large_final = next(a for a in zhou2019.ARMS if a.name == "large_final")
+    cells = arm_cells({0: (100.0, [0.97, 0.98]), 1: (20.3, [0.975, 0.985]), 2: (5.6, [0.9])})
+    found = arms.read_arm(cells, large_final)
+    assert found[arms.DENSE].level == 0 and found[arms.DENSE].accuracy.n == 2
+    assert found[20.0].accuracy.mean == pytest.approx(0.98) and found[5.0] is None  # 12% off
+    diverged = arms.read_arm(arm_cells({0: (100.0, [0.9]), 1: (20.0, [0.1])}, (1,)), large_final)
+    assert diverged[20.0] is None
+
+
+def zhou_cells(acc: dict[str, tuple[float, float]], supermask: float) -> dict[str, list[dict]]:
+    cells = {"supermask": arm_cells({0: (100.0, [0.1]), 1: (51.2, [supermask])}, (0,))}
+    for criterion, (at20, at5) in acc.items():
+        cells[criterion] = arm_cells({0: (100.0, [0.975]), 1: (20.0, [at20]), 2: (5.0, [at5])})
+    return cells
+
+
+def test_zhou_claims_are_the_stored_accuracies_differences(monkeypatch, tmp_path):
+    acc = {
+        "large_final": (0.97, 0.95),
+        "magnitude_increase": (0.96, 0.90),  # below random at 5%
+        "large_init": (0.95, 0.96),  # above large_final at 5%
+        "small_final": (0.50, 0.20),
+        "random": (0.94, 0.91),
+    }
+    launched = stub_runs(monkeypatch, zhou_cells(acc, supermask=0.956))
+    checked = zhou2019.run("supermask-lenet", "small", Store(tmp_path))
+    assert [a for a, _, _ in launched] == [arm.name for arm in zhou2019.ARMS]
+    assert launched[0][1] == "reproduce-supermask-lenet-supermask-small"
+    got = {c.claim.says: (c.difference, c.verdict) for c in checked.checks}
+    assert got["learned supermask over θ0 far above chance"] == (pytest.approx(95.6 - 86), "held")
+    assert got["large_final above random at 20%"] == (pytest.approx(3.0), "held")
+    assert got["magnitude_increase above random at 5%"] == (pytest.approx(-1.0), "not held")
+    assert got["large_final above large_init at 5%"] == (pytest.approx(-1.0), "not held")
+    assert got["small_final below random at 20%"] == (pytest.approx(44.0), "held")
+    assert len(checked.checks) == 1 + 4 * len(zhou2019.TARGETS)
+    assert "95.60%" in checked.text and "+44.00 pts" in checked.text
+    row = next(line for line in checked.text.splitlines() if line.startswith("supermask"))
+    assert re.split(r"\s{2,}", row) == [
+        "supermask over θ0",
+        "50%",
+        "1",
+        "51.20%",
+        "95.60 ± 0.00 (n=1)",
+    ]
+
+    launched = stub_runs(monkeypatch, zhou_cells(acc, supermask=0.80))  # below 86%
+    low = zhou2019.run("supermask-lenet", "small", Store(tmp_path), settings=["train.seed=1"])
+    assert low.checks[0].verdict == "not held" and launched[0][1] is None  # --set: no alias
+    missing = zhou_cells(acc, 0.9)
+    missing["random"] = arm_cells({0: (100.0, [0.975]), 1: (20.0, [0.9])})  # no 5% level
+    stub_runs(monkeypatch, missing)
+    verdicts = {
+        c.claim.says: c.verdict
+        for c in zhou2019.run("supermask-lenet", "small", Store(tmp_path)).checks
+    }
+    assert verdicts["large_final above random at 5%"] == "not reached"
+    assert verdicts["large_final above random at 20%"] == "held"
+
+
+def test_edge_popup_check_through_the_command(monkeypatch, tmp_path):
+    cells = {
+        "edge-popup": arm_cells({0: (100.0, [0.98]), 1: (50.0, [0.955])}),
+        "edge-popup-kn": arm_cells({0: (100.0, [0.98]), 1: (50.0, [0.96])}),
+    }
+    stub_runs(monkeypatch, cells)
+    args = ["reproduce", "edge-popup-lenet", "--budget", "small", "--store", str(tmp_path)]
+    result = CliRunner().invoke(group, args)
+    assert result.exit_code == 0, result.output
+    assert "train.iterations: 14ep -> 2000it" in result.stderr
+    lines = result.stdout.splitlines()
+    row = lambda says: re.split(r"\s{2,}", next(x for x in lines if x.startswith(says)))  # noqa: E731
+    assert row("edge-popup on random weights matches")[1:3] == [
+        "-2.50 pts",
+        "WRN-50 at 30%: 73.3 vs a trained ResNet-34",
+    ]
+    assert row("edge-popup on random weights matches")[3] == "not held"
+    assert row("edge-popup on random weights far above")[1] == "95.50%"
+    assert row("edge-popup on random weights far above")[3] == "held"
+    assert row("signed Kaiming constant above")[1:4:2] == ["-0.50 pts", "not held"]
+
+
+@pytest.mark.parametrize("check", ["supermask-lenet", "edge-popup-lenet"])
+def test_the_learned_mask_checks_are_listed_and_draw_no_figure(check, tmp_path):
+    listed = CliRunner().invoke(group, ["reproduce", "--help"])
+    assert check in listed.stdout and check in reproduce.ARM_CHECKS
+    args = ["reproduce", check, "-o", str(tmp_path / "x.png"), "--store", str(tmp_path / "s")]
+    result = CliRunner().invoke(group, args)
+    assert result.exit_code == 2 and "draws no figure" in result.output
+    assert not (tmp_path / "s").exists()
+    unknown = CliRunner().invoke(group, ["reproduce", "vgg19", "--store", str(tmp_path)])
+    assert f"'{check}'" in unknown.stderr

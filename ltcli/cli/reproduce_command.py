@@ -21,7 +21,7 @@ from ltcli.storage.store import Store
 @click.argument(
     "figure",
     metavar="FIGURE",
-    type=click.Choice([*reproducing.FIGURES, *reproducing.SPARSE_CHECKS]),
+    type=click.Choice([*reproducing.FIGURES, *reproducing.ARM_CHECKS]),
 )
 @click.option(
     "--budget",
@@ -57,7 +57,7 @@ def reproduce(
     data_dir: Path | None,
 ) -> None:
     """Reproduce FIGURE of Frankle & Carbin, "The Lottery Ticket Hypothesis" (ICLR 2019),
-    or check sparse training against lottery tickets.
+    or check sparse training, supermasks or edge-popup against their papers' claims.
 
     \b
     FIGURE is one of:
@@ -66,22 +66,26 @@ def reproduce(
       resnet20-warmup  ResNet-20 on CIFAR-10, lr 0.03 with warmup (Figure 8)
       sparse-lenet     static, SET, RigL (uniform and ERK), GMP and IMP on LeNet-300-100
                        at 90% and 98% sparsity (Evci et al. 2020; Gale et al. 2019)
+      supermask-lenet  a supermask learned over θ0 of LeNet-300-100, and the mask
+                       criteria's ranking at 20% and 5% (Zhou et al. 2019)
+      edge-popup-lenet edge-popup on a random LeNet-300-100 at k=50% against the same
+                       network trained dense (Ramanujan et al. 2020)
 
     Runs the paper's protocol through the store (finished cells are reused: a rerun trains
     nothing), prints the per-level table and a table of the paper's claims for the figure
     (lt's measure with its spread over replicates, the paper's number, held / not held / not
     reached), and draws the figure with the paper's reported points as black stars.
-    sparse-lenet runs one run per method and prints each method's accuracy and training
-    FLOPs at each target, then its claims; it draws no figure.
+    sparse-lenet, supermask-lenet and edge-popup-lenet run one run per arm and print each
+    arm's accuracy at each target (sparse-lenet: and training FLOPs), then the claims; they
+    draw no figure.
     """
-    if figure in reproducing.SPARSE_CHECKS:
+    if figure in reproducing.ARM_CHECKS:
         if output is not None:
             raise click.UsageError(f"{figure} draws no figure: drop --output")
-        for line in reproducing.describe_sparse(
-            figure, budget, reproducing.sparse_protocols(figure, budget, settings)
-        ):
+        paper = reproducing.ARM_CHECKS[figure]
+        for line in paper.describe(figure, budget, paper.protocols(figure, budget, settings)):
             click.echo(line, err=True)
-        checked = reproducing.check_sparse(
+        checked = paper.run(
             figure,
             budget,
             Store(store or default_store()),

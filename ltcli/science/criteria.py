@@ -214,9 +214,15 @@ def signed_constant(point: Params) -> Params:
     out = dict(flat)
     for name, w in flat.items():
         if pruning.layer_kind(name) is not None:
-            constant = np.std(np.asarray(w, np.float64))
-            out[name] = (np.sign(w) * constant).astype(w.dtype)
+            out[name] = signed_std(w)
     return pruning.unflatten(out)
+
+
+def signed_std(kernel: np.ndarray) -> np.ndarray:
+    """`kernel`'s signs times the standard deviation of the whole kernel (float64), in its
+    dtype: Zhou et al. 2019's signed constant of one layer."""
+    kernel = np.asarray(kernel)
+    return (np.sign(kernel) * np.std(kernel, dtype=np.float64)).astype(kernel.dtype)
 
 
 def signed_reinit(fresh: Params, point: Params) -> Params:

@@ -1,7 +1,7 @@
 """Masks learned by gradient, as pure JAX functions of one layer: the forward masks of
 straight-through pruning, edge-popup and the supermask, the straight-through estimator that
 carries a gradient past them, and the frozen weights and first scores edge-popup and the
-supermask start from. The engine's step applies them (`ltcli.train.learned_masks`).
+supermask start from. The engine's step applies them (`ltcli.train.mask_learning`).
 
 Every forward mask is exactly 0 or 1 and the straight-through sums add an exact zero in the
 forward pass (``s - stop_gradient(s)``), so a learned mask's network is its weights times a
@@ -18,6 +18,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ltcli.science import criteria
 
 
 def top_k(score: jax.Array, keep: int) -> jax.Array:
@@ -99,7 +101,7 @@ def frozen_weights(kind: str, kernel: np.ndarray, key: jax.Array) -> np.ndarray:
     if kind == "model":
         return kernel
     if kind == "signed-constant":
-        return (np.sign(kernel) * np.std(kernel, dtype=np.float64)).astype(kernel.dtype)
+        return criteria.signed_std(kernel)
     std = math.sqrt(2.0 / fan_in(kernel.shape))
     if kind == "signed-kaiming-constant":
         return (np.sign(kernel) * std).astype(kernel.dtype)

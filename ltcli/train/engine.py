@@ -18,7 +18,9 @@ optimizer and schedule `ltcli.train.recipes`.
 
 Pruned weights are exactly zero at every step: gradients are masked before the optimizer
 (so Adam's moments and SGD's momentum of pruned weights stay zero) and the updated
-parameters are multiplied by the mask.
+parameters are multiplied by the mask. A mask learned by gradient (ste, edge-popup,
+supermask) is the exception: its step (`ltcli.train.mask_learning`) keeps the weights dense
+and applies the mask it computes in the forward pass.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ltcli.train.device_data import (
     step_key_of,
     window_starts,
 )
-from ltcli.train.learned_masks import EVALUATED, LearnedMasks
+from ltcli.train.mask_learning import EVALUATED, LearnedMasks
 from ltcli.train.mask_updates import MaskUpdates
 from ltcli.train.placement import Placement
 from ltcli.train.recipes import TrainConfig, at_step, in_precision, optimizer
@@ -59,7 +61,7 @@ class Group(NamedTuple):
     its first batch is what it consumed. `sparse` holds, for a cell whose mask changes while
     it trains (`ltcli.train.mask_updates`), its schedule: per pruned layer one count per
     update step; None otherwise. `scores` holds, for an edge-popup or supermask ticket
-    (`ltcli.train.learned_masks`), the scores it trains over its frozen `params` (shaped
+    (`ltcli.train.mask_learning`), the scores it trains over its frozen `params` (shaped
     like them, 0 in the layers it does not learn); None otherwise.
     """
 
@@ -269,7 +271,7 @@ class Engine(Placement):
         first = cell.first_batch
         if first is not None:  # the first step a cell trains records what it trained on
             first = jnp.where(first[0] < 0, ids.astype(first.dtype), first)
-        if self.learned is not None:  # the mask is learned: `ltcli.train.learned_masks`
+        if self.learned is not None:  # the mask is learned: `ltcli.train.mask_learning`
             after = self.learned.step(self._loss, self.tx, cell, x, y, step_key)
             return after._replace(first_batch=first)
         grad_fn = jax.grad(self._loss, has_aux=True)

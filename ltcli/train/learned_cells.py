@@ -26,7 +26,7 @@ from ltcli.science.methods import FROZEN_WEIGHTS, LEARNED_MASKS
 from ltcli.storage.store import CellKey
 from ltcli.train import checks
 from ltcli.train.engine import Group, unstack
-from ltcli.train.learned_masks import LearnedMasks
+from ltcli.train.mask_learning import LearnedMasks
 from ltcli.train.starts import Starts
 
 EVALUATED_MASK = {

@@ -3,7 +3,9 @@ against the store, and the figure drawn with the paper's own points over it.
 
 One module per paper (`frankle2019`: Frankle & Carbin, ICLR 2019) holds its figures'
 protocols and its claims as data; `evci2020` checks sparse training against lottery tickets
-(Evci et al. 2020, Gale et al. 2019), one run per method; the parts every paper shares are
+(Evci et al. 2020, Gale et al. 2019), one run per method; `zhou2019` (a learned supermask
+and the mask criteria, Zhou et al. 2019) and `ramanujan2020` (edge-popup against dense
+training) likewise run one run per arm (`ARM_CHECKS`); the parts every paper shares are
 kept apart so each can be read and tested alone: `protocols` (a figure's spec at a budget,
 and every cut from the paper's), `measures` (a run's cells as numbers per level and
 replicate, and what a claim measures), `verdicts` (a claim checked against a run, and the
@@ -19,6 +21,7 @@ from typing import Any
 
 from ltcli.experiment.plan import Progress
 from ltcli.results import report
+from ltcli.results.reproduce import evci2020, ramanujan2020, zhou2019
 from ltcli.results.reproduce.evci2020 import CHECKS as SPARSE_CHECKS
 from ltcli.results.reproduce.evci2020 import describe as describe_sparse
 from ltcli.results.reproduce.evci2020 import protocols as sparse_protocols
@@ -49,6 +52,7 @@ from ltcli.train import launch
 
 __all__ = [
     "ACCURACY",
+    "ARM_CHECKS",
     "BUDGETS",
     "FIGURES",
     "HELD",
@@ -73,6 +77,13 @@ __all__ = [
     "run",
     "sparse_protocols",
 ]
+
+ARM_CHECKS = {
+    name: module for module in (evci2020, zhou2019, ramanujan2020) for name in module.CHECKS
+}
+"""The checks that run one run per arm and draw no figure, each to its paper's module: its
+``protocols(check, budget, settings)``, ``describe(check, budget, specs)`` (stderr lines) and
+``run(check, budget, store, ...)`` (whose ``text`` is the tables)."""
 
 SIZE, DPI = (1500, 500), 100
 """The figure's size in pixels, and its resolution."""
