@@ -20,7 +20,8 @@ pytestmark = pytest.mark.system
 
 
 def lt_run(spec_path: Path, store: Path, data_dir: Path, *flags: str) -> None:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    xla = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    env = dict(os.environ, XLA_FLAGS=xla)
     command = lt_process(spec_path, store, data_dir, *flags)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr

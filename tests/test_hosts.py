@@ -25,6 +25,9 @@ from helpers import kill_when, lt_process
 
 pytestmark = pytest.mark.system
 
+ONE_DEVICE = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=1"
+"""The XLA flags of each process of a job: the test session's, one CPU device each."""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -42,7 +45,7 @@ def _job(command: list[str], processes: int = 2) -> list[subprocess.Popen]:
             JAX_COORDINATOR_ADDRESS=address,
             JAX_NUM_PROCESSES=str(processes),
             JAX_PROCESS_ID=str(rank),
-            XLA_FLAGS="--xla_force_host_platform_device_count=1",
+            XLA_FLAGS=ONE_DEVICE,
         )
         out = subprocess.PIPE
         started.append(subprocess.Popen(command, env=env, stdout=out, stderr=out, text=True))
@@ -211,7 +214,7 @@ def _one_process_of(processes: int) -> dict[str, str]:
         JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{_free_port()}",
         JAX_NUM_PROCESSES=str(processes),
         JAX_PROCESS_ID="0",
-        XLA_FLAGS="--xla_force_host_platform_device_count=1",
+        XLA_FLAGS=ONE_DEVICE,
     )
 
 

@@ -203,7 +203,7 @@ def trained_cells(store: Store, run_id: str) -> list[str]:
 # period each (`RunContext.segment_evals`), a checkpoint after each. Once the first is seen,
 # the rest takes longer than Slurm's grace between scancel's SIGTERM (which submitit ignores)
 # and SIGKILL (KillWait=1, then srun's own wait: about 5 s here).
-SLOW = {"iterations": "4800it", "eval_every": "600it", "batch_size": 120}
+SLOW = {"iterations": "4800it", "eval_every": "600it", "batch_size": 80}
 
 
 @pytest.mark.system
