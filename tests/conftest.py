@@ -18,13 +18,9 @@ import pytest
 from ltcli.core import paths
 from ltcli.data import idx
 
-FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
-"""The tests' programs are tiny and compiled once: XLA:CPU compiles them at LLVM's lowest
-optimization level, which takes a quarter less time for every test that trains (measured on
-2 cores) and changes no result a test reads (every process of a test, the subprocesses it
-starts included, inherits the flag, so what is bit-identical stays bit-identical). Set before
-any JAX backend starts; `make bench` and `lt` itself keep XLA's default."""
-if FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
+from helpers import FAST_COMPILE_FLAG
+
+if FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):  # before any JAX backend starts
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -30,7 +30,7 @@ from ltcli.train import checkpoints, executor_slurm, launch, slurm_queue
 from ltcli.train.claims import Claims
 from ltcli.train.cluster_schedule import Schedule
 
-from helpers import lt_process
+from helpers import lt_process, runtime_env
 
 DAEMONS = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "scancel")
 
@@ -119,7 +119,7 @@ def slurm():
         (folder / sub).mkdir()
     conf = folder / "slurm.conf"
     conf.write_text(_configuration(folder))
-    env = dict(os.environ, SLURM_CONF=str(conf))
+    env = runtime_env(dict(os.environ, SLURM_CONF=str(conf)))  # its tasks run long levels
     try:
         for daemon in ("slurmctld", "slurmd"):
             subprocess.run([daemon, "-f", str(conf)], env=env, check=True, capture_output=True)
@@ -203,7 +203,7 @@ def trained_cells(store: Store, run_id: str) -> list[str]:
 # period each (`RunContext.segment_evals`), a checkpoint after each. Once the first is seen,
 # the rest takes longer than Slurm's grace between scancel's SIGTERM (which submitit ignores)
 # and SIGKILL (KillWait=1, then srun's own wait: about 5 s here).
-SLOW = {"iterations": "4800it", "eval_every": "600it", "batch_size": 80}
+SLOW = {"iterations": "4800it", "eval_every": "600it", "batch_size": 120}
 
 
 @pytest.mark.system
@@ -218,8 +218,10 @@ def test_through_requeue_cancel_and_a_killed_driver_the_cells_are_the_local_exec
     resubmits its cells, and an attached one follows to the end. The cells are those of an
     uninterrupted local run, bit for bit, each trained by one task once."""
     path = write_spec(train=SLOW, run={"rounds": 1, "deterministic": True})
-    local = Store(tmp_path / "local")
-    run_id = launch.run(spec.load(str(path)), local, data_dir=real_data[1])
+    local = Store(tmp_path / "local")  # as the tasks run: another process, XLA's default
+    command = lt_process(path, local.root, real_data[1])
+    subprocess.run(command, env=slurm, check=True, capture_output=True, timeout=600)
+    (run_id,) = local.run_ids()
     store = tmp_path / "slurm"
     flags = ("--checkpoint-every", "0", "--progress-every", "1")
 

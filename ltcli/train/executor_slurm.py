@@ -19,12 +19,9 @@ the cluster requeues itself on preemption keeps its job id too. Either way it re
 cell from its level's last checkpoint. A task cancelled, failed or killed leaves its cells
 unfinished and unclaimed: the next ``lt run`` resubmits them.
 
-The store must be a folder every node sees at the same path: each task reads a token the
-driver wrote into it before it trains (as the Ray executor checks its nodes), and fails
-naming its node where it cannot. The data and lt's cache are found as ``lt run`` finds them
-(``$LT_DATA_DIR`` and ``$LT_CACHE_DIR`` reach the tasks with the driver's environment); a
-task that cannot find the data fails, and its log says why. submitit is an optional extra:
-without it, ``--executor slurm`` says how to install it.
+The store must be a folder every node sees at the same path (each task checks a token the
+driver wrote into it); the data and lt's cache are found through ``$LT_DATA_DIR`` and
+``$LT_CACHE_DIR``, which reach the tasks with the driver's environment (docs/slurm.md).
 """
 
 from __future__ import annotations
