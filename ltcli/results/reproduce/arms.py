@@ -288,3 +288,37 @@ def run_check(
     )
     checks = verdicts(claims, measured)
     return Checked(runs, checks, tables(arms, measured, checks))
+
+
+def runner(
+    protocols: Callable[[str, str, Iterable[str]], dict[str, Spec]],
+    arms: Sequence[Arm],
+    claims: Sequence[Claim],
+) -> Callable[..., Checked]:
+    """The ``run`` of a check whose arms' specs `protocols` makes: every arm through
+    `launch.run` (finished cells are reused; each under its alias unless ``--set`` changed
+    it), then `claims` checked on their cells."""
+
+    def run(
+        check: str,
+        budget: str,
+        store: Store,
+        *,
+        settings: Iterable[str] = (),
+        data_dir: Path | None = None,
+        progress: Callable[[Spec], Progress] | None = None,
+    ) -> Checked:
+        specs = protocols(check, budget, settings)
+        return run_check(
+            check,
+            budget,
+            store,
+            specs,
+            arms,
+            claims,
+            named=not settings,
+            data_dir=data_dir,
+            progress=progress,
+        )
+
+    return run

@@ -23,22 +23,18 @@ training, and says by how much. The generic parts are `zhou2019`'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
-from ltcli.experiment.plan import Progress
 from ltcli.experiment.spec import Spec
 from ltcli.results.reproduce.arms import (
     CHANCE,
     DENSE,
     Arm,
-    Checked,
     Claim,
     arm_specs,
     describe_arms,
-    run_check,
+    runner,
 )
-from ltcli.storage.store import Store
 
 CHECKS = {"edge-popup-lenet": "mnist-lenet"}
 """Each claim check and the shipped spec its arms start from."""
@@ -128,30 +124,6 @@ def describe(check: str, budget: str, specs: Mapping[str, Spec]) -> list[str]:
     ]
 
 
-def run(
-    check: str,
-    budget: str,
-    store: Store,
-    *,
-    settings: Iterable[str] = (),
-    data_dir: Path | None = None,
-    progress: Callable[[Spec], Progress] | None = None,
-) -> Checked:
-    """Runs every arm of `check` through `launch.run` (finished cells are reused) and checks
-    the claims on their cells.
-
-    Args:
-      progress: makes the progress of one arm's run from its spec.
-    """
-    specs = protocols(check, budget, settings)
-    return run_check(
-        check,
-        budget,
-        store,
-        specs,
-        ARMS,
-        CLAIMS,
-        named=not settings,
-        data_dir=data_dir,
-        progress=progress,
-    )
+run = runner(protocols, ARMS, CLAIMS)
+"""Runs every arm of a check through `launch.run` (finished cells are reused) and checks the
+claims on their cells (`ltcli.results.reproduce.arms.runner`)."""
