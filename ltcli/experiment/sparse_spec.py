@@ -61,6 +61,17 @@ def check(spec: Spec, iterations: int, every: int) -> None:
         raise UsageError(
             f"prune.pattern: {method} trains unstructured masks only (ste learns N:M masks)"
         )
+    if method == "supermask" and spec["prune.distribution"] != "uniform":
+        raise UsageError(
+            "prune.distribution: a supermask starts every layer at one density (Zhou et al. "
+            'start every score at one constant); use "uniform"'
+        )
+    learned_n_m = method == "ste" and spec["prune.pattern"] != pruning.UNSTRUCTURED
+    if learned_n_m and (spec["prune.distribution"] != "uniform" or spec["prune.exclude"]):
+        raise UsageError(
+            "prune.pattern: an N:M ste mask keeps N of every M in each learned layer; a layer "
+            "budget (prune.distribution, prune.exclude) cannot change that"
+        )
     if method not in MASK_UPDATING:
         return
     start = round(spec["prune.update_start"] * iterations)
